@@ -1,0 +1,130 @@
+//! The kernel console: `print!`/`println!`.
+//!
+//! Output goes to COM1 until boot info has been read, then through the
+//! console hypercall (one VM exit per message instead of one per byte),
+//! unless the command line says `console=serial`. A message is formatted
+//! into a buffer on the stack and written in one piece, so lines from
+//! different CPUs do not interleave.
+
+use core::fmt::{self, Write};
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use k42_abi::HypercallNr;
+
+use crate::arch;
+
+static USE_HYPERCALL: AtomicBool = AtomicBool::new(false);
+
+/// Route output through the console hypercall from now on.
+pub fn use_hypercall(yes: bool) {
+    USE_HYPERCALL.store(yes, Ordering::Release);
+}
+
+/// Write `s` to the console as one piece.
+pub fn write_str(s: &str) {
+    if s.is_empty() {
+        return;
+    }
+    if USE_HYPERCALL.load(Ordering::Acquire) {
+        let pa = arch::virt_to_phys(s.as_ptr() as u64).expect("console text in kernel memory");
+        arch::hypercall(HypercallNr::ConsoleWrite, [pa, s.len() as u64, 0, 0]);
+    } else {
+        arch::x86_64::serial::write_str(s);
+    }
+}
+
+/// A fixed-size text buffer on the stack; text beyond its capacity is
+/// dropped (and the buffer marked truncated).
+pub struct FixedBuf<const N: usize> {
+    buf: [u8; N],
+    len: usize,
+    truncated: bool,
+}
+
+impl<const N: usize> FixedBuf<N> {
+    pub const fn new() -> Self {
+        Self {
+            buf: [0; N],
+            len: 0,
+            truncated: false,
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // SAFETY: only whole UTF-8 sequences are copied in (`write_str`
+        // cuts at a char boundary).
+        unsafe { core::str::from_utf8_unchecked(&self.buf[..self.len]) }
+    }
+
+    pub fn clear(&mut self) {
+        self.len = 0;
+        self.truncated = false;
+    }
+}
+
+impl<const N: usize> Default for FixedBuf<N> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<const N: usize> Write for FixedBuf<N> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let room = N - self.len;
+        let mut take = s.len().min(room);
+        while !s.is_char_boundary(take) {
+            take -= 1;
+        }
+        self.buf[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        self.len += take;
+        if take < s.len() {
+            self.truncated = true;
+        }
+        Ok(())
+    }
+}
+
+/// A console writer that flushes whenever its buffer fills, so long
+/// messages still come out whole when they fit and in order when not.
+struct ConsoleWriter {
+    buf: FixedBuf<512>,
+}
+
+impl Write for ConsoleWriter {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        let mut rest = s;
+        while !rest.is_empty() {
+            let before = self.buf.len;
+            self.buf.write_str(rest)?;
+            let taken = self.buf.len - before;
+            rest = &rest[taken..];
+            if self.buf.truncated || !rest.is_empty() {
+                write_str(self.buf.as_str());
+                self.buf.clear();
+            }
+        }
+        Ok(())
+    }
+}
+
+#[doc(hidden)]
+pub fn _print(args: fmt::Arguments) {
+    let mut w = ConsoleWriter {
+        buf: FixedBuf::new(),
+    };
+    let _ = w.write_fmt(args);
+    write_str(w.buf.as_str());
+}
+
+/// Print to the kernel console.
+#[macro_export]
+macro_rules! print {
+    ($($arg:tt)*) => { $crate::console::_print(format_args!($($arg)*)) };
+}
+
+/// Print a line to the kernel console.
+#[macro_export]
+macro_rules! println {
+    () => { $crate::print!("\n") };
+    ($($arg:tt)*) => { $crate::console::_print(format_args!("{}\n", format_args!($($arg)*))) };
+}

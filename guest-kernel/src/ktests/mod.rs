@@ -1,0 +1,7 @@
+//! In-kernel tests of the foundation: boot info, SMP bring-up and calls,
+//! timers, IPIs, the frame allocator and the heap under use from every CPU.
+mod boot;
+mod ipi;
+mod mm;
+mod smp;
+mod timer;

@@ -1,0 +1,192 @@
+//! The k42 kernel: a K42-style scalable microkernel, booted by k42vmm.
+//!
+//! Boot, on every vCPU at once once vCPU 0 lets them go:
+//!
+//! ```text
+//! vCPU 0 (boot CPU)                        vCPU 1..N-1 (APs)
+//! GDT/TSS, GS → per-CPU data               (waiting in k42vmm)
+//! boot info (hypercall), command line
+//! IDT, x2APIC, time base, frames, heap
+//! StartAps hypercall ─────────────────────► GDT/TSS, GS, IDT, x2APIC
+//! online; halt until all are online ◄───── online (last one sends IPI)
+//! run the selected in-kernel tests         idle loop: serve cross-CPU
+//! shutdown(0 if all passed, else 1)          calls, halt otherwise
+//! ```
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod arch;
+mod boot;
+mod console;
+mod ktest;
+mod ktests;
+mod mm;
+mod percpu;
+mod smp;
+mod sync;
+mod time;
+
+use core::fmt::Write;
+use core::sync::atomic::Ordering;
+
+use k42_abi::{HypercallNr, KernelAbiNote};
+
+use crate::arch::x86_64::{apic, gdt, interrupts};
+use crate::boot::Crash;
+
+/// The ABI note k42vmm checks before loading this kernel.
+#[used]
+#[unsafe(link_section = ".k42_abi")]
+static ABI_NOTE: KernelAbiNote = KernelAbiNote::CURRENT;
+
+/// Entry from `_start` on every vCPU.
+pub fn start(cpu: u32, magic: u64) -> ! {
+    gdt::init_cpu(cpu as usize);
+    percpu::init(cpu);
+    if cpu == 0 {
+        boot_cpu_main(magic)
+    } else {
+        interrupts::load();
+        apic::init_cpu(interrupts::VECTOR_SPURIOUS, interrupts::VECTOR_TIMER);
+        arch::enable_interrupts();
+        smp::mark_online();
+        smp::idle_loop()
+    }
+}
+
+fn boot_cpu_main(magic: u64) -> ! {
+    if magic != k42_abi::boot::BOOT_MAGIC {
+        panic!("entered with boot magic {magic:#x}: not started by a compatible k42vmm");
+    }
+    console::write_str("k42: kernel entered\n");
+    let bi = boot::fetch_boot_info();
+    let cmdline = bi
+        .cmdline()
+        .unwrap_or_else(|| panic!("the kernel command line is not UTF-8"));
+    let opts = match boot::parse_options(cmdline) {
+        Ok(o) => o,
+        Err(bad) => shutdown_with_error(format_args!("{bad}")),
+    };
+    console::use_hypercall(!opts.serial_console);
+    check_cpu_features();
+    interrupts::init();
+    apic::init_cpu(interrupts::VECTOR_SPURIOUS, interrupts::VECTOR_TIMER);
+    time::init(bi.tsc_khz);
+    smp::init(bi.vcpus);
+    mm::init();
+    let (_, heap_bytes) = mm::heap::stats();
+    println!(
+        "k42: {} vCPUs, {} MiB RAM, TSC {} MHz, {} of {} frames free, {} MiB heap; cmdline '{}'",
+        bi.vcpus,
+        bi.mem_size >> 20,
+        bi.tsc_khz / 1000,
+        mm::frame::free_frames(),
+        mm::frame::total_frames(),
+        heap_bytes >> 20,
+        cmdline
+    );
+    let tests = match ktest::select(opts.tests) {
+        Ok(t) => t,
+        Err(msg) => shutdown_with_error(format_args!("{msg}")),
+    };
+
+    arch::enable_interrupts();
+    smp::start_aps();
+    smp::mark_online();
+    smp::wait_until(|| smp::online() == smp::ncpus());
+    println!("k42: all {} CPUs online", smp::ncpus());
+
+    if let Some(crash) = opts.crash {
+        provoke(crash);
+    }
+    let failed = ktest::run(&tests);
+    if failed == 0 {
+        println!("k42: {} tests passed", tests.len());
+        shutdown(0)
+    } else {
+        println!("k42: {failed} of {} tests FAILED", tests.len());
+        shutdown(1)
+    }
+}
+
+/// The CPU features this kernel cannot run without, with a clear panic
+/// when the VMM did not provide them.
+fn check_cpu_features() {
+    const ECX_X2APIC: u32 = 1 << 21;
+    const ECX_TSC_DEADLINE: u32 = 1 << 24;
+    let leaf1 = arch::cpuid(1, 0);
+    if leaf1.ecx & ECX_X2APIC == 0 {
+        panic!("the CPU has no x2APIC (CPUID.1:ECX[21]); k42 needs it for IPIs");
+    }
+    if leaf1.ecx & ECX_TSC_DEADLINE == 0 {
+        panic!("the CPU has no TSC-deadline timer (CPUID.1:ECX[24]); k42 needs it for timers");
+    }
+}
+
+/// Fail on purpose, as the command line asked.
+fn provoke(crash: Crash) {
+    println!("k42: crash={crash:?} requested");
+    match crash {
+        Crash::Panic => panic!("crash=panic requested on the command line"),
+        Crash::PageFault => {
+            // SAFETY: deliberately reads an unmapped address (the null
+            // page is never mapped) to test the page-fault report.
+            let v = unsafe { core::ptr::read_volatile(0x10 as *const u64) };
+            println!("k42: read {v:#x} from an unmapped address?");
+        }
+        Crash::TripleFault => {
+            interrupts::load_empty_idt();
+            // SAFETY: ud2 raises #UD; with no IDT that becomes a triple
+            // fault, which is the point.
+            unsafe { core::arch::asm!("ud2") };
+        }
+        Crash::Hang => loop {
+            arch::disable_interrupts();
+            arch::enable_and_halt();
+        },
+    }
+}
+
+/// Stop the VM with exit code `code`.
+pub fn shutdown(code: u8) -> ! {
+    arch::hypercall(HypercallNr::Shutdown, [code as u64, 0, 0, 0]);
+    arch::halt_forever()
+}
+
+/// Print a one-line error and stop the VM with exit code 2 (bad input).
+fn shutdown_with_error(msg: core::fmt::Arguments) -> ! {
+    console::use_hypercall(true);
+    println!("k42: {msg}");
+    shutdown(2)
+}
+
+#[panic_handler]
+fn panic(info: &core::panic::PanicInfo) -> ! {
+    arch::disable_interrupts();
+    let me = percpu::current();
+    if me.panicking.swap(true, Ordering::SeqCst) {
+        // A panic while reporting a panic: stop without formatting.
+        let msg = "panic while panicking";
+        arch::hypercall(
+            HypercallNr::Panic,
+            [
+                arch::virt_to_phys(msg.as_ptr() as u64).unwrap_or(0),
+                msg.len() as u64,
+                0,
+                0,
+            ],
+        );
+        arch::halt_forever();
+    }
+    let mut buf = console::FixedBuf::<1024>::new();
+    let _ = write!(buf, "CPU {}: {}", me.id(), info.message());
+    if let Some(loc) = info.location() {
+        let _ = write!(buf, " at {}:{}", loc.file(), loc.line());
+    }
+    let msg = buf.as_str();
+    let pa = arch::virt_to_phys(msg.as_ptr() as u64).unwrap_or(0);
+    arch::hypercall(HypercallNr::Panic, [pa, msg.len() as u64, 0, 0]);
+    arch::halt_forever()
+}

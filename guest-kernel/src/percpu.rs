@@ -1,0 +1,87 @@
+//! Per-CPU data, reached through the GS base: `gs:0` holds a pointer to
+//! this CPU's [`PerCpu`], so finding it costs one load.
+//!
+//! The kernel has no preemption and no migration yet: code that reads its
+//! CPU's data stays on that CPU until it returns, so a plain reference is
+//! safe to hold. Fields written by other CPUs (the mailbox) are atomics.
+
+use core::arch::asm;
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use ::x86_64::registers::model_specific::GsBase;
+use k42_abi::MAX_VCPUS;
+
+use crate::smp::CallRequest;
+
+/// One CPU's kernel-private state.
+#[repr(C, align(64))]
+pub struct PerCpu {
+    /// Points at this struct; read through `gs:0`.
+    self_ptr: AtomicPtr<PerCpu>,
+    /// This CPU's index (0 is the boot CPU).
+    id: AtomicU32,
+    /// Work posted by another CPU (see `smp`).
+    pub mailbox: AtomicPtr<CallRequest>,
+    /// Timer interrupts taken on this CPU.
+    pub timer_interrupts: AtomicU64,
+    /// TSC when the last timer interrupt was taken.
+    pub last_timer_tsc: AtomicU64,
+    /// Wakeup IPIs taken on this CPU.
+    pub wakeups: AtomicU64,
+    /// Set while this CPU is panicking, to stop recursive panics.
+    pub panicking: AtomicBool,
+}
+
+impl PerCpu {
+    const fn new() -> Self {
+        Self {
+            self_ptr: AtomicPtr::new(core::ptr::null_mut()),
+            id: AtomicU32::new(0),
+            mailbox: AtomicPtr::new(core::ptr::null_mut()),
+            timer_interrupts: AtomicU64::new(0),
+            last_timer_tsc: AtomicU64::new(0),
+            wakeups: AtomicU64::new(0),
+            panicking: AtomicBool::new(false),
+        }
+    }
+
+    /// This CPU's index.
+    pub fn id(&self) -> u32 {
+        self.id.load(Ordering::Relaxed)
+    }
+}
+
+static PERCPU: [PerCpu; MAX_VCPUS] = [const { PerCpu::new() }; MAX_VCPUS];
+
+/// Point this CPU's GS base at its `PerCpu` (after the GDT is loaded,
+/// which clears the GS base).
+pub fn init(cpu: u32) {
+    let me = &PERCPU[cpu as usize];
+    me.id.store(cpu, Ordering::Relaxed);
+    me.self_ptr
+        .store(me as *const PerCpu as *mut PerCpu, Ordering::Relaxed);
+    GsBase::write(::x86_64::VirtAddr::from_ptr(me));
+}
+
+/// This CPU's per-CPU data.
+#[inline]
+pub fn current() -> &'static PerCpu {
+    let p: *const PerCpu;
+    // SAFETY: gs:0 is `self_ptr` of this CPU's PerCpu, set by `init` before
+    // any caller runs; the struct is a static.
+    unsafe {
+        asm!("mov {}, gs:[0]", out(reg) p, options(nostack, readonly, preserves_flags));
+        &*p
+    }
+}
+
+/// This CPU's index.
+#[inline]
+pub fn cpu_id() -> u32 {
+    current().id()
+}
+
+/// Another CPU's per-CPU data.
+pub fn of(cpu: u32) -> &'static PerCpu {
+    &PERCPU[cpu as usize]
+}

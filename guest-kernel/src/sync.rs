@@ -1,0 +1,196 @@
+//! Kernel synchronisation primitives.
+//!
+//! [`SpinLock`] masks interrupts while held (so a lock may be taken in
+//! interrupt context too). A contended waiter does not keep spinning: with
+//! many vCPUs on few host CPUs the holder may not be running at all, and
+//! under emulation every spin costs microseconds. Instead it records
+//! itself in the lock's waiter set and halts; the unlocker wakes one
+//! waiter with an IPI, which then competes for the lock again.
+//!
+//! ```text
+//! waiter:   set my bit in `waiters` ─► re-check `locked` ─► halt
+//! unlocker: clear `locked` ──────────► read `waiters` ─► clear one bit,
+//!                                                        IPI that CPU
+//! ```
+//!
+//! Both sides use sequentially consistent operations in that order, so
+//! either the waiter sees the lock free or the unlocker sees the waiter:
+//! no wakeup is lost. A waiter that took the lock with interrupts already
+//! masked (interrupt context) cannot halt; it backs off through k42vmm
+//! instead.
+//!
+//! [`InitOnce`] holds a value written once at boot and read ever after.
+
+use core::cell::UnsafeCell;
+use core::ops::{Deref, DerefMut};
+use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crate::{arch, percpu, smp};
+
+/// Spins before a waiter halts (or backs off).
+const SPINS_BEFORE_WAIT: u32 = 8;
+
+/// Words in a waiter set: one bit per CPU.
+const WAITER_WORDS: usize = k42_abi::MAX_VCPUS.div_ceil(64);
+
+/// A test-and-test-and-set lock with interrupt masking whose contended
+/// waiters halt until the unlocker wakes one of them.
+pub struct SpinLock<T> {
+    locked: AtomicBool,
+    waiters: [AtomicU64; WAITER_WORDS],
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the lock serialises all access to `value`.
+unsafe impl<T: Send> Sync for SpinLock<T> {}
+// SAFETY: moving the lock moves the value, which is Send.
+unsafe impl<T: Send> Send for SpinLock<T> {}
+
+/// Access to a [`SpinLock`]'s value; unlocks on drop.
+pub struct SpinLockGuard<'a, T> {
+    lock: &'a SpinLock<T>,
+    _irq: arch::IrqGuard,
+}
+
+impl<T> SpinLock<T> {
+    pub const fn new(value: T) -> Self {
+        Self {
+            locked: AtomicBool::new(false),
+            waiters: [const { AtomicU64::new(0) }; WAITER_WORDS],
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// Take the lock.
+    pub fn lock(&self) -> SpinLockGuard<'_, T> {
+        let irq = arch::irq_save();
+        if self.locked.swap(true, Ordering::Acquire) {
+            self.lock_contended(irq.was_enabled());
+        }
+        SpinLockGuard {
+            lock: self,
+            _irq: irq,
+        }
+    }
+
+    #[cold]
+    fn lock_contended(&self, may_halt: bool) {
+        let cpu = percpu::cpu_id() as usize;
+        let (word, bit) = (&self.waiters[cpu / 64], 1u64 << (cpu % 64));
+        let mut round = 0;
+        loop {
+            for _ in 0..SPINS_BEFORE_WAIT {
+                if !self.locked.load(Ordering::Relaxed)
+                    && !self.locked.swap(true, Ordering::Acquire)
+                {
+                    return;
+                }
+                arch::cpu_relax();
+            }
+            if !may_halt {
+                arch::backoff(round);
+                round = round.saturating_add(1);
+                continue;
+            }
+            word.fetch_or(bit, Ordering::SeqCst);
+            if !self.locked.swap(true, Ordering::SeqCst) {
+                word.fetch_and(!bit, Ordering::Relaxed);
+                return;
+            }
+            // Halt until an unlocker takes our bit (it then IPIs us).
+            smp::wait_until(|| word.load(Ordering::SeqCst) & bit == 0);
+            arch::disable_interrupts();
+        }
+    }
+
+    /// Release the lock and wake one waiter, if any.
+    fn unlock(&self) {
+        self.locked.store(false, Ordering::SeqCst);
+        let me = percpu::cpu_id() as usize;
+        // Start after this CPU so that waiters are woken round-robin.
+        for i in 0..WAITER_WORDS {
+            let w = &self.waiters[(me / 64 + 1 + i) % WAITER_WORDS];
+            let mut v = w.load(Ordering::SeqCst);
+            while v != 0 {
+                let bit = v & v.wrapping_neg();
+                let prev = w.fetch_and(!bit, Ordering::SeqCst);
+                if prev & bit != 0 {
+                    let idx = (me / 64 + 1 + i) % WAITER_WORDS;
+                    arch::send_ipi(
+                        (idx * 64) as u32 + bit.trailing_zeros(),
+                        arch::VECTOR_WAKEUP,
+                    );
+                    return;
+                }
+                v = prev & !bit;
+            }
+        }
+    }
+}
+
+impl<T> Deref for SpinLockGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: the guard proves the lock is held.
+        unsafe { &*self.lock.value.get() }
+    }
+}
+
+impl<T> DerefMut for SpinLockGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: the guard proves the lock is held, exclusively.
+        unsafe { &mut *self.lock.value.get() }
+    }
+}
+
+impl<T> Drop for SpinLockGuard<'_, T> {
+    fn drop(&mut self) {
+        // Release before `_irq` restores the interrupt flag (fields drop
+        // after this body).
+        self.lock.unlock();
+    }
+}
+
+/// A value set once (at boot, before other CPUs look) and then shared.
+pub struct InitOnce<T> {
+    ready: AtomicBool,
+    busy: AtomicBool,
+    value: UnsafeCell<core::mem::MaybeUninit<T>>,
+}
+
+// SAFETY: the value is written once, before `ready` is published with
+// Release, and only read (shared) after `ready` is seen with Acquire.
+unsafe impl<T: Sync + Send> Sync for InitOnce<T> {}
+
+impl<T> InitOnce<T> {
+    pub const fn new() -> Self {
+        Self {
+            ready: AtomicBool::new(false),
+            busy: AtomicBool::new(false),
+            value: UnsafeCell::new(core::mem::MaybeUninit::uninit()),
+        }
+    }
+
+    /// Store the value; panics if it was already set.
+    pub fn set(&self, value: T) -> &T {
+        assert!(
+            !self.busy.swap(true, Ordering::AcqRel),
+            "InitOnce set twice"
+        );
+        // SAFETY: `busy` makes this the only writer, and no reader looks
+        // before `ready`.
+        unsafe { (*self.value.get()).write(value) };
+        self.ready.store(true, Ordering::Release);
+        self.get().expect("just set")
+    }
+
+    /// The value, once set.
+    pub fn get(&self) -> Option<&T> {
+        if self.ready.load(Ordering::Acquire) {
+            // SAFETY: `ready` is published only after the write completed.
+            Some(unsafe { (*self.value.get()).assume_init_ref() })
+        } else {
+            None
+        }
+    }
+}

@@ -1,0 +1,35 @@
+//! The contract between the k42vmm host and the K42 guest.
+//!
+//! Both sides build this crate (`no_std`): the VMM on the host, the kernel
+//! for `x86_64-unknown-none`. Every type that crosses the boundary lives
+//! here, is `#[repr(C)]`, has its size pinned by a const assertion, and
+//! derives `zerocopy` traits so that the host can read and write it from
+//! guest memory without `unsafe`.
+//!
+//! Any change to a layout or to a constant's meaning bumps [`ABI_VERSION`];
+//! the VMM refuses a kernel whose [`KernelAbiNote`] names another version.
+//!
+//! | module        | what it defines                                       |
+//! |---------------|-------------------------------------------------------|
+//! | [`layout`]    | guest-physical and guest-virtual memory layout        |
+//! | [`boot`]      | the boot-info record and the vCPU entry state         |
+//! | [`hypercall`] | port-I/O hypercalls: numbers, request block, results  |
+//! | [`note`]      | the ABI note every kernel carries in its ELF          |
+#![no_std]
+#![forbid(unsafe_code)]
+
+pub mod boot;
+pub mod hypercall;
+pub mod layout;
+pub mod note;
+
+pub use boot::{BootInfo, BootModule, MemRegion, MemRegionKind};
+pub use hypercall::{HypercallBlock, HypercallNr, HypercallResult};
+pub use note::KernelAbiNote;
+
+/// Version of every layout and constant in this crate.
+pub const ABI_VERSION: u32 = 1;
+
+/// The largest vCPU count the ABI supports (x2APIC ids 0..=254; 255 is the
+/// xAPIC broadcast id, kept free so both APIC modes stay valid).
+pub const MAX_VCPUS: usize = 255;

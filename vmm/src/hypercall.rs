@@ -1,0 +1,151 @@
+//! Hypercall handling: decode the request block a guest `out` points at,
+//! validate every field, act, and write the result code back.
+//!
+//! Nothing a guest writes can crash k42vmm: an unusable block address gets
+//! its error code in `rax`; a bad number, address, length or value gets a
+//! negative [`HypercallResult`] in the block.
+
+use std::io::Write;
+use std::time::Duration;
+
+use k42_abi::hypercall::{
+    self as abi, HypercallBlock, HypercallNr, HypercallResult, RESULT_OFFSET,
+};
+use zerocopy::{FromBytes, IntoBytes};
+
+use crate::exit::ExitReason;
+use crate::vm::{TestRecord, VmShared};
+
+/// What the vCPU does after a hypercall.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Outcome {
+    Continue,
+    /// The VM is stopping (shutdown or panic): leave the run loop.
+    Stop,
+    /// The block itself is unusable; this error code goes to `rax`.
+    BadBlock(i64),
+}
+
+type CallResult = Result<i64, HypercallResult>;
+
+/// Handle the hypercall whose block is at guest-physical `block_gpa`,
+/// made by vCPU `vcpu`.
+pub fn handle(shared: &VmShared, vcpu: u32, block_gpa: u32) -> Outcome {
+    let gpa = block_gpa as u64;
+    let size = std::mem::size_of::<HypercallBlock>();
+    let mut raw = [0u8; 48];
+    if !gpa.is_multiple_of(8) || shared.ram.read(gpa, &mut raw[..size]).is_err() {
+        return Outcome::BadBlock(HypercallResult::BadAddress as i64);
+    }
+    let block = HypercallBlock::read_from_bytes(&raw[..size]).expect("size checked");
+    let (result, outcome) = match HypercallNr::from_raw(block.nr) {
+        _ if block.reserved != 0 => (Err(HypercallResult::InvalidArgument), Outcome::Continue),
+        None => (Err(HypercallResult::NoSuchCall), Outcome::Continue),
+        Some(nr) => dispatch(shared, vcpu, nr, &block.args),
+    };
+    let code = result.unwrap_or_else(|e| e as i64);
+    // The block was readable a moment ago, so this write stays in RAM.
+    let _ = shared.ram.write(gpa + RESULT_OFFSET, code.as_bytes());
+    outcome
+}
+
+fn dispatch(
+    shared: &VmShared,
+    vcpu: u32,
+    nr: HypercallNr,
+    args: &[u64; 4],
+) -> (CallResult, Outcome) {
+    let ram = shared.ram;
+    let read = |gpa: u64, len: u64, limit: u64| -> Result<Vec<u8>, HypercallResult> {
+        if len > limit {
+            return Err(HypercallResult::TooLong);
+        }
+        ram.read_vec(gpa, len, limit)
+            .map_err(|_| HypercallResult::BadAddress)
+    };
+    let cont = |r: CallResult| (r, Outcome::Continue);
+    match nr {
+        HypercallNr::ConsoleWrite => cont(read(args[0], args[1], abi::MAX_CONSOLE_WRITE).and_then(
+            |bytes| {
+                let text =
+                    std::str::from_utf8(&bytes).map_err(|_| HypercallResult::InvalidArgument)?;
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(text.as_bytes());
+                let _ = out.flush();
+                Ok(bytes.len() as i64)
+            },
+        )),
+        HypercallNr::Shutdown => match u8::try_from(args[0]) {
+            Ok(code) => {
+                shared.exit.decide(ExitReason::Shutdown(code));
+                (Ok(0), Outcome::Stop)
+            }
+            Err(_) => cont(Err(HypercallResult::InvalidArgument)),
+        },
+        HypercallNr::Panic => {
+            let message = match read(args[0], args[1], abi::MAX_PANIC_MESSAGE) {
+                Ok(b) => String::from_utf8_lossy(&b).trim_end().to_string(),
+                Err(e) => format!("(panic message unreadable: {})", e.describe()),
+            };
+            shared.exit.decide(ExitReason::Panic { vcpu, message });
+            (Ok(0), Outcome::Stop)
+        }
+        HypercallNr::BootInfo => cont(boot_info(shared, args[0], args[1])),
+        HypercallNr::CpuOnline => cont(if args[0] != vcpu as u64 {
+            Err(HypercallResult::InvalidArgument)
+        } else if shared.mark_online(vcpu) {
+            Ok(0)
+        } else {
+            Err(HypercallResult::NotPermitted)
+        }),
+        HypercallNr::StartAps => cont(if vcpu != 0 {
+            Err(HypercallResult::NotPermitted)
+        } else if shared.ap_gate.open() {
+            Ok(0)
+        } else {
+            Err(HypercallResult::NotPermitted)
+        }),
+        HypercallNr::Yield => {
+            back_off(args[0]);
+            cont(Ok(0))
+        }
+        HypercallNr::TestResult => cont(read(args[0], args[1], abi::MAX_TEST_NAME).and_then(|b| {
+            let name = String::from_utf8(b).map_err(|_| HypercallResult::InvalidArgument)?;
+            if name.is_empty() || args[2] > 1 {
+                return Err(HypercallResult::InvalidArgument);
+            }
+            shared.record_test(TestRecord {
+                name,
+                passed: args[2] == 1,
+                ms: args[3] as f64 / 1e6,
+                vcpu,
+            });
+            Ok(0)
+        })),
+    }
+}
+
+fn boot_info(shared: &VmShared, gpa: u64, len: u64) -> CallResult {
+    let mut bi = shared.layout.boot_info;
+    if len != std::mem::size_of_val(&bi) as u64 {
+        return Err(HypercallResult::InvalidArgument);
+    }
+    bi.tsc_khz = shared.tsc_khz.get().copied().unwrap_or(0) as u64;
+    shared
+        .ram
+        .write(gpa, bi.as_bytes())
+        .map_err(|_| HypercallResult::BadAddress)?;
+    Ok(0)
+}
+
+/// Give the host CPU away: yields first, then sleeps growing from 20 µs
+/// to 1 ms, so that a vCPU waiting on a lock whose holder was descheduled
+/// lets the holder run.
+fn back_off(round: u64) {
+    if round < 4 {
+        std::thread::yield_now();
+    } else {
+        let us = (20u64 << (round - 4).min(6)).min(1000);
+        std::thread::sleep(Duration::from_micros(us));
+    }
+}

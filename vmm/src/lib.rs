@@ -1,0 +1,32 @@
+//! k42vmm: a purpose-built KVM virtual machine monitor for the K42-style
+//! scalable microkernel.
+//!
+//! ```text
+//!  main.rs (CLI) ──► vm::run(VmConfig)
+//!                     ├─ memory   guest RAM layout and checked access
+//!                     ├─ loader   kernel ELF, modules, boot page tables, BootInfo
+//!                     ├─ vcpu     one thread per vCPU: create, configure, run, kick
+//!                     │   ├─ cpuid     per-vCPU CPUID (APIC ids, hypervisor bit)
+//!                     │   ├─ hypercall port-I/O hypercalls (shared-abi)
+//!                     │   └─ serial    COM1 → stdout
+//!                     ├─ exit     the one decision of how the VM ends
+//!                     └─ report   the JSON run report
+//! ```
+//!
+//! The only contract with the guest is the `k42-abi` crate (shared-abi/).
+
+pub mod config;
+pub mod cpuid;
+pub mod error;
+pub mod exit;
+pub mod hypercall;
+pub mod kvm;
+pub mod loader;
+pub mod memory;
+pub mod report;
+pub mod serial;
+pub mod vcpu;
+pub mod vm;
+
+pub use config::VmConfig;
+pub use error::VmmError;

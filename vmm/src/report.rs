@@ -1,0 +1,62 @@
+//! The JSON run report (`k42vmm run --report FILE`).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Schema version of [`Report`]; bump on incompatible changes.
+pub const REPORT_SCHEMA: u32 = 1;
+
+/// Summary of one run, written at exit.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Report {
+    pub schema: u32,
+    pub k42vmm_version: String,
+    pub image: String,
+    pub image_name: String,
+    pub cmdline: String,
+    /// k42vmm's exit code.
+    pub exit_code: u8,
+    /// shutdown, panic, triple-fault, fault, timeout, signal or host-error.
+    pub exit_reason: String,
+    /// The same in words (panic message, fault description).
+    pub exit_message: String,
+    pub vcpus: u32,
+    pub memory_bytes: u64,
+    pub host_cpus: u32,
+    pub overcommitted: bool,
+    pub tsc_khz: Option<u32>,
+    /// From process start until vCPU 0 first entered the guest.
+    pub ms_to_kernel_entry: Option<f64>,
+    /// From process start until the last vCPU reported itself online.
+    pub ms_to_all_online: Option<f64>,
+    /// From process start until the VM stopped.
+    pub ms_to_exit: f64,
+    /// Indices of the vCPUs that came online, ascending.
+    pub online_vcpus: Vec<u32>,
+    pub vcpus_online: u32,
+    /// In-kernel test results, in the order they were reported.
+    pub tests: Vec<crate::vm::TestRecord>,
+    /// Exits to k42vmm per vCPU, by reason.
+    pub vcpu_exits: Vec<VcpuExits>,
+}
+
+/// Exit counts of one vCPU.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VcpuExits {
+    pub vcpu: u32,
+    pub exits: BTreeMap<String, u64>,
+}
+
+impl Report {
+    /// Write the report as pretty JSON, atomically (temporary file, rename).
+    pub fn write_to(&self, path: &Path) -> std::io::Result<()> {
+        let text = serde_json::to_string_pretty(self).expect("a report always serialises");
+        let tmp = path.with_extension("json.tmp");
+        std::fs::write(&tmp, text + "\n")?;
+        std::fs::rename(&tmp, path).inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })
+    }
+}

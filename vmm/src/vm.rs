@@ -1,0 +1,543 @@
+//! One VM run, start to finish: check the image, create the VM and its
+//! RAM, load the kernel, start one thread per vCPU, wait in the main event
+//! loop for the run to end, stop the vCPUs and write the report.
+//!
+//! ```text
+//!   main thread                     vCPU 0            vCPU 1..N-1
+//!   ───────────                     ──────            ───────────
+//!   create VM, irqchip, RAM
+//!   load image, boot tables
+//!   spawn vCPU threads ──────────►  create+configure  create+configure
+//!   event loop (exit eventfd,       run kernel        wait at ap_gate
+//!     timeout timerfd, signals,     StartAps ───────► run kernel
+//!     stdin → COM1)                 ...               ...
+//!   exit decided ◄────────────────  Shutdown/Panic/fault (ExitLatch)
+//!   kick vCPUs until all stopped
+//!   report
+//! ```
+
+use std::os::fd::AsRawFd;
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
+use std::sync::{Condvar, Mutex, OnceLock};
+use std::time::{Duration, Instant};
+
+use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use k42_image::Image;
+use kvm_bindings::CpuId;
+use kvm_ioctls::VmFd;
+use serde::{Deserialize, Serialize};
+use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
+use vmm_sys_util::timerfd::TimerFd;
+
+use crate::config::{VmConfig, host_cpus};
+use crate::error::VmmError;
+use crate::exit::{ExitLatch, ExitReason};
+use crate::kvm::{self, KvmVm};
+use crate::loader::{self, BootLayout};
+use crate::memory::GuestRam;
+use crate::report::{REPORT_SCHEMA, Report, VcpuExits};
+use crate::serial::Com1;
+use crate::vcpu::{self, VcpuStats};
+
+/// Stack size of each vCPU thread (they run no deep recursion).
+const VCPU_THREAD_STACK: usize = 256 << 10;
+
+/// One in-kernel test result, as reported by the guest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestRecord {
+    pub name: String,
+    pub passed: bool,
+    pub ms: f64,
+    pub vcpu: u32,
+}
+
+/// A one-way gate the application processors wait at until vCPU 0 opens
+/// it (or the run ends first and cancels it).
+#[derive(Default)]
+pub struct Gate {
+    state: Mutex<GateState>,
+    cv: Condvar,
+}
+
+#[derive(Default, Clone, Copy, PartialEq, Eq)]
+enum GateState {
+    #[default]
+    Closed,
+    Open,
+    Cancelled,
+}
+
+impl Gate {
+    /// Open the gate; false if it was not closed.
+    pub fn open(&self) -> bool {
+        self.set(GateState::Open)
+    }
+
+    /// Cancel the gate so that waiters give up.
+    pub fn cancel(&self) {
+        self.set(GateState::Cancelled);
+    }
+
+    fn set(&self, to: GateState) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if *s != GateState::Closed {
+            return false;
+        }
+        *s = to;
+        self.cv.notify_all();
+        true
+    }
+
+    /// Wait until the gate opens (true) or is cancelled (false).
+    pub fn wait(&self) -> bool {
+        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while *s == GateState::Closed {
+            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
+        }
+        *s == GateState::Open
+    }
+}
+
+/// Milestones of a run, measured from process start.
+pub struct RunClock {
+    pub started: Instant,
+    kernel_entry: OnceLock<Instant>,
+    all_online: OnceLock<Instant>,
+}
+
+impl RunClock {
+    fn ms(&self, at: Option<&Instant>) -> Option<f64> {
+        at.map(|t| t.duration_since(self.started).as_secs_f64() * 1e3)
+    }
+
+    /// vCPU 0 is about to enter the guest for the first time.
+    pub fn mark_kernel_entry(&self) {
+        let _ = self.kernel_entry.set(Instant::now());
+    }
+}
+
+/// State shared by the main thread and every vCPU thread of one VM.
+pub struct VmShared<'a> {
+    pub vm: &'a VmFd,
+    pub ram: &'a GuestRam,
+    pub layout: &'a BootLayout,
+    pub supported_cpuid: &'a CpuId,
+    pub vcpus: u32,
+    /// Guest TSC frequency, read by vCPU 0 before it first runs.
+    pub tsc_khz: OnceLock<u32>,
+    pub exit: ExitLatch,
+    pub ap_gate: Gate,
+    pub serial: Mutex<Com1>,
+    pub clock: RunClock,
+    online: Vec<AtomicBool>,
+    online_count: AtomicU32,
+    tests: Mutex<Vec<TestRecord>>,
+    threads: Mutex<Vec<Option<libc::pthread_t>>>,
+    finished: AtomicU32,
+}
+
+impl VmShared<'_> {
+    /// Record the calling thread as vCPU `index`'s, so it can be kicked.
+    pub fn register_thread(&self, index: u32) {
+        // SAFETY: pthread_self has no preconditions.
+        let me = unsafe { libc::pthread_self() };
+        self.threads.lock().unwrap_or_else(|p| p.into_inner())[index as usize] = Some(me);
+    }
+
+    /// vCPU `index` reports itself online; false if it already had.
+    pub fn mark_online(&self, index: u32) -> bool {
+        if self.online[index as usize].swap(true, Ordering::SeqCst) {
+            return false;
+        }
+        if self.online_count.fetch_add(1, Ordering::SeqCst) + 1 == self.vcpus {
+            let _ = self.clock.all_online.set(Instant::now());
+        }
+        true
+    }
+
+    /// Keep an in-kernel test result for the report.
+    pub fn record_test(&self, t: TestRecord) {
+        self.tests.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+    }
+
+    /// Send the kick signal to every registered vCPU thread.
+    fn kick_all(&self) {
+        let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        for t in threads.iter().flatten() {
+            // SAFETY: `t` is a thread of this scope that has not been joined
+            // (joining happens after the kick loop), so the id is valid; a
+            // finished thread just yields ESRCH.
+            unsafe { libc::pthread_kill(*t, vcpu::kick_signal()) };
+        }
+    }
+}
+
+/// The end of a run.
+pub struct RunResult {
+    pub reason: ExitReason,
+    pub report: Report,
+    /// vCPUs that were still running at a timeout, with their state.
+    pub still_running: Vec<(u32, String)>,
+}
+
+/// Boot `config.image` and run it to the end.
+pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
+    let image = Image::open(&config.image)?;
+    let vcpus = config.vcpus;
+    if vcpus == 0 {
+        return Err(VmmError::TooFewVcpus);
+    }
+    if vcpus as usize > k42_abi::MAX_VCPUS {
+        return Err(VmmError::TooManyVcpus {
+            requested: vcpus,
+            limit: k42_abi::MAX_VCPUS as u32,
+            why: "the k42 boot ABI supports",
+        });
+    }
+    if !config
+        .memory
+        .is_multiple_of(k42_abi::layout::LARGE_PAGE_SIZE)
+        || config.memory == 0
+    {
+        return Err(VmmError::MemoryNotAligned(config.memory));
+    }
+    let kvm = kvm::open()?;
+    let ram = GuestRam::new(config.memory)?;
+    let vm = KvmVm::create(kvm, &ram)?;
+    if vcpus > vm.max_vcpus {
+        return Err(VmmError::TooManyVcpus {
+            requested: vcpus,
+            limit: vm.max_vcpus,
+            why: "this host's KVM allows",
+        });
+    }
+    let cmdline = config
+        .cmdline
+        .clone()
+        .unwrap_or_else(|| image.manifest.cmdline.clone());
+    let layout = loader::load(&ram, &image, vcpus, &cmdline)?;
+    let host = host_cpus();
+    if vcpus > host {
+        eprintln!(
+            "k42vmm: warning: {vcpus} vCPUs on {host} host CPUs ({:.1}x overcommit): idle vCPUs halt, but timings are not per-CPU figures",
+            vcpus as f64 / host as f64
+        );
+    }
+    let serial = Com1::new(&vm.fd, Box::new(std::io::stdout()))
+        .map_err(|e| VmmError::Host(format!("COM1: {e}")))?;
+    let shared = VmShared {
+        vm: &vm.fd,
+        ram: &ram,
+        layout: &layout,
+        supported_cpuid: &vm.supported_cpuid,
+        vcpus,
+        tsc_khz: OnceLock::new(),
+        exit: ExitLatch::new().map_err(|e| VmmError::Host(format!("eventfd: {e}")))?,
+        ap_gate: Gate::default(),
+        serial: Mutex::new(serial),
+        clock: RunClock {
+            started,
+            kernel_entry: OnceLock::new(),
+            all_online: OnceLock::new(),
+        },
+        online: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
+        online_count: AtomicU32::new(0),
+        tests: Mutex::new(Vec::new()),
+        threads: Mutex::new(vec![None; vcpus as usize]),
+        finished: AtomicU32::new(0),
+    };
+    install_signal_handlers()?;
+
+    let stats: Vec<VcpuStats> = std::thread::scope(|s| {
+        let mut handles = Vec::with_capacity(vcpus as usize);
+        for i in 0..vcpus {
+            let shared = &shared;
+            let spawned = std::thread::Builder::new()
+                .name(format!("vcpu{i}"))
+                .stack_size(VCPU_THREAD_STACK)
+                .spawn_scoped(s, move || {
+                    let st = vcpu::vcpu_thread(shared, i);
+                    shared.finished.fetch_add(1, Ordering::SeqCst);
+                    st
+                });
+            match spawned {
+                Ok(h) => handles.push(h),
+                Err(e) => {
+                    shared.exit.decide(ExitReason::HostError(format!(
+                        "cannot start the thread of vCPU {i}: {e}"
+                    )));
+                    break;
+                }
+            }
+        }
+        if let Err(e) = main_loop(&shared, config.timeout) {
+            shared
+                .exit
+                .decide(ExitReason::HostError(format!("event loop: {e}")));
+        }
+        shared.ap_gate.cancel();
+        // Kick until every vCPU thread has left its run loop; re-kick now
+        // and then in case a kick raced with a thread entering KVM_RUN.
+        let all = handles.len() as u32;
+        'kick: loop {
+            shared.kick_all();
+            for _ in 0..50 {
+                if shared.finished.load(Ordering::SeqCst) == all {
+                    break 'kick;
+                }
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        handles
+            .into_iter()
+            .enumerate()
+            .map(|(i, h)| {
+                h.join().unwrap_or(VcpuStats {
+                    index: i as u32,
+                    ..Default::default()
+                })
+            })
+            .collect()
+    });
+    shared
+        .serial
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .flush();
+    let ended = Instant::now();
+    let reason = shared.exit.reason().unwrap_or(ExitReason::HostError(
+        "the run ended without a decision".into(),
+    ));
+
+    let online_vcpus: Vec<u32> = (0..vcpus)
+        .filter(|&i| shared.online[i as usize].load(Ordering::SeqCst))
+        .collect();
+    let still_running: Vec<(u32, String)> = stats
+        .iter()
+        .filter_map(|s| s.final_state.clone().map(|f| (s.index, f)))
+        .collect();
+    let report = Report {
+        schema: REPORT_SCHEMA,
+        k42vmm_version: env!("CARGO_PKG_VERSION").to_string(),
+        image: config.image.display().to_string(),
+        image_name: image.manifest.name.clone(),
+        cmdline,
+        exit_code: reason.code(),
+        exit_reason: reason.kind().to_string(),
+        exit_message: describe(&reason, &still_running),
+        vcpus,
+        memory_bytes: config.memory,
+        host_cpus: host,
+        overcommitted: vcpus > host,
+        tsc_khz: shared.tsc_khz.get().copied(),
+        ms_to_kernel_entry: shared.clock.ms(shared.clock.kernel_entry.get()),
+        ms_to_all_online: shared.clock.ms(shared.clock.all_online.get()),
+        ms_to_exit: ended.duration_since(started).as_secs_f64() * 1e3,
+        vcpus_online: online_vcpus.len() as u32,
+        online_vcpus,
+        tests: shared
+            .tests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        vcpu_exits: stats
+            .iter()
+            .map(|s| VcpuExits {
+                vcpu: s.index,
+                exits: s.exits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
+            })
+            .collect(),
+    };
+    Ok(RunResult {
+        reason,
+        report,
+        still_running,
+    })
+}
+
+/// A one-line description of how the run ended.
+pub fn describe(reason: &ExitReason, still_running: &[(u32, String)]) -> String {
+    match reason {
+        ExitReason::Shutdown(c) => format!("the guest shut down with code {c}"),
+        ExitReason::Panic { vcpu, message } => format!("guest panic on vCPU {vcpu}: {message}"),
+        ExitReason::TripleFault { vcpu, .. } => {
+            format!("vCPU {vcpu} triple-faulted: the guest kernel could not handle a fault")
+        }
+        ExitReason::Fault { vcpu, what, .. } => format!("vCPU {vcpu} stopped: {what}"),
+        ExitReason::Timeout { after } => {
+            let ids: Vec<u32> = still_running.iter().map(|(i, _)| *i).collect();
+            let busy: Vec<String> = still_running
+                .iter()
+                .filter(|(_, s)| s != "halted")
+                .map(|(i, s)| format!("vCPU {i} {s}"))
+                .collect();
+            let halted = ids.len() - busy.len();
+            format!(
+                "timeout: the guest was still running after {} on vCPUs {} ({}{} halted)",
+                humantime::format_duration(*after),
+                cpu_list(&ids),
+                if busy.is_empty() {
+                    String::new()
+                } else {
+                    format!("{}; ", busy.join(", "))
+                },
+                halted
+            )
+        }
+        ExitReason::Signal(s) => format!("stopped by signal {s}"),
+        ExitReason::HostError(m) => format!("host error: {m}"),
+    }
+}
+
+/// "0-3,7" for [0, 1, 2, 3, 7].
+pub fn cpu_list(ids: &[u32]) -> String {
+    let mut parts = Vec::new();
+    let mut i = 0;
+    while i < ids.len() {
+        let mut j = i;
+        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
+            j += 1;
+        }
+        parts.push(if i == j {
+            ids[i].to_string()
+        } else {
+            format!("{}-{}", ids[i], ids[j])
+        });
+        i = j + 1;
+    }
+    if parts.is_empty() {
+        "none".into()
+    } else {
+        parts.join(",")
+    }
+}
+
+static SIGNAL_EVENT_FD: AtomicI32 = AtomicI32::new(-1);
+static LAST_SIGNAL: AtomicI32 = AtomicI32::new(0);
+
+extern "C" fn terminate_handler(num: libc::c_int, _: *mut libc::siginfo_t, _: *mut libc::c_void) {
+    LAST_SIGNAL.store(num, Ordering::SeqCst);
+    let fd = SIGNAL_EVENT_FD.load(Ordering::SeqCst);
+    if fd >= 0 {
+        let one: u64 = 1;
+        // SAFETY: write(2) on an eventfd with a valid 8-byte buffer is
+        // async-signal-safe; a failure is harmless (the event is pending).
+        unsafe { libc::write(fd, (&one as *const u64).cast(), 8) };
+    }
+}
+
+fn install_signal_handlers() -> Result<(), VmmError> {
+    use vmm_sys_util::signal::register_signal_handler;
+    let err = |e| VmmError::Host(format!("cannot install a signal handler: {e}"));
+    register_signal_handler(vcpu::kick_signal(), vcpu::kick_handler).map_err(err)?;
+    register_signal_handler(libc::SIGINT, terminate_handler).map_err(err)?;
+    register_signal_handler(libc::SIGTERM, terminate_handler).map_err(err)?;
+    Ok(())
+}
+
+/// The main thread's event loop: waits for the exit decision, the
+/// timeout, a terminating signal, or console input.
+struct MainLoop<'a> {
+    shared: &'a VmShared<'a>,
+    timeout: Option<Duration>,
+    timer: TimerFd,
+    signal_event: EventFd,
+    stdin_open: bool,
+}
+
+impl MutEventSubscriber for MainLoop<'_> {
+    fn init(&mut self, ops: &mut EventOps) {
+        let _ = ops.add(Events::new(&self.shared.exit.event, EventSet::IN));
+        let _ = ops.add(Events::new(&self.timer, EventSet::IN));
+        let _ = ops.add(Events::new(&self.signal_event, EventSet::IN));
+        // Regular files and /dev/null cannot be polled: then there is no
+        // console input, which is fine.
+        self.stdin_open = ops
+            .add(Events::new_raw(libc::STDIN_FILENO, EventSet::IN))
+            .is_ok();
+    }
+
+    fn process(&mut self, events: Events, ops: &mut EventOps) {
+        let fd = events.fd();
+        if fd == self.timer.as_raw_fd() {
+            let _ = self.timer.wait();
+            if let Some(after) = self.timeout {
+                self.shared.exit.decide(ExitReason::Timeout { after });
+            }
+        } else if fd == self.signal_event.as_raw_fd() {
+            let _ = self.signal_event.read();
+            self.shared
+                .exit
+                .decide(ExitReason::Signal(LAST_SIGNAL.load(Ordering::SeqCst)));
+        } else if fd == libc::STDIN_FILENO {
+            let mut buf = [0u8; 64];
+            // SAFETY: reading into a valid local buffer of the given length.
+            let n = unsafe { libc::read(libc::STDIN_FILENO, buf.as_mut_ptr().cast(), buf.len()) };
+            if n <= 0 || events.event_set().contains(EventSet::HANG_UP) {
+                let _ = ops.remove(Events::new_raw(libc::STDIN_FILENO, EventSet::IN));
+                self.stdin_open = false;
+            } else {
+                self.shared
+                    .serial
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .input(&buf[..n as usize]);
+            }
+        } else {
+            let _ = self.shared.exit.event.read();
+        }
+    }
+}
+
+fn main_loop(shared: &VmShared, timeout: Option<Duration>) -> std::io::Result<()> {
+    let mut timer = TimerFd::new()?;
+    if let Some(t) = timeout {
+        timer.reset(t, None)?;
+    }
+    let signal_event = EventFd::new(EFD_NONBLOCK)?;
+    SIGNAL_EVENT_FD.store(signal_event.as_raw_fd(), Ordering::SeqCst);
+    let mut em =
+        EventManager::<MainLoop>::new().map_err(|e| std::io::Error::other(format!("{e:?}")))?;
+    em.add_subscriber(MainLoop {
+        shared,
+        timeout,
+        timer,
+        signal_event,
+        stdin_open: false,
+    });
+    let result = loop {
+        if shared.exit.is_stopping() {
+            break Ok(());
+        }
+        if let Err(e) = em.run() {
+            break Err(std::io::Error::other(format!("{e:?}")));
+        }
+    };
+    SIGNAL_EVENT_FD.store(-1, Ordering::SeqCst);
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_lists_are_compact() {
+        assert_eq!(cpu_list(&[0, 1, 2, 3, 7]), "0-3,7");
+        assert_eq!(cpu_list(&[5]), "5");
+        assert_eq!(cpu_list(&[]), "none");
+        assert_eq!(cpu_list(&[0, 2, 4, 5]), "0,2,4-5");
+    }
+
+    #[test]
+    fn gate_opens_once() {
+        let g = Gate::default();
+        assert!(g.open());
+        assert!(!g.open());
+        assert!(g.wait());
+        let c = Gate::default();
+        c.cancel();
+        assert!(!c.wait());
+        assert!(!c.open());
+    }
+}
