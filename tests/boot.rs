@@ -11,6 +11,7 @@ use serde_json::Value;
 /// The in-kernel tests every boot must run and pass.
 const REQUIRED_TESTS: &[&str] = &[
     "boot.info",
+    "hypercall.errors",
     "ipi.ping_pong",
     "mm.frames_all_cpus",
     "mm.heap_all_cpus",

@@ -1,0 +1,84 @@
+//! k42vmm answers malformed hypercalls with error codes and keeps running.
+
+use k42_abi::hypercall::{HypercallBlock, HypercallNr, HypercallResult, MAX_CONSOLE_WRITE};
+
+use crate::arch::x86_64::hypercall::{send, send_at};
+use crate::ktest::TestResult;
+use crate::{arch, boot, check, kernel_test};
+
+fn call(nr: u32, reserved: u32, args: [u64; 4]) -> i64 {
+    send(&mut HypercallBlock {
+        nr,
+        reserved,
+        args,
+        result: 0,
+    })
+}
+
+fn bad_hypercalls_get_error_codes() -> TestResult {
+    use HypercallResult::{BadAddress, InvalidArgument, NoSuchCall, NotPermitted, TooLong};
+    let mem = boot::boot_info().mem_size;
+    let text = "x";
+    let text_pa = arch::virt_to_phys(text.as_ptr() as u64).unwrap();
+    let cases: [(&str, i64, HypercallResult); 9] = [
+        ("unknown number", call(0, 0, [0; 4]), NoSuchCall),
+        ("number past the last", call(999, 0, [0; 4]), NoSuchCall),
+        (
+            "reserved field set",
+            call(HypercallNr::ConsoleWrite as u32, 1, [text_pa, 1, 0, 0]),
+            InvalidArgument,
+        ),
+        (
+            "console text outside RAM",
+            call(HypercallNr::ConsoleWrite as u32, 0, [mem + 4096, 1, 0, 0]),
+            BadAddress,
+        ),
+        (
+            "console text over the limit",
+            call(
+                HypercallNr::ConsoleWrite as u32,
+                0,
+                [text_pa, MAX_CONSOLE_WRITE + 1, 0, 0],
+            ),
+            TooLong,
+        ),
+        (
+            "boot info with a wrong length",
+            call(HypercallNr::BootInfo as u32, 0, [text_pa, 8, 0, 0]),
+            InvalidArgument,
+        ),
+        (
+            "online for another CPU",
+            call(HypercallNr::CpuOnline as u32, 0, [1000, 0, 0, 0]),
+            InvalidArgument,
+        ),
+        (
+            "StartAps twice",
+            call(HypercallNr::StartAps as u32, 0, [0; 4]),
+            NotPermitted,
+        ),
+        (
+            "shutdown code over 255",
+            call(HypercallNr::Shutdown as u32, 0, [256, 0, 0, 0]),
+            InvalidArgument,
+        ),
+    ];
+    for (what, got, want) in cases {
+        check!(
+            got == want as i64,
+            "{what}: k42vmm answered {got}, expected {want:?} ({})",
+            want as i64
+        );
+    }
+    // A block k42vmm cannot read at all: the error comes back in rax.
+    let mut dummy = HypercallBlock::default();
+    let r = send_at(mem + (1 << 20), &mut dummy);
+    check!(r == BadAddress as i64, "a block outside RAM got {r}");
+    let r = send_at(0x1004, &mut dummy);
+    check!(r == BadAddress as i64, "a misaligned block got {r}");
+    // And a good call still works afterwards.
+    let r = call(HypercallNr::ConsoleWrite as u32, 0, [text_pa, 0, 0, 0]);
+    check!(r == 0, "an empty console write got {r}");
+    Ok(())
+}
+kernel_test!("hypercall.errors", bad_hypercalls_get_error_codes);
