@@ -18,6 +18,8 @@ const REQUIRED_TESTS: &[&str] = &[
     "smp.call_all",
     "smp.online",
     "timer.every_cpu",
+    "user.every_cpu",
+    "user.faults",
 ];
 
 fn check_full_boot(vcpus: u32) {

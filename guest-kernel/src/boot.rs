@@ -11,6 +11,8 @@
 //! console=hypercall|serial    console path (default hypercall)
 //! crash=panic|pagefault|triple|hang
 //!                             provoke a failure, to test k42vmm's handling
+//! bench=platform              after the tests, run the platform benchmark
+//! probe=pvm|pvm-register      after the tests, probe for a PVM interface
 //! ```
 
 use k42_abi::{BootInfo, HypercallNr};
@@ -45,27 +47,28 @@ pub struct Options {
     pub tests: TestSelection,
     pub serial_console: bool,
     pub crash: Option<Crash>,
+    pub bench_platform: bool,
+    /// `probe=pvm` (false) or `probe=pvm-register` (true).
+    pub probe_pvm: Option<bool>,
 }
 
 /// Fetch and check the boot info (boot CPU, once). Stops the VM with a
 /// panic if the VMM's record is unusable.
 pub fn fetch_boot_info() -> &'static BootInfo {
-    let mut bi = core::mem::MaybeUninit::<BootInfo>::zeroed();
-    let pa = arch::virt_to_phys(bi.as_mut_ptr() as u64).expect("boot info buffer in kernel memory");
-    let r = arch::hypercall(
-        HypercallNr::BootInfo,
-        [pa, core::mem::size_of::<BootInfo>() as u64, 0, 0],
-    );
-    if r != 0 {
-        panic!("the BootInfo hypercall failed with {r}");
-    }
-    // SAFETY: BootInfo is plain data (all bit patterns valid) and the
-    // buffer started zeroed, so it is initialised whatever k42vmm wrote.
-    let bi = unsafe { bi.assume_init() };
-    if let Err(e) = bi.validate() {
-        panic!("{e}");
-    }
-    BOOT_INFO.set(bi)
+    let fetched = BOOT_INFO.init_in_place(|slot| {
+        let pa = arch::virt_to_phys(slot as u64).expect("boot info in kernel memory");
+        let r = arch::hypercall(
+            HypercallNr::BootInfo,
+            [pa, core::mem::size_of::<BootInfo>() as u64, 0, 0],
+        );
+        if r != 0 {
+            return Err("the BootInfo hypercall failed");
+        }
+        // SAFETY: k42vmm wrote a whole BootInfo at `slot`, and every bit
+        // pattern is a valid BootInfo (plain integers and arrays).
+        unsafe { &*slot }.validate()
+    });
+    fetched.unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// The boot info (after `fetch_boot_info`).
@@ -97,6 +100,8 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
         tests: TestSelection::All,
         serial_console: false,
         crash: None,
+        bench_platform: false,
+        probe_pvm: None,
     };
     for word in cmdline.split_ascii_whitespace() {
         let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -131,7 +136,26 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
                 });
                 true
             }
-            _ => return Err(bad(word, "known options: test=, console=, crash=")),
+            "bench" => match value {
+                "platform" => {
+                    opts.bench_platform = true;
+                    true
+                }
+                _ => return Err(bad(word, "bench= takes platform")),
+            },
+            "probe" => match value {
+                "pvm" | "pvm-register" => {
+                    opts.probe_pvm = Some(value == "pvm-register");
+                    true
+                }
+                _ => return Err(bad(word, "probe= takes pvm or pvm-register")),
+            },
+            _ => {
+                return Err(bad(
+                    word,
+                    "known options: test=, console=, crash=, bench=, probe=",
+                ));
+            }
         };
         if !ok {
             return Err(bad(word, "console= takes hypercall or serial"));

@@ -7,6 +7,7 @@
 //! different CPUs do not interleave.
 
 use core::fmt::{self, Write};
+use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use k42_abi::HypercallNr;
@@ -35,8 +36,11 @@ pub fn write_str(s: &str) {
 
 /// A fixed-size text buffer on the stack; text beyond its capacity is
 /// dropped (and the buffer marked truncated).
+///
+/// The buffer starts uninitialised: zeroing it would cost a store per
+/// byte, which under emulation is a visible part of every `println!`.
 pub struct FixedBuf<const N: usize> {
-    buf: [u8; N],
+    buf: [MaybeUninit<u8>; N],
     len: usize,
     truncated: bool,
 }
@@ -44,16 +48,21 @@ pub struct FixedBuf<const N: usize> {
 impl<const N: usize> FixedBuf<N> {
     pub const fn new() -> Self {
         Self {
-            buf: [0; N],
+            buf: [MaybeUninit::uninit(); N],
             len: 0,
             truncated: false,
         }
     }
 
     pub fn as_str(&self) -> &str {
-        // SAFETY: only whole UTF-8 sequences are copied in (`write_str`
-        // cuts at a char boundary).
-        unsafe { core::str::from_utf8_unchecked(&self.buf[..self.len]) }
+        // SAFETY: the first `len` bytes were written by `write_str`, which
+        // copies only whole UTF-8 sequences (it cuts at a char boundary).
+        unsafe {
+            core::str::from_utf8_unchecked(core::slice::from_raw_parts(
+                self.buf.as_ptr().cast(),
+                self.len,
+            ))
+        }
     }
 
     pub fn clear(&mut self) {
@@ -75,7 +84,12 @@ impl<const N: usize> Write for FixedBuf<N> {
         while !s.is_char_boundary(take) {
             take -= 1;
         }
-        self.buf[self.len..self.len + take].copy_from_slice(&s.as_bytes()[..take]);
+        for (dst, &b) in self.buf[self.len..self.len + take]
+            .iter_mut()
+            .zip(&s.as_bytes()[..take])
+        {
+            dst.write(b);
+        }
         self.len += take;
         if take < s.len() {
             self.truncated = true;

@@ -60,35 +60,33 @@ unsafe extern "C" {
     static __k42_tests_end: [u8; 0];
 }
 
-/// Every registered test, sorted by name.
-pub fn all_tests() -> Vec<&'static KernelTest> {
+/// Every registered test, in link order (sorting would cost milliseconds
+/// of emulated string comparisons at every boot).
+pub fn all_tests() -> &'static [KernelTest] {
     // SAFETY: the linker script places only KernelTest records (from
     // kernel_test!) between these symbols.
-    let tests = unsafe {
+    unsafe {
         let start = (&raw const __k42_tests_start) as *const KernelTest;
         let end = (&raw const __k42_tests_end) as *const KernelTest;
         core::slice::from_raw_parts(start, end.offset_from(start) as usize)
-    };
-    let mut v: Vec<&KernelTest> = tests.iter().collect();
-    v.sort_by_key(|t| t.name);
-    v
+    }
 }
 
 /// The tests a selection names, or a message naming an unknown one.
 pub fn select(sel: TestSelection) -> Result<Vec<&'static KernelTest>, String> {
     let all = all_tests();
     match sel {
-        TestSelection::All => Ok(all),
+        TestSelection::All => Ok(all.iter().collect()),
         TestSelection::None => Ok(Vec::new()),
         TestSelection::Named(names) => {
             let mut picked = Vec::new();
             for name in names.split(',').filter(|n| !n.is_empty()) {
                 match all.iter().find(|t| t.name == name) {
-                    Some(t) => picked.push(*t),
+                    Some(t) => picked.push(t),
                     None => {
                         let mut m = String::new();
                         let _ = write!(m, "unknown kernel test '{name}'; known tests:");
-                        for t in &all {
+                        for t in all {
                             let _ = write!(m, " {}", t.name);
                         }
                         return Err(m);

@@ -18,15 +18,18 @@
 extern crate alloc;
 
 mod arch;
+mod bench;
 mod boot;
 mod console;
 mod ktest;
 mod ktests;
 mod mm;
 mod percpu;
+mod probe;
 mod smp;
 mod sync;
 mod time;
+mod user;
 
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
@@ -74,8 +77,17 @@ fn boot_cpu_main(magic: u64) -> ! {
     interrupts::init();
     apic::init_cpu(interrupts::VECTOR_SPURIOUS, interrupts::VECTOR_TIMER);
     time::init(bi.tsc_khz);
+    bench::calibrate();
     smp::init(bi.vcpus);
     mm::init();
+    let tests = match ktest::select(opts.tests) {
+        Ok(t) => t,
+        Err(msg) => shutdown_with_error(format_args!("{msg}")),
+    };
+
+    arch::enable_interrupts();
+    smp::start_aps();
+    // Formatting is slow when emulated: print while the APs come up.
     let (_, heap_bytes) = mm::heap::stats();
     println!(
         "k42: {} vCPUs, {} MiB RAM, TSC {} MHz, {} of {} frames free, {} MiB heap; cmdline '{}'",
@@ -87,13 +99,6 @@ fn boot_cpu_main(magic: u64) -> ! {
         heap_bytes >> 20,
         cmdline
     );
-    let tests = match ktest::select(opts.tests) {
-        Ok(t) => t,
-        Err(msg) => shutdown_with_error(format_args!("{msg}")),
-    };
-
-    arch::enable_interrupts();
-    smp::start_aps();
     smp::mark_online();
     smp::wait_until(|| smp::online() == smp::ncpus());
     println!("k42: all {} CPUs online", smp::ncpus());
@@ -101,12 +106,25 @@ fn boot_cpu_main(magic: u64) -> ! {
     if let Some(crash) = opts.crash {
         provoke(crash);
     }
-    let failed = ktest::run(&tests);
+    let mut failed = ktest::run(&tests);
+    if let Some(register) = opts.probe_pvm {
+        probe::pvm(register);
+    }
+    if opts.bench_platform {
+        println!("k42: platform benchmark");
+        if let Err(e) = bench::platform(&bench::PLATFORM_SIZES) {
+            println!("k42: platform benchmark failed: {e}");
+            failed += 1;
+        }
+    }
     if failed == 0 {
         println!("k42: {} tests passed", tests.len());
         shutdown(0)
     } else {
-        println!("k42: {failed} of {} tests FAILED", tests.len());
+        println!(
+            "k42: {failed} of {} tests or benchmarks FAILED",
+            tests.len()
+        );
         shutdown(1)
     }
 }

@@ -11,6 +11,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use ::x86_64::registers::model_specific::GsBase;
 use k42_abi::MAX_VCPUS;
 
+use crate::arch::x86_64::usermode::ArchPerCpu;
 use crate::smp::CallRequest;
 
 /// One CPU's kernel-private state.
@@ -20,6 +21,8 @@ pub struct PerCpu {
     self_ptr: AtomicPtr<PerCpu>,
     /// This CPU's index (0 is the boot CPU).
     id: AtomicU32,
+    /// State the architecture's entry paths reach at fixed offsets.
+    pub arch: ArchPerCpu,
     /// Work posted by another CPU (see `smp`).
     pub mailbox: AtomicPtr<CallRequest>,
     /// Timer interrupts taken on this CPU.
@@ -37,6 +40,7 @@ impl PerCpu {
         Self {
             self_ptr: AtomicPtr::new(core::ptr::null_mut()),
             id: AtomicU32::new(0),
+            arch: ArchPerCpu::new(),
             mailbox: AtomicPtr::new(core::ptr::null_mut()),
             timer_interrupts: AtomicU64::new(0),
             last_timer_tsc: AtomicU64::new(0),

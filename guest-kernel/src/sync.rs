@@ -171,6 +171,25 @@ impl<T> InitOnce<T> {
         }
     }
 
+    /// Initialise the value in place with `init`, which gets a pointer to
+    /// uninitialised storage and must fully initialise it (or fail, leaving
+    /// the cell unset). Panics if the value was already set. In place,
+    /// because copying a large value costs a store per byte when emulated.
+    pub fn init_in_place<E>(&self, init: impl FnOnce(*mut T) -> Result<(), E>) -> Result<&T, E> {
+        assert!(
+            !self.busy.swap(true, Ordering::AcqRel),
+            "InitOnce set twice"
+        );
+        // SAFETY: `busy` makes this the only writer; readers wait for `ready`.
+        let slot = unsafe { (*self.value.get()).as_mut_ptr() };
+        if let Err(e) = init(slot) {
+            self.busy.store(false, Ordering::Release);
+            return Err(e);
+        }
+        self.ready.store(true, Ordering::Release);
+        Ok(self.get().expect("just set"))
+    }
+
     /// Store the value; panics if it was already set.
     pub fn set(&self, value: T) -> &T {
         assert!(

@@ -77,6 +77,14 @@ pub enum HypercallNr {
     /// `args[0]` (at most [`MAX_TEST_NAME`]), `args[2]` 1 if it passed,
     /// `args[3]` its duration in nanoseconds.
     TestResult = 8,
+    /// Report how fast guest supervisor code runs: `args[0]` iterations of
+    /// the calibration loop (`bench` loop `spin`) took `args[1]` ns.
+    PlatformInfo = 12,
+    /// Record a benchmark result: a [`crate::bench::BenchRecord`] at
+    /// guest-physical `args[0]`, `args[1]` its size.
+    BenchRecord = 13,
+    /// Do nothing and return 0 (measures the hypercall round trip).
+    Nop = 14,
 }
 
 impl HypercallNr {
@@ -91,6 +99,9 @@ impl HypercallNr {
             6 => Self::StartAps,
             7 => Self::Yield,
             8 => Self::TestResult,
+            12 => Self::PlatformInfo,
+            13 => Self::BenchRecord,
+            14 => Self::Nop,
             _ => return None,
         })
     }
@@ -153,7 +164,7 @@ mod tests {
             }
         }
         assert_eq!(HypercallNr::from_raw(0), None);
-        assert_eq!(HypercallNr::from_raw(9), None);
+        assert_eq!(HypercallNr::from_raw(15), None);
     }
 
     #[test]

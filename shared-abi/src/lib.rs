@@ -15,20 +15,24 @@
 //! | [`boot`]      | the boot-info record and the vCPU entry state         |
 //! | [`hypercall`] | port-I/O hypercalls: numbers, request block, results  |
 //! | [`note`]      | the ABI note every kernel carries in its ELF          |
+//! | [`syscall`]   | system calls from user programs to the kernel         |
+//! | [`bench`]     | benchmark result records the guest reports            |
 #![no_std]
 #![forbid(unsafe_code)]
 
+pub mod bench;
 pub mod boot;
 pub mod hypercall;
 pub mod layout;
 pub mod note;
+pub mod syscall;
 
 pub use boot::{BootInfo, BootModule, MemRegion, MemRegionKind};
 pub use hypercall::{HypercallBlock, HypercallNr, HypercallResult};
 pub use note::KernelAbiNote;
 
 /// Version of every layout and constant in this crate.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 4;
 
 /// The largest vCPU count the ABI supports (x2APIC ids 0..=254; 255 is the
 /// xAPIC broadcast id, kept free so both APIC modes stay valid).

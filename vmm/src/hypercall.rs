@@ -8,12 +8,14 @@
 use std::io::Write;
 use std::time::Duration;
 
+use k42_abi::bench::{BenchMode, BenchRecord};
 use k42_abi::hypercall::{
     self as abi, HypercallBlock, HypercallNr, HypercallResult, RESULT_OFFSET,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::exit::ExitReason;
+use crate::report::BenchResult;
 use crate::vm::{TestRecord, VmShared};
 
 /// What the vCPU does after a hypercall.
@@ -109,6 +111,14 @@ fn dispatch(
             back_off(args[0]);
             cont(Ok(0))
         }
+        HypercallNr::PlatformInfo => cont(if vcpu != 0 || args[0] == 0 {
+            Err(HypercallResult::InvalidArgument)
+        } else {
+            let _ = shared.guest_spin.set((args[0], args[1]));
+            Ok(0)
+        }),
+        HypercallNr::BenchRecord => cont(bench_record(shared, args[0], args[1])),
+        HypercallNr::Nop => cont(Ok(0)),
         HypercallNr::TestResult => cont(read(args[0], args[1], abi::MAX_TEST_NAME).and_then(|b| {
             let name = String::from_utf8(b).map_err(|_| HypercallResult::InvalidArgument)?;
             if name.is_empty() || args[2] > 1 {
@@ -123,6 +133,31 @@ fn dispatch(
             Ok(0)
         })),
     }
+}
+
+fn bench_record(shared: &VmShared, gpa: u64, len: u64) -> CallResult {
+    if len != std::mem::size_of::<BenchRecord>() as u64 {
+        return Err(HypercallResult::InvalidArgument);
+    }
+    let bytes = shared
+        .ram
+        .read_vec(gpa, len, len)
+        .map_err(|_| HypercallResult::BadAddress)?;
+    let rec = BenchRecord::read_from_bytes(&bytes).map_err(|_| HypercallResult::InvalidArgument)?;
+    let (Some(name), Some(mode)) = (rec.name(), BenchMode::from_raw(rec.mode)) else {
+        return Err(HypercallResult::InvalidArgument);
+    };
+    if rec.cpu >= shared.vcpus {
+        return Err(HypercallResult::InvalidArgument);
+    }
+    shared.record_bench(BenchResult {
+        name: name.to_string(),
+        cpu: rec.cpu,
+        mode: mode.name().to_string(),
+        iterations: rec.iterations,
+        elapsed_ns: rec.elapsed_ns,
+    });
+    Ok(0)
 }
 
 fn boot_info(shared: &VmShared, gpa: u64, len: u64) -> CallResult {

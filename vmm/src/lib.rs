@@ -10,11 +10,13 @@
 //!                     │   ├─ hypercall port-I/O hypercalls (shared-abi)
 //!                     │   └─ serial    COM1 → stdout
 //!                     ├─ exit     the one decision of how the VM ends
+//!                     ├─ platform KVM flavour, native vs emulated guest kernel
 //!                     └─ report   the JSON run report
 //! ```
 //!
 //! The only contract with the guest is the `k42-abi` crate (shared-abi/).
 
+pub mod bench;
 pub mod config;
 pub mod cpuid;
 pub mod error;
@@ -23,6 +25,7 @@ pub mod hypercall;
 pub mod kvm;
 pub mod loader;
 pub mod memory;
+pub mod platform;
 pub mod report;
 pub mod serial;
 pub mod vcpu;

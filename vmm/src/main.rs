@@ -111,6 +111,9 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         Ok(r) => r,
         Err(e) => return fail(&e, e.exit_code()),
     };
+    if let Some(line) = result.report.platform.summary() {
+        eprintln!("k42vmm: {line}");
+    }
     let msg = &result.report.exit_message;
     match &result.reason {
         ExitReason::Shutdown(0) => {}

@@ -36,10 +36,32 @@ pub struct Report {
     /// Indices of the vCPUs that came online, ascending.
     pub online_vcpus: Vec<u32>,
     pub vcpus_online: u32,
+    /// The host's KVM and how guest supervisor code ran on it.
+    pub platform: crate::platform::PlatformReport,
     /// In-kernel test results, in the order they were reported.
     pub tests: Vec<crate::vm::TestRecord>,
+    /// Benchmark results the guest reported, in order.
+    pub bench: Vec<BenchResult>,
     /// Exits to k42vmm per vCPU, by reason.
     pub vcpu_exits: Vec<VcpuExits>,
+}
+
+/// One benchmark measurement from the guest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct BenchResult {
+    pub name: String,
+    pub cpu: u32,
+    /// "supervisor" or "user".
+    pub mode: String,
+    pub iterations: u64,
+    pub elapsed_ns: u64,
+}
+
+impl BenchResult {
+    /// Nanoseconds per iteration.
+    pub fn ns_per_op(&self) -> f64 {
+        self.elapsed_ns as f64 / self.iterations.max(1) as f64
+    }
 }
 
 /// Exit counts of one vCPU.

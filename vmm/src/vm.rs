@@ -35,7 +35,8 @@ use crate::exit::{ExitLatch, ExitReason};
 use crate::kvm::{self, KvmVm};
 use crate::loader::{self, BootLayout};
 use crate::memory::GuestRam;
-use crate::report::{REPORT_SCHEMA, Report, VcpuExits};
+use crate::platform::{self, PlatformReport};
+use crate::report::{BenchResult, REPORT_SCHEMA, Report, VcpuExits};
 use crate::serial::Com1;
 use crate::vcpu::{self, VcpuStats};
 
@@ -132,6 +133,9 @@ pub struct VmShared<'a> {
     online: Vec<AtomicBool>,
     online_count: AtomicU32,
     tests: Mutex<Vec<TestRecord>>,
+    bench: Mutex<Vec<BenchResult>>,
+    /// The guest's boot-time calibration: (spin iterations, ns).
+    pub guest_spin: OnceLock<(u64, u64)>,
     threads: Mutex<Vec<Option<libc::pthread_t>>>,
     finished: AtomicU32,
 }
@@ -158,6 +162,11 @@ impl VmShared<'_> {
     /// Keep an in-kernel test result for the report.
     pub fn record_test(&self, t: TestRecord) {
         self.tests.lock().unwrap_or_else(|p| p.into_inner()).push(t);
+    }
+
+    /// Keep a guest benchmark result for the report.
+    pub fn record_bench(&self, b: BenchResult) {
+        self.bench.lock().unwrap_or_else(|p| p.into_inner()).push(b);
     }
 
     /// Send the kick signal to every registered vCPU thread.
@@ -243,10 +252,13 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
         online: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
         online_count: AtomicU32::new(0),
         tests: Mutex::new(Vec::new()),
+        bench: Mutex::new(Vec::new()),
+        guest_spin: OnceLock::new(),
         threads: Mutex::new(vec![None; vcpus as usize]),
         finished: AtomicU32::new(0),
     };
     install_signal_handlers()?;
+    let host_ns = OnceLock::new();
 
     let stats: Vec<VcpuStats> = std::thread::scope(|s| {
         let mut handles = Vec::with_capacity(vcpus as usize);
@@ -270,6 +282,10 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
                 }
             }
         }
+        // Time the spin loop on the host while the vCPUs get going, to
+        // compare with the guest's calibration.
+        let host_spin = platform::host_ns_per_spin();
+        let _ = host_ns.set(host_spin);
         if let Err(e) = main_loop(&shared, config.timeout) {
             shared
                 .exit
@@ -335,8 +351,17 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
         ms_to_exit: ended.duration_since(started).as_secs_f64() * 1e3,
         vcpus_online: online_vcpus.len() as u32,
         online_vcpus,
+        platform: PlatformReport::new(
+            shared.guest_spin.get().copied(),
+            host_ns.get().copied().unwrap_or(0.0),
+        ),
         tests: shared
             .tests
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
+        bench: shared
+            .bench
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone(),

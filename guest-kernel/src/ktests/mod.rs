@@ -7,3 +7,4 @@ mod ipi;
 mod mm;
 mod smp;
 mod timer;
+mod user;

@@ -1,6 +1,8 @@
-//! Memory management: the physical frame allocator and the kernel heap.
+//! Memory management: the physical frame allocator, the kernel heap, and
+//! address spaces for user programs.
 pub mod frame;
 pub mod heap;
+pub mod paging;
 
 use k42_abi::MemRegionKind;
 
@@ -33,4 +35,5 @@ pub fn init() {
         "no memory region is large enough for the kernel heap"
     );
     frame::init(zones);
+    paging::init();
 }

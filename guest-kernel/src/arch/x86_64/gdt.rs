@@ -6,9 +6,10 @@
 //! 0x30 TSS (two slots)
 //! ```
 //!
-//! The selectors match the VMM's boot GDT for 0x08/0x10, and the user ones
-//! are laid out for `syscall`/`sysret` (STAR). Each CPU's TSS has IST 1 for
-//! double faults and IST 2 for NMIs, each on its own stack.
+//! The selectors match the VMM's boot GDT for 0x08/0x10; the user ones are
+//! laid out as `sysret` would need them. Each CPU's TSS has IST 1 for
+//! double faults and IST 2 for NMIs, and rsp0 (traps from user mode), each
+//! on its own stack.
 
 use core::cell::UnsafeCell;
 
@@ -20,12 +21,19 @@ use ::x86_64::structures::gdt::{Descriptor, GlobalDescriptorTable};
 use ::x86_64::structures::tss::TaskStateSegment;
 use k42_abi::MAX_VCPUS;
 
+/// User code selector (64-bit, RPL 3).
+pub const USER_CS: u64 = 0x28 | 3;
+/// User data/stack selector (RPL 3).
+pub const USER_DS: u64 = 0x20 | 3;
+
 /// Index into the TSS IST array (the gate holds index + 1) for #DF.
 pub const IST_DOUBLE_FAULT: u16 = 0;
 /// IST slot for NMI.
 pub const IST_NMI: u16 = 1;
 
 const IST_STACK_SIZE: usize = 8192;
+/// Stack for traps and system calls from user mode (TSS.rsp0).
+const USER_TRAP_STACK_SIZE: usize = 16384;
 
 /// One CPU's descriptor tables and exception stacks.
 #[repr(C, align(64))]
@@ -38,6 +46,7 @@ struct CpuTables {
 struct IstStacks {
     double_fault: [u8; IST_STACK_SIZE],
     nmi: [u8; IST_STACK_SIZE],
+    user_trap: [u8; USER_TRAP_STACK_SIZE],
 }
 
 struct PerCpuTables(UnsafeCell<[CpuTables; MAX_VCPUS]>);
@@ -61,6 +70,7 @@ static IST_STACKS: PerCpuStacks = PerCpuStacks(UnsafeCell::new(
         IstStacks {
             double_fault: [0; IST_STACK_SIZE],
             nmi: [0; IST_STACK_SIZE],
+            user_trap: [0; USER_TRAP_STACK_SIZE],
         }
     }; MAX_VCPUS],
 ));
@@ -76,6 +86,8 @@ pub fn init_cpu(cpu: usize) {
     let top = |s: &[u8; IST_STACK_SIZE]| VirtAddr::from_ptr(s.as_ptr_range().end);
     tables.tss.interrupt_stack_table[IST_DOUBLE_FAULT as usize] = top(&stacks.double_fault);
     tables.tss.interrupt_stack_table[IST_NMI as usize] = top(&stacks.nmi);
+    let user_trap_top = VirtAddr::from_ptr(stacks.user_trap.as_ptr_range().end);
+    tables.tss.privilege_stack_table[0] = user_trap_top;
 
     let gdt = &mut tables.gdt;
     let kcode = gdt.append(Descriptor::kernel_code_segment());

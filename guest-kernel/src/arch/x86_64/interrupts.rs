@@ -5,16 +5,21 @@
 //! Vectors:
 //!
 //! ```text
-//! 0..=31     exceptions: reported with vector, error code, RIP, CR2, CPU,
-//!            then a kernel panic (hypercall → k42vmm exit 101)
+//! 0..=21     exceptions: reported with vector, error code, RIP, CR2, CPU,
+//!            then a kernel panic (hypercall → k42vmm exit 101); the
+//!            reserved vectors have no gate, so one would arrive as a #NP
+//!            naming it (each gate costs boot time when emulated)
 //! 0x30       TIMER     the TSC-deadline timer
 //! 0x31       WAKEUP    "look at your mailbox" IPI
-//! 0x40..0x4f dynamic   registered at run time (set_handler)
+//! 0x40..0x47 dynamic   registered at run time (set_handler)
 //! 0xff       SPURIOUS  ignored, no EOI
 //! ```
 //!
 //! #DF runs on IST 1 and NMI on IST 2 (see `gdt`), so a blown kernel stack
-//! still produces a report.
+//! still produces a report. Traps from user mode arrive on the CPU's trap
+//! stack; the stubs `swapgs` on the way in and out so that GS is always the
+//! per-CPU base inside the kernel, and an exception in user code ends that
+//! program (`user::on_user_fault`) instead of the kernel.
 
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -29,8 +34,10 @@ use super::apic;
 pub const VECTOR_TIMER: u8 = 0x30;
 pub const VECTOR_WAKEUP: u8 = 0x31;
 pub const VECTOR_DYNAMIC_BASE: u8 = 0x40;
-pub const VECTOR_DYNAMIC_COUNT: u8 = 16;
+pub const VECTOR_DYNAMIC_COUNT: u8 = 8;
 pub const VECTOR_SPURIOUS: u8 = 0xff;
+/// #UD: also how user programs make system calls (`k42_abi::syscall`).
+const VECTOR_INVALID_OPCODE: u8 = 6;
 
 /// Registers saved on entry, in stack order (lowest address first).
 #[repr(C)]
@@ -77,14 +84,18 @@ k42_isr_\vec:
     jmp k42_isr_common
     .endm
 
-    .irp v, 0,1,2,3,4,5,6,7,9,15,16,18,19,20,22,23,24,25,26,27,28,31,48,49,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,255
+    .irp v, 0,1,2,3,4,5,6,7,9,16,18,19,20,48,49,64,65,66,67,68,69,70,71,255
     K42_ISR_NOERR \v
     .endr
-    .irp v, 8,10,11,12,13,14,17,21,29,30
+    .irp v, 8,10,11,12,13,14,17,21
     K42_ISR_ERR \v
     .endr
 
 k42_isr_common:
+    test qword ptr [rsp + 24], 3
+    jz 1f
+    swapgs
+1:
     push rax
     push rbx
     push rcx
@@ -119,13 +130,17 @@ k42_isr_common:
     pop rbx
     pop rax
     add rsp, 16
+    test qword ptr [rsp + 8], 3
+    jz 2f
+    swapgs
+2:
     iretq
 
     .section .rodata
     .balign 8
     .global k42_isr_table
 k42_isr_table:
-    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,15,16,17,18,19,20,21,22,23,24,25,26,27,28,29,30,31,48,49,64,65,66,67,68,69,70,71,72,73,74,75,76,77,78,79,255
+    .irp v, 0,1,2,3,4,5,6,7,8,9,10,11,12,13,14,16,17,18,19,20,21,48,49,64,65,66,67,68,69,70,71,255
     .quad \v
     .quad k42_isr_\v
     .endr
@@ -255,6 +270,28 @@ pub fn load_empty_idt() {
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
     if vector < 32 {
+        if frame.cs & 3 == 3 {
+            if vector == VECTOR_INVALID_OPCODE && crate::user::is_syscall_site(frame.rip) {
+                let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
+                frame.rax = crate::user::system_call(frame.rax, args) as u64;
+                frame.rip += k42_abi::syscall::SYSCALL_SITE.len() as u64;
+                return;
+            }
+            // A fault in user code ends the program, not the kernel.
+            crate::user::on_user_fault(
+                vector,
+                frame.error_code,
+                frame.rip,
+                super::platform::fault_address(),
+            );
+        }
+        if vector == 13
+            && let Some(fixup) = super::msr::fixup_for(frame.rip)
+        {
+            // A probing MSR access faulted: resume at its failure path.
+            frame.rip = fixup;
+            return;
+        }
         exception(frame);
     }
     if vector == VECTOR_SPURIOUS {
@@ -269,7 +306,8 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     apic::eoi();
 }
 
-fn exception_name(vector: u8) -> &'static str {
+/// The exception's mnemonic and name.
+pub fn exception_name(vector: u8) -> &'static str {
     match vector {
         0 => "#DE divide error",
         1 => "#DB debug",

@@ -9,7 +9,9 @@
 //! | `interrupts`  | IDT, trap stubs, exception reports, handler registry  |
 //! | `apic`        | x2APIC: enable, EOI, IPIs, TSC-deadline timer         |
 //! | `hypercall`   | port-I/O hypercalls to k42vmm                         |
+//! | `msr`         | MSR reads and writes that survive a #GP (probing)     |
 //! | `serial`      | COM1 output for the early console                     |
+//! | `usermode`    | entering user mode, system calls, getting back        |
 //!
 //! This is the ring-0 ("native ring 0") implementation. On KVM-PVM hosts it
 //! runs emulated instruction by instruction, so every path here is kept
@@ -20,5 +22,7 @@ pub mod entry;
 pub mod gdt;
 pub mod hypercall;
 pub mod interrupts;
+pub mod msr;
 pub mod platform;
 pub mod serial;
+pub mod usermode;

@@ -103,15 +103,15 @@ pub fn cpuid(leaf: u32, subleaf: u32) -> CpuidResult {
     core::arch::x86_64::__cpuid_count(leaf, subleaf)
 }
 
+/// Physical address of the page tables this CPU uses now.
+pub fn current_page_table() -> u64 {
+    ::x86_64::registers::control::Cr3::read_raw()
+        .0
+        .start_address()
+        .as_u64()
+}
+
 /// Switch to the page tables rooted at physical address `root`.
-#[allow(
-    dead_code,
-    reason = "platform interface: used once the kernel manages address spaces"
-)]
-///
-/// # Safety
-/// `root` must be a valid PML4 that maps the running kernel, its stacks
-/// and the direct map.
 pub unsafe fn load_page_table(root: u64) {
     // SAFETY: the caller guarantees the new tables map everything in use.
     unsafe { asm!("mov cr3, {}", in(reg) root, options(nostack, preserves_flags)) };

@@ -1,0 +1,135 @@
+//! Running user-mode code: entering it and getting back.
+//!
+//! The kernel runs a user program like a function call that returns the
+//! program's exit status:
+//!
+//! ```text
+//! enter_user(entry, rsp, args) ──iretq──► user code ──syscall site──► system call
+//!        ▲                                   │  ▲                    │ (trap
+//!        │                                   │  └──────iretq─────────┘  stack)
+//!        └──── return_to_kernel(status) ◄────┘ exit or fault
+//! ```
+//!
+//! `enter_user` saves the callee-saved registers and flags on the current
+//! kernel stack and records that stack pointer in per-CPU data;
+//! `return_to_kernel` (from the exit system call or a user fault, on the
+//! trap stack) switches back to it and returns from `enter_user`. Traps
+//! and system calls from user mode run on the CPU's trap stack (TSS
+//! rsp0), so the saved frame is never overwritten. GS: in the kernel the
+//! GS base is the per-CPU data; the entry stubs `swapgs` on every
+//! transition to and from user mode.
+//!
+//! System calls trap through #UD at a marked site (`k42_abi::syscall`):
+//! on KVM-PVM hosts, with the kernel running emulated, neither `syscall`
+//! nor `int n` from (native) user mode reaches the kernel, but exceptions
+//! do.
+
+use core::arch::global_asm;
+use core::mem::offset_of;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use super::gdt::{USER_CS, USER_DS};
+use crate::percpu::PerCpu;
+
+/// Per-CPU state the entry paths reach through GS.
+#[repr(C)]
+pub struct ArchPerCpu {
+    /// `enter_user`'s saved kernel stack pointer; 0 when not in user mode.
+    pub kernel_ctx_rsp: AtomicU64,
+}
+
+impl ArchPerCpu {
+    pub const fn new() -> Self {
+        Self {
+            kernel_ctx_rsp: AtomicU64::new(0),
+        }
+    }
+}
+
+const OFF_CTX_RSP: usize = offset_of!(PerCpu, arch) + offset_of!(ArchPerCpu, kernel_ctx_rsp);
+
+global_asm!(
+    r#"
+    .section .text
+    .global k42_enter_user
+k42_enter_user:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    pushfq
+    cli
+    mov gs:[{ctx}], rsp
+    push {user_ds}
+    push rsi
+    push 0x202
+    push {user_cs}
+    push rdi
+    mov rdi, [rdx]
+    mov rsi, [rdx + 8]
+    mov rcx, [rdx + 24]
+    mov rdx, [rdx + 16]
+    xor eax, eax
+    xor ebx, ebx
+    xor ebp, ebp
+    xor r8d, r8d
+    xor r9d, r9d
+    xor r10d, r10d
+    xor r11d, r11d
+    xor r12d, r12d
+    xor r13d, r13d
+    xor r14d, r14d
+    xor r15d, r15d
+    swapgs
+    iretq
+
+    .global k42_return_to_kernel
+k42_return_to_kernel:
+    mov rax, rdi
+    mov rsp, gs:[{ctx}]
+    mov qword ptr gs:[{ctx}], 0
+    popfq
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop rbp
+    pop rbx
+    ret
+"#,
+    ctx = const OFF_CTX_RSP,
+    user_cs = const USER_CS,
+    user_ds = const USER_DS,
+);
+
+unsafe extern "C" {
+    fn k42_enter_user(entry: u64, rsp: u64, args: *const [u64; 4]) -> u64;
+    fn k42_return_to_kernel(status: u64) -> !;
+}
+
+/// Run user code at `entry` with stack `rsp` and `args` in rdi, rsi, rdx,
+/// rcx, in the address space already loaded, until it calls
+/// [`return_to_kernel`] (exit or fault); returns the status given there.
+///
+/// # Safety
+/// The current page tables must map `entry` and the stack for user mode,
+/// and nothing else the user must not touch.
+pub unsafe fn enter_user(entry: u64, rsp: u64, args: [u64; 4]) -> u64 {
+    // SAFETY: see the module docs; the caller vouches for the mappings.
+    unsafe { k42_enter_user(entry, rsp, &args) }
+}
+
+/// Leave user mode for good and resume the kernel after its
+/// `enter_user` call with `status`. Only valid while this CPU is running
+/// user code (from a system call or a trap taken in user mode).
+pub fn return_to_kernel(status: u64) -> ! {
+    let me = crate::percpu::current();
+    assert!(
+        me.arch.kernel_ctx_rsp.load(Ordering::Relaxed) != 0,
+        "return_to_kernel outside user mode"
+    );
+    // SAFETY: the saved context is live: enter_user has not returned.
+    unsafe { k42_return_to_kernel(status) }
+}

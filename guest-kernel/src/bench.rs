@@ -1,0 +1,147 @@
+//! Benchmarks run inside the guest, and how their results reach k42vmm
+//! (one `BenchRecord` hypercall per result, outside the timed part).
+//!
+//! `bench=platform` on the command line runs [`platform`]: what this
+//! host's virtualisation costs the kernel and user programs. The
+//! `platform.spin` loop is the `k42-loops` function the host driver also
+//! times, so the three figures compare directly.
+
+use k42_abi::HypercallNr;
+use k42_abi::bench::{BenchMode, BenchRecord};
+use k42_abi::layout::PAGE_SIZE;
+
+use crate::mm::frame;
+use crate::{arch, percpu, smp, time, user};
+
+/// Iterations of the boot-time calibration loop (cheap even emulated).
+const CALIBRATION_ITERATIONS: u64 = 64;
+
+/// Send one result to k42vmm.
+pub fn report(rec: &BenchRecord) {
+    let pa = arch::virt_to_phys(rec as *const BenchRecord as u64).expect("record in kernel memory");
+    let r = arch::hypercall(
+        HypercallNr::BenchRecord,
+        [pa, core::mem::size_of::<BenchRecord>() as u64, 0, 0],
+    );
+    assert!(r == 0, "the BenchRecord hypercall failed with {r}");
+}
+
+fn report_supervisor(name: &str, iterations: u64, elapsed_ns: u64) {
+    report(&BenchRecord::new(
+        name,
+        percpu::cpu_id(),
+        BenchMode::Supervisor,
+        iterations,
+        elapsed_ns,
+    ));
+}
+
+/// Time `f` in nanoseconds.
+fn timed(f: impl FnOnce()) -> u64 {
+    let t0 = arch::read_tsc();
+    f();
+    time::ticks_to_ns(arch::read_tsc() - t0)
+}
+
+/// Tell k42vmm how fast supervisor code runs here (boot CPU, at boot), so
+/// it can say whether the kernel runs natively or emulated.
+pub fn calibrate() {
+    let ns = timed(|| {
+        core::hint::black_box(k42_loops::spin(CALIBRATION_ITERATIONS));
+    });
+    arch::hypercall(
+        HypercallNr::PlatformInfo,
+        [CALIBRATION_ITERATIONS, ns, 0, 0],
+    );
+}
+
+/// Sizes of the platform benchmark.
+pub struct PlatformSizes {
+    pub supervisor_spins: u64,
+    pub user_spins: u64,
+    pub hypercalls: u64,
+    pub timer_interrupts: u64,
+    pub zeroed_pages: u64,
+    pub syscalls: u64,
+}
+
+/// Sizes that finish in about a second under KVM-PVM emulation.
+pub const PLATFORM_SIZES: PlatformSizes = PlatformSizes {
+    supervisor_spins: 20_000,
+    user_spins: 20_000_000,
+    hypercalls: 1_000,
+    timer_interrupts: 200,
+    zeroed_pages: 32,
+    syscalls: 1_000,
+};
+
+/// The platform benchmark: supervisor-mode costs on the boot CPU, then
+/// the user-mode program `platform-bench` on every CPU at once.
+pub fn platform(sizes: &PlatformSizes) -> Result<(), &'static str> {
+    let s = sizes;
+    let ns = timed(|| {
+        core::hint::black_box(k42_loops::spin(s.supervisor_spins));
+    });
+    report_supervisor("platform.spin", s.supervisor_spins, ns);
+
+    let ns = timed(|| {
+        for _ in 0..s.hypercalls {
+            arch::hypercall(HypercallNr::Nop, [0; 4]);
+        }
+    });
+    report_supervisor("platform.hypercall", s.hypercalls, ns);
+
+    // Timer interrupts: arm the deadline in the past, halt until taken.
+    let me = percpu::current();
+    let ns = timed(|| {
+        for _ in 0..s.timer_interrupts {
+            let before = me
+                .timer_interrupts
+                .load(core::sync::atomic::Ordering::Relaxed);
+            arch::set_timer_deadline(1);
+            smp::wait_until(|| {
+                me.timer_interrupts
+                    .load(core::sync::atomic::Ordering::Relaxed)
+                    > before
+            });
+        }
+    });
+    report_supervisor("platform.timer_irq", s.timer_interrupts, ns);
+
+    let mut frames = alloc::vec::Vec::new();
+    for _ in 0..s.zeroed_pages {
+        frames.push(frame::alloc().ok_or("out of frames")?);
+    }
+    let ns = timed(|| {
+        for &pa in &frames {
+            // SAFETY: frames just allocated to this function.
+            unsafe {
+                core::ptr::write_bytes(arch::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize)
+            };
+        }
+    });
+    frames.into_iter().for_each(frame::free);
+    report_supervisor("platform.page_zero", s.zeroed_pages, ns);
+
+    let program = user::module("platform-bench").ok_or("the image has no platform-bench module")?;
+    let failures = core::sync::atomic::AtomicU32::new(0);
+    smp::run_on_all(|cpu| {
+        let args = [s.user_spins, s.syscalls, time::tsc_khz(), 0];
+        match user::run(program, args) {
+            Ok(user::Exit::Status(0)) => {}
+            Ok(exit) => {
+                user::describe_exit("platform-bench", cpu, &exit);
+                failures.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            }
+            Err(e) => {
+                crate::println!("k42: cannot start platform-bench on CPU {cpu}: {e:?}");
+                failures.fetch_add(1, core::sync::atomic::Ordering::Relaxed);
+            }
+        }
+    });
+    if failures.into_inner() != 0 {
+        Err("platform-bench failed on some CPUs")
+    } else {
+        Ok(())
+    }
+}

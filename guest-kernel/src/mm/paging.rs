@@ -1,0 +1,140 @@
+//! Address spaces for user programs: a PML4 that shares the kernel's
+//! upper half (copied from the boot page tables) and maps user pages
+//! with 4 KiB pages in the lower half.
+//!
+//! Every frame an address space uses (tables and pages) is recorded and
+//! freed when it drops; pages are zeroed when mapped, so nothing of a
+//! previous owner leaks.
+
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+use k42_abi::layout::PAGE_SIZE;
+
+use crate::arch;
+use crate::mm::frame;
+
+const PRESENT: u64 = 1;
+const WRITABLE: u64 = 1 << 1;
+const USER: u64 = 1 << 2;
+const NO_EXECUTE: u64 = 1 << 63;
+const ADDR_MASK: u64 = 0x000f_ffff_ffff_f000;
+
+/// Physical address of the kernel's (boot) PML4.
+static KERNEL_ROOT: AtomicU64 = AtomicU64::new(0);
+
+/// Remember the kernel's page tables (boot CPU, at boot).
+pub fn init() {
+    KERNEL_ROOT.store(arch::current_page_table(), Ordering::Relaxed);
+}
+
+/// Switch this CPU back to the kernel's page tables.
+pub fn activate_kernel() {
+    // SAFETY: the boot page tables map the whole kernel and direct map.
+    unsafe { arch::load_page_table(KERNEL_ROOT.load(Ordering::Relaxed)) };
+}
+
+/// Access rights of a user page.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PageFlags {
+    pub writable: bool,
+    pub executable: bool,
+}
+
+/// Why a mapping failed.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum MapError {
+    OutOfMemory,
+    AlreadyMapped,
+    NotUserAddress,
+}
+
+/// A user address space.
+pub struct AddressSpace {
+    root: u64,
+    frames: Vec<u64>,
+}
+
+fn table(pa: u64) -> &'static mut [u64; 512] {
+    // SAFETY: `pa` is a page-table frame owned by an AddressSpace (or the
+    // kernel root, read only here), mapped in the direct map.
+    unsafe { &mut *(arch::phys_to_virt(pa) as *mut [u64; 512]) }
+}
+
+fn zeroed_frame() -> Option<u64> {
+    let pa = frame::alloc()?;
+    // SAFETY: the frame was just allocated to us and is mapped in the
+    // direct map.
+    unsafe { core::ptr::write_bytes(arch::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
+    Some(pa)
+}
+
+impl AddressSpace {
+    /// A new address space with the kernel's upper half and nothing else.
+    pub fn new() -> Option<Self> {
+        let root = zeroed_frame()?;
+        let kernel = table(KERNEL_ROOT.load(Ordering::Relaxed));
+        table(root)[256..].copy_from_slice(&kernel[256..]);
+        Some(Self {
+            root,
+            frames: alloc::vec![root],
+        })
+    }
+
+    /// Map a fresh zeroed page at user address `va`; returns its physical
+    /// address.
+    pub fn map_new(&mut self, va: u64, flags: PageFlags) -> Result<u64, MapError> {
+        if !(k42_abi::syscall::USER_BASE..k42_abi::syscall::USER_TOP).contains(&va)
+            || !va.is_multiple_of(PAGE_SIZE)
+        {
+            return Err(MapError::NotUserAddress);
+        }
+        let mut t = self.root;
+        for level in [39u32, 30, 21] {
+            let idx = ((va >> level) & 511) as usize;
+            let entry = table(t)[idx];
+            t = if entry & PRESENT != 0 {
+                entry & ADDR_MASK
+            } else {
+                let next = zeroed_frame().ok_or(MapError::OutOfMemory)?;
+                self.frames.push(next);
+                table(t)[idx] = next | PRESENT | WRITABLE | USER;
+                next
+            };
+        }
+        let idx = ((va >> 12) & 511) as usize;
+        if table(t)[idx] & PRESENT != 0 {
+            return Err(MapError::AlreadyMapped);
+        }
+        let page = zeroed_frame().ok_or(MapError::OutOfMemory)?;
+        self.frames.push(page);
+        let mut pte = page | PRESENT | USER;
+        if flags.writable {
+            pte |= WRITABLE;
+        }
+        if !flags.executable {
+            pte |= NO_EXECUTE;
+        }
+        table(t)[idx] = pte;
+        Ok(page)
+    }
+
+    /// Load this address space on this CPU.
+    pub fn activate(&self) {
+        // SAFETY: the upper half is the kernel's, so the kernel stays
+        // mapped; the lower half holds only this space's user pages.
+        unsafe { arch::load_page_table(self.root) };
+    }
+}
+
+impl Drop for AddressSpace {
+    fn drop(&mut self) {
+        assert!(
+            arch::current_page_table() != self.root,
+            "dropping the active address space"
+        );
+        for &pa in &self.frames {
+            frame::free(pa);
+        }
+    }
+}

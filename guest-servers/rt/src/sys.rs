@@ -1,0 +1,70 @@
+//! System calls (`k42_abi::syscall`): the raw system-call site and typed
+//! wrappers.
+
+use core::arch::asm;
+
+use k42_abi::bench::BenchRecord;
+use k42_abi::syscall::Syscall;
+
+/// System call `nr` with up to three arguments.
+#[inline]
+pub fn syscall3(nr: Syscall, a0: u64, a1: u64, a2: u64) -> i64 {
+    syscall3_raw(nr as u64, a0, a1, a2)
+}
+
+/// A system call with a raw number (for tests of the kernel's checks).
+#[inline]
+pub fn syscall3_raw(nr: u64, a0: u64, a1: u64, a2: u64) -> i64 {
+    let ret: i64;
+    // SAFETY: the kernel serves the trap at this system-call site
+    // (k42_abi::syscall::SYSCALL_SITE) and resumes after it, preserving
+    // every register but rax (the result); the arguments are plain values
+    // or pointers the kernel validates.
+    unsafe {
+        asm!(
+            "ud2",
+            ".byte 0x6b, 0x34, 0x32, 0x73",
+            inlateout("rax") nr => ret,
+            in("rdi") a0,
+            in("rsi") a1,
+            in("rdx") a2,
+            options(nostack),
+        );
+    }
+    ret
+}
+
+/// End the program with `status`.
+pub fn exit(status: u8) -> ! {
+    syscall3(Syscall::Exit, status as u64, 0, 0);
+    // The kernel never returns from Exit.
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Write `s` to the console.
+pub fn write(s: &str) -> i64 {
+    syscall3(Syscall::Write, s.as_ptr() as u64, s.len() as u64, 0)
+}
+
+/// Report a benchmark result to k42vmm through the kernel.
+pub fn bench_record(r: &BenchRecord) -> i64 {
+    syscall3(
+        Syscall::BenchRecord,
+        r as *const BenchRecord as u64,
+        core::mem::size_of::<BenchRecord>() as u64,
+        0,
+    )
+}
+
+/// The CPU this program runs on.
+pub fn get_cpu() -> u32 {
+    syscall3(Syscall::GetCpu, 0, 0, 0) as u32
+}
+
+/// A system call that does nothing.
+#[inline]
+pub fn null() -> i64 {
+    syscall3(Syscall::Null, 0, 0, 0)
+}
