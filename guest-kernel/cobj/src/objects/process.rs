@@ -1,0 +1,258 @@
+//! The process object's region list (K42's Process): which region of the
+//! address space covers an address — the lookup every page fault makes.
+//!
+//! - [`shared`]: one sorted list behind one lock.
+//! - [`replicated`]: the root holds the authoritative list; each CPU's rep
+//!   caches the regions it has used, so a fault usually reads only per-CPU
+//!   data. Removing a region locks the root and drops it from every cache;
+//!   a lookup that misses fills its cache while holding the root lock, so
+//!   no cache keeps a removed region.
+//!
+//! Lock order: root, then caches. State-transfer format
+//! [`FORMAT_REGIONS`]: every region as a `Vec<Region>`.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+
+use super::{Contention, Padded, Relax};
+use crate::env::CpuEnv;
+use crate::root::{Format, Formats, Rep, RepSet, Root, TransferState};
+use crate::sync::SpinLock;
+
+/// A region of an address space: `[start, end)` with its protection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Region {
+    pub start: u64,
+    pub end: u64,
+    pub prot: u32,
+}
+
+impl Region {
+    fn contains(&self, addr: u64) -> bool {
+        (self.start..self.end).contains(&addr)
+    }
+    fn overlaps(&self, o: &Region) -> bool {
+        self.start < o.end && o.start < self.end
+    }
+}
+
+/// The process (region-list) interface.
+pub trait Process: Send + Sync {
+    /// The region covering `addr` (the page-fault path).
+    fn find_region(&self, addr: u64) -> Option<Region>;
+    /// Add `r`; false if it is empty or overlaps an existing region.
+    fn add_region(&self, r: Region) -> bool;
+    /// Remove the region starting at `start`.
+    fn remove_region(&self, start: u64) -> Option<Region>;
+    /// Regions in the address space.
+    fn regions(&self) -> usize;
+}
+
+/// Every region, as a `Vec<Region>`.
+pub const FORMAT_REGIONS: Format = 0;
+
+/// Most regions a per-CPU cache keeps.
+const CACHE_REGIONS: usize = 16;
+
+fn find(list: &[Region], addr: u64) -> Option<Region> {
+    let i = list.partition_point(|r| r.end <= addr);
+    list.get(i).filter(|r| r.contains(addr)).copied()
+}
+
+fn add(list: &mut Vec<Region>, r: Region) -> bool {
+    if r.start >= r.end || list.iter().any(|o| o.overlaps(&r)) {
+        return false;
+    }
+    let i = list.partition_point(|o| o.start < r.start);
+    list.insert(i, r);
+    true
+}
+
+struct SharedState {
+    list: SpinLock<Vec<Region>>,
+    contention: Option<Arc<Contention>>,
+    relax: Relax,
+}
+
+impl SharedState {
+    fn lock(&self) -> crate::sync::Guard<'_, Vec<Region>> {
+        self.list.try_lock().unwrap_or_else(|| {
+            if let Some(c) = &self.contention {
+                c.record();
+            }
+            self.list.lock_with(self.relax)
+        })
+    }
+}
+
+struct SharedRep(Arc<SharedState>);
+
+impl Process for SharedRep {
+    fn find_region(&self, addr: u64) -> Option<Region> {
+        find(&self.0.lock(), addr)
+    }
+    fn add_region(&self, r: Region) -> bool {
+        add(&mut self.0.lock(), r)
+    }
+    fn remove_region(&self, start: u64) -> Option<Region> {
+        let mut l = self.0.lock();
+        let i = l.iter().position(|r| r.start == start)?;
+        Some(l.remove(i))
+    }
+    fn regions(&self) -> usize {
+        self.0.lock().len()
+    }
+}
+
+/// One region list for all CPUs.
+pub struct SharedRoot {
+    state: Arc<SharedState>,
+    rep: Rep<dyn Process>,
+}
+
+/// A process whose region list is shared by all CPUs.
+pub fn shared(contention: Option<Arc<Contention>>, relax: Relax) -> Box<dyn Root<dyn Process>> {
+    let state = Arc::new(SharedState {
+        list: SpinLock::new(Vec::new()),
+        contention,
+        relax,
+    });
+    let rep = Rep::new(Box::new(SharedRep(state.clone())) as Box<dyn Process>);
+    Box::new(SharedRoot { state, rep })
+}
+
+impl Root<dyn Process> for SharedRoot {
+    fn rep_for(&self, _: usize, _: &dyn CpuEnv) -> &Rep<dyn Process> {
+        &self.rep
+    }
+    fn name(&self) -> &'static str {
+        "shared"
+    }
+    fn export_formats(&self) -> Formats {
+        Formats::of(FORMAT_REGIONS)
+    }
+    fn import_formats(&self) -> Formats {
+        Formats::of(FORMAT_REGIONS)
+    }
+    fn export(&self, _: Format) -> Option<TransferState> {
+        Some(Box::new(core::mem::take(&mut *self.state.lock())))
+    }
+    fn import(&self, _: Format, state: TransferState) -> bool {
+        match state.downcast::<Vec<Region>>() {
+            Ok(regions) => regions.into_iter().all(|r| add(&mut self.state.lock(), r)),
+            Err(_) => false,
+        }
+    }
+}
+
+struct ReplState {
+    root: SpinLock<Vec<Region>>,
+    caches: Box<[Padded<SpinLock<Vec<Region>>>]>,
+    relax: Relax,
+}
+
+struct ReplRep {
+    state: Arc<ReplState>,
+    me: usize,
+}
+
+impl Process for ReplRep {
+    fn find_region(&self, addr: u64) -> Option<Region> {
+        let s = &*self.state;
+        if let Some(r) = s.caches[self.me]
+            .lock_with(s.relax)
+            .iter()
+            .find(|r| r.contains(addr))
+        {
+            return Some(*r);
+        }
+        let root = s.root.lock_with(s.relax);
+        let r = find(&root, addr)?;
+        let mut cache = s.caches[self.me].lock_with(s.relax);
+        if cache.len() == CACHE_REGIONS {
+            cache.remove(0);
+        }
+        cache.push(r);
+        Some(r)
+    }
+
+    fn add_region(&self, r: Region) -> bool {
+        let s = &*self.state;
+        add(&mut s.root.lock_with(s.relax), r)
+    }
+
+    fn remove_region(&self, start: u64) -> Option<Region> {
+        let s = &*self.state;
+        let mut root = s.root.lock_with(s.relax);
+        let i = root.iter().position(|r| r.start == start)?;
+        let r = root.remove(i);
+        for c in s.caches.iter() {
+            c.lock_with(s.relax).retain(|x| x.start != start);
+        }
+        Some(r)
+    }
+
+    fn regions(&self) -> usize {
+        let s = &*self.state;
+        s.root.lock_with(s.relax).len()
+    }
+}
+
+/// The authoritative list at the root, regions cached per CPU group.
+pub struct ReplicatedRoot {
+    state: Arc<ReplState>,
+    reps: RepSet<dyn Process>,
+}
+
+/// A process whose regions are cached per group of `group_size` CPUs.
+pub fn replicated(ncpus: usize, group_size: usize, relax: Relax) -> Box<dyn Root<dyn Process>> {
+    let reps = RepSet::new(ncpus, group_size);
+    let caches = (0..reps.groups())
+        .map(|_| Padded(SpinLock::new(Vec::with_capacity(CACHE_REGIONS))))
+        .collect();
+    Box::new(ReplicatedRoot {
+        state: Arc::new(ReplState {
+            root: SpinLock::new(Vec::new()),
+            caches,
+            relax,
+        }),
+        reps,
+    })
+}
+
+impl Root<dyn Process> for ReplicatedRoot {
+    fn rep_for(&self, cpu: usize, env: &dyn CpuEnv) -> &Rep<dyn Process> {
+        self.reps.get_or_create(cpu, env, |g| {
+            Box::new(ReplRep {
+                state: self.state.clone(),
+                me: g,
+            })
+        })
+    }
+    fn name(&self) -> &'static str {
+        "replicated"
+    }
+    fn export_formats(&self) -> Formats {
+        Formats::of(FORMAT_REGIONS)
+    }
+    fn import_formats(&self) -> Formats {
+        Formats::of(FORMAT_REGIONS)
+    }
+    fn export(&self, _: Format) -> Option<TransferState> {
+        let s = &*self.state;
+        for c in s.caches.iter() {
+            c.lock_with(s.relax).clear();
+        }
+        Some(Box::new(core::mem::take(&mut *s.root.lock_with(s.relax))))
+    }
+    fn import(&self, _: Format, state: TransferState) -> bool {
+        let s = &*self.state;
+        match state.downcast::<Vec<Region>>() {
+            Ok(regions) => regions
+                .into_iter()
+                .all(|r| add(&mut s.root.lock_with(s.relax), r)),
+            Err(_) => false,
+        }
+    }
+}
