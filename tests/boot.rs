@@ -15,6 +15,7 @@ const REQUIRED_TESTS: &[&str] = &[
     "ipi.ping_pong",
     "mm.frames_all_cpus",
     "mm.heap_all_cpus",
+    "mm.zeroed_frames",
     "smp.call_all",
     "smp.online",
     "timer.every_cpu",

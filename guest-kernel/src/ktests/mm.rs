@@ -160,3 +160,39 @@ impl Drop for Block {
         unsafe { dealloc(self.ptr as *mut u8, Self::layout(self.words)) };
     }
 }
+
+/// `alloc_zeroed` hands out zero-filled frames whether they are fresh or
+/// recycled, and a recycled dirty frame never passes for a fresh one.
+fn zeroed_frames_are_zero() -> TestResult {
+    const N: usize = 48;
+    let mut dirty = Vec::with_capacity(N);
+    for _ in 0..N {
+        let pa = frame::alloc().ok_or_else(|| alloc::string::String::from("out of frames"))?;
+        // SAFETY: our frame, in the direct map.
+        unsafe {
+            let p = arch::phys_to_virt(pa) as *mut u64;
+            p.write_volatile(0xdead_beef);
+            p.add(511).write_volatile(0xdead_beef);
+        }
+        dirty.push(pa);
+    }
+    dirty.iter().for_each(|&pa| frame::free(pa));
+    let mut zeroed = Vec::with_capacity(2 * N);
+    for _ in 0..2 * N {
+        let pa =
+            frame::alloc_zeroed().ok_or_else(|| alloc::string::String::from("out of frames"))?;
+        // SAFETY: as above.
+        let (first, last) = unsafe {
+            let p = arch::phys_to_virt(pa) as *const u64;
+            (p.read_volatile(), p.add(511).read_volatile())
+        };
+        zeroed.push(pa);
+        check!(
+            first == 0 && last == 0,
+            "frame {pa:#x} from alloc_zeroed holds {first:#x} / {last:#x}"
+        );
+    }
+    zeroed.into_iter().for_each(frame::free);
+    Ok(())
+}
+kernel_test!("mm.zeroed_frames", zeroed_frames_are_zero);

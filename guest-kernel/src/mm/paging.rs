@@ -62,11 +62,7 @@ fn table(pa: u64) -> &'static mut [u64; 512] {
 }
 
 fn zeroed_frame() -> Option<u64> {
-    let pa = frame::alloc()?;
-    // SAFETY: the frame was just allocated to us and is mapped in the
-    // direct map.
-    unsafe { core::ptr::write_bytes(arch::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
-    Some(pa)
+    frame::alloc_zeroed()
 }
 
 impl AddressSpace {
