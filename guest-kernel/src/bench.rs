@@ -126,7 +126,7 @@ pub fn platform(sizes: &PlatformSizes) -> Result<(), &'static str> {
     let program = user::module("platform-bench").ok_or("the image has no platform-bench module")?;
     let failures = core::sync::atomic::AtomicU32::new(0);
     smp::run_on_all(|cpu| {
-        let args = [s.user_spins, s.syscalls, time::tsc_khz(), 0];
+        let args = [s.user_spins, s.syscalls, 0, 0, 0, 0, 0, 0];
         match user::run(program, args) {
             Ok(user::Exit::Status(0)) => {}
             Ok(exit) => {
@@ -141,6 +141,32 @@ pub fn platform(sizes: &PlatformSizes) -> Result<(), &'static str> {
     });
     if failures.into_inner() != 0 {
         Err("platform-bench failed on some CPUs")
+    } else {
+        Ok(())
+    }
+}
+
+/// Heap for the clustered-object benchmark program.
+const COBJ_HEAP: u64 = 8 << 20;
+
+/// The clustered-object benchmarks: `cobj-bench` on every CPU at once, in
+/// user mode (native on KVM-PVM hosts); it reports its own records.
+pub fn cobj(ops: u64) -> Result<(), &'static str> {
+    let program = user::module("cobj-bench").ok_or("the image has no cobj-bench module")?;
+    let exits =
+        user::run_everywhere(program, COBJ_HEAP, [ops, 0, 0, 0, 0, 0, 0, 0]).map_err(|e| {
+            crate::println!("k42: cannot start cobj-bench: {e:?}");
+            "cobj-bench did not start"
+        })?;
+    let mut failed = false;
+    for (cpu, e) in exits.iter().enumerate() {
+        if *e != user::Exit::Status(0) {
+            user::describe_exit("cobj-bench", cpu as u32, e);
+            failed = true;
+        }
+    }
+    if failed {
+        Err("cobj-bench failed on some CPUs")
     } else {
         Ok(())
     }

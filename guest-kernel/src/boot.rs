@@ -11,7 +11,9 @@
 //! console=hypercall|serial    console path (default hypercall)
 //! crash=panic|pagefault|triple|hang
 //!                             provoke a failure, to test k42vmm's handling
-//! bench=platform              after the tests, run the platform benchmark
+//! bench=platform[,cobj]       after the tests, run the platform and/or the
+//!                             clustered-object benchmarks
+//! cobj-ops=N                  operations per CPU per clustered-object case
 //! probe=pvm|pvm-register      after the tests, probe for a PVM interface
 //! ```
 
@@ -48,6 +50,10 @@ pub struct Options {
     pub serial_console: bool,
     pub crash: Option<Crash>,
     pub bench_platform: bool,
+    pub bench_cobj: bool,
+    /// Operations per CPU per case for `bench=cobj` (0: the program's
+    /// default).
+    pub cobj_ops: u64,
     /// `probe=pvm` (false) or `probe=pvm-register` (true).
     pub probe_pvm: Option<bool>,
 }
@@ -101,6 +107,8 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
         serial_console: false,
         crash: None,
         bench_platform: false,
+        bench_cobj: false,
+        cobj_ops: 0,
         probe_pvm: None,
     };
     for word in cmdline.split_ascii_whitespace() {
@@ -136,12 +144,27 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
                 });
                 true
             }
-            "bench" => match value {
-                "platform" => {
-                    opts.bench_platform = true;
+            "bench" => {
+                for b in value.split(',') {
+                    match b {
+                        "platform" => opts.bench_platform = true,
+                        "cobj" => opts.bench_cobj = true,
+                        _ => {
+                            return Err(bad(
+                                word,
+                                "bench= takes platform, cobj or both (bench=platform,cobj)",
+                            ));
+                        }
+                    }
+                }
+                true
+            }
+            "cobj-ops" => match value.parse() {
+                Ok(n) => {
+                    opts.cobj_ops = n;
                     true
                 }
-                _ => return Err(bad(word, "bench= takes platform")),
+                Err(_) => return Err(bad(word, "cobj-ops= takes a number of operations")),
             },
             "probe" => match value {
                 "pvm" | "pvm-register" => {

@@ -110,6 +110,13 @@ fn boot_cpu_main(magic: u64) -> ! {
     if let Some(register) = opts.probe_pvm {
         probe::pvm(register);
     }
+    if opts.bench_cobj {
+        println!("k42: clustered-object benchmarks");
+        if let Err(e) = bench::cobj(opts.cobj_ops) {
+            println!("k42: clustered-object benchmarks failed: {e}");
+            failed += 1;
+        }
+    }
     if opts.bench_platform {
         println!("k42: platform benchmark");
         if let Err(e) = bench::platform(&bench::PLATFORM_SIZES) {

@@ -24,6 +24,46 @@ pub const SYSCALL_SITE: [u8; 6] = [0x0f, 0x0b, b'k', b'4', b'2', b's'];
 pub const USER_BASE: u64 = 0x0000_0000_0040_0000;
 /// End (exclusive) of user space.
 pub const USER_TOP: u64 = 0x0000_7fff_ffff_f000;
+/// Where the kernel maps the read-only [`ProgramInfo`] page.
+pub const USER_INFO: u64 = 0x0000_0000_1000_0000;
+/// Where the kernel maps a program's heap (`ProgramInfo::heap_size` bytes).
+pub const USER_HEAP: u64 = 0x0000_0000_2000_0000;
+
+/// What the kernel tells a program at start. Every CPU that runs the
+/// program enters `_start` with `rdi` = [`USER_INFO`] and `rsi` = its CPU
+/// index; the stack pointer is that CPU's own stack.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
+pub struct ProgramInfo {
+    /// [`PROGRAM_INFO_MAGIC`].
+    pub magic: u64,
+    /// CPUs running this program at once (1, or all of them).
+    pub cpus: u32,
+    /// Zero.
+    pub reserved: u32,
+    /// TSC frequency in kHz, for timing with `rdtsc`.
+    pub tsc_khz: u64,
+    /// Heap mapped at [`USER_HEAP`], in bytes (zero-filled).
+    pub heap_size: u64,
+    /// Program arguments, meaning defined by each program.
+    pub args: [u64; 8],
+}
+
+/// `ProgramInfo::magic`.
+pub const PROGRAM_INFO_MAGIC: u64 = 0x4b34_3250_524f_4731; // "K42PROG1"
+
+const _: () = assert!(core::mem::size_of::<ProgramInfo>() == 96);
 
 /// System call numbers.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -40,6 +80,9 @@ pub enum Syscall {
     GetCpu = 3,
     /// Do nothing and return 0 (measures the system-call round trip).
     Null = 4,
+    /// The caller has waited `rdi` rounds for another CPU: give the host
+    /// CPU away for a while (backs off as `rdi` grows).
+    Yield = 5,
 }
 
 impl Syscall {
@@ -50,6 +93,7 @@ impl Syscall {
             2 => Self::BenchRecord,
             3 => Self::GetCpu,
             4 => Self::Null,
+            5 => Self::Yield,
             _ => return None,
         })
     }

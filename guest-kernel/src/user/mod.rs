@@ -3,27 +3,44 @@
 //! faults, and serve its system calls (`k42_abi::syscall`).
 //!
 //! This is the first step of the user-mode work (issue 8 builds processes
-//! on it): one program at a time per CPU, run to completion as a call
-//! from the kernel.
+//! on it): a program runs to completion as a call from the kernel, either
+//! on one CPU ([`run`]) or on every CPU at once in one address space
+//! ([`run_everywhere`], how user-level benchmarks of shared data run).
+//!
+//! User address space:
+//!
+//! ```text
+//! 0x0040_0000   program segments (USER_BASE)
+//! 0x1000_0000   ProgramInfo, read-only (USER_INFO)
+//! 0x2000_0000   heap, zero-filled (USER_HEAP)
+//!   ...
+//! USER_TOP      CPU slot 0's stack, then slot 1's below a guard page, ...
+//! ```
 
 pub mod elf;
 
+use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
 use k42_abi::MAX_VCPUS;
 use k42_abi::bench::BenchRecord;
 use k42_abi::layout::PAGE_SIZE;
-use k42_abi::syscall::{SYSCALL_SITE, Syscall, SyscallError, USER_TOP};
+use k42_abi::syscall::{
+    PROGRAM_INFO_MAGIC, ProgramInfo, SYSCALL_SITE, Syscall, SyscallError, USER_HEAP, USER_INFO,
+    USER_TOP,
+};
 use zerocopy::FromBytes;
 
 use crate::arch::{self, x86_64::usermode};
 use crate::mm::paging::{AddressSpace, MapError, PageFlags};
 use crate::{console, percpu};
 
-/// Pages of user stack.
-const STACK_PAGES: u64 = 8;
-/// The user stack's top (exclusive).
+/// Pages of user stack per CPU.
+const STACK_PAGES: u64 = 4;
+/// Address space taken by each CPU's stack: the stack and a guard page.
+const STACK_SPAN: u64 = (STACK_PAGES + 1) * PAGE_SIZE;
+/// The top (exclusive) of CPU slot 0's stack.
 const STACK_TOP: u64 = USER_TOP;
 /// Longest console write a program may make at once.
 const MAX_WRITE: u64 = 64 * 1024;
@@ -55,12 +72,17 @@ pub struct Fault {
 pub enum LoadError {
     Elf(elf::ElfError),
     Map(MapError),
+    /// The heap asked for is larger than the kernel allows.
+    HeapTooLarge,
 }
+
+/// Largest heap a program may ask for.
+const MAX_HEAP: u64 = 64 << 20;
 
 /// The program running on a CPU.
 struct Running {
     /// User ranges the program may hand to system calls: (start, end).
-    regions: Vec<(u64, u64)>,
+    regions: Arc<Vec<(u64, u64)>>,
     fault: Option<Fault>,
 }
 
@@ -69,73 +91,183 @@ static RUNNING: [AtomicPtr<Running>; MAX_VCPUS] =
 
 fn running() -> Option<&'static mut Running> {
     let p = RUNNING[percpu::cpu_id() as usize].load(Ordering::Relaxed);
-    // SAFETY: set by `run` on this CPU to a Running that outlives the
-    // program, cleared before it is dropped; only this CPU touches it.
+    // SAFETY: set by `Loaded::enter` on this CPU to a Running that outlives
+    // the program's run, cleared before it is dropped; only this CPU
+    // touches it.
     unsafe { p.as_mut() }
 }
 
-/// Load `file` and run it on this CPU with `args`; returns how it ended.
-pub fn run(file: &[u8], args: [u64; 4]) -> Result<Exit, LoadError> {
-    let program = elf::Program::parse(file).map_err(LoadError::Elf)?;
-    let mut space = AddressSpace::new().ok_or(LoadError::Map(MapError::OutOfMemory))?;
-    let mut regions = Vec::new();
-    for seg in program.segments() {
-        let start = seg.vaddr & !(PAGE_SIZE - 1);
-        let end = (seg.vaddr + seg.mem_size).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        let flags = PageFlags {
-            writable: seg.writable,
-            executable: seg.executable,
-        };
-        for va in (start..end).step_by(PAGE_SIZE as usize) {
-            let pa = space.map_new(va, flags).map_err(LoadError::Map)?;
-            // Copy the part of the file that falls in this page.
-            let (lo, hi) = (
-                va.max(seg.vaddr),
-                (va + PAGE_SIZE).min(seg.vaddr + seg.file_size),
-            );
-            if lo < hi {
-                let from = (seg.file_offset + (lo - seg.vaddr)) as usize;
-                let dst = (arch::phys_to_virt(pa) + (lo - va)) as *mut u8;
-                // SAFETY: `dst..dst + (hi - lo)` lies inside the page just
-                // mapped; the source range was checked by elf::Program.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(file[from..].as_ptr(), dst, (hi - lo) as usize)
-                };
-            }
-        }
-        regions.push((seg.vaddr, seg.vaddr + seg.mem_size));
+/// A program loaded into its address space, ready to run on one CPU or
+/// on several at once (each with its own stack, sharing all memory).
+pub struct Loaded {
+    space: AddressSpace,
+    entry: u64,
+    regions: Arc<Vec<(u64, u64)>>,
+    stacks: u32,
+}
+
+fn map_range(
+    space: &mut AddressSpace,
+    start: u64,
+    end: u64,
+    flags: PageFlags,
+) -> Result<(), LoadError> {
+    for va in (start..end).step_by(PAGE_SIZE as usize) {
+        space.map_new(va, flags).map_err(LoadError::Map)?;
     }
-    let stack_bottom = STACK_TOP - STACK_PAGES * PAGE_SIZE;
-    for va in (stack_bottom..STACK_TOP).step_by(PAGE_SIZE as usize) {
-        space
+    Ok(())
+}
+
+impl Loaded {
+    /// Load `file` with stacks for `stacks` CPUs, a zero-filled heap of
+    /// `heap` bytes and the program info `info` (its `heap_size` and
+    /// `magic` are filled in here).
+    pub fn new(
+        file: &[u8],
+        stacks: u32,
+        heap: u64,
+        mut info: ProgramInfo,
+    ) -> Result<Self, LoadError> {
+        if heap > MAX_HEAP {
+            return Err(LoadError::HeapTooLarge);
+        }
+        let program = elf::Program::parse(file).map_err(LoadError::Elf)?;
+        let mut space = AddressSpace::new().ok_or(LoadError::Map(MapError::OutOfMemory))?;
+        let mut regions = Vec::new();
+        for seg in program.segments() {
+            let start = seg.vaddr & !(PAGE_SIZE - 1);
+            let end = (seg.vaddr + seg.mem_size).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+            let flags = PageFlags {
+                writable: seg.writable,
+                executable: seg.executable,
+            };
+            for va in (start..end).step_by(PAGE_SIZE as usize) {
+                let pa = space.map_new(va, flags).map_err(LoadError::Map)?;
+                // Copy the part of the file that falls in this page.
+                let (lo, hi) = (
+                    va.max(seg.vaddr),
+                    (va + PAGE_SIZE).min(seg.vaddr + seg.file_size),
+                );
+                if lo < hi {
+                    let from = (seg.file_offset + (lo - seg.vaddr)) as usize;
+                    let dst = (arch::phys_to_virt(pa) + (lo - va)) as *mut u8;
+                    // SAFETY: `dst..dst + (hi - lo)` lies inside the page
+                    // just mapped; the source range was checked by
+                    // elf::Program.
+                    unsafe {
+                        core::ptr::copy_nonoverlapping(
+                            file[from..].as_ptr(),
+                            dst,
+                            (hi - lo) as usize,
+                        )
+                    };
+                }
+            }
+            regions.push((seg.vaddr, seg.vaddr + seg.mem_size));
+        }
+        let data = PageFlags {
+            writable: true,
+            executable: false,
+        };
+        for s in 0..stacks as u64 {
+            let top = STACK_TOP - s * STACK_SPAN;
+            map_range(&mut space, top - STACK_PAGES * PAGE_SIZE, top, data)?;
+            regions.push((top - STACK_PAGES * PAGE_SIZE, top));
+        }
+        let heap = heap.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        map_range(&mut space, USER_HEAP, USER_HEAP + heap, data)?;
+        regions.push((USER_HEAP, USER_HEAP + heap));
+        info.magic = PROGRAM_INFO_MAGIC;
+        info.heap_size = heap;
+        let page = space
             .map_new(
-                va,
+                USER_INFO,
                 PageFlags {
-                    writable: true,
+                    writable: false,
                     executable: false,
                 },
             )
             .map_err(LoadError::Map)?;
+        // SAFETY: the page was just mapped for the info block alone.
+        unsafe { (arch::phys_to_virt(page) as *mut ProgramInfo).write(info) };
+        regions.push((
+            USER_INFO,
+            USER_INFO + core::mem::size_of::<ProgramInfo>() as u64,
+        ));
+        Ok(Self {
+            space,
+            entry: program.entry,
+            regions: Arc::new(regions),
+            stacks,
+        })
     }
-    regions.push((stack_bottom, STACK_TOP));
 
-    let mut state = Running {
-        regions,
-        fault: None,
+    /// Run the program on this CPU with stack `slot` until it exits or
+    /// faults.
+    pub fn enter(&self, slot: u32) -> Exit {
+        assert!(slot < self.stacks, "stack slot {slot} of {}", self.stacks);
+        let mut state = Running {
+            regions: self.regions.clone(),
+            fault: None,
+        };
+        let me = percpu::cpu_id();
+        let cell = &RUNNING[me as usize];
+        cell.store(&mut state, Ordering::Relaxed);
+        self.space.activate();
+        let top = STACK_TOP - slot as u64 * STACK_SPAN;
+        // SAFETY: the space maps exactly the program's segments, stacks,
+        // heap and info page for user mode, plus the supervisor-only
+        // kernel half.
+        let status = unsafe { usermode::enter_user(self.entry, top, [USER_INFO, me as u64, 0, 0]) };
+        crate::mm::paging::activate_kernel();
+        cell.store(core::ptr::null_mut(), Ordering::Relaxed);
+        match state.fault {
+            Some(f) if status == FAULT_STATUS => Exit::Fault(f),
+            _ => Exit::Status(status as u8),
+        }
+    }
+}
+
+/// Load `file` and run it on this CPU alone with program arguments
+/// `args` and no heap.
+pub fn run(file: &[u8], args: [u64; 8]) -> Result<Exit, LoadError> {
+    let info = ProgramInfo {
+        cpus: 1,
+        tsc_khz: crate::time::tsc_khz(),
+        args,
+        ..Default::default()
     };
-    let slot = &RUNNING[percpu::cpu_id() as usize];
-    slot.store(&mut state, Ordering::Relaxed);
-    space.activate();
-    // SAFETY: `space` maps exactly the program's segments and stack for
-    // user mode, plus the supervisor-only kernel half.
-    let status = unsafe { usermode::enter_user(program.entry, STACK_TOP, args) };
-    crate::mm::paging::activate_kernel();
-    slot.store(core::ptr::null_mut(), Ordering::Relaxed);
-    drop(space);
-    Ok(match state.fault {
-        Some(f) if status == FAULT_STATUS => Exit::Fault(f),
-        _ => Exit::Status(status as u8),
-    })
+    Ok(Loaded::new(file, 1, 0, info)?.enter(0))
+}
+
+/// Load `file` once and run it on every CPU at once, each with its own
+/// stack and all sharing its memory and a `heap`-byte heap; returns how
+/// it ended on each CPU.
+pub fn run_everywhere(file: &[u8], heap: u64, args: [u64; 8]) -> Result<Vec<Exit>, LoadError> {
+    let n = crate::smp::ncpus();
+    let info = ProgramInfo {
+        cpus: n,
+        tsc_khz: crate::time::tsc_khz(),
+        args,
+        ..Default::default()
+    };
+    let loaded = Loaded::new(file, n, heap, info)?;
+    let exits: Vec<AtomicU64> = (0..n).map(|_| AtomicU64::new(u64::MAX)).collect();
+    let faults = crate::sync::SpinLock::new(Vec::new());
+    crate::smp::run_on_all(|cpu| {
+        let e = loaded.enter(cpu);
+        match e {
+            Exit::Status(s) => exits[cpu as usize].store(s as u64, Ordering::Relaxed),
+            Exit::Fault(f) => faults.lock().push((cpu, f)),
+        }
+    });
+    let faults = faults.lock();
+    Ok((0..n)
+        .map(|c| match faults.iter().find(|(fc, _)| *fc == c) {
+            Some((_, f)) => Exit::Fault(*f),
+            None => Exit::Status(exits[c as usize].load(Ordering::Relaxed) as u8),
+        })
+        .collect())
 }
 
 /// An exception in user mode: record it and end the program.
@@ -173,6 +305,22 @@ fn user_bytes(ptr: u64, len: u64) -> Result<&'static [u8], SyscallError> {
     Ok(unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) })
 }
 
+/// Copy user text to the console through a kernel buffer (the console
+/// hypercall takes kernel addresses), at character boundaries.
+fn write_user_text(mut s: &str) {
+    let mut buf = console::FixedBuf::<256>::new();
+    while !s.is_empty() {
+        let mut n = s.len().min(256);
+        while !s.is_char_boundary(n) {
+            n -= 1;
+        }
+        buf.clear();
+        let _ = core::fmt::Write::write_str(&mut buf, &s[..n]);
+        console::write_str(buf.as_str());
+        s = &s[n..];
+    }
+}
+
 /// A system call from the program on this CPU.
 pub fn system_call(nr: u64, args: [u64; 5]) -> i64 {
     let result = match Syscall::from_raw(nr) {
@@ -184,7 +332,7 @@ pub fn system_call(nr: u64, args: [u64; 5]) -> i64 {
             } else {
                 user_bytes(args[0], args[1]).and_then(|b| {
                     let s = core::str::from_utf8(b).map_err(|_| SyscallError::InvalidArgument)?;
-                    console::write_str(s);
+                    write_user_text(s);
                     Ok(b.len() as i64)
                 })
             }
@@ -209,6 +357,10 @@ pub fn system_call(nr: u64, args: [u64; 5]) -> i64 {
         }
         Some(Syscall::GetCpu) => Ok(percpu::cpu_id() as i64),
         Some(Syscall::Null) => Ok(0),
+        Some(Syscall::Yield) => {
+            arch::backoff(args[0].min(u32::MAX as u64) as u32);
+            Ok(0)
+        }
     };
     result.unwrap_or_else(|e| e as i64)
 }

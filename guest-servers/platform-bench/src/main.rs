@@ -1,7 +1,7 @@
 //! `platform-bench`: what guest user mode costs on this host.
 //!
-//! Arguments (from the kernel): spin iterations, system calls to time,
-//! the TSC frequency in kHz. Reports, through the kernel to k42vmm:
+//! Arguments: spin iterations, system calls to time. Reports, through the
+//! kernel to k42vmm:
 //!
 //! - `platform.spin`: the `k42-loops` spin loop, the same instructions the
 //!   kernel and the host time;
@@ -10,17 +10,12 @@
 #![no_main]
 
 use k42_abi::bench::{BenchMode, BenchRecord};
-use k42_rt::{Args, bench_record, get_cpu, null, rdtsc};
+use k42_rt::{Start, bench_record, null, rdtsc};
 
 k42_rt::main!(run);
 
-fn ns(ticks: u64, tsc_khz: u64) -> u64 {
-    (ticks as u128 * 1_000_000 / tsc_khz.max(1) as u128) as u64
-}
-
-fn run(args: Args) -> u8 {
-    let [spins, syscalls, tsc_khz, _] = args.0;
-    let cpu = get_cpu();
+fn run(start: Start) -> u8 {
+    let (spins, syscalls, cpu) = (start.arg(0), start.arg(1), start.cpu);
 
     let t0 = rdtsc();
     core::hint::black_box(k42_loops::spin(spins));
@@ -41,7 +36,7 @@ fn run(args: Args) -> u8 {
             cpu,
             BenchMode::User,
             n,
-            ns(ticks, tsc_khz),
+            start.ticks_to_ns(ticks),
         )) != 0
         {
             return 1;

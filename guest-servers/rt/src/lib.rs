@@ -1,38 +1,77 @@
 //! The user runtime for k42 programs.
 //!
 //! A program is a `no_std`, `no_main` binary that names its entry with
-//! [`main!`]. The kernel starts it with up to four `u64` arguments in
-//! registers; `_start` aligns the stack and calls the entry, and the
-//! program ends with the entry's return value as its exit status.
+//! [`main!`]. The kernel starts it on one CPU, or on every CPU at once
+//! sharing its memory, passing the read-only [`ProgramInfo`] and the CPU
+//! index; `_start` aligns the stack and calls the entry, and the program
+//! ends (on that CPU) with the entry's return value as its exit status.
 //!
 //! ```ignore
 //! #![no_std]
 //! #![no_main]
 //! k42_rt::main!(run);
-//! fn run(args: k42_rt::Args) -> u8 { k42_rt::println!("hello"); 0 }
+//! fn run(start: k42_rt::Start) -> u8 { k42_rt::println!("hello"); 0 }
 //! ```
+//!
+//! `alloc` works when the kernel gave the program a heap ([`heap`]);
+//! [`sync`] has a lock and a barrier that wait politely across CPUs.
 #![no_std]
 
+pub mod heap;
+pub mod sync;
 pub mod sys;
 
 use core::fmt::{self, Write};
 
+pub use k42_abi::syscall::ProgramInfo;
 pub use sys::*;
 
-/// The four arguments the kernel passes (`rdi`, `rsi`, `rdx`, `rcx`).
+/// What a program starts with on one CPU.
 #[derive(Clone, Copy, Debug)]
-pub struct Args(pub [u64; 4]);
+pub struct Start {
+    /// The kernel's program information (arguments, CPU count, TSC rate).
+    pub info: &'static ProgramInfo,
+    /// The CPU this instance runs on.
+    pub cpu: u32,
+}
 
-/// Name the program's entry function, `fn(Args) -> u8`.
+impl Start {
+    /// Program argument `i`.
+    pub fn arg(&self, i: usize) -> u64 {
+        self.info.args[i]
+    }
+
+    /// Nanoseconds in `ticks` of the TSC.
+    pub fn ticks_to_ns(&self, ticks: u64) -> u64 {
+        (ticks as u128 * 1_000_000 / self.info.tsc_khz.max(1) as u128) as u64
+    }
+}
+
+/// Name the program's entry function, `fn(Start) -> u8`.
 #[macro_export]
 macro_rules! main {
     ($entry:path) => {
         #[unsafe(no_mangle)]
-        extern "C" fn k42_user_main(a0: u64, a1: u64, a2: u64, a3: u64) -> ! {
-            let f: fn($crate::Args) -> u8 = $entry;
-            $crate::exit(f($crate::Args([a0, a1, a2, a3])))
+        extern "C" fn k42_user_main(info: u64, cpu: u64) -> ! {
+            let f: fn($crate::Start) -> u8 = $entry;
+            $crate::exit(f($crate::start(info, cpu)))
         }
     };
+}
+
+#[doc(hidden)]
+pub fn start(info: u64, cpu: u64) -> Start {
+    // SAFETY: the kernel maps a ProgramInfo at `info` (USER_INFO),
+    // read-only, for the program's whole life.
+    let info = unsafe { &*(info as *const ProgramInfo) };
+    if info.magic != k42_abi::syscall::PROGRAM_INFO_MAGIC {
+        exit(120);
+    }
+    heap::init(info);
+    Start {
+        info,
+        cpu: cpu as u32,
+    }
 }
 
 core::arch::global_asm!(

@@ -63,6 +63,12 @@ pub fn get_cpu() -> u32 {
     syscall3(Syscall::GetCpu, 0, 0, 0) as u32
 }
 
+/// Give the host CPU away while waiting for another CPU (round `round`
+/// of the wait).
+pub fn yield_now(round: u32) {
+    syscall3(Syscall::Yield, round as u64, 0, 0);
+}
+
 /// A system call that does nothing.
 #[inline]
 pub fn null() -> i64 {

@@ -13,12 +13,15 @@
 #![no_main]
 
 use k42_abi::syscall::{Syscall, SyscallError};
-use k42_rt::{Args, get_cpu, syscall3};
+use k42_rt::{Start, get_cpu, syscall3};
 
 k42_rt::main!(run);
 
-fn run(args: Args) -> u8 {
-    let [mode, cpu, _, _] = args.0;
+fn run(start: Start) -> u8 {
+    let (mode, cpu) = (start.arg(0), start.arg(1));
+    if start.cpu as u64 != cpu {
+        return 13;
+    }
     match mode {
         0 => check_syscalls(cpu),
         1 => {
@@ -48,7 +51,7 @@ fn check_syscalls(cpu: u64) -> u8 {
     if syscall3(Syscall::Write, 0xffff_ffff_8020_0000, 8, 0) != bad {
         return 2;
     }
-    if syscall3(Syscall::Write, 0x1000_0000, 8, 0) != bad {
+    if syscall3(Syscall::Write, 0x3000_0000, 8, 0) != bad {
         return 3;
     }
     // The stack is the top 32 KiB of user space: 32 KiB from a local runs

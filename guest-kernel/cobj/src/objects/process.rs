@@ -3,8 +3,8 @@
 //!
 //! - [`shared`]: one sorted list behind one lock.
 //! - [`replicated`]: the root holds the authoritative list; each CPU's rep
-//!   caches the regions it has used, so a fault usually reads only per-CPU
-//!   data. Removing a region locks the root and drops it from every cache;
+//!   caches the regions it has used (sorted, like the root's list), so a
+//!   fault usually reads only per-CPU data. Removing a region locks the root and drops it from every cache;
 //!   a lookup that misses fills its cache while holding the root lock, so
 //!   no cache keeps a removed region.
 //!
@@ -51,9 +51,6 @@ pub trait Process: Send + Sync {
 
 /// Every region, as a `Vec<Region>`.
 pub const FORMAT_REGIONS: Format = 0;
-
-/// Most regions a per-CPU cache keeps.
-const CACHE_REGIONS: usize = 16;
 
 fn find(list: &[Region], addr: u64) -> Option<Region> {
     let i = list.partition_point(|r| r.end <= addr);
@@ -160,20 +157,14 @@ struct ReplRep {
 impl Process for ReplRep {
     fn find_region(&self, addr: u64) -> Option<Region> {
         let s = &*self.state;
-        if let Some(r) = s.caches[self.me]
-            .lock_with(s.relax)
-            .iter()
-            .find(|r| r.contains(addr))
-        {
-            return Some(*r);
+        if let Some(r) = find(&s.caches[self.me].lock_with(s.relax), addr) {
+            return Some(r);
         }
         let root = s.root.lock_with(s.relax);
         let r = find(&root, addr)?;
         let mut cache = s.caches[self.me].lock_with(s.relax);
-        if cache.len() == CACHE_REGIONS {
-            cache.remove(0);
-        }
-        cache.push(r);
+        let i = cache.partition_point(|o| o.start < r.start);
+        cache.insert(i, r);
         Some(r)
     }
 
@@ -209,7 +200,7 @@ pub struct ReplicatedRoot {
 pub fn replicated(ncpus: usize, group_size: usize, relax: Relax) -> Box<dyn Root<dyn Process>> {
     let reps = RepSet::new(ncpus, group_size);
     let caches = (0..reps.groups())
-        .map(|_| Padded(SpinLock::new(Vec::with_capacity(CACHE_REGIONS))))
+        .map(|_| Padded(SpinLock::new(Vec::new())))
         .collect();
     Box::new(ReplicatedRoot {
         state: Arc::new(ReplState {
