@@ -11,6 +11,12 @@ use serde_json::Value;
 /// The in-kernel tests every boot must run and pass.
 const REQUIRED_TESTS: &[&str] = &[
     "boot.info",
+    "cobj.counter",
+    "cobj.dhash",
+    "cobj.kernel_pages",
+    "cobj.pagemgr",
+    "cobj.process",
+    "cobj.swap_under_load",
     "hypercall.errors",
     "ipi.ping_pong",
     "mm.frames_all_cpus",

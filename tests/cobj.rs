@@ -42,6 +42,21 @@ fn user_level_benchmark_reports_every_case_from_every_vcpu() {
     }
     // CPU 0 swapped the storm counter 8 times without losing an add
     // (cobj-bench checks the total and fails otherwise).
-    let swaps = bench.iter().filter(|b| b["name"] == "cobj.swap.blocked").count();
+    let swaps = bench
+        .iter()
+        .filter(|b| b["name"] == "cobj.swap.blocked")
+        .count();
     assert_eq!(swaps, 8, "{bench:?}");
+}
+
+#[test]
+fn kernel_objects_at_4_vcpus() {
+    let tests =
+        "cobj.counter,cobj.swap_under_load,cobj.pagemgr,cobj.dhash,cobj.process,cobj.kernel_pages";
+    let cmdline = format!("test={tests}");
+    let (out, r) = boot(4, &["--cmdline", &cmdline]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let ran = r["tests"].as_array().unwrap();
+    assert_eq!(ran.len(), 6);
+    assert!(ran.iter().all(|t| t["passed"] == true), "{ran:?}");
 }

@@ -20,6 +20,7 @@ extern crate alloc;
 mod arch;
 mod bench;
 mod boot;
+mod cobj;
 mod console;
 mod ktest;
 mod ktests;
@@ -80,6 +81,8 @@ fn boot_cpu_main(magic: u64) -> ! {
     bench::calibrate();
     smp::init(bi.vcpus);
     mm::init();
+    cobj::init();
+    mm::pages::init();
     let tests = match ktest::select(opts.tests) {
         Ok(t) => t,
         Err(msg) => shutdown_with_error(format_args!("{msg}")),

@@ -81,8 +81,15 @@ pub struct CallRequest {
 /// Run `f(cpu)` on every CPU (this one included) and return when all have
 /// finished.
 pub fn run_on_all<F: Fn(u32) + Sync>(f: F) {
-    let n = ncpus();
+    run_on_first(ncpus(), f);
+}
+
+/// Run `f(cpu)` on CPUs `0..n` (which must include this one) and return
+/// when all have finished.
+pub fn run_on_first<F: Fn(u32) + Sync>(n: u32, f: F) {
+    let n = n.min(ncpus());
     let me = percpu::cpu_id();
+    assert!(me < n, "run_on_first({n}) from CPU {me}");
     let func: &(dyn Fn(u32) + Sync) = &f;
     // SAFETY: only the lifetime is erased; `f` outlives every use because
     // this function waits until `pending` reaches zero, i.e. until every
@@ -106,8 +113,12 @@ pub fn run_on_all<F: Fn(u32) + Sync>(f: F) {
             .is_ok()
         });
     }
-    if n > 1 {
+    if n == ncpus() && n > 1 {
         arch::broadcast_ipi(VECTOR_WAKEUP);
+    } else {
+        for cpu in (0..n).filter(|&c| c != me) {
+            arch::send_ipi(cpu, VECTOR_WAKEUP);
+        }
     }
     f(me);
     wait_until(|| req.pending.load(Ordering::Acquire) == 0);
@@ -139,6 +150,9 @@ pub fn idle_loop() -> ! {
             continue;
         }
         arch::enable_and_halt();
+        // Woken: outside any request, so a clustered-object quiescent
+        // point (a swap or destruction may be waiting for this CPU).
+        crate::cobj::quiescent();
     }
 }
 

@@ -17,7 +17,6 @@ use core::any::Any;
 use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::env::CpuEnv;
-use crate::sync::SpinLock;
 
 /// A representative: one implementation object serving a group of CPUs.
 pub struct Rep<I: ?Sized> {
@@ -107,11 +106,10 @@ pub trait Root<I: ?Sized>: Send + Sync {
 pub struct RepSet<I: ?Sized> {
     group_size: usize,
     reps: Box<[AtomicPtr<Rep<I>>]>,
-    create: SpinLock<()>,
 }
 
 // SAFETY: the reps are only shared as &Rep<I>, which is Sync when I is;
-// creation is serialised by the lock and published with Release.
+// each is published once with a compare-and-swap (Release).
 unsafe impl<I: ?Sized + Sync + Send> Sync for RepSet<I> {}
 // SAFETY: the set owns its reps.
 unsafe impl<I: ?Sized + Send> Send for RepSet<I> {}
@@ -127,7 +125,6 @@ impl<I: ?Sized> RepSet<I> {
             reps: (0..groups)
                 .map(|_| AtomicPtr::new(core::ptr::null_mut()))
                 .collect(),
-            create: SpinLock::new(()),
         }
     }
 
@@ -147,26 +144,32 @@ impl<I: ?Sized> RepSet<I> {
     }
 
     /// The rep of `cpu`'s group, made by `make(group)` if it does not
-    /// exist yet.
-    pub fn get_or_create(
-        &self,
-        cpu: usize,
-        env: &dyn CpuEnv,
-        make: impl FnOnce(usize) -> Box<I>,
-    ) -> &Rep<I> {
+    /// exist yet. Takes no lock: CPUs of one group that miss at once may
+    /// each make a rep; one wins, the others' are dropped unused, so
+    /// making a rep must have no other effect.
+    pub fn get_or_create(&self, cpu: usize, make: impl FnOnce(usize) -> Box<I>) -> &Rep<I> {
         let group = self.group_of(cpu);
         let slot = &self.reps[group];
         let mut p = slot.load(Ordering::Acquire);
         if p.is_null() {
-            let _g = self.create.lock(env);
-            p = slot.load(Ordering::Acquire);
-            if p.is_null() {
-                p = Box::into_raw(Box::new(Rep::new(make(group))));
-                slot.store(p, Ordering::Release);
-            }
+            let new = Box::into_raw(Box::new(Rep::new(make(group))));
+            p = match slot.compare_exchange(
+                core::ptr::null_mut(),
+                new,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => new,
+                Err(existing) => {
+                    // SAFETY: `new` came from Box::into_raw just above and
+                    // was never published.
+                    drop(unsafe { Box::from_raw(new) });
+                    existing
+                }
+            };
         }
-        // SAFETY: non-null pointers come from Box::into_raw above and stay
-        // valid until the set drops.
+        // SAFETY: non-null pointers were published by the compare-and-swap
+        // above and stay valid until the set drops.
         unsafe { &*p }
     }
 

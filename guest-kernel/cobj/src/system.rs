@@ -99,6 +99,9 @@ struct Entry {
     old_root: AtomicPtr<()>,
     /// Calls forwarded to the old root and still running.
     in_flight: AtomicU64,
+    /// Misses installing a rep of the current root right now (they take
+    /// no lock, so that all CPUs can miss at once).
+    installing: AtomicU64,
     /// Serialises misses that install reps with swaps and destruction.
     lock: SpinLock<()>,
     /// CPUs whose local table may hold a rep of this object.
@@ -108,12 +111,26 @@ struct Entry {
 #[repr(C, align(64))]
 struct CpuSlots {
     quiesce: CpuGeneration,
-    local: Box<[AtomicPtr<()>]>,
+    /// The local table (`capacity` slots), made when the CPU first gets its
+    /// token, so that a system for many CPUs costs little until they use
+    /// it.
+    local: AtomicPtr<AtomicPtr<()>>,
+}
+
+impl CpuSlots {
+    /// The local table, if the CPU has one.
+    fn table(&self, capacity: usize) -> Option<&[AtomicPtr<()>]> {
+        let p = self.local.load(Ordering::Acquire);
+        // SAFETY: a non-null `local` points at `capacity` slots made in
+        // `System::cpu` and freed only when the system drops.
+        (!p.is_null()).then(|| unsafe { core::slice::from_raw_parts(p, capacity) })
+    }
 }
 
 /// The clustered-object system: one object table for `ncpus` CPUs.
 pub struct System<E: CpuEnv> {
     env: E,
+    capacity: usize,
     cpus: Box<[CpuSlots]>,
     entries: Box<[Entry]>,
     free: SpinLock<Vec<u32>>,
@@ -132,6 +149,8 @@ pub struct Cpu<'s, E: CpuEnv> {
 pub struct Request<'c, E: CpuEnv> {
     sys: &'c System<E>,
     slots: &'c CpuSlots,
+    /// This CPU's local table.
+    local: *const AtomicPtr<()>,
     id: usize,
     parity: usize,
     _pinned: PhantomData<*const ()>,
@@ -145,9 +164,7 @@ impl<E: CpuEnv> System<E> {
         let cpus = (0..n)
             .map(|_| CpuSlots {
                 quiesce: CpuGeneration::new(),
-                local: (0..capacity)
-                    .map(|_| AtomicPtr::new(core::ptr::null_mut()))
-                    .collect(),
+                local: AtomicPtr::new(core::ptr::null_mut()),
             })
             .collect();
         let entries = (0..capacity)
@@ -156,12 +173,14 @@ impl<E: CpuEnv> System<E> {
                 root: AtomicPtr::new(core::ptr::null_mut()),
                 old_root: AtomicPtr::new(core::ptr::null_mut()),
                 in_flight: AtomicU64::new(0),
+                installing: AtomicU64::new(0),
                 lock: SpinLock::new(()),
                 used_by: (0..words).map(|_| AtomicU64::new(0)).collect(),
             })
             .collect();
         Self {
             env,
+            capacity,
             cpus,
             entries,
             free: SpinLock::new((0..capacity as u32).rev().collect()),
@@ -179,6 +198,15 @@ impl<E: CpuEnv> System<E> {
         self.cpus.len()
     }
 
+    /// A quiescent point for CPU `id`, without making its token (or its
+    /// local table).
+    ///
+    /// # Safety
+    /// The caller must run on CPU `id`, outside any request there.
+    pub unsafe fn quiescent(&self, id: usize) {
+        self.cpus[id].quiesce.advance();
+    }
+
     /// The token for CPU `id`.
     ///
     /// # Safety
@@ -187,6 +215,29 @@ impl<E: CpuEnv> System<E> {
     /// one token per CPU may be in use at a time.
     pub unsafe fn cpu(&self, id: usize) -> Cpu<'_, E> {
         assert!(id < self.cpus.len(), "CPU {id} of {}", self.cpus.len());
+        let slots = &self.cpus[id];
+        if slots.local.load(Ordering::Acquire).is_null() {
+            let table: Box<[AtomicPtr<()>]> = (0..self.capacity)
+                .map(|_| AtomicPtr::new(core::ptr::null_mut()))
+                .collect();
+            let p = Box::into_raw(table) as *mut AtomicPtr<()>;
+            if slots
+                .local
+                .compare_exchange(
+                    core::ptr::null_mut(),
+                    p,
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                )
+                .is_err()
+            {
+                // SAFETY: `p` came from Box::into_raw just above and was
+                // never shared.
+                drop(unsafe {
+                    Box::from_raw(core::ptr::slice_from_raw_parts_mut(p, self.capacity))
+                });
+            }
+        }
         Cpu {
             sys: self,
             id,
@@ -237,17 +288,25 @@ impl<E: CpuEnv> System<E> {
         loop {
             match e.state.load(Ordering::SeqCst) {
                 NORMAL => {
-                    let g = e.lock.lock(&self.env);
+                    // Announce the install, then check the state again: a
+                    // swap or destruction sets its state first and then
+                    // waits for installs to finish before emptying slots.
+                    e.installing.fetch_add(1, Ordering::SeqCst);
                     if e.state.load(Ordering::SeqCst) != NORMAL {
+                        e.installing.fetch_sub(1, Ordering::SeqCst);
                         continue;
                     }
-                    // SAFETY: NORMAL under the lock: the root is current
-                    // and cannot be swapped or dropped while we hold it.
+                    // SAFETY: NORMAL while our install is counted: the root
+                    // is current and cannot be replaced or dropped before
+                    // `installing` drops back.
                     let root = unsafe { root_ref::<I>(e.root.load(Ordering::Acquire)) };
                     let rep: *const Rep<I> = root.rep_for(req.id, &self.env);
-                    req.slots.local[obj.idx as usize].store(rep as *mut (), Ordering::Release);
+                    // SAFETY: `local` holds `capacity` slots and the index
+                    // came from `create`, so it is below `capacity`.
+                    unsafe { &*req.local.add(obj.idx as usize) }
+                        .store(rep as *mut (), Ordering::Release);
                     e.used_by[req.id / 64].fetch_or(1 << (req.id % 64), Ordering::SeqCst);
-                    drop(g);
+                    e.installing.fetch_sub(1, Ordering::SeqCst);
                     // SAFETY: the rep lives as long as its root, which a
                     // swap drops only after this request has ended.
                     return f(unsafe { (*rep).get() });
@@ -274,6 +333,15 @@ impl<E: CpuEnv> System<E> {
         }
     }
 
+    /// Wait for misses that saw NORMAL to finish installing their rep.
+    fn wait_installs(&self, e: &Entry) {
+        let mut round = 0;
+        while e.installing.load(Ordering::SeqCst) != 0 {
+            self.env.relax(round);
+            round = round.saturating_add(1);
+        }
+    }
+
     /// Empty every local slot of entry `idx`; returns the CPUs that had
     /// the object cached. Caller holds the entry lock.
     fn reset_slots(&self, idx: usize) -> Vec<usize> {
@@ -284,7 +352,9 @@ impl<E: CpuEnv> System<E> {
             while bits != 0 {
                 let c = w * 64 + bits.trailing_zeros() as usize;
                 bits &= bits - 1;
-                self.cpus[c].local[idx].store(core::ptr::null_mut(), Ordering::SeqCst);
+                if let Some(t) = self.cpus[c].table(self.capacity) {
+                    t[idx].store(core::ptr::null_mut(), Ordering::SeqCst);
+                }
                 cpus.push(c);
             }
         }
@@ -334,6 +404,7 @@ impl<E: CpuEnv> System<E> {
             e.old_root
                 .store(e.root.load(Ordering::Acquire), Ordering::Release);
             e.state.store(FORWARD, Ordering::SeqCst);
+            self.wait_installs(e);
             self.reset_slots(obj.idx as usize)
         };
         self.wait_quiescent(me, &cached);
@@ -376,6 +447,16 @@ impl<E: CpuEnv> System<E> {
 
 impl<E: CpuEnv> Drop for System<E> {
     fn drop(&mut self) {
+        for c in self.cpus.iter() {
+            let p = c.local.load(Ordering::Acquire);
+            if !p.is_null() {
+                // SAFETY: made by Box::into_raw in `cpu` with `capacity`
+                // slots; the system is going away, so no token remains.
+                drop(unsafe {
+                    Box::from_raw(core::ptr::slice_from_raw_parts_mut(p, self.capacity))
+                });
+            }
+        }
         // Roots are type-erased; objects must be destroyed before the
         // system. A live one would leak, which is safe; say so in debug.
         debug_assert!(
@@ -409,10 +490,12 @@ impl<'s, E: CpuEnv> Cpu<'s, E> {
     #[inline]
     pub fn request(&self) -> Request<'_, E> {
         let slots = &self.sys.cpus[self.id];
+        let local = slots.local.load(Ordering::Relaxed) as *const AtomicPtr<()>;
         let parity = slots.quiesce.enter();
         Request {
             sys: self.sys,
             slots,
+            local,
             id: self.id,
             parity,
             _pinned: PhantomData,
@@ -495,6 +578,7 @@ impl<'s, E: CpuEnv> Cpu<'s, E> {
                 return Err(SwapError::Busy);
             }
             e.state.store(DESTROYING, Ordering::SeqCst);
+            sys.wait_installs(e);
             sys.reset_slots(obj.idx as usize)
         };
         sys.wait_quiescent(self.id, &cached);
@@ -534,7 +618,9 @@ impl<I: ?Sized + 'static> ObjRef<I> {
     /// the CPU's local table, or a miss into the root on first use.
     #[inline]
     pub fn call<E: CpuEnv, R>(self, req: &Request<'_, E>, f: impl FnOnce(&I) -> R) -> R {
-        let p = req.slots.local[self.idx as usize].load(Ordering::Acquire);
+        // SAFETY: the token made this CPU's local table (`capacity` slots)
+        // before any request, and `idx` < `capacity` (from `create`).
+        let p = unsafe { &*req.local.add(self.idx as usize) }.load(Ordering::Acquire);
         if !p.is_null() {
             // SAFETY: a non-null local slot holds a rep of this object's
             // current root (only the miss path stores it, for an ObjRef<I>),

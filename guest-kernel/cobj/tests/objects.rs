@@ -58,12 +58,15 @@ fn page_manager_hands_out_each_page_once(root: Box<dyn Root<dyn PageManager>>, p
 #[test]
 fn page_managers_agree() {
     let pages: Vec<u64> = (0..4000).map(|i| i * 4096).collect();
-    page_manager_hands_out_each_page_once(pagemgr::shared(pages.clone(), None, relax), 4000);
+    page_manager_hands_out_each_page_once(pagemgr::shared(pages.clone(), None, None, relax), 4000);
     page_manager_hands_out_each_page_once(
-        pagemgr::distributed(CPUS, 1, 32, pages.clone(), relax),
+        pagemgr::distributed(CPUS, 1, 32, pages.clone(), None, relax),
         4000,
     );
-    page_manager_hands_out_each_page_once(pagemgr::distributed(CPUS, 2, 7, pages, relax), 4000);
+    page_manager_hands_out_each_page_once(
+        pagemgr::distributed(CPUS, 2, 7, pages, None, relax),
+        4000,
+    );
 }
 
 /// Each CPU owns a key range: inserts, looks up everything (others'
@@ -291,13 +294,15 @@ fn swaps_between_every_pair_keep_state() {
     let sys = system(2);
     let cpu = unsafe { sys.cpu(0) };
     let pages: Vec<u64> = (0..100).collect();
-    let pm = sys.create(pagemgr::shared(pages, None, relax)).unwrap();
+    let pm = sys
+        .create(pagemgr::shared(pages, None, None, relax))
+        .unwrap();
     let taken = pm.call(&cpu.request(), |p| p.alloc()).unwrap();
-    cpu.swap(pm, pagemgr::distributed(2, 1, 8, Vec::new(), relax))
+    cpu.swap(pm, pagemgr::distributed(2, 1, 8, Vec::new(), None, relax))
         .unwrap();
     assert_eq!(pm.call(&cpu.request(), |p| p.free_pages()), 99);
     assert_ne!(pm.call(&cpu.request(), |p| p.alloc()), Some(taken));
-    cpu.swap(pm, pagemgr::shared(Vec::new(), None, relax))
+    cpu.swap(pm, pagemgr::shared(Vec::new(), None, None, relax))
         .unwrap();
     assert_eq!(pm.call(&cpu.request(), |p| p.free_pages()), 98);
     cpu.destroy(pm).unwrap();
@@ -318,4 +323,55 @@ fn swaps_between_every_pair_keep_state() {
         Some(region(3))
     );
     cpu.destroy(p).unwrap();
+}
+
+/// A page source that hands out consecutive page numbers and counts calls.
+struct CountingSource {
+    next: AtomicU64,
+    calls: AtomicU64,
+    limit: u64,
+}
+
+impl pagemgr::PageSource for CountingSource {
+    fn take(&self, n: usize, into: &mut Vec<u64>) {
+        self.calls.fetch_add(1, Ordering::Relaxed);
+        for _ in 0..n {
+            let p = self.next.fetch_add(1, Ordering::Relaxed);
+            if p >= self.limit {
+                return;
+            }
+            into.push(p);
+        }
+    }
+}
+
+#[test]
+fn page_managers_refill_from_their_source_in_chunks() {
+    for distributed in [false, true] {
+        let src = Arc::new(CountingSource {
+            next: AtomicU64::new(0),
+            calls: AtomicU64::new(0),
+            limit: 1000,
+        });
+        let sys = system(CPUS);
+        let root = if distributed {
+            pagemgr::distributed(CPUS, 1, 10, Vec::new(), Some(src.clone()), relax)
+        } else {
+            pagemgr::shared(Vec::new(), Some(src.clone()), None, relax)
+        };
+        let pm = sys.create(root).unwrap();
+        let got: Vec<Vec<u64>> = on_cpus(&sys, move |cpu| {
+            (0..250)
+                .map(|_| pm.call(&cpu.request(), |p| p.alloc()).unwrap())
+                .collect()
+        });
+        let all: HashSet<u64> = got.iter().flatten().copied().collect();
+        assert_eq!(all.len(), 1000, "every source page handed out once");
+        let calls = src.calls.load(Ordering::Relaxed);
+        assert!(
+            calls >= 1000 / 16 && calls <= 1000 / 10 + CPUS as u64 * 2,
+            "{calls} source calls"
+        );
+        finish(&sys, pm);
+    }
 }

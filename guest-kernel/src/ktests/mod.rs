@@ -1,7 +1,8 @@
-//! In-kernel tests of the foundation: boot info, hypercall checking, SMP
-//! bring-up and calls, timers, IPIs, the frame allocator and the heap
-//! under use from every CPU.
+//! In-kernel tests: boot info, hypercall checking, SMP bring-up and calls,
+//! timers, IPIs, the frame allocator and the heap under use from every CPU,
+//! user mode, and the clustered objects.
 mod boot;
+mod cobj;
 mod hypercall;
 mod ipi;
 mod mm;

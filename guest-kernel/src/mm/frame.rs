@@ -40,6 +40,9 @@ struct Zone {
     /// Frames from this index on have never been allocated since boot,
     /// so they still hold the zeros k42vmm handed over.
     fresh: AtomicU64,
+    /// Free frames below the fresh mark (used once, then freed): when
+    /// zero, there is no recycled frame to search for.
+    recycled: AtomicU64,
 }
 
 impl Zone {
@@ -88,6 +91,7 @@ impl ZoneBuilder {
                     frames: 0,
                     bitmap: core::ptr::null(),
                     fresh: AtomicU64::new(0),
+                    recycled: AtomicU64::new(0),
                 }
             }; MAX_ZONES],
             n: 0,
@@ -109,6 +113,7 @@ impl ZoneBuilder {
             frames,
             bitmap: arch::phys_to_virt(start) as *const AtomicU64,
             fresh: AtomicU64::new(bitmap_pages),
+            recycled: AtomicU64::new(0),
         };
         // The bitmap's own pages are in use.
         for pfn in 0..bitmap_pages {
@@ -160,7 +165,9 @@ pub fn total_frames() -> u64 {
 /// contents are whatever was there: a recycled frame if one is free, else
 /// a fresh one.
 pub fn alloc() -> Option<u64> {
-    alloc_recycled().or_else(alloc_fresh)
+    alloc_recycled(false)
+        .or_else(alloc_fresh)
+        .or_else(|| alloc_recycled(true))
 }
 
 /// Allocate one frame filled with zeros. A fresh frame (never allocated
@@ -171,7 +178,7 @@ pub fn alloc_zeroed() -> Option<u64> {
     if let Some(pa) = alloc_fresh() {
         return Some(pa);
     }
-    let pa = alloc_recycled()?;
+    let pa = alloc_recycled(true)?;
     // SAFETY: the frame was just allocated to us and is mapped in the
     // direct map.
     unsafe { core::ptr::write_bytes(arch::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
@@ -198,11 +205,17 @@ fn alloc_fresh() -> Option<u64> {
 }
 
 /// Find a free frame below the fresh part of a zone (one that has been
-/// used and freed), starting at this CPU's place in the bitmaps.
-fn alloc_recycled() -> Option<u64> {
+/// used and freed), starting at this CPU's place in the bitmaps. Zones
+/// whose recycled count is zero are skipped unless `exhaustive` (the
+/// count is a hint: an allocation racing with the fresh mark can leave it
+/// low).
+fn alloc_recycled(exhaustive: bool) -> Option<u64> {
     let z = zones();
     let cpu = percpu::cpu_id() as usize;
     for (zi, zone) in z.zones().iter().enumerate() {
+        if !exhaustive && zone.recycled.load(Ordering::Relaxed) == 0 {
+            continue;
+        }
         let words = zone
             .fresh
             .load(Ordering::Relaxed)
@@ -231,6 +244,9 @@ fn alloc_recycled() -> Option<u64> {
                 let prev = word.fetch_or(1 << bit, Ordering::AcqRel);
                 if prev & (1 << bit) == 0 {
                     FREE.fetch_sub(1, Ordering::Relaxed);
+                    let _ = zone
+                        .recycled
+                        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1));
                     HINT[cpu].store(((zi as u64 + 1) << 48) | g, Ordering::Relaxed);
                     return Some((zone.base_pfn + g * 64 + bit) * PAGE_SIZE);
                 }
@@ -255,6 +271,7 @@ pub fn free(pa: u64) {
             let i = pfn - zone.base_pfn;
             let mask = 1u64 << (i % 64);
             let prev = zone.word(i / 64).fetch_and(!mask, Ordering::AcqRel);
+            zone.recycled.fetch_add(1, Ordering::Relaxed);
             assert!(prev & mask != 0, "double free of frame {pa:#x}");
             FREE.fetch_add(1, Ordering::Relaxed);
             return;

@@ -1,7 +1,9 @@
-//! Memory management: the physical frame allocator, the kernel heap, and
+//! Memory management: the physical frame allocator, the kernel heap, the
+//! page manager (a clustered object in front of the frame allocator), and
 //! address spaces for user programs.
 pub mod frame;
 pub mod heap;
+pub mod pages;
 pub mod paging;
 
 use k42_abi::MemRegionKind;

@@ -12,7 +12,7 @@ use core::sync::atomic::{AtomicU64, Ordering};
 use k42_abi::layout::PAGE_SIZE;
 
 use crate::arch;
-use crate::mm::frame;
+use crate::mm::pages;
 
 const PRESENT: u64 = 1;
 const WRITABLE: u64 = 1 << 1;
@@ -62,7 +62,7 @@ fn table(pa: u64) -> &'static mut [u64; 512] {
 }
 
 fn zeroed_frame() -> Option<u64> {
-    frame::alloc_zeroed()
+    pages::alloc_zeroed()
 }
 
 impl AddressSpace {
@@ -130,7 +130,7 @@ impl Drop for AddressSpace {
             "dropping the active address space"
         );
         for &pa in &self.frames {
-            frame::free(pa);
+            pages::free(pa);
         }
     }
 }

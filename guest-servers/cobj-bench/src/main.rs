@@ -170,17 +170,17 @@ fn build(start: &Start) -> Bench {
         plain(
             &sys,
             "shared",
-            pagemgr::shared(pages(page_count), None, relax)
+            pagemgr::shared(pages(page_count), None, None, relax)
         ),
         plain(
             &sys,
             "distributed",
-            pagemgr::distributed(n, 1, 16, pages(page_count), relax)
+            pagemgr::distributed(n, 1, 16, pages(page_count), None, relax)
         ),
         adaptive_case(
             &sys,
-            |c| pagemgr::shared(pages(page_count), Some(c), relax),
-            |n| { pagemgr::distributed(n, 1, 16, Vec::new(), relax) }
+            |c| pagemgr::shared(pages(page_count), None, Some(c), relax),
+            |n| { pagemgr::distributed(n, 1, 16, Vec::new(), None, relax) }
         ),
     ];
     let tables = alloc::vec![

@@ -133,8 +133,8 @@ pub fn partitioned(ncpus: usize, group_size: usize) -> Box<dyn Root<dyn Counter>
 }
 
 impl Root<dyn Counter> for PartitionedRoot {
-    fn rep_for(&self, cpu: usize, env: &dyn CpuEnv) -> &Rep<dyn Counter> {
-        self.reps.get_or_create(cpu, env, |group| {
+    fn rep_for(&self, cpu: usize, _env: &dyn CpuEnv) -> &Rep<dyn Counter> {
+        self.reps.get_or_create(cpu, |group| {
             Box::new(PartitionedRep {
                 cells: self.cells.clone(),
                 me: group,
@@ -220,7 +220,7 @@ pub fn counting(
 impl Root<dyn Counter> for CountingRoot {
     fn rep_for(&self, cpu: usize, env: &dyn CpuEnv) -> &Rep<dyn Counter> {
         let inner: *const Rep<dyn Counter> = self.inner.rep_for(cpu, env);
-        self.reps.get_or_create(cpu, env, |_| {
+        self.reps.get_or_create(cpu, |_| {
             Box::new(CountingRep {
                 inner,
                 calls: self.calls.clone(),

@@ -245,8 +245,8 @@ pub fn distributed(
 }
 
 impl Root<dyn HashTable> for DistributedRoot {
-    fn rep_for(&self, cpu: usize, env: &dyn CpuEnv) -> &Rep<dyn HashTable> {
-        self.reps.get_or_create(cpu, env, |g| {
+    fn rep_for(&self, cpu: usize, _env: &dyn CpuEnv) -> &Rep<dyn HashTable> {
+        self.reps.get_or_create(cpu, |g| {
             Box::new(DistRep {
                 state: self.state.clone(),
                 me: g,

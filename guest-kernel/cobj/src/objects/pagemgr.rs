@@ -13,6 +13,7 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use super::{Contention, Padded, Relax};
 use crate::env::CpuEnv;
@@ -32,9 +33,20 @@ pub trait PageManager: Send + Sync {
 /// Every free page, as a `Vec<u64>`.
 pub const FORMAT_FREE_PAGES: Format = 0;
 
+/// Where a page manager gets more pages when all its lists are empty
+/// (the kernel's boot-time frame allocator, for instance).
+pub trait PageSource: Send + Sync {
+    /// Append up to `n` pages to `into`.
+    fn take(&self, n: usize, into: &mut Vec<u64>);
+}
+
+/// Pages to take from the source at once for a shared list.
+const SHARED_REFILL: usize = 16;
+
 struct SharedState {
     list: SpinLock<Vec<u64>>,
     contention: Option<Arc<Contention>>,
+    source: Option<Arc<dyn PageSource>>,
     relax: Relax,
 }
 
@@ -56,7 +68,13 @@ struct SharedRep(Arc<SharedState>);
 
 impl PageManager for SharedRep {
     fn alloc(&self) -> Option<u64> {
-        self.0.lock().pop()
+        let mut list = self.0.lock();
+        if list.is_empty()
+            && let Some(src) = &self.0.source
+        {
+            src.take(SHARED_REFILL, &mut list);
+        }
+        list.pop()
     }
     fn free(&self, page: u64) {
         self.0.lock().push(page);
@@ -72,15 +90,18 @@ pub struct SharedRoot {
     rep: Rep<dyn PageManager>,
 }
 
-/// A shared page manager holding `pages`.
+/// A shared page manager holding `pages`, refilling from `source` when
+/// empty.
 pub fn shared(
     pages: Vec<u64>,
+    source: Option<Arc<dyn PageSource>>,
     contention: Option<Arc<Contention>>,
     relax: Relax,
 ) -> Box<dyn Root<dyn PageManager>> {
     let state = Arc::new(SharedState {
         list: SpinLock::new(pages),
         contention,
+        source,
         relax,
     });
     let rep = Rep::new(Box::new(SharedRep(state.clone())) as Box<dyn PageManager>);
@@ -113,8 +134,12 @@ impl Root<dyn PageManager> for SharedRoot {
 
 struct DistState {
     global: SpinLock<Vec<u64>>,
+    /// Pages in `global`, readable without its lock: a CPU that finds it
+    /// zero goes to the source without touching the root's lock.
+    global_len: AtomicUsize,
     caches: Box<[Padded<SpinLock<Vec<u64>>>]>,
     chunk: usize,
+    source: Option<Arc<dyn PageSource>>,
     relax: Relax,
 }
 
@@ -142,12 +167,20 @@ impl PageManager for DistRep {
         if let Some(p) = cache.pop() {
             return Some(p);
         }
-        // Refill one chunk from the root.
-        let mut global = s.global.lock_with(s.relax);
-        let take = s.chunk.min(global.len());
-        let at = global.len() - take;
-        cache.extend(global.drain(at..));
-        drop(global);
+        // Refill one chunk from the root; if the root is empty, straight
+        // from the source, without holding the root's lock.
+        if s.global_len.load(Ordering::Relaxed) != 0 {
+            let mut global = s.global.lock_with(s.relax);
+            let take = s.chunk.min(global.len());
+            let at = global.len() - take;
+            cache.extend(global.drain(at..));
+            s.global_len.store(global.len(), Ordering::Relaxed);
+        }
+        if cache.is_empty()
+            && let Some(src) = &s.source
+        {
+            src.take(s.chunk, &mut cache);
+        }
         if let Some(p) = cache.pop() {
             return Some(p);
         }
@@ -162,7 +195,9 @@ impl PageManager for DistRep {
         if cache.len() >= 3 * s.chunk {
             // Spill one chunk back so pages do not pile up on one CPU.
             let at = cache.len() - s.chunk;
-            s.global.lock_with(s.relax).extend(cache.drain(at..));
+            let mut global = s.global.lock_with(s.relax);
+            global.extend(cache.drain(at..));
+            s.global_len.store(global.len(), Ordering::Relaxed);
         }
     }
 
@@ -185,12 +220,14 @@ pub struct DistributedRoot {
 }
 
 /// A distributed page manager for `ncpus` CPUs holding `pages`, with one
-/// cache per `group_size` CPUs, moving `chunk` pages at a time.
+/// cache per `group_size` CPUs, moving `chunk` pages at a time, refilling
+/// from `source` when every list is empty.
 pub fn distributed(
     ncpus: usize,
     group_size: usize,
     chunk: usize,
     pages: Vec<u64>,
+    source: Option<Arc<dyn PageSource>>,
     relax: Relax,
 ) -> Box<dyn Root<dyn PageManager>> {
     let reps = RepSet::new(ncpus, group_size);
@@ -198,17 +235,19 @@ pub fn distributed(
         .map(|_| Padded(SpinLock::new(Vec::new())))
         .collect();
     let state = Arc::new(DistState {
+        global_len: AtomicUsize::new(pages.len()),
         global: SpinLock::new(pages),
         caches,
         chunk: chunk.max(1),
+        source,
         relax,
     });
     Box::new(DistributedRoot { state, reps })
 }
 
 impl Root<dyn PageManager> for DistributedRoot {
-    fn rep_for(&self, cpu: usize, env: &dyn CpuEnv) -> &Rep<dyn PageManager> {
-        self.reps.get_or_create(cpu, env, |g| {
+    fn rep_for(&self, cpu: usize, _env: &dyn CpuEnv) -> &Rep<dyn PageManager> {
+        self.reps.get_or_create(cpu, |g| {
             Box::new(DistRep {
                 state: self.state.clone(),
                 me: g,
@@ -227,6 +266,7 @@ impl Root<dyn PageManager> for DistributedRoot {
     fn export(&self, _: Format) -> Option<TransferState> {
         let s = &*self.state;
         let mut all = core::mem::take(&mut *s.global.lock_with(s.relax));
+        s.global_len.store(0, Ordering::Relaxed);
         for c in s.caches.iter() {
             all.append(&mut c.lock_with(s.relax));
         }
@@ -236,7 +276,11 @@ impl Root<dyn PageManager> for DistributedRoot {
         let s = &*self.state;
         state
             .downcast::<Vec<u64>>()
-            .map(|pages| s.global.lock_with(s.relax).extend(*pages))
+            .map(|pages| {
+                let mut global = s.global.lock_with(s.relax);
+                global.extend(*pages);
+                s.global_len.store(global.len(), Ordering::Relaxed);
+            })
             .is_ok()
     }
 }

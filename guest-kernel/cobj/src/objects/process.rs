@@ -213,8 +213,8 @@ pub fn replicated(ncpus: usize, group_size: usize, relax: Relax) -> Box<dyn Root
 }
 
 impl Root<dyn Process> for ReplicatedRoot {
-    fn rep_for(&self, cpu: usize, env: &dyn CpuEnv) -> &Rep<dyn Process> {
-        self.reps.get_or_create(cpu, env, |g| {
+    fn rep_for(&self, cpu: usize, _env: &dyn CpuEnv) -> &Rep<dyn Process> {
+        self.reps.get_or_create(cpu, |g| {
             Box::new(ReplRep {
                 state: self.state.clone(),
                 me: g,

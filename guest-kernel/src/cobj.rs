@@ -1,0 +1,81 @@
+//! The kernel's clustered-object system: the portable `k42-cobj` core on
+//! the kernel's platform.
+//!
+//! - CPU identity: the kernel does not migrate or preempt, so the token
+//!   for the CPU a piece of code runs on is always valid for it.
+//! - Waiting: spin a few rounds, then give the host CPU away through
+//!   k42vmm (the kernel's contended-wait rule).
+//! - Quiescence: a CPU passes a quiescent point whenever a request ends
+//!   and each time its idle loop wakes; a CPU being waited for is poked
+//!   with a wakeup IPI so that its idle loop runs.
+
+use k42_cobj::{Cpu, CpuEnv, System};
+
+use crate::arch;
+use crate::sync::InitOnce;
+use crate::{percpu, smp, time};
+
+/// Objects the kernel's table holds.
+const CAPACITY: usize = 32;
+
+/// The kernel as a clustered-object platform.
+pub struct KernelEnv;
+
+/// How kernel object implementations wait (`k42_cobj::objects::Relax`):
+/// spin briefly, then have k42vmm yield the host CPU — never the long
+/// sleeps of deep backoff: these locks guard short critical sections, so
+/// a holder is usually only waiting for a host CPU to run on (with 255
+/// vCPUs on two cores, escalating sleeps made a storm of first calls
+/// several times slower).
+pub fn relax(round: u32) {
+    if round < 8 {
+        arch::cpu_relax()
+    } else {
+        arch::backoff(0)
+    }
+}
+
+impl CpuEnv for KernelEnv {
+    fn ncpus(&self) -> usize {
+        smp::ncpus() as usize
+    }
+    fn now_ns(&self) -> u64 {
+        time::now_ns()
+    }
+    fn relax(&self, round: u32) {
+        relax(round);
+    }
+    fn poke(&self, cpu: usize) {
+        arch::send_ipi(cpu as u32, arch::VECTOR_WAKEUP);
+    }
+}
+
+static SYSTEM: InitOnce<System<KernelEnv>> = InitOnce::new();
+
+/// Make the kernel's object table (boot CPU, after the heap, before the
+/// other CPUs start). Each CPU's local table is made on its first use.
+pub fn init() {
+    SYSTEM.set(System::new(KernelEnv, CAPACITY));
+}
+
+/// The kernel's object table.
+pub fn system() -> &'static System<KernelEnv> {
+    SYSTEM.get().expect("clustered objects initialised at boot")
+}
+
+/// The token of the CPU this code runs on.
+pub fn cpu() -> Cpu<'static, KernelEnv> {
+    // SAFETY: kernel code never migrates to another CPU, and every user of
+    // a token on this CPU runs to completion before the next one starts
+    // (there is no preemption).
+    unsafe { system().cpu(percpu::cpu_id() as usize) }
+}
+
+/// A quiescent point for this CPU (from its idle loop).
+pub fn quiescent() {
+    if let Some(s) = SYSTEM.get() {
+        // SAFETY: this is CPU `cpu_id()`, and the idle loop is outside any
+        // request.
+        unsafe { s.quiescent(percpu::cpu_id() as usize) };
+    }
+}
