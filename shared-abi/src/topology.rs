@@ -150,7 +150,9 @@ const _: () = assert!(
     core::mem::size_of::<Topology>()
         == 32 + 16 * MAX_VCPUS + 16 * MAX_NODES + 24 * MAX_NODE_MEM_RANGES + MAX_NODES * MAX_NODES
 );
-const _: () = assert!(MAX_NODES <= u16::MAX as usize && MAX_VCPUS <= u16::MAX as usize);
+// Node ids and group numbers (< vcpus) fit the u16 fields.
+const _: () = assert!(MAX_NODES <= u16::MAX as usize);
+const _: () = assert!(MAX_VCPUS <= u16::MAX as usize);
 
 impl Topology {
     /// An all-zero record, to be filled in.
