@@ -409,18 +409,15 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
 /// anything touches it; then, with `--prefault`, fault it all in.
 fn place_memory(ram: &GuestRam, plan: &Plan, prefault: bool) -> Result<(), VmmError> {
     for r in ram.node_ranges() {
-        let host = ram
-            .host_address(r.start, r.len)
-            .expect("a node range lies in one RAM mapping");
         if let Some(host_node) = plan.nodes[r.node as usize].memory_host_node {
-            pin::bind_memory(host, r.len as usize, host_node).map_err(|err| VmmError::Bind {
+            pin::bind_memory(ram, r, host_node).map_err(|err| VmmError::Bind {
                 node: r.node,
                 host_node,
                 err,
             })?;
         }
         if prefault {
-            pin::prefault(host, r.len as usize).map_err(VmmError::Prefault)?;
+            pin::prefault(ram, r).map_err(VmmError::Prefault)?;
         }
     }
     Ok(())

@@ -6,6 +6,8 @@
 
 use std::io;
 
+use crate::memory::{GuestRam, NodeRange};
+
 /// Bits in the first affinity mask tried; doubled while the kernel wants
 /// a larger one.
 const FIRST_MASK_BITS: usize = 1024;
@@ -82,16 +84,24 @@ pub fn pin_current_thread(cpu: u32) -> Result<(), PinError> {
     Ok(())
 }
 
-/// Bind `[addr, addr + len)` (page-aligned, not yet touched) to host node
-/// `node`: its pages will come from that node only.
-pub fn bind_memory(addr: *mut u8, len: usize, node: u32) -> io::Result<()> {
+/// The host mapping of a guest node range: (address, length).
+fn host_range(ram: &GuestRam, range: &NodeRange) -> io::Result<(*mut u8, usize)> {
+    ram.host_address(range.start, range.len)
+        .map(|a| (a, range.len as usize))
+        .ok_or_else(|| io::Error::other(format!("{range:?} is not one RAM mapping")))
+}
+
+/// Bind the guest RAM of `range` (not yet touched) to host node `node`:
+/// its pages will come from that node only.
+pub fn bind_memory(ram: &GuestRam, range: &NodeRange, node: u32) -> io::Result<()> {
+    let (addr, len) = host_range(ram, range)?;
     let words = node as usize / WORD_BITS + 1;
     let mut mask = vec![0u64; words];
     mask[node as usize / WORD_BITS] |= 1 << (node as usize % WORD_BITS);
     // The kernel reads maxnode - 1 bits of the mask.
     let maxnode = (words * WORD_BITS + 1) as libc::c_ulong;
-    // SAFETY: mbind changes only the memory policy of the range, which the
-    // caller owns (guest RAM, mapped and not yet in use); the mask is
+    // SAFETY: mbind changes only the memory policy of the range, which is
+    // guest RAM that `ram` keeps mapped; no contents change. The mask is
     // `words` u64s long, covering `maxnode - 1` bits.
     let r = unsafe {
         libc::syscall(
@@ -111,15 +121,18 @@ pub fn bind_memory(addr: *mut u8, len: usize, node: u32) -> io::Result<()> {
     }
 }
 
-/// The memory policy of the page at `addr`: (mode, nodes). Used to check
+/// The memory policy of guest RAM at `gpa`: (mode, nodes). Used to check
 /// what [`bind_memory`] did.
-pub fn memory_policy(addr: *mut u8) -> io::Result<(i32, Vec<u32>)> {
+pub fn memory_policy(ram: &GuestRam, gpa: u64) -> io::Result<(i32, Vec<u32>)> {
+    let addr = ram
+        .host_address(gpa, 1)
+        .ok_or_else(|| io::Error::other(format!("{gpa:#x} is not RAM")))?;
     const MPOL_F_ADDR: libc::c_ulong = 1 << 1;
     let mut mode: libc::c_int = 0;
     let mut mask = vec![0u64; FIRST_MASK_BITS / WORD_BITS];
     // SAFETY: the kernel writes one int to `mode` and at most
     // `FIRST_MASK_BITS` bits to `mask`, which holds that many; it only
-    // reads the policy of the mapping that contains `addr`.
+    // reads the policy of the mapping that contains `addr` (guest RAM).
     let r = unsafe {
         libc::syscall(
             libc::SYS_get_mempolicy,
@@ -137,12 +150,13 @@ pub fn memory_policy(addr: *mut u8) -> io::Result<(i32, Vec<u32>)> {
     }
 }
 
-/// Fault in every page of `[addr, addr + len)` for writing now, under the
-/// range's memory policy, so that the guest never waits for a host page
-/// fault.
-pub fn prefault(addr: *mut u8, len: usize) -> io::Result<()> {
-    // SAFETY: populating pages of a private anonymous mapping that the
-    // caller owns changes no contents (they stay zero or keep their data).
+/// Fault in every page of the guest RAM of `range` for writing now, under
+/// its memory policy, so that the guest never waits for a host page fault.
+pub fn prefault(ram: &GuestRam, range: &NodeRange) -> io::Result<()> {
+    let (addr, len) = host_range(ram, range)?;
+    // SAFETY: populating pages of guest RAM, a private anonymous mapping
+    // that `ram` keeps mapped, changes no contents (they stay zero or keep
+    // their data).
     let r = unsafe { libc::madvise(addr.cast(), len, libc::MADV_POPULATE_WRITE) };
     if r == 0 {
         Ok(())
@@ -179,16 +193,17 @@ mod tests {
 
     #[test]
     fn memory_binds_to_node_0_and_prefaults() {
-        let len = 4 << 20;
-        let ram = crate::memory::GuestRam::new(len as u64).unwrap();
-        let addr = ram.host_address(0, len as u64).unwrap();
-        bind_memory(addr, len, 0).unwrap();
-        prefault(addr, len).unwrap();
+        let ram = GuestRam::with_nodes(&[2 << 20, 4 << 20]).unwrap();
+        let ranges = ram.node_ranges().to_vec();
+        assert_eq!(memory_policy(&ram, 0).unwrap().0, libc::MPOL_DEFAULT);
+        bind_memory(&ram, &ranges[1], 0).unwrap();
+        prefault(&ram, &ranges[1]).unwrap();
         assert_eq!(
-            memory_policy(addr.wrapping_add(len / 2)).unwrap(),
+            memory_policy(&ram, 3 << 20).unwrap(),
             (libc::MPOL_BIND, vec![0])
         );
-        let e = bind_memory(addr, len, 1000).unwrap_err();
+        assert_eq!(memory_policy(&ram, 0).unwrap().0, libc::MPOL_DEFAULT);
+        let e = bind_memory(&ram, &ranges[0], 1000).unwrap_err();
         assert_eq!(e.raw_os_error(), Some(libc::EINVAL), "{e}");
     }
 }

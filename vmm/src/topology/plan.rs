@@ -1056,11 +1056,12 @@ mod tests {
         let h = eight_nodes();
         let p = plan_all(&h, &request(None, None, None));
         assert_eq!(p.nodes.len(), 8);
-        for a in 0..8 {
-            for b in 0..8 {
-                assert_eq!(u32::from(p.distances[a][b]), EIGHT_NODE_DISTANCES[a][b]);
-            }
-        }
+        let distances: Vec<Vec<u32>> = p
+            .distances
+            .iter()
+            .map(|row| row.iter().map(|&d| u32::from(d)).collect())
+            .collect();
+        assert_eq!(distances, EIGHT_NODE_DISTANCES.map(|row| row.to_vec()));
         assert_eq!(p.nodes[5].memory_host_node, Some(5));
         assert_eq!(p.nodes[5].vcpus, vec![10, 11]);
         // CPUs on host nodes 0, 3 and 6: the sub-matrix.
