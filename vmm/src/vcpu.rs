@@ -74,15 +74,18 @@ pub fn vcpu_thread(shared: &VmShared, index: u32) -> VcpuStats {
         ..Default::default()
     };
     shared.register_thread(index);
-    if let Some(cpu) = shared.plan.vcpu[index as usize].host_cpu
-        && let Err(e) = pin::pin_current_thread(cpu)
-    {
-        shared.exit.decide(ExitReason::HostError(format!(
-            "vCPU {index}: cannot pin its thread to host CPU {cpu}: {e}"
-        )));
-        return stats;
+    match shared.plan.vcpu[index as usize].host_cpu {
+        Some(cpu) => match pin::pin_current_thread(cpu) {
+            Ok(cpus) => stats.affinity = Some(cpus),
+            Err(e) => {
+                shared.exit.decide(ExitReason::HostError(format!(
+                    "vCPU {index}: cannot pin its thread: {e}"
+                )));
+                return stats;
+            }
+        },
+        None => stats.affinity = pin::current_affinity().ok(),
     }
-    stats.affinity = pin::current_affinity().ok();
     let mut vcpu = match create(shared, index) {
         Ok(v) => v,
         Err(e) => {

@@ -59,8 +59,9 @@ fn mask_to_cpus(mask: &[u64]) -> Vec<u32> {
 }
 
 /// Pin the calling thread to host CPU `cpu` and check that the kernel
-/// took it: the affinity must read back as exactly `{cpu}`.
-pub fn pin_current_thread(cpu: u32) -> Result<(), PinError> {
+/// took it: the affinity must read back as exactly `{cpu}`, which is
+/// returned.
+pub fn pin_current_thread(cpu: u32) -> Result<Vec<u32>, PinError> {
     let words = (cpu as usize / WORD_BITS + 1).max(FIRST_MASK_BITS / WORD_BITS);
     let mut mask = vec![0u64; words];
     mask[cpu as usize / WORD_BITS] |= 1 << (cpu as usize % WORD_BITS);
@@ -81,7 +82,7 @@ pub fn pin_current_thread(cpu: u32) -> Result<(), PinError> {
             got: super::cpulist::format(&got),
         });
     }
-    Ok(())
+    Ok(got)
 }
 
 /// The host mapping of a guest node range: (address, length).
@@ -175,7 +176,7 @@ mod tests {
         assert!(!allowed.is_empty());
         std::thread::spawn(move || {
             for &cpu in &allowed {
-                pin_current_thread(cpu).unwrap();
+                assert_eq!(pin_current_thread(cpu).unwrap(), vec![cpu]);
                 assert_eq!(current_affinity().unwrap(), vec![cpu]);
             }
         })
