@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
+use k42vmm::topology::cpulist;
 use serde_json::Value;
 
 fn topology_json(args: &[&str]) -> Value {
@@ -29,42 +30,14 @@ fn u32s(v: &Value) -> Vec<u32> {
         .collect()
 }
 
-/// "0-3,7" for [0, 1, 2, 3, 7], as the kernel and /proc write lists.
-fn cpu_list(ids: &[u32]) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    let mut i = 0;
-    while i < ids.len() {
-        let mut j = i;
-        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
-            j += 1;
-        }
-        parts.push(if i == j {
-            ids[i].to_string()
-        } else {
-            format!("{}-{}", ids[i], ids[j])
-        });
-        i = j + 1;
-    }
-    parts.join(",")
-}
-
 /// The CPUs this test process may use (k42vmm inherits them).
 fn allowed_cpus() -> Vec<u32> {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
     let list = status
         .lines()
         .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-        .unwrap()
-        .trim()
-        .to_string();
-    let mut cpus = Vec::new();
-    for part in list.split(',') {
-        match part.split_once('-') {
-            Some((a, b)) => cpus.extend(a.parse::<u32>().unwrap()..=b.parse().unwrap()),
-            None => cpus.push(part.parse().unwrap()),
-        }
-    }
-    cpus
+        .unwrap();
+    cpulist::parse(list).unwrap()
 }
 
 #[test]
@@ -256,7 +229,7 @@ fn expected_kernel_lines(plan: &Value) -> Vec<String> {
                 .collect();
             format!(
                 "topology: node {n}: cpus {}; mem {}; host {host}; distances {}",
-                cpu_list(&u32s(&node["vcpus"])),
+                cpulist::format(&u32s(&node["vcpus"])),
                 ranges.join(","),
                 dist.join(" ")
             )

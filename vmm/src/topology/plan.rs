@@ -667,7 +667,7 @@ impl Plan {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::topology::sysfs::fake::{FakeHost, FakeNode};
+    use crate::topology::sysfs::fake::{self, FakeHost, FakeNode};
 
     fn host(fake: FakeHost) -> HostTopology {
         let dir = tempfile::tempdir().unwrap();
@@ -692,24 +692,7 @@ mod tests {
 
     /// 2 nodes × 8 CPUs: 4 cores per node, CPU c and c+8 are siblings.
     fn two_nodes_smt() -> HostTopology {
-        host(FakeHost {
-            online: "0-15",
-            offline: None,
-            nodes: &[
-                FakeNode {
-                    cpus: "0-3,8-11",
-                    mem_mib: 8192,
-                    distances: &[10, 21],
-                },
-                FakeNode {
-                    cpus: "4-7,12-15",
-                    mem_mib: 8192,
-                    distances: &[21, 10],
-                },
-            ],
-            siblings: &|c| format!("{},{}", c % 8, c % 8 + 8),
-            llc: &|c| if c % 8 < 4 { "0-3,8-11" } else { "4-7,12-15" }.into(),
-        })
+        host(fake::two_nodes_smt())
     }
 
     /// 4 nodes of 2 CPUs; CPU 7 offline; node 1 has no memory and is

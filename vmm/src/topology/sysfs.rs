@@ -361,6 +361,37 @@ pub mod fake {
         std::fs::write(path, format!("{text}\n")).unwrap();
     }
 
+    fn smt_pair(c: u32) -> String {
+        format!("{},{}", c % 8, c % 8 + 8)
+    }
+
+    fn llc_of_half(c: u32) -> String {
+        if c % 8 < 4 { "0-3,8-11" } else { "4-7,12-15" }.into()
+    }
+
+    /// 2 nodes × 8 CPUs: 4 cores per node, CPU c and c+8 are SMT
+    /// siblings, one LLC per node; 1 GiB on node 0, 2 GiB on node 1.
+    pub fn two_nodes_smt() -> FakeHost<'static> {
+        FakeHost {
+            online: "0-15",
+            offline: None,
+            nodes: &[
+                FakeNode {
+                    cpus: "0-3,8-11",
+                    mem_mib: 1024,
+                    distances: &[10, 21],
+                },
+                FakeNode {
+                    cpus: "4-7,12-15",
+                    mem_mib: 2048,
+                    distances: &[21, 10],
+                },
+            ],
+            siblings: &smt_pair,
+            llc: &llc_of_half,
+        }
+    }
+
     impl FakeHost<'_> {
         /// Write the tree below `root`.
         pub fn write(&self, root: &Path) {
@@ -416,26 +447,7 @@ mod tests {
     #[test]
     fn reads_a_two_node_smt_host() {
         let dir = tempfile::tempdir().unwrap();
-        // 2 nodes × 8 CPUs; CPU n and n+8 are siblings; one LLC per node.
-        FakeHost {
-            online: "0-15",
-            offline: None,
-            nodes: &[
-                FakeNode {
-                    cpus: "0-3,8-11",
-                    mem_mib: 1024,
-                    distances: &[10, 21],
-                },
-                FakeNode {
-                    cpus: "4-7,12-15",
-                    mem_mib: 2048,
-                    distances: &[21, 10],
-                },
-            ],
-            siblings: &|c| format!("{},{}", c % 8, c % 8 + 8),
-            llc: &|c| if c % 8 < 4 { "0-3,8-11" } else { "4-7,12-15" }.into(),
-        }
-        .write(dir.path());
+        two_nodes_smt().write(dir.path());
         let h = HostTopology::discover(dir.path()).unwrap();
         assert!(h.numa);
         assert_eq!(h.cpus.len(), 16);
