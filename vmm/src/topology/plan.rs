@@ -517,17 +517,17 @@ impl Plan {
         self.vcpu.iter().all(|v| v.host_cpu.is_some())
     }
 
-    /// The one-line overcommit warning, when overcommitted.
+    /// The one-line overcommit warning, when overcommitted: vCPUs per
+    /// host CPU they run on (the pinned CPUs, or all usable ones).
     pub fn overcommit_warning(&self) -> Option<String> {
         if !self.overcommitted {
             return None;
         }
-        let host = self.usable_host_cpus.len().max(1);
-        let how = if self.pinned() {
-            let mut per_cpu: BTreeMap<u32, u32> = BTreeMap::new();
-            for c in self.vcpu.iter().filter_map(|v| v.host_cpu) {
-                *per_cpu.entry(c).or_default() += 1;
-            }
+        let mut per_cpu: BTreeMap<u32, u32> = BTreeMap::new();
+        for c in self.vcpu.iter().filter_map(|v| v.host_cpu) {
+            *per_cpu.entry(c).or_default() += 1;
+        }
+        let (host, how) = if self.pinned() {
             let lo = per_cpu.values().min().copied().unwrap_or(0);
             let hi = per_cpu.values().max().copied().unwrap_or(0);
             let each = if lo == hi {
@@ -535,13 +535,15 @@ impl Plan {
             } else {
                 format!("{lo}-{hi}")
             };
-            format!("pinned {each} per host CPU on {} host CPUs", per_cpu.len())
+            (per_cpu.len(), format!("pinned {each} per host CPU"))
         } else {
-            "vCPUs not pinned".into()
+            (self.usable_host_cpus.len(), "vCPUs not pinned".into())
         };
+        let host = host.max(1);
         Some(format!(
-            "{} vCPUs on {host} host CPUs ({:.1}x overcommit), {how}: idle vCPUs halt, but timings are not per-CPU figures",
+            "{} vCPUs on {host} host CPU{} ({:.1}x overcommit), {how}: idle vCPUs halt, but timings are not per-CPU figures",
             self.vcpus,
+            if host == 1 { "" } else { "s" },
             self.vcpus as f64 / host as f64
         ))
     }
@@ -861,6 +863,11 @@ mod tests {
         let p = plan_all(&h, &request(None, Some("0@1,1@1"), None));
         assert_eq!(cpus(&p), some(&[1, 1]));
         assert!(p.overcommitted);
+        let w = p.overcommit_warning().unwrap();
+        assert!(
+            w.starts_with("2 vCPUs on 1 host CPU (2.0x overcommit), pinned 2 per host CPU:"),
+            "{w}"
+        );
         // --numa 2 on one host node: two guest nodes, both bound to host node 0.
         let p = plan_all(&h, &request(None, None, Some("2")));
         assert_eq!(node_vcpus(&p), vec![vec![0], vec![1]]);
