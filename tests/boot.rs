@@ -25,6 +25,7 @@ const REQUIRED_TESTS: &[&str] = &[
     "smp.call_all",
     "smp.online",
     "timer.every_cpu",
+    "topology.matches_plan",
     "user.every_cpu",
     "user.faults",
 ];

@@ -6,6 +6,7 @@
 //! vCPU 0 (boot CPU)                        vCPU 1..N-1 (APs)
 //! GDT/TSS, GS → per-CPU data               (waiting in k42vmm)
 //! boot info (hypercall), command line
+//! topology (hypercall): each CPU's node
 //! IDT, x2APIC, time base, frames, heap
 //! StartAps hypercall ─────────────────────► GDT/TSS, GS, IDT, x2APIC
 //! online; halt until all are online ◄───── online (last one sends IPI)
@@ -30,6 +31,7 @@ mod probe;
 mod smp;
 mod sync;
 mod time;
+mod topology;
 mod user;
 
 use core::fmt::Write;
@@ -74,6 +76,7 @@ fn boot_cpu_main(magic: u64) -> ! {
         Err(bad) => shutdown_with_error(format_args!("{bad}")),
     };
     console::use_hypercall(!opts.serial_console);
+    let topo = topology::fetch(bi.vcpus);
     check_cpu_features();
     interrupts::init();
     apic::init_cpu(interrupts::VECTOR_SPURIOUS, interrupts::VECTOR_TIMER);
@@ -93,9 +96,11 @@ fn boot_cpu_main(magic: u64) -> ! {
     // Formatting is slow when emulated: print while the APs come up.
     let (_, heap_bytes) = mm::heap::stats();
     println!(
-        "k42: {} vCPUs, {} MiB RAM, TSC {} MHz, {} of {} frames free, {} MiB heap; cmdline '{}'",
+        "k42: {} vCPUs, {} MiB RAM in {} NUMA node{}, TSC {} MHz, {} of {} frames free, {} MiB heap; cmdline '{}'",
         bi.vcpus,
         bi.mem_size >> 20,
+        topo.nodes,
+        if topo.nodes == 1 { "" } else { "s" },
         bi.tsc_khz / 1000,
         mm::frame::free_frames(),
         mm::frame::total_frames(),

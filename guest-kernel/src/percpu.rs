@@ -1,5 +1,7 @@
 //! Per-CPU data, reached through the GS base: `gs:0` holds a pointer to
-//! this CPU's [`PerCpu`], so finding it costs one load.
+//! this CPU's [`PerCpu`], so finding it costs one load, and a field can be
+//! read with one GS-relative load ([`node_id`]: this CPU's NUMA node, for
+//! clustered objects and the frame allocator).
 //!
 //! The kernel has no preemption and no migration yet: code that reads its
 //! CPU's data stays on that CPU until it returns, so a plain reference is
@@ -23,6 +25,8 @@ pub struct PerCpu {
     id: AtomicU32,
     /// State the architecture's entry paths reach at fixed offsets.
     pub arch: ArchPerCpu,
+    /// This CPU's guest NUMA node (set from the topology at boot).
+    node: AtomicU32,
     /// Work posted by another CPU (see `smp`).
     pub mailbox: AtomicPtr<CallRequest>,
     /// Timer interrupts taken on this CPU.
@@ -41,6 +45,7 @@ impl PerCpu {
             self_ptr: AtomicPtr::new(core::ptr::null_mut()),
             id: AtomicU32::new(0),
             arch: ArchPerCpu::new(),
+            node: AtomicU32::new(0),
             mailbox: AtomicPtr::new(core::ptr::null_mut()),
             timer_interrupts: AtomicU64::new(0),
             last_timer_tsc: AtomicU64::new(0),
@@ -52,6 +57,11 @@ impl PerCpu {
     /// This CPU's index.
     pub fn id(&self) -> u32 {
         self.id.load(Ordering::Relaxed)
+    }
+
+    /// Record this CPU's node (boot CPU, before the CPU starts).
+    pub fn set_node(&self, node: u32) {
+        self.node.store(node, Ordering::Relaxed);
     }
 }
 
@@ -83,6 +93,24 @@ pub fn current() -> &'static PerCpu {
 #[inline]
 pub fn cpu_id() -> u32 {
     current().id()
+}
+
+/// This CPU's NUMA node: one load from `gs:[offset of node]`.
+#[inline]
+pub fn node_id() -> u32 {
+    let node: u32;
+    // SAFETY: GS points at this CPU's PerCpu (set by `init` before any
+    // caller runs); `node` is an AtomicU32 at that offset, and an aligned
+    // 32-bit load is a relaxed atomic load on x86.
+    unsafe {
+        asm!(
+            "mov {:e}, gs:[{off}]",
+            out(reg) node,
+            off = const core::mem::offset_of!(PerCpu, node),
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    node
 }
 
 /// Another CPU's per-CPU data.

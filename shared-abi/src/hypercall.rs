@@ -77,6 +77,9 @@ pub enum HypercallNr {
     /// `args[0]` (at most [`MAX_TEST_NAME`]), `args[2]` 1 if it passed,
     /// `args[3]` its duration in nanoseconds.
     TestResult = 8,
+    /// Copy the [`crate::Topology`] to guest-physical `args[0]`, whose
+    /// length `args[1]` must equal `size_of::<Topology>()`.
+    Topology = 9,
     /// Report how fast guest supervisor code runs: `args[0]` iterations of
     /// the calibration loop (`bench` loop `spin`) took `args[1]` ns.
     PlatformInfo = 12,
@@ -99,6 +102,7 @@ impl HypercallNr {
             6 => Self::StartAps,
             7 => Self::Yield,
             8 => Self::TestResult,
+            9 => Self::Topology,
             12 => Self::PlatformInfo,
             13 => Self::BenchRecord,
             14 => Self::Nop,

@@ -17,6 +17,7 @@
 //! | [`note`]      | the ABI note every kernel carries in its ELF          |
 //! | [`syscall`]   | system calls from user programs to the kernel         |
 //! | [`bench`]     | benchmark result records the guest reports            |
+//! | [`topology`]  | the topology record: nodes, vCPU placement, distances |
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -26,13 +27,15 @@ pub mod hypercall;
 pub mod layout;
 pub mod note;
 pub mod syscall;
+pub mod topology;
 
 pub use boot::{BootInfo, BootModule, MemRegion, MemRegionKind};
 pub use hypercall::{HypercallBlock, HypercallNr, HypercallResult};
 pub use note::KernelAbiNote;
+pub use topology::Topology;
 
 /// Version of every layout and constant in this crate.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// The largest vCPU count the ABI supports (x2APIC ids 0..=254; 255 is the
 /// xAPIC broadcast id, kept free so both APIC modes stay valid).

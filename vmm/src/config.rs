@@ -1,18 +1,28 @@
 //! What a run is asked to do, and the parsers for the CLI's value syntax
-//! (sizes like `512M`, vCPU counts).
+//! (sizes like `512M`).
 
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::topology::{NumaPolicy, PinPolicy, PlacementRequest};
 
 /// Everything `vm::run` needs to boot one VM.
 #[derive(Clone, Debug)]
 pub struct VmConfig {
     /// Path of the boot image.
     pub image: PathBuf,
-    /// Number of vCPUs (1..=k42_abi::MAX_VCPUS).
-    pub vcpus: u32,
-    /// Guest RAM in bytes.
-    pub memory: u64,
+    /// Number of vCPUs (1..=k42_abi::MAX_VCPUS); `None`: as the placement
+    /// options imply, else one per usable host CPU.
+    pub vcpus: Option<u32>,
+    /// Guest RAM in bytes; `None`: [`DEFAULT_MEMORY`] (or the sum of a
+    /// `--numa` SPEC's sizes).
+    pub memory: Option<u64>,
+    /// `--pin`; `None`: auto when the vCPUs fit the usable host CPUs.
+    pub pin: Option<PinPolicy>,
+    /// `--numa`; `None`: auto.
+    pub numa: Option<NumaPolicy>,
+    /// Touch all guest RAM before boot.
+    pub prefault: bool,
     /// Kernel command line; `None` uses the image manifest's default.
     pub cmdline: Option<String>,
     /// Stop the guest with exit code 124 after this long.
@@ -21,12 +31,32 @@ pub struct VmConfig {
     pub report: Option<PathBuf>,
 }
 
+impl VmConfig {
+    /// The placement part of the configuration.
+    pub fn placement(&self) -> PlacementRequest {
+        PlacementRequest {
+            vcpus: self.vcpus,
+            memory: self.memory,
+            pin: self.pin.clone(),
+            numa: self.numa.clone(),
+        }
+    }
+}
+
 /// Default guest RAM.
 pub const DEFAULT_MEMORY: u64 = 512 << 20;
 
 /// Largest guest RAM k42vmm accepts, in GiB (bounded by the boot page
 /// tables' room in the boot-data area).
 pub const MAX_MEMORY_GIB: u64 = 256;
+
+/// Host CPUs this process may use (the benchmarks' default vCPU count;
+/// `k42vmm run` counts usable CPUs from the host topology instead).
+pub fn host_cpus() -> u32 {
+    std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(1)
+}
 
 /// Parse a size such as `512M`, `2G`, `65536K` or `1048576` (bytes).
 pub fn parse_size(text: &str) -> Result<u64, String> {
@@ -51,13 +81,6 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
     n.checked_shl(shift)
         .filter(|v| v >> shift == n)
         .ok_or_else(|| format!("'{text}' is too large"))
-}
-
-/// Online host CPUs, the default vCPU count.
-pub fn host_cpus() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
 }
 
 #[cfg(test)]

@@ -51,6 +51,25 @@ pub enum VmmError {
     Load(String),
     #[error("cannot write report {0}: {1}")]
     Report(PathBuf, std::io::Error),
+    #[error(
+        "{nodes} guest nodes and {modules} boot modules need {regions} boot memory regions, over the ABI limit of {limit}; use fewer guest nodes (--numa)"
+    )]
+    TooManyRegions {
+        nodes: usize,
+        modules: usize,
+        regions: usize,
+        limit: usize,
+    },
+    #[error(transparent)]
+    Topology(#[from] crate::topology::TopologyError),
+    #[error("cannot bind guest node {node}'s memory to host node {host_node}: {err}")]
+    Bind {
+        node: u32,
+        host_node: u32,
+        err: std::io::Error,
+    },
+    #[error("--prefault: cannot fault in guest memory: {0}")]
+    Prefault(std::io::Error),
     #[error("{0}")]
     Host(String),
 }
@@ -66,7 +85,9 @@ impl VmmError {
             | VmmError::TooFewVcpus
             | VmmError::MemoryNotAligned(_)
             | VmmError::CmdlineTooLong(..)
-            | VmmError::KernelLayout { .. } => 2,
+            | VmmError::KernelLayout { .. }
+            | VmmError::TooManyRegions { .. } => 2,
+            VmmError::Topology(e) => e.exit_code(),
             _ => 1,
         }
     }

@@ -93,6 +93,7 @@ fn dispatch(
             (Ok(0), Outcome::Stop)
         }
         HypercallNr::BootInfo => cont(boot_info(shared, args[0], args[1])),
+        HypercallNr::Topology => cont(topology(shared, args[0], args[1])),
         HypercallNr::CpuOnline => cont(if args[0] != vcpu as u64 {
             Err(HypercallResult::InvalidArgument)
         } else if shared.mark_online(vcpu) {
@@ -169,6 +170,18 @@ fn boot_info(shared: &VmShared, gpa: u64, len: u64) -> CallResult {
     shared
         .ram
         .write(gpa, bi.as_bytes())
+        .map_err(|_| HypercallResult::BadAddress)?;
+    Ok(0)
+}
+
+fn topology(shared: &VmShared, gpa: u64, len: u64) -> CallResult {
+    let record = shared.topology;
+    if len != std::mem::size_of_val(record) as u64 {
+        return Err(HypercallResult::InvalidArgument);
+    }
+    shared
+        .ram
+        .write(gpa, record.as_bytes())
         .map_err(|_| HypercallResult::BadAddress)?;
     Ok(0)
 }

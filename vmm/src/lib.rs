@@ -3,7 +3,9 @@
 //!
 //! ```text
 //!  main.rs (CLI) ──► vm::run(VmConfig)
-//!                     ├─ memory   guest RAM layout and checked access
+//!                     ├─ topology host CPUs and nodes, the placement plan,
+//!                     │           pinning and memory binding
+//!                     ├─ memory   guest RAM layout per node and checked access
 //!                     ├─ loader   kernel ELF, modules, boot page tables, BootInfo
 //!                     ├─ vcpu     one thread per vCPU: create, configure, run, kick
 //!                     │   ├─ cpuid     per-vCPU CPUID (APIC ids, hypervisor bit)
@@ -28,6 +30,7 @@ pub mod memory;
 pub mod platform;
 pub mod report;
 pub mod serial;
+pub mod topology;
 pub mod vcpu;
 pub mod vm;
 

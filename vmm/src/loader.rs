@@ -11,7 +11,8 @@
 //! 2 MiB   kernel ELF segments, then modules, then per-vCPU boot stacks
 //! ```
 //!
-//! and builds the [`BootInfo`] the kernel fetches by hypercall. Only the
+//! and builds the [`BootInfo`] the kernel fetches by hypercall; its free
+//! RAM is one `Usable` region per guest node's range. Only the
 //! pages that hold data are touched: stacks and free RAM stay untouched
 //! (and so unbacked) until the guest uses them.
 
@@ -194,18 +195,23 @@ pub fn load(
         stacks_end - stacks_base,
         MemRegionKind::BootStacks,
     ));
-    for (start, len) in ram.ranges() {
-        let s = if start == 0 { stacks_end } else { start };
-        if start + len > s {
-            regions.push((s, start + len - s, MemRegionKind::Usable));
+    // Free RAM: one region per guest node's range, less what the boot
+    // data, kernel, modules and stacks take from the start of RAM.
+    for r in ram.node_ranges() {
+        let s = r.start.max(stacks_end);
+        if r.start + r.len > s {
+            regions.push((s, r.start + r.len - s, MemRegionKind::Usable));
         }
     }
     regions.retain(|r| r.1 > 0);
     if regions.len() > MAX_MEM_REGIONS {
-        return Err(VmmError::Load(format!(
-            "{} memory regions, over the ABI limit of {MAX_MEM_REGIONS}",
-            regions.len()
-        )));
+        let nodes = ram.node_ranges().last().map_or(1, |r| r.node as usize + 1);
+        return Err(VmmError::TooManyRegions {
+            nodes,
+            modules: image.modules.len(),
+            regions: regions.len(),
+            limit: MAX_MEM_REGIONS,
+        });
     }
     for (slot, (start, len, kind)) in bi.regions.iter_mut().zip(&regions) {
         *slot = MemRegion {

@@ -1,7 +1,8 @@
-//! `k42vmm`: the command-line front end. Parses arguments, runs the VM,
-//! prints how it ended, writes the report, and exits with the code
+//! `k42vmm`: the command-line front end. `run` parses arguments, runs the
+//! VM, prints how it ended, writes the report, and exits with the code
 //! DESIGN.md gives: the guest's shutdown code, 101 guest panic, 102 guest
-//! fault, 124 timeout, 2 bad command line or input.
+//! fault, 124 timeout, 2 bad command line or input. `topology` prints the
+//! host topology and the placement plan without booting.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -9,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
 use k42vmm::exit::{EXIT_USAGE, ExitReason};
+use k42vmm::topology::{self, NumaPolicy, PinPolicy, PlacementRequest};
 use k42vmm::{VmConfig, config, vm};
 
 #[derive(Parser)]
@@ -26,17 +28,73 @@ enum Command {
     /// fault (triple fault, unexpected exit); 124 timeout; 2 bad command
     /// line or input; 1 host failure.
     Run(RunArgs),
+    /// Print the host's CPUs and NUMA nodes and the placement plan for a VM
+    /// (vCPU → host CPU → host node → guest node; memory per node) without
+    /// booting.
+    Topology(TopologyArgs),
+}
+
+/// Where the vCPUs and guest memory go; shared by `run` and `topology`.
+#[derive(Args)]
+struct PlacementArgs {
+    /// Number of vCPUs (1-255); more than the usable host CPUs is allowed,
+    /// with a warning. [default: as many as --pin or a --numa SPEC gives,
+    /// else one per usable host CPU]
+    #[arg(long, value_name = "N")]
+    vcpus: Option<u32>,
+    /// Guest RAM, a multiple of 2 MiB, with an optional K, M or G suffix.
+    /// [default: 512M, or the sum of a --numa SPEC's mem= sizes]
+    #[arg(long, value_name = "SIZE", value_parser = config::parse_size)]
+    memory: Option<u64>,
+    /// Pin each vCPU thread to a host CPU: auto (fill one host node's
+    /// physical cores, then its SMT siblings, then the next node; spread
+    /// evenly when overcommitted), none, a host CPU list (vCPU i on the
+    /// i-th CPU: 0-3,8-11) or VCPU@CPU pairs (0@2,1@3). [default: auto
+    /// when the vCPUs fit the usable host CPUs, else none]
+    #[arg(long, value_name = "auto|none|LIST", value_parser = PinPolicy::parse)]
+    pin: Option<PinPolicy>,
+    /// Guest NUMA nodes: auto (one per host node the vCPUs run on), off
+    /// (one node, memory not bound), N (N nodes of consecutive vCPUs, even
+    /// on a host with fewer), or a SPEC like
+    /// '0:cpus=0-3,mem=256M;1:cpus=4-7,mem=256M,host=1' (docs/TOPOLOGY.md).
+    /// Each node's memory is bound to its host node. [default: auto]
+    #[arg(long, value_name = "auto|off|N|SPEC", value_parser = NumaPolicy::parse)]
+    numa: Option<NumaPolicy>,
+}
+
+impl PlacementArgs {
+    fn request(&self) -> PlacementRequest {
+        PlacementRequest {
+            vcpus: self.vcpus,
+            memory: self.memory,
+            pin: self.pin.clone(),
+            numa: self.numa.clone(),
+        }
+    }
+}
+
+#[derive(Args)]
+struct TopologyArgs {
+    #[command(flatten)]
+    placement: PlacementArgs,
+    /// Print JSON: {"host": ..., "plan": ...}.
+    #[arg(long)]
+    json: bool,
+    /// Read the host topology from sys/devices/system below DIR instead of
+    /// this host's (to plan for a copy of another machine's sysfs); all of
+    /// its online CPUs count as usable.
+    #[arg(long, value_name = "DIR", default_value = "/")]
+    sysfs_root: PathBuf,
 }
 
 #[derive(Args)]
 struct RunArgs {
-    /// Number of vCPUs (1-255); more than the host's CPUs is allowed, with a
-    /// warning. [default: the number of online host CPUs]
-    #[arg(long, value_name = "N")]
-    vcpus: Option<u32>,
-    /// Guest RAM, a multiple of 2 MiB, with an optional K, M or G suffix.
-    #[arg(long, value_name = "SIZE", default_value = "512M", value_parser = config::parse_size)]
-    memory: u64,
+    #[command(flatten)]
+    placement: PlacementArgs,
+    /// Fault in all guest RAM (under its node binding) before boot, so the
+    /// guest never waits for a host page fault.
+    #[arg(long)]
+    prefault: bool,
     /// Kernel command line. [default: the one in the image's manifest]
     #[arg(long, value_name = "STRING")]
     cmdline: Option<String>,
@@ -65,7 +123,38 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Run(args) => run(args, started),
+        Command::Topology(args) => show_topology(args),
     }
+}
+
+fn show_topology(args: TopologyArgs) -> ExitCode {
+    let req = args.placement.request();
+    let (host, plan) = match topology::plan_for_host(&args.sysfs_root, &req) {
+        Ok(p) => p,
+        Err(e) => return fail(&e, e.exit_code()),
+    };
+    if args.json {
+        #[derive(serde::Serialize)]
+        struct Doc<'a> {
+            host: &'a topology::HostTopology,
+            plan: &'a topology::Plan,
+        }
+        let doc = Doc {
+            host: &host,
+            plan: &plan,
+        };
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("the plan serialises")
+        );
+    } else {
+        print!(
+            "{}{}",
+            host.describe(&plan.usable_host_cpus),
+            plan.describe()
+        );
+    }
+    ExitCode::SUCCESS
 }
 
 fn fail(msg: impl std::fmt::Display, code: u8) -> ExitCode {
@@ -101,8 +190,11 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
     }
     let config = VmConfig {
         image: args.image,
-        vcpus: args.vcpus.unwrap_or_else(config::host_cpus),
-        memory: args.memory,
+        vcpus: args.placement.vcpus,
+        memory: args.placement.memory,
+        pin: args.placement.pin,
+        numa: args.placement.numa,
+        prefault: args.prefault,
         cmdline: args.cmdline,
         timeout: args.timeout,
         report: args.report,

@@ -1,12 +1,21 @@
-//! Guest RAM: its layout around the 32-bit MMIO hole, and checked access.
+//! Guest RAM: its layout around the 32-bit MMIO hole, its split into guest
+//! NUMA nodes, and checked access.
 //!
-//! RAM is one anonymous private mapping per range (vm-memory's mmap backend,
-//! `MAP_NORESERVE`), so pages cost nothing until the guest or the loader
-//! touches them. Every access from the VMM on behalf of the guest goes
-//! through [`GuestRam::read`] / [`GuestRam::write`], which refuse any range
-//! that is not entirely RAM.
+//! RAM is one anonymous private mapping per contiguous range (vm-memory's
+//! mmap backend, `MAP_NORESERVE`), so pages cost nothing until the guest or
+//! the loader touches them. Every access from the VMM on behalf of the
+//! guest goes through [`GuestRam::read`] / [`GuestRam::write`], which
+//! refuse any range that is not entirely RAM.
+//!
+//! Guest nodes take consecutive shares of RAM, node 0 first; a share that
+//! reaches the MMIO hole continues above 4 GiB:
+//!
+//! ```text
+//! 0 ── node 0 ── node 1 ──┤ hole 3..4 GiB ├── node 1 (rest) ── node 2 ...
+//! ```
 
 use k42_abi::layout::{HIGH_RAM_BASE, LOW_RAM_END};
+use serde::{Deserialize, Serialize};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::config::MAX_MEMORY_GIB;
@@ -23,6 +32,17 @@ pub struct BadAddress {
 pub struct GuestRam {
     mem: GuestMemoryMmap,
     size: u64,
+    nodes: Vec<NodeRange>,
+}
+
+/// A contiguous piece of one guest node's RAM.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeRange {
+    pub node: u32,
+    /// Guest-physical start.
+    pub start: u64,
+    /// Length in bytes.
+    pub len: u64,
 }
 
 /// One contiguous range of RAM: (guest-physical start, length).
@@ -39,9 +59,46 @@ pub fn ram_ranges(size: u64) -> Vec<RamRange> {
     ranges
 }
 
+/// Where each node's share lands: node `i` gets `node_sizes[i]` bytes after
+/// the shares of nodes `0..i`, split in two where it reaches the MMIO hole.
+/// Ranges come in address order.
+pub fn node_ranges(node_sizes: &[u64]) -> Vec<NodeRange> {
+    let mut ranges = Vec::with_capacity(node_sizes.len() + 1);
+    let mut offset = 0u64;
+    for (node, &len) in node_sizes.iter().enumerate() {
+        let (start, end) = (offset, offset + len);
+        let node = node as u32;
+        if start < LOW_RAM_END && end > start {
+            let low_end = end.min(LOW_RAM_END);
+            ranges.push(NodeRange {
+                node,
+                start,
+                len: low_end - start,
+            });
+        }
+        if end > LOW_RAM_END {
+            let high_start = start.max(LOW_RAM_END);
+            ranges.push(NodeRange {
+                node,
+                start: high_start - LOW_RAM_END + HIGH_RAM_BASE,
+                len: end - high_start,
+            });
+        }
+        offset = end;
+    }
+    ranges
+}
+
 impl GuestRam {
-    /// Map `size` bytes of guest RAM (a multiple of 2 MiB).
+    /// Map `size` bytes of guest RAM (a multiple of 2 MiB) as one node.
     pub fn new(size: u64) -> Result<Self, VmmError> {
+        Self::with_nodes(&[size])
+    }
+
+    /// Map guest RAM for nodes of `node_sizes` bytes each (multiples of
+    /// 2 MiB), laid out by [`node_ranges`].
+    pub fn with_nodes(node_sizes: &[u64]) -> Result<Self, VmmError> {
+        let size: u64 = node_sizes.iter().sum();
         if size > MAX_MEMORY_GIB << 30 {
             return Err(VmmError::MemoryTooLarge(
                 format!("{} MiB", size >> 20),
@@ -54,7 +111,27 @@ impl GuestRam {
             .collect();
         let mem =
             GuestMemoryMmap::from_ranges(&ranges).map_err(|e| VmmError::Memory(e.to_string()))?;
-        Ok(Self { mem, size })
+        Ok(Self {
+            mem,
+            size,
+            nodes: node_ranges(node_sizes),
+        })
+    }
+
+    /// Each node's RAM, in address order.
+    pub fn node_ranges(&self) -> &[NodeRange] {
+        &self.nodes
+    }
+
+    /// Host address of guest-physical `gpa`, where `[gpa, gpa + len)`
+    /// lies in one mapping.
+    pub fn host_address(&self, gpa: u64, len: u64) -> Option<*mut u8> {
+        self.host_mappings()
+            .into_iter()
+            .find(|&(start, l, _)| {
+                gpa >= start && gpa.checked_add(len).is_some_and(|end| end <= start + l)
+            })
+            .map(|(start, _, host)| host.wrapping_add((gpa - start) as usize))
     }
 
     /// Total RAM in bytes.
@@ -146,6 +223,45 @@ mod tests {
     fn ranges_skip_the_mmio_hole() {
         assert_eq!(ram_ranges(512 << 20), vec![(0, 512 << 20)]);
         assert_eq!(ram_ranges(4 << 30), vec![(0, 3 << 30), (4 << 30, 1 << 30)]);
+    }
+
+    #[test]
+    fn nodes_take_consecutive_shares_around_the_hole() {
+        let r = |node, start, len| NodeRange { node, start, len };
+        assert_eq!(
+            node_ranges(&[256 << 20, 256 << 20]),
+            vec![r(0, 0, 256 << 20), r(1, 256 << 20, 256 << 20)]
+        );
+        assert_eq!(
+            node_ranges(&[2 << 30, 2 << 30, 1 << 30]),
+            vec![
+                r(0, 0, 2 << 30),
+                r(1, 2 << 30, 1 << 30),
+                r(1, 4 << 30, 1 << 30),
+                r(2, 5 << 30, 1 << 30)
+            ]
+        );
+        assert_eq!(
+            node_ranges(&[3 << 30, 1 << 30]),
+            vec![r(0, 0, 3 << 30), r(1, 4 << 30, 1 << 30)]
+        );
+    }
+
+    #[test]
+    fn node_ranges_have_host_addresses() {
+        let ram = GuestRam::with_nodes(&[2 << 20, 4 << 20]).unwrap();
+        assert_eq!(ram.size(), 6 << 20);
+        let ranges = ram.node_ranges().to_vec();
+        assert_eq!(ranges.len(), 2);
+        let a = ram.host_address(ranges[0].start, ranges[0].len).unwrap();
+        let b = ram.host_address(ranges[1].start, ranges[1].len).unwrap();
+        assert_eq!(b as usize - a as usize, 2 << 20);
+        assert!(ram.host_address(4 << 20, 4 << 20).is_none());
+        // A read across the node boundary is one RAM range.
+        ram.write((2 << 20) - 2, b"abcd").unwrap();
+        let mut buf = [0u8; 4];
+        ram.read((2 << 20) - 2, &mut buf).unwrap();
+        assert_eq!(&buf, b"abcd");
     }
 
     #[test]

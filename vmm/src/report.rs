@@ -1,4 +1,5 @@
-//! The JSON run report (`k42vmm run --report FILE`).
+//! The JSON run report (`k42vmm run --report FILE`), including the
+//! placement plan that was applied.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -44,6 +45,12 @@ pub struct Report {
     pub bench: Vec<BenchResult>,
     /// Exits to k42vmm per vCPU, by reason.
     pub vcpu_exits: Vec<VcpuExits>,
+    /// Each vCPU thread's CPU affinity as it read it back after pinning
+    /// (a CPU list), indexed by vCPU.
+    pub vcpu_affinity: Vec<String>,
+    /// The placement plan applied: vCPU → host CPU → host node → guest
+    /// node, memory per guest node and its binding, distances.
+    pub placement: crate::topology::Plan,
 }
 
 /// One benchmark measurement from the guest.

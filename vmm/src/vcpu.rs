@@ -1,6 +1,7 @@
-//! One thread per vCPU: create the vCPU in that thread, configure it for a
-//! direct 64-bit entry, wait for its start signal, and run it until the VM
-//! stops, handling its exits.
+//! One thread per vCPU: pin the thread to its host CPU (as the placement
+//! plan says; the affinity is read back and checked), create the vCPU in
+//! that thread, configure it for a direct 64-bit entry, wait for its start
+//! signal, and run it until the VM stops, handling its exits.
 //!
 //! Kicking: a vCPU thread keeps a pointer to its `kvm_run` page in a
 //! thread-local; the kick signal's handler sets `immediate_exit` there, so
@@ -21,6 +22,7 @@ use crate::exit::ExitReason;
 use crate::hypercall::{self, Outcome};
 use crate::loader::BootLayout;
 use crate::serial::Com1;
+use crate::topology::pin;
 use crate::vm::VmShared;
 
 thread_local! {
@@ -55,6 +57,8 @@ pub struct VcpuStats {
     pub ran: bool,
     /// State at the end of a timed-out run ("halted", or "running at rip …").
     pub final_state: Option<String>,
+    /// The thread's CPU affinity, read back after pinning.
+    pub affinity: Option<Vec<u32>>,
 }
 
 impl VcpuStats {
@@ -70,6 +74,18 @@ pub fn vcpu_thread(shared: &VmShared, index: u32) -> VcpuStats {
         ..Default::default()
     };
     shared.register_thread(index);
+    match shared.plan.vcpu[index as usize].host_cpu {
+        Some(cpu) => match pin::pin_current_thread(cpu) {
+            Ok(cpus) => stats.affinity = Some(cpus),
+            Err(e) => {
+                shared.exit.decide(ExitReason::HostError(format!(
+                    "vCPU {index}: cannot pin its thread: {e}"
+                )));
+                return stats;
+            }
+        },
+        None => stats.affinity = pin::current_affinity().ok(),
+    }
     let mut vcpu = match create(shared, index) {
         Ok(v) => v,
         Err(e) => {

@@ -1,13 +1,18 @@
-//! One VM run, start to finish: check the image, create the VM and its
-//! RAM, load the kernel, start one thread per vCPU, wait in the main event
-//! loop for the run to end, stop the vCPUs and write the report.
+//! One VM run, start to finish: check the image, plan the placement,
+//! create the VM and its RAM (bound per guest node), load the kernel,
+//! start one thread per vCPU, wait in the main event loop for the run to
+//! end, stop the vCPUs and write the report.
 //!
 //! ```text
 //!   main thread                     vCPU 0            vCPU 1..N-1
 //!   ───────────                     ──────            ───────────
-//!   create VM, irqchip, RAM
+//!   placement plan (topology)
+//!   RAM per guest node, mbind,
+//!     --prefault
+//!   create VM, irqchip
 //!   load image, boot tables
-//!   spawn vCPU threads ──────────►  create+configure  create+configure
+//!   spawn vCPU threads ──────────►  pin, check        pin, check
+//!                                   create+configure  create+configure
 //!   event loop (exit eventfd,       run kernel        wait at ap_gate
 //!     timeout timerfd, signals,     StartAps ───────► run kernel
 //!     stdin → COM1)                 ...               ...
@@ -17,11 +22,13 @@
 //! ```
 
 use std::os::fd::AsRawFd;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
 use std::sync::{Condvar, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
+use k42_abi::Topology;
 use k42_image::Image;
 use kvm_bindings::CpuId;
 use kvm_ioctls::VmFd;
@@ -29,7 +36,7 @@ use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::timerfd::TimerFd;
 
-use crate::config::{VmConfig, host_cpus};
+use crate::config::VmConfig;
 use crate::error::VmmError;
 use crate::exit::{ExitLatch, ExitReason};
 use crate::kvm::{self, KvmVm};
@@ -38,6 +45,7 @@ use crate::memory::GuestRam;
 use crate::platform::{self, PlatformReport};
 use crate::report::{BenchResult, REPORT_SCHEMA, Report, VcpuExits};
 use crate::serial::Com1;
+use crate::topology::{self, Plan, cpulist, pin};
 use crate::vcpu::{self, VcpuStats};
 
 /// Stack size of each vCPU thread (they run no deep recursion).
@@ -124,6 +132,10 @@ pub struct VmShared<'a> {
     pub layout: &'a BootLayout,
     pub supported_cpuid: &'a CpuId,
     pub vcpus: u32,
+    /// The placement plan: each vCPU thread pins itself by it.
+    pub plan: &'a Plan,
+    /// The topology record the guest fetches.
+    pub topology: &'a Topology,
     /// Guest TSC frequency, read by vCPU 0 before it first runs.
     pub tsc_khz: OnceLock<u32>,
     pub exit: ExitLatch,
@@ -192,26 +204,28 @@ pub struct RunResult {
 /// Boot `config.image` and run it to the end.
 pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
     let image = Image::open(&config.image)?;
-    let vcpus = config.vcpus;
-    if vcpus == 0 {
-        return Err(VmmError::TooFewVcpus);
+    match config.vcpus {
+        Some(0) => return Err(VmmError::TooFewVcpus),
+        Some(v) if v as usize > k42_abi::MAX_VCPUS => {
+            return Err(VmmError::TooManyVcpus {
+                requested: v,
+                limit: k42_abi::MAX_VCPUS as u32,
+                why: "the k42 boot ABI supports",
+            });
+        }
+        _ => {}
     }
-    if vcpus as usize > k42_abi::MAX_VCPUS {
-        return Err(VmmError::TooManyVcpus {
-            requested: vcpus,
-            limit: k42_abi::MAX_VCPUS as u32,
-            why: "the k42 boot ABI supports",
-        });
-    }
-    if !config
-        .memory
-        .is_multiple_of(k42_abi::layout::LARGE_PAGE_SIZE)
-        || config.memory == 0
+    if let Some(m) = config.memory
+        && (m == 0 || !m.is_multiple_of(k42_abi::layout::LARGE_PAGE_SIZE))
     {
-        return Err(VmmError::MemoryNotAligned(config.memory));
+        return Err(VmmError::MemoryNotAligned(m));
     }
+    let (_, plan) = topology::plan_for_host(Path::new("/"), &config.placement())?;
+    let vcpus = plan.vcpus;
     let kvm = kvm::open()?;
-    let ram = GuestRam::new(config.memory)?;
+    let node_sizes: Vec<u64> = plan.nodes.iter().map(|n| n.memory_bytes).collect();
+    let ram = GuestRam::with_nodes(&node_sizes)?;
+    place_memory(&ram, &plan, config.prefault)?;
     let vm = KvmVm::create(kvm, &ram)?;
     if vcpus > vm.max_vcpus {
         return Err(VmmError::TooManyVcpus {
@@ -225,13 +239,13 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
         .clone()
         .unwrap_or_else(|| image.manifest.cmdline.clone());
     let layout = loader::load(&ram, &image, vcpus, &cmdline)?;
-    let host = host_cpus();
-    if vcpus > host {
-        eprintln!(
-            "k42vmm: warning: {vcpus} vCPUs on {host} host CPUs ({:.1}x overcommit): idle vCPUs halt, but timings are not per-CPU figures",
-            vcpus as f64 / host as f64
-        );
+    if let Some(w) = plan.overcommit_warning() {
+        eprintln!("k42vmm: warning: {w}");
     }
+    for note in &plan.notes {
+        eprintln!("k42vmm: note: {note}");
+    }
+    let topology = plan.to_record();
     let serial = Com1::new(&vm.fd, Box::new(std::io::stdout()))
         .map_err(|e| VmmError::Host(format!("COM1: {e}")))?;
     let shared = VmShared {
@@ -240,6 +254,8 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
         layout: &layout,
         supported_cpuid: &vm.supported_cpuid,
         vcpus,
+        plan: &plan,
+        topology: &topology,
         tsc_khz: OnceLock::new(),
         exit: ExitLatch::new().map_err(|e| VmmError::Host(format!("eventfd: {e}")))?,
         ap_gate: Gate::default(),
@@ -342,9 +358,9 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
         exit_reason: reason.kind().to_string(),
         exit_message: describe(&reason, &still_running),
         vcpus,
-        memory_bytes: config.memory,
-        host_cpus: host,
-        overcommitted: vcpus > host,
+        memory_bytes: plan.memory_bytes,
+        host_cpus: plan.usable_host_cpus.len() as u32,
+        overcommitted: plan.overcommitted,
         tsc_khz: shared.tsc_khz.get().copied(),
         ms_to_kernel_entry: shared.clock.ms(shared.clock.kernel_entry.get()),
         ms_to_all_online: shared.clock.ms(shared.clock.all_online.get()),
@@ -372,12 +388,39 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
                 exits: s.exits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             })
             .collect(),
+        vcpu_affinity: stats
+            .iter()
+            .map(|s| {
+                s.affinity
+                    .as_deref()
+                    .map_or("unknown".into(), cpulist::format)
+            })
+            .collect(),
+        placement: plan.clone(),
     };
     Ok(RunResult {
         reason,
         report,
         still_running,
     })
+}
+
+/// Bind each guest node's RAM to its host node as the plan says, before
+/// anything touches it; then, with `--prefault`, fault it all in.
+fn place_memory(ram: &GuestRam, plan: &Plan, prefault: bool) -> Result<(), VmmError> {
+    for r in ram.node_ranges() {
+        if let Some(host_node) = plan.nodes[r.node as usize].memory_host_node {
+            pin::bind_memory(ram, r, host_node).map_err(|err| VmmError::Bind {
+                node: r.node,
+                host_node,
+                err,
+            })?;
+        }
+        if prefault {
+            pin::prefault(ram, r).map_err(VmmError::Prefault)?;
+        }
+    }
+    Ok(())
 }
 
 /// A one-line description of how the run ended.
@@ -400,7 +443,7 @@ pub fn describe(reason: &ExitReason, still_running: &[(u32, String)]) -> String 
             format!(
                 "timeout: the guest was still running after {} on vCPUs {} ({}{} halted)",
                 humantime::format_duration(*after),
-                cpu_list(&ids),
+                cpulist::format(&ids),
                 if busy.is_empty() {
                     String::new()
                 } else {
@@ -411,29 +454,6 @@ pub fn describe(reason: &ExitReason, still_running: &[(u32, String)]) -> String 
         }
         ExitReason::Signal(s) => format!("stopped by signal {s}"),
         ExitReason::HostError(m) => format!("host error: {m}"),
-    }
-}
-
-/// "0-3,7" for [0, 1, 2, 3, 7].
-pub fn cpu_list(ids: &[u32]) -> String {
-    let mut parts = Vec::new();
-    let mut i = 0;
-    while i < ids.len() {
-        let mut j = i;
-        while j + 1 < ids.len() && ids[j + 1] == ids[j] + 1 {
-            j += 1;
-        }
-        parts.push(if i == j {
-            ids[i].to_string()
-        } else {
-            format!("{}-{}", ids[i], ids[j])
-        });
-        i = j + 1;
-    }
-    if parts.is_empty() {
-        "none".into()
-    } else {
-        parts.join(",")
     }
 }
 
@@ -545,14 +565,6 @@ fn main_loop(shared: &VmShared, timeout: Option<Duration>) -> std::io::Result<()
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn cpu_lists_are_compact() {
-        assert_eq!(cpu_list(&[0, 1, 2, 3, 7]), "0-3,7");
-        assert_eq!(cpu_list(&[5]), "5");
-        assert_eq!(cpu_list(&[]), "none");
-        assert_eq!(cpu_list(&[0, 2, 4, 5]), "0,2,4-5");
-    }
 
     #[test]
     fn gate_opens_once() {

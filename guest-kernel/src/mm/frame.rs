@@ -1,6 +1,6 @@
 //! The physical frame allocator: one bitmap per zone (a usable memory
-//! region), bit set = frame in use, updated with atomic `fetch_or` /
-//! `fetch_and`, so allocation and freeing need no lock.
+//! region within one NUMA node), bit set = frame in use, updated with
+//! atomic `fetch_or` / `fetch_and`, so allocation and freeing need no lock.
 //!
 //! ```text
 //! zone:  [ bitmap pages | frames ......................................]
@@ -17,18 +17,25 @@
 //! at once do not fight over the same words) and moves the mark only when
 //! none is free; [`alloc_zeroed`] takes fresh frames first and needs no
 //! clearing — a large saving when the kernel runs emulated.
+//!
+//! Every zone belongs to a node. [`alloc`] and [`alloc_zeroed`] take a
+//! frame from the calling CPU's node first and fall back to the other
+//! nodes nearest first (by the topology's distances); [`alloc_on_node`]
+//! takes one from a given node only.
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_abi::MAX_VCPUS;
+use k42_abi::boot::MAX_MEM_REGIONS;
 use k42_abi::layout::PAGE_SIZE;
+use k42_abi::topology::MAX_NODES;
 
-use crate::arch;
-use crate::percpu;
 use crate::sync::InitOnce;
+use crate::{arch, percpu, topology};
 
-/// Most zones (usable regions) the allocator manages.
-pub const MAX_ZONES: usize = 16;
+/// Most zones the allocator manages: one per usable region, each of which
+/// k42vmm keeps within one node.
+pub const MAX_ZONES: usize = MAX_MEM_REGIONS;
 
 struct Zone {
     /// First frame number of the zone.
@@ -43,6 +50,8 @@ struct Zone {
     /// Free frames below the fresh mark (used once, then freed): when
     /// zero, there is no recycled frame to search for.
     recycled: AtomicU64,
+    /// The NUMA node the zone's memory belongs to.
+    node: u32,
 }
 
 impl Zone {
@@ -55,6 +64,12 @@ impl Zone {
         // SAFETY: `bitmap` points at `words()` AtomicU64s in RAM reserved
         // for this zone's bitmap for the life of the kernel.
         unsafe { &*self.bitmap.add(i as usize) }
+    }
+
+    /// Account for a frame of this zone leaving the free pool.
+    fn taken(&self) {
+        FREE.fetch_sub(1, Ordering::Relaxed);
+        FREE_ON[self.node as usize].fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -78,6 +93,8 @@ unsafe impl Send for Zones {}
 
 static ZONES: InitOnce<Zones> = InitOnce::new();
 static FREE: AtomicU64 = AtomicU64::new(0);
+/// Free frames per node.
+static FREE_ON: [AtomicU64; MAX_NODES] = [const { AtomicU64::new(0) }; MAX_NODES];
 /// Per-CPU place where the next search for a recycled frame starts: zone
 /// number + 1 in the top 16 bits, word index below.
 static HINT: [AtomicU64; MAX_VCPUS] = [const { AtomicU64::new(0) }; MAX_VCPUS];
@@ -92,20 +109,21 @@ impl ZoneBuilder {
                     bitmap: core::ptr::null(),
                     fresh: AtomicU64::new(0),
                     recycled: AtomicU64::new(0),
+                    node: 0,
                 }
             }; MAX_ZONES],
             n: 0,
         }
     }
 
-    /// Add the usable range `[start, start + len)` (page-aligned) as a
-    /// zone, carving its bitmap from its first pages. Ranges too small
-    /// to be worth a bitmap, or beyond MAX_ZONES, are left unused.
-    pub fn add(&mut self, start: u64, len: u64) {
+    /// Add the usable range `[start, start + len)` (page-aligned) of
+    /// `node` as a zone, carving its bitmap from its first pages. Ranges
+    /// too small to be worth a bitmap, or beyond MAX_ZONES, are left unused.
+    pub fn add(&mut self, start: u64, len: u64, node: u32) {
         let frames = len / PAGE_SIZE;
         let words = frames.div_ceil(64);
         let bitmap_pages = (words * 8).div_ceil(PAGE_SIZE);
-        if frames <= bitmap_pages + 1 || self.n == MAX_ZONES {
+        if frames <= bitmap_pages + 1 || self.n == MAX_ZONES || node as usize >= MAX_NODES {
             return;
         }
         let zone = Zone {
@@ -114,6 +132,7 @@ impl ZoneBuilder {
             bitmap: arch::phys_to_virt(start) as *const AtomicU64,
             fresh: AtomicU64::new(bitmap_pages),
             recycled: AtomicU64::new(0),
+            node,
         };
         // The bitmap's own pages are in use.
         for pfn in 0..bitmap_pages {
@@ -126,6 +145,7 @@ impl ZoneBuilder {
                 .fetch_or(!0u64 << (frames % 64), Ordering::Relaxed);
         }
         FREE.fetch_add(frames - bitmap_pages, Ordering::Relaxed);
+        FREE_ON[node as usize].fetch_add(frames - bitmap_pages, Ordering::Relaxed);
         self.zones[self.n] = zone;
         self.n += 1;
     }
@@ -156,38 +176,70 @@ pub fn free_frames() -> u64 {
     FREE.load(Ordering::Relaxed)
 }
 
+/// Free frames of `node` now.
+pub fn free_frames_on(node: u32) -> u64 {
+    FREE_ON
+        .get(node as usize)
+        .map_or(0, |f| f.load(Ordering::Relaxed))
+}
+
 /// Frames the allocator manages.
 pub fn total_frames() -> u64 {
     zones().total
 }
 
-/// Allocate one 4 KiB frame; returns its physical address. The frame's
-/// contents are whatever was there: a recycled frame if one is free, else
-/// a fresh one.
+/// Allocate one 4 KiB frame, from the calling CPU's node if it has one
+/// free, else from the nearest node that has; returns its physical
+/// address. The frame's contents are whatever was there: a recycled frame
+/// if the node has one free, else a fresh one.
 pub fn alloc() -> Option<u64> {
-    alloc_recycled(false)
-        .or_else(alloc_fresh)
-        .or_else(|| alloc_recycled(true))
+    near_home(alloc_on_node)
 }
 
-/// Allocate one frame filled with zeros. A fresh frame (never allocated
-/// since boot) is zero already; only a recycled one is cleared, which
-/// matters when the kernel runs emulated (clearing a page costs as much
-/// as hundreds of instructions).
+/// Allocate one frame filled with zeros, from the calling CPU's node
+/// first as [`alloc`] does. A fresh frame (never allocated since boot) is
+/// zero already; only a recycled one is cleared, which matters when the
+/// kernel runs emulated (clearing a page costs as much as hundreds of
+/// instructions).
 pub fn alloc_zeroed() -> Option<u64> {
-    if let Some(pa) = alloc_fresh() {
+    near_home(|node| {
+        if let Some(pa) = alloc_fresh(node) {
+            return Some(pa);
+        }
+        let pa = alloc_recycled(node, true)?;
+        // SAFETY: the frame was just allocated to us and is mapped in the
+        // direct map.
+        unsafe { core::ptr::write_bytes(arch::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
+        Some(pa)
+    })
+}
+
+/// Allocate one frame from `node` only: a recycled frame if there is one,
+/// else a fresh one.
+pub fn alloc_on_node(node: u32) -> Option<u64> {
+    alloc_recycled(node, false)
+        .or_else(|| alloc_fresh(node))
+        .or_else(|| alloc_recycled(node, true))
+}
+
+/// Try `take` on the calling CPU's node, then on the other nodes nearest
+/// first, skipping nodes without free frames.
+fn near_home(take: impl Fn(u32) -> Option<u64>) -> Option<u64> {
+    let home = percpu::node_id();
+    if free_frames_on(home) > 0
+        && let Some(pa) = take(home)
+    {
         return Some(pa);
     }
-    let pa = alloc_recycled(true)?;
-    // SAFETY: the frame was just allocated to us and is mapped in the
-    // direct map.
-    unsafe { core::ptr::write_bytes(arch::phys_to_virt(pa) as *mut u8, 0, PAGE_SIZE as usize) };
-    Some(pa)
+    topology::nodes_by_distance(home)
+        .skip(1)
+        .filter(|&node| free_frames_on(node) > 0)
+        .find_map(take)
 }
 
-/// Take the next never-used frame of the first zone that has one.
-fn alloc_fresh() -> Option<u64> {
-    for zone in zones().zones() {
+/// Take the next never-used frame of the first zone of `node` that has one.
+fn alloc_fresh(node: u32) -> Option<u64> {
+    for zone in zones().zones().iter().filter(|z| z.node == node) {
         loop {
             let i = zone.fresh.fetch_add(1, Ordering::Relaxed);
             if i >= zone.frames {
@@ -196,7 +248,7 @@ fn alloc_fresh() -> Option<u64> {
             }
             // A recycled-frame search may have taken it already.
             if zone.word(i / 64).fetch_or(1 << (i % 64), Ordering::AcqRel) & (1 << (i % 64)) == 0 {
-                FREE.fetch_sub(1, Ordering::Relaxed);
+                zone.taken();
                 return Some((zone.base_pfn + i) * PAGE_SIZE);
             }
         }
@@ -204,16 +256,16 @@ fn alloc_fresh() -> Option<u64> {
     None
 }
 
-/// Find a free frame below the fresh part of a zone (one that has been
-/// used and freed), starting at this CPU's place in the bitmaps. Zones
-/// whose recycled count is zero are skipped unless `exhaustive` (the
+/// Find a free frame below the fresh part of a zone of `node` (one that
+/// has been used and freed), starting at this CPU's place in the bitmaps.
+/// Zones whose recycled count is zero are skipped unless `exhaustive` (the
 /// count is a hint: an allocation racing with the fresh mark can leave it
 /// low).
-fn alloc_recycled(exhaustive: bool) -> Option<u64> {
+fn alloc_recycled(node: u32, exhaustive: bool) -> Option<u64> {
     let z = zones();
     let cpu = percpu::cpu_id() as usize;
     for (zi, zone) in z.zones().iter().enumerate() {
-        if !exhaustive && zone.recycled.load(Ordering::Relaxed) == 0 {
+        if zone.node != node || (!exhaustive && zone.recycled.load(Ordering::Relaxed) == 0) {
             continue;
         }
         let words = zone
@@ -243,7 +295,7 @@ fn alloc_recycled(exhaustive: bool) -> Option<u64> {
                 }
                 let prev = word.fetch_or(1 << bit, Ordering::AcqRel);
                 if prev & (1 << bit) == 0 {
-                    FREE.fetch_sub(1, Ordering::Relaxed);
+                    zone.taken();
                     let _ = zone
                         .recycled
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1));
@@ -257,8 +309,9 @@ fn alloc_recycled(exhaustive: bool) -> Option<u64> {
     None
 }
 
-/// Return a frame from [`alloc`]. Panics on an address the allocator
-/// does not own or a frame that is already free (a double free).
+/// Return a frame from [`alloc`], [`alloc_zeroed`] or [`alloc_on_node`].
+/// Panics on an address the allocator does not own or a frame that is
+/// already free (a double free).
 pub fn free(pa: u64) {
     let z = zones();
     let pfn = pa / PAGE_SIZE;
@@ -266,7 +319,7 @@ pub fn free(pa: u64) {
         pa.is_multiple_of(PAGE_SIZE),
         "freeing unaligned frame address {pa:#x}"
     );
-    for zone in &z.zones[..z.n] {
+    for zone in z.zones() {
         if pfn >= zone.base_pfn && pfn < zone.base_pfn + zone.frames {
             let i = pfn - zone.base_pfn;
             let mask = 1u64 << (i % 64);
@@ -274,6 +327,7 @@ pub fn free(pa: u64) {
             zone.recycled.fetch_add(1, Ordering::Relaxed);
             assert!(prev & mask != 0, "double free of frame {pa:#x}");
             FREE.fetch_add(1, Ordering::Relaxed);
+            FREE_ON[zone.node as usize].fetch_add(1, Ordering::Relaxed);
             return;
         }
     }

@@ -16,7 +16,7 @@ use crate::sync::SpinLock;
 /// Largest heap the kernel sets up.
 const MAX_HEAP: u64 = 64 << 20;
 /// Smallest heap.
-const MIN_HEAP: u64 = 2 << 20;
+pub const MIN_HEAP: u64 = 2 << 20;
 
 struct KernelHeap(SpinLock<Heap<32>>);
 
