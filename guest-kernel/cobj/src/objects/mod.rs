@@ -107,7 +107,12 @@ impl<I: ?Sized + 'static> Adaptive<I> {
     /// Call outside any request, now and then: swaps once contention has
     /// been seen. Returns the swap's statistics when this call did it.
     pub fn poll<E: CpuEnv>(&self, cpu: &Cpu<'_, E>) -> Option<Result<SwapStats, SwapError>> {
-        if !self.contention.tripped() || self.swapped.swap(true, Ordering::AcqRel) {
+        // Read before writing: every CPU polls often, and a write to the
+        // shared flag on each poll would itself be contention.
+        if !self.contention.tripped()
+            || self.swapped.load(Ordering::Acquire)
+            || self.swapped.swap(true, Ordering::AcqRel)
+        {
             return None;
         }
         let root = (self.distributed)(cpu.system().ncpus());

@@ -143,10 +143,21 @@ impl Root<dyn Process> for SharedRoot {
     }
 }
 
+/// A region at the root, with the CPU groups whose caches hold it.
+struct Entry {
+    region: Region,
+    replicas: [u64; 4],
+}
+
 struct ReplState {
-    root: SpinLock<Vec<Region>>,
+    root: SpinLock<Vec<Entry>>,
     caches: Box<[Padded<SpinLock<Vec<Region>>>]>,
     relax: Relax,
+}
+
+fn root_index(root: &[Entry], addr: u64) -> Option<usize> {
+    let i = root.partition_point(|e| e.region.end <= addr);
+    root.get(i).filter(|e| e.region.contains(addr)).map(|_| i)
 }
 
 struct ReplRep {
@@ -160,8 +171,11 @@ impl Process for ReplRep {
         if let Some(r) = find(&s.caches[self.me].lock_with(s.relax), addr) {
             return Some(r);
         }
-        let root = s.root.lock_with(s.relax);
-        let r = find(&root, addr)?;
+        let mut root = s.root.lock_with(s.relax);
+        let i = root_index(&root, addr)?;
+        let e = &mut root[i];
+        e.replicas[self.me / 64] |= 1 << (self.me % 64);
+        let r = e.region;
         let mut cache = s.caches[self.me].lock_with(s.relax);
         let i = cache.partition_point(|o| o.start < r.start);
         cache.insert(i, r);
@@ -170,18 +184,36 @@ impl Process for ReplRep {
 
     fn add_region(&self, r: Region) -> bool {
         let s = &*self.state;
-        add(&mut s.root.lock_with(s.relax), r)
+        let mut root = s.root.lock_with(s.relax);
+        if r.start >= r.end || root.iter().any(|e| e.region.overlaps(&r)) {
+            return false;
+        }
+        let i = root.partition_point(|e| e.region.start < r.start);
+        root.insert(
+            i,
+            Entry {
+                region: r,
+                replicas: [0; 4],
+            },
+        );
+        true
     }
 
     fn remove_region(&self, start: u64) -> Option<Region> {
         let s = &*self.state;
         let mut root = s.root.lock_with(s.relax);
-        let i = root.iter().position(|r| r.start == start)?;
-        let r = root.remove(i);
-        for c in s.caches.iter() {
-            c.lock_with(s.relax).retain(|x| x.start != start);
+        let i = root.iter().position(|e| e.region.start == start)?;
+        let e = root.remove(i);
+        // Only the caches that hold it.
+        for (w, &word) in e.replicas.iter().enumerate() {
+            let mut bits = word;
+            while bits != 0 {
+                let g = w * 64 + bits.trailing_zeros() as usize;
+                bits &= bits - 1;
+                s.caches[g].lock_with(s.relax).retain(|x| x.start != start);
+            }
         }
-        Some(r)
+        Some(e.region)
     }
 
     fn regions(&self) -> usize {
@@ -235,14 +267,24 @@ impl Root<dyn Process> for ReplicatedRoot {
         for c in s.caches.iter() {
             c.lock_with(s.relax).clear();
         }
-        Some(Box::new(core::mem::take(&mut *s.root.lock_with(s.relax))))
+        let root = core::mem::take(&mut *s.root.lock_with(s.relax));
+        Some(Box::new(
+            root.into_iter().map(|e| e.region).collect::<Vec<Region>>(),
+        ))
     }
     fn import(&self, _: Format, state: TransferState) -> bool {
         let s = &*self.state;
         match state.downcast::<Vec<Region>>() {
-            Ok(regions) => regions
-                .into_iter()
-                .all(|r| add(&mut s.root.lock_with(s.relax), r)),
+            Ok(regions) => {
+                let mut root = s.root.lock_with(s.relax);
+                root.clear();
+                root.extend(regions.into_iter().map(|region| Entry {
+                    region,
+                    replicas: [0; 4],
+                }));
+                root.windows(2)
+                    .all(|w| w[0].region.end <= w[1].region.start)
+            }
             Err(_) => false,
         }
     }
