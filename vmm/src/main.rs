@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 use clap::{Args, Parser, Subcommand};
 use k42vmm::bench::command::{self as bench, SweepOptions};
 use k42vmm::bench::compare::DEFAULT_THRESHOLD_PCT;
-use k42vmm::bench::sweep::VcpuSpec;
 use k42vmm::exit::{EXIT_USAGE, ExitReason};
 use k42vmm::topology::{self, NumaPolicy, PinPolicy, PlacementRequest};
 use k42vmm::{VmConfig, config, vm};
@@ -48,6 +47,9 @@ enum Command {
     Bench(BenchArgs),
 }
 
+// The values of `bench` options are taken as text and checked by
+// `k42vmm::bench`, so that a bad one gets the same one-line error (exit 2)
+// as every other bad input to a sweep.
 #[derive(Args)]
 #[command(args_conflicts_with_subcommands = true)]
 struct BenchArgs {
@@ -75,18 +77,18 @@ enum BenchAction {
 struct SweepArgs {
     /// Run the benchmarks of this suite (k42vmm bench list). [default:
     /// nightly]
-    #[arg(long, value_name = "NAME", conflicts_with = "bench")]
+    #[arg(long, value_name = "NAME")]
     suite: Option<String>,
     /// Run these benchmarks (repeat the option or separate with commas).
     #[arg(long, value_name = "NAME", value_delimiter = ',')]
     bench: Vec<String>,
     /// vCPU counts to sweep, e.g. 1,2,4,8; auto: powers of two up to the
     /// usable host CPUs, and that count.
-    #[arg(long, value_name = "LIST|auto", default_value = "auto", value_parser = VcpuSpec::parse)]
-    vcpus: VcpuSpec,
-    /// Boots per benchmark and vCPU count.
-    #[arg(long, value_name = "K", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=1000))]
-    samples: u32,
+    #[arg(long, value_name = "LIST|auto", default_value = "auto")]
+    vcpus: String,
+    /// Boots per benchmark and vCPU count (1-1000).
+    #[arg(long, value_name = "K", default_value_t = bench::DEFAULT_SAMPLES.to_string())]
+    samples: String,
     /// Directory for results.json, the plots, report.md and runs/.
     /// [default: target/bench/<UTC time>]
     #[arg(long, value_name = "DIR")]
@@ -96,8 +98,8 @@ struct SweepArgs {
     #[arg(long, value_name = "FILE")]
     baseline: Option<PathBuf>,
     /// Smallest change of the median, in percent, that counts.
-    #[arg(long, value_name = "PCT", default_value_t = DEFAULT_THRESHOLD_PCT, value_parser = bench::parse_threshold)]
-    threshold: f64,
+    #[arg(long, value_name = "PCT", default_value_t = DEFAULT_THRESHOLD_PCT.to_string())]
+    threshold: String,
     /// Allow vCPU counts above the usable host CPUs (marked overcommitted).
     #[arg(long)]
     allow_overcommit: bool,
@@ -115,8 +117,8 @@ struct CompareArgs {
     #[arg(long, value_name = "FILE")]
     baseline: PathBuf,
     /// Smallest change of the median, in percent, that counts.
-    #[arg(long, value_name = "PCT", default_value_t = DEFAULT_THRESHOLD_PCT, value_parser = bench::parse_threshold)]
-    threshold: f64,
+    #[arg(long, value_name = "PCT", default_value_t = DEFAULT_THRESHOLD_PCT.to_string())]
+    threshold: String,
     /// Write report.md here. [default: the directory of RESULTS]
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
@@ -231,7 +233,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
         Some(BenchAction::List) => Ok(bench::list()),
         Some(BenchAction::HostClass) => Ok(bench::host_class()),
         Some(BenchAction::Compare(c)) => {
-            bench::compare(&c.results, &c.baseline, c.threshold, c.out.as_deref())
+            bench::compare(&c.results, &c.baseline, &c.threshold, c.out.as_deref())
         }
         Some(BenchAction::Accept(a)) => bench::accept(&a.results, &a.baselines),
         None => {
@@ -243,7 +245,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
                 samples: s.samples,
                 out: s.out,
                 baseline: s.baseline,
-                threshold_pct: s.threshold,
+                threshold: s.threshold,
                 allow_overcommit: s.allow_overcommit,
                 image: s.image,
                 command_line: std::env::args().collect(),

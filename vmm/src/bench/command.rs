@@ -22,21 +22,54 @@ use super::{BenchError, plot, provenance, summary, write_atomically};
 /// Where `make nightly` keeps accepted baselines, one per host class.
 pub const BASELINES_DIR: &str = "bench/baselines";
 
-/// What `k42vmm bench` was asked to do.
+/// What `k42vmm bench` was asked to do. The option values are as given
+/// on the command line; [`sweep`] checks them before anything boots.
 #[derive(Clone, Debug)]
 pub struct SweepOptions {
     pub suite: Option<String>,
     pub benchmarks: Vec<String>,
-    pub vcpus: VcpuSpec,
-    pub samples: u32,
+    /// `--vcpus`: `auto` or a list ([`VcpuSpec::parse`]).
+    pub vcpus: String,
+    /// `--samples`: 1 to [`MAX_SAMPLES`].
+    pub samples: String,
     /// `None`: [`sweep::default_out_dir`].
     pub out: Option<PathBuf>,
     pub baseline: Option<PathBuf>,
-    pub threshold_pct: f64,
+    /// `--threshold`, in percent ([`parse_threshold`]).
+    pub threshold: String,
     pub allow_overcommit: bool,
     pub image: PathBuf,
     /// The whole command line, for the provenance.
     pub command_line: Vec<String>,
+}
+
+/// Samples per point when `--samples` is not given.
+pub const DEFAULT_SAMPLES: u32 = 5;
+
+/// The most samples per point a sweep takes.
+pub const MAX_SAMPLES: u32 = 1000;
+
+/// Check an option's value with `parse`, naming the option in the error.
+fn option<T>(
+    option: &'static str,
+    value: &str,
+    parse: impl FnOnce(&str) -> Result<T, String>,
+) -> Result<T, BenchError> {
+    parse(value).map_err(|why| BenchError::BadOption {
+        option,
+        value: value.into(),
+        why,
+    })
+}
+
+/// Parse `--samples`: 1 to [`MAX_SAMPLES`].
+pub fn parse_samples(text: &str) -> Result<u32, String> {
+    match text.trim().parse::<u32>() {
+        Ok(k) if (1..=MAX_SAMPLES).contains(&k) => Ok(k),
+        _ => Err(format!(
+            "give a number of boots per point from 1 to {MAX_SAMPLES}"
+        )),
+    }
 }
 
 /// Parse `--threshold`: a percentage such as `5` or `2.5%`.
@@ -44,18 +77,19 @@ pub fn parse_threshold(text: &str) -> Result<f64, String> {
     let t = text.trim().trim_end_matches('%');
     match t.parse::<f64>() {
         Ok(v) if v > 0.0 && v < 100.0 => Ok(v),
-        _ => Err(format!(
-            "'{text}' is not a percentage between 0 and 100 (e.g. 5 or 2.5%)"
-        )),
+        _ => Err("give a percentage between 0 and 100, such as 5 or 2.5%".into()),
     }
 }
 
 /// The benchmarks to run: those named, else the suite's (default
-/// [`catalog::DEFAULT_SUITE`]).
+/// [`catalog::DEFAULT_SUITE`]); not both.
 pub fn select(
     suite: Option<&str>,
     names: &[String],
 ) -> Result<(Option<String>, Vec<&'static Benchmark>), BenchError> {
+    if let (Some(s), false) = (suite, names.is_empty()) {
+        return Err(BenchError::SuiteAndBenchmarks(s.into()));
+    }
     if !names.is_empty() {
         let mut out: Vec<&'static Benchmark> = Vec::new();
         for n in names {
@@ -249,8 +283,11 @@ fn conclude(
 /// DIR/report.md, print the summary, compare with the baseline.
 pub fn sweep(opts: &SweepOptions) -> Result<u8, BenchError> {
     let (suite, benches) = select(opts.suite.as_deref(), &opts.benchmarks)?;
+    let vcpus = option("--vcpus", &opts.vcpus, VcpuSpec::parse)?;
+    let samples = option("--samples", &opts.samples, parse_samples)?;
+    let threshold = option("--threshold", &opts.threshold, parse_threshold)?;
     let mut host = provenance::host();
-    let counts = opts.vcpus.counts(host.cpus_usable, opts.allow_overcommit)?;
+    let counts = vcpus.counts(host.cpus_usable, opts.allow_overcommit)?;
     let baseline = opts
         .baseline
         .as_deref()
@@ -266,7 +303,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<u8, BenchError> {
 
     let started = now();
     let groups = sweep::groups(&benches);
-    let plan = sweep::schedule(groups.len(), &counts, opts.samples);
+    let plan = sweep::schedule(groups.len(), &counts, samples);
     eprintln!(
         "k42vmm bench: {} at {} vCPUs, {} samples: {} boots; results in {}",
         benches
@@ -279,7 +316,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<u8, BenchError> {
             .map(|n| n.to_string())
             .collect::<Vec<_>>()
             .join(","),
-        opts.samples,
+        samples,
         plan.len(),
         out.display()
     );
@@ -292,7 +329,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<u8, BenchError> {
             g.name(),
             b.vcpus,
             b.sample,
-            opts.samples
+            samples
         ));
         let t0 = Instant::now();
         match sweep::run_boot(&k42vmm, &opts.image, &out, g, b) {
@@ -324,7 +361,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<u8, BenchError> {
                 suite,
                 benchmarks: benches.iter().map(|b| b.name.to_string()).collect(),
                 vcpus: counts,
-                samples: opts.samples,
+                samples,
                 allow_overcommit: opts.allow_overcommit,
             },
             rules: Rules::default(),
@@ -337,12 +374,7 @@ pub fn sweep(opts: &SweepOptions) -> Result<u8, BenchError> {
         write_atomically(&out.join(format!("{}.svg", b.name)), &svg)?;
     }
     let cmp = baseline.map(|(path, base)| {
-        Comparison::new(
-            &path.display().to_string(),
-            &base,
-            &results,
-            opts.threshold_pct,
-        )
+        Comparison::new(&path.display().to_string(), &base, &results, threshold)
     });
     conclude(&results, cmp.as_ref(), &out.join("report.md"))
 }
@@ -353,9 +385,10 @@ pub fn sweep(opts: &SweepOptions) -> Result<u8, BenchError> {
 pub fn compare(
     results: &Path,
     baseline: &Path,
-    threshold_pct: f64,
+    threshold: &str,
     out: Option<&Path>,
 ) -> Result<u8, BenchError> {
+    let threshold_pct = option("--threshold", threshold, parse_threshold)?;
     let new = Results::load(results)?;
     let base = Results::load(baseline)?;
     let dir = match out {
@@ -427,6 +460,16 @@ mod tests {
         for bad in ["0", "100", "-3", "five", ""] {
             assert!(parse_threshold(bad).is_err(), "{bad}");
         }
+        assert_eq!(parse_samples("3"), Ok(3));
+        for bad in ["0", "1001", "-1", "x", ""] {
+            assert!(parse_samples(bad).is_err(), "{bad}");
+        }
+        let e = option("--samples", "0", parse_samples).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "--samples 0: give a number of boots per point from 1 to 1000"
+        );
+        assert_eq!(e.exit_code(), 2);
     }
 
     #[test]
@@ -447,6 +490,8 @@ mod tests {
             e.to_string()
                 .starts_with("unknown suite 'nope' (known: nightly")
         );
+        let e = select(Some("nightly"), &["platform.spin".into()]).unwrap_err();
+        assert!(matches!(e, BenchError::SuiteAndBenchmarks(_)), "{e}");
         let twice = ["platform.spin".into(), "platform.spin".into()];
         assert!(matches!(
             select(None, &twice),

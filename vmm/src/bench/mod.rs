@@ -42,6 +42,14 @@ pub enum BenchError {
     UnknownSuite(String, String),
     #[error("benchmark '{0}' is named twice")]
     DuplicateBenchmark(String),
+    #[error("--suite {0} and --bench: give one or the other")]
+    SuiteAndBenchmarks(String),
+    #[error("{option} {value}: {why}")]
+    BadOption {
+        option: &'static str,
+        value: String,
+        why: String,
+    },
     #[error(
         "--vcpus: {vcpus} is more than the {host_cpus} usable host CPUs; pass --allow-overcommit to measure overcommitted points"
     )]
@@ -83,6 +91,8 @@ impl BenchError {
             BenchError::UnknownBenchmark(_)
             | BenchError::UnknownSuite(..)
             | BenchError::DuplicateBenchmark(_)
+            | BenchError::SuiteAndBenchmarks(_)
+            | BenchError::BadOption { .. }
             | BenchError::Overcommit { .. }
             | BenchError::NoSuchFile(_)
             | BenchError::Malformed { .. }

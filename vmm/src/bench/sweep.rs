@@ -51,7 +51,9 @@ impl VcpuSpec {
         for part in t.split(',') {
             let part = part.trim();
             let n: u32 = part.parse().map_err(|_| {
-                format!("'{part}' is not a vCPU count (give a list like 1,2,4 or auto)")
+                format!(
+                    "'{part}' is not a vCPU count (give a list such as 1,2,4, or the word auto)"
+                )
             })?;
             if n == 0 || n > MAX_VCPUS {
                 return Err(format!("{n} is not between 1 and {MAX_VCPUS} vCPUs"));
