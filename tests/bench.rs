@@ -3,7 +3,8 @@
 //! baseline edited to be 20% better makes the comparison exit 1 with a
 //! report naming that point; the sweep compares with a baseline it is
 //! given and marks overcommitted points; accepted baselines land under
-//! their host class; every bad input is one line and exit 2.
+//! their host class; a boot that fails stops the sweep with exit 1; every
+//! bad input is one line and exit 2.
 //!
 //! No assertion depends on how fast anything ran: the regression is made
 //! by editing the baseline, and the sweep that compares with a baseline
@@ -278,6 +279,48 @@ fn short_sweep_runs_end_to_end_and_a_better_baseline_fails_it() {
             .any(|t| t.contains("points beyond are overcommitted")),
         "{texts:?}"
     );
+}
+
+#[test]
+fn a_failing_boot_stops_the_sweep_naming_the_point() {
+    require_kvm();
+    // The default kernel without its user programs: bench=platform fails
+    // once it looks for platform-bench, and the guest exits 1.
+    let image = k42_image::Image::open(&default_image()).unwrap();
+    let mut manifest = image.manifest.clone();
+    manifest.name = "no-user-programs".into();
+    manifest.modules.clear();
+    let dir = tempfile::tempdir().unwrap();
+    let bare = dir.path().join("bare.img");
+    let mut bytes = Vec::new();
+    k42_image::write_image(&mut bytes, &manifest, &image.kernel, &[]).unwrap();
+    std::fs::write(&bare, bytes).unwrap();
+    let out_dir = dir.path().join("out");
+    let out = bench(&[
+        "--bench",
+        "platform.spin",
+        "--vcpus",
+        "1",
+        "--samples",
+        "1",
+        "--out",
+        out_dir.to_str().unwrap(),
+        bare.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", describe(&out));
+    let err = stderr(&out);
+    let last = err.lines().last().unwrap();
+    assert!(
+        last.starts_with(
+            "k42vmm: bench: platform.spin at 1 vCPUs, sample 1: k42vmm run failed (exit 1)"
+        ),
+        "{err}"
+    );
+    let console = out_dir.join("runs/platform.spin-1vcpu-s1.console");
+    assert!(last.contains(console.to_str().unwrap()), "{err}");
+    let text = std::fs::read_to_string(&console).unwrap();
+    assert!(text.contains("platform benchmark failed"), "{text}");
+    assert!(!out_dir.join("results.json").exists());
 }
 
 /// `k42vmm bench ARGS` exits 2 with one line on stderr that names the
