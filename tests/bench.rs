@@ -4,7 +4,8 @@
 //! report naming that point; the sweep compares with a baseline it is
 //! given and marks overcommitted points; accepted baselines land under
 //! their host class; a boot that fails stops the sweep with exit 1; every
-//! bad input is one line and exit 2.
+//! catalogued benchmark gets its records from the guest; every bad input
+//! is one line and exit 2.
 //!
 //! No assertion depends on how fast anything ran: the regression is made
 //! by editing the baseline, and the sweep that compares with a baseline
@@ -279,6 +280,46 @@ fn short_sweep_runs_end_to_end_and_a_better_baseline_fails_it() {
             .any(|t| t.contains("points beyond are overcommitted")),
         "{texts:?}"
     );
+}
+
+#[test]
+fn every_catalogued_benchmark_gets_its_records_from_the_guest() {
+    require_kvm();
+    // One sample at 1 and 2 vCPUs of everything: a series whose record
+    // name or mode the guest does not report (or not from every vCPU)
+    // fails the sweep.
+    let names: Vec<&str> = k42vmm::bench::catalog::BENCHMARKS
+        .iter()
+        .map(|b| b.name)
+        .collect();
+    let all = names.join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let image = default_image();
+    let out = bench(&[
+        "--bench",
+        &all,
+        "--vcpus",
+        "1,2",
+        "--samples",
+        "1",
+        "--out",
+        dir.path().to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let r = Results::load(&dir.path().join("results.json")).unwrap();
+    for b in k42vmm::bench::catalog::BENCHMARKS {
+        for s in b.series {
+            for n in [1, 2] {
+                let p = r
+                    .point(b.name, s.label, n)
+                    .unwrap_or_else(|| panic!("no {} {} point at {n} vCPUs", b.name, s.label));
+                assert_eq!(p.samples[0].records.len(), n as usize);
+                assert!(p.median > 0.0);
+            }
+        }
+        assert!(dir.path().join(format!("{}.svg", b.name)).is_file());
+    }
 }
 
 #[test]

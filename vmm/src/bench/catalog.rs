@@ -11,11 +11,16 @@
 //! [`results::throughput`](super::results::throughput).
 //!
 //! ```text
-//! Benchmark "cobj.counter"  cmdline "test=none bench=cobj.counter"
+//! Benchmark "cobj.counter"  cmdline "test=none bench=cobj"
 //!   ├─ series "shared"       ← records "cobj.counter.shared" (user), one per vCPU
-//!   ├─ series "distributed"  ← records "cobj.counter.distributed" (user)
+//!   ├─ series "partitioned"  ← records "cobj.counter.partitioned" (user)
 //!   └─ series "adaptive"     ← …
 //! ```
+//!
+//! `cobj-bench` also reports `cobj.miss` (32 first calls per vCPU, a few
+//! microseconds in all) and `cobj.swap.blocked` (eight swap latencies from
+//! vCPU 0): latencies rather than throughputs that scale, so no benchmark
+//! here sweeps them.
 
 use k42_abi::bench::BenchMode;
 
@@ -60,6 +65,19 @@ pub struct Suite {
 
 const PLATFORM_CMDLINE: &str = "test=none bench=platform";
 
+/// `cobj-bench` with its default size (2 000 000 operations per vCPU per
+/// case: a few to a few tens of milliseconds each).
+const COBJ_CMDLINE: &str = "test=none bench=cobj";
+
+/// A user-mode series made of the records called `record`.
+const fn user(label: &'static str, record: &'static str) -> Series {
+    Series {
+        label,
+        record,
+        mode: BenchMode::User,
+    }
+}
+
 /// Every benchmark, in the order `k42vmm bench list` shows them.
 pub const BENCHMARKS: &[Benchmark] = &[
     Benchmark {
@@ -67,11 +85,7 @@ pub const BENCHMARKS: &[Benchmark] = &[
         description: "the k42-loops spin loop in guest user mode on every vCPU at once (native on KVM-PVM)",
         cmdline: PLATFORM_CMDLINE,
         op: "spin iterations",
-        series: &[Series {
-            label: "user",
-            record: "platform.spin",
-            mode: BenchMode::User,
-        }],
+        series: &[user("user", "platform.spin")],
         timeout_s: 300,
     },
     Benchmark {
@@ -79,11 +93,66 @@ pub const BENCHMARKS: &[Benchmark] = &[
         description: "null system-call round trips from user mode on every vCPU at once (through the kernel's #UD entry)",
         cmdline: PLATFORM_CMDLINE,
         op: "system calls",
-        series: &[Series {
-            label: "user",
-            record: "platform.syscall",
-            mode: BenchMode::User,
-        }],
+        series: &[user("user", "platform.syscall")],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "cobj.counter",
+        description: "clustered-object counter add(1) on every vCPU: one shared atomic vs per-CPU cells vs adaptive (swaps on contention)",
+        cmdline: COBJ_CMDLINE,
+        op: "add calls",
+        series: &[
+            user("shared", "cobj.counter.shared"),
+            user("partitioned", "cobj.counter.partitioned"),
+            user("adaptive", "cobj.counter.adaptive"),
+        ],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "cobj.pagemgr",
+        description: "clustered-object page manager alloc+free on every vCPU: one locked list vs per-CPU caches vs adaptive",
+        cmdline: COBJ_CMDLINE,
+        op: "alloc+free pairs",
+        series: &[
+            user("shared", "cobj.pagemgr.shared"),
+            user("distributed", "cobj.pagemgr.distributed"),
+            user("adaptive", "cobj.pagemgr.adaptive"),
+        ],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "cobj.dhash",
+        description: "clustered-object hash table lookups of shared keys (every 64th op an update) on every vCPU: locked table vs replicated vs adaptive",
+        cmdline: COBJ_CMDLINE,
+        op: "hash-table operations",
+        series: &[
+            user("shared", "cobj.dhash.shared"),
+            user("distributed", "cobj.dhash.distributed"),
+            user("adaptive", "cobj.dhash.adaptive"),
+        ],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "cobj.process",
+        description: "clustered-object process region lookups (every 1024th op adds and removes a region) on every vCPU: locked list vs per-CPU caches vs adaptive",
+        cmdline: COBJ_CMDLINE,
+        op: "region lookups",
+        series: &[
+            user("shared", "cobj.process.shared"),
+            user("replicated", "cobj.process.replicated"),
+            user("adaptive", "cobj.process.adaptive"),
+        ],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "cobj.call",
+        description: "what a clustered-object reference costs: add on a private counter by direct call vs through the reference, on every vCPU",
+        cmdline: COBJ_CMDLINE,
+        op: "counter adds",
+        series: &[
+            user("direct", "cobj.call.direct"),
+            user("ref", "cobj.call.ref"),
+        ],
         timeout_s: 300,
     },
 ];
@@ -93,12 +162,31 @@ pub const SUITES: &[Suite] = &[
     Suite {
         name: "nightly",
         description: "the nightly regression job (make nightly): every benchmark that scales over vCPUs",
-        benchmarks: &["platform.spin", "platform.syscall"],
+        benchmarks: &[
+            "platform.spin",
+            "platform.syscall",
+            "cobj.counter",
+            "cobj.pagemgr",
+            "cobj.dhash",
+            "cobj.process",
+            "cobj.call",
+        ],
     },
     Suite {
         name: "platform",
         description: "what the host's virtualisation costs user programs, per vCPU count",
         benchmarks: &["platform.spin", "platform.syscall"],
+    },
+    Suite {
+        name: "cobj",
+        description: "K42's clustered objects: shared vs distributed vs adaptive implementations, and the cost of a reference",
+        benchmarks: &[
+            "cobj.counter",
+            "cobj.pagemgr",
+            "cobj.dhash",
+            "cobj.process",
+            "cobj.call",
+        ],
     },
 ];
 
