@@ -115,6 +115,19 @@ fn short_sweep_runs_end_to_end_and_a_better_baseline_fails_it() {
         pv.placement.iter().map(|p| p.vcpus).collect::<Vec<_>>(),
         [1, 2]
     );
+    // The placement plan each count ran under, from its run reports.
+    for p in &pv.placement {
+        let plan = p
+            .plan
+            .as_ref()
+            .expect("the run report has a placement plan");
+        assert_eq!(plan["vcpus"], p.vcpus, "{plan}");
+        assert_eq!(plan["vcpu"].as_array().unwrap().len(), p.vcpus as usize);
+        assert_eq!(
+            p.vcpu_affinity.as_ref().map(Vec::len),
+            Some(p.vcpus as usize)
+        );
+    }
     assert_eq!(
         r.benchmarks
             .iter()
@@ -166,6 +179,7 @@ fn short_sweep_runs_end_to_end_and_a_better_baseline_fails_it() {
     }
     let report = std::fs::read_to_string(run_dir.join("report.md")).unwrap();
     assert!(report.contains("No baseline given"), "{report}");
+    assert!(report.contains("- placement at 2 vCPUs: pin "), "{report}");
     assert!(report.contains(&pv.host.class), "{report}");
 
     // A baseline 20% better than the best sample of platform.spin at 2
@@ -266,7 +280,9 @@ fn short_sweep_runs_end_to_end_and_a_better_baseline_fails_it() {
     let r2 = Results::load(&again.join("results.json")).unwrap();
     let p = r2.point("platform.spin", "user", host + 1).unwrap();
     assert!(p.overcommitted);
-    assert!(r2.provenance.placement[1].overcommitted);
+    let placed = &r2.provenance.placement[1];
+    assert!(placed.overcommitted);
+    assert_eq!(placed.plan.as_ref().unwrap()["overcommitted"], true);
     let report = std::fs::read_to_string(again.join("report.md")).unwrap();
     assert!(report.contains("**No regression**"), "{report}");
     assert!(

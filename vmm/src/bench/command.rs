@@ -213,10 +213,11 @@ fn placement(counts: &[u32], host_cpus: u32, boots: &[BootResult]) -> Vec<Placem
                 .and_then(|r| r.get("vcpu_affinity"))
                 .and_then(|a| serde_json::from_value(a.clone()).ok());
             let note = if plan.is_some() {
-                "the placement plan k42vmm run applied, from its run report".to_string()
+                "the placement plan k42vmm run applied (its run report's placement and vcpu_affinity)"
+                    .to_string()
             } else {
                 format!(
-                    "no placement plan: this k42vmm does not pin vCPUs, so the {n} vCPU threads float over the {host_cpus} usable host CPUs"
+                    "the run report has no placement plan: where the {n} vCPU threads ran among the {host_cpus} usable host CPUs is unknown"
                 )
             };
             PlacementRecord {

@@ -17,6 +17,7 @@ use std::process::Command;
 use sha2::{Digest, Sha256};
 
 use super::results::{GitInfo, GuestInfo, HostInfo};
+use crate::topology::HostTopology;
 
 /// The revision this k42vmm was built from (see build.rs).
 pub const GIT_REVISION: &str = env!("K42VMM_GIT_REVISION");
@@ -69,70 +70,35 @@ fn cpu_model() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// Online logical CPUs, from sysfs (falls back to the usable count).
-fn cpus_online() -> u32 {
-    std::fs::read_to_string("/sys/devices/system/cpu/online")
-        .ok()
-        .and_then(|t| cpu_list_len(t.trim()))
-        .unwrap_or_else(cpus_usable)
-}
-
-/// Length of a kernel CPU list such as `0-3,8,10-11`.
-fn cpu_list_len(list: &str) -> Option<u32> {
-    let mut n = 0;
-    for part in list.split(',').filter(|p| !p.is_empty()) {
-        n += match part.split_once('-') {
-            Some((a, b)) => b.parse::<u32>().ok()?.checked_sub(a.parse().ok()?)? + 1,
-            None => {
-                part.parse::<u32>().ok()?;
-                1
-            }
-        };
-    }
-    (n > 0).then_some(n)
-}
-
-/// Logical CPUs this process may run on.
+/// Logical CPUs this process may run on (its affinity mask): the CPUs
+/// `k42vmm run` plans vCPUs onto, and so where overcommit starts.
 pub fn cpus_usable() -> u32 {
-    std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(1)
-}
-
-/// Physical cores: distinct (package, core) pairs of the online CPUs.
-fn physical_cores() -> Option<u32> {
-    let mut cores = BTreeSet::new();
-    for entry in std::fs::read_dir("/sys/devices/system/cpu").ok()?.flatten() {
-        let name = entry.file_name();
-        let name = name.to_string_lossy();
-        if !name.starts_with("cpu") || !name[3..].chars().all(|c| c.is_ascii_digit()) {
-            continue;
-        }
-        let topo = entry.path().join("topology");
-        let read = |f: &str| std::fs::read_to_string(topo.join(f)).ok();
-        if let (Some(p), Some(c)) = (read("physical_package_id"), read("core_id")) {
-            cores.insert((p.trim().to_string(), c.trim().to_string()));
-        }
-    }
-    (!cores.is_empty()).then_some(cores.len() as u32)
-}
-
-/// NUMA nodes in sysfs (1 when there are none to see).
-fn numa_nodes() -> u32 {
-    std::fs::read_dir("/sys/devices/system/node")
-        .map(|d| {
-            d.flatten()
-                .filter(|e| {
-                    let n = e.file_name();
-                    let n = n.to_string_lossy();
-                    n.len() > 4
-                        && n.starts_with("node")
-                        && n[4..].chars().all(|c| c.is_ascii_digit())
-                })
-                .count() as u32
+    crate::topology::pin::current_affinity()
+        .map(|cpus| cpus.len() as u32)
+        .ok()
+        .filter(|&n| n > 0)
+        .unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get() as u32)
+                .unwrap_or(1)
         })
-        .unwrap_or(0)
-        .max(1)
+}
+
+/// Online CPUs, physical cores (distinct SMT sibling groups) and NUMA
+/// nodes from the host topology the placement plan uses; when sysfs
+/// cannot be read, the usable CPUs, no core count and one node.
+fn cpus_cores_nodes() -> (u32, Option<u32>, u32) {
+    match HostTopology::discover(Path::new("/")) {
+        Ok(t) => {
+            let cores: BTreeSet<u32> = t.cpus.iter().map(|c| c.core).collect();
+            (
+                t.cpus.len() as u32,
+                Some(cores.len() as u32),
+                (t.nodes.len() as u32).max(1),
+            )
+        }
+        Err(_) => (cpus_usable(), None, 1),
+    }
 }
 
 /// Kernel release and version, e.g. `6.18.4 #1 SMP PREEMPT_DYNAMIC`.
@@ -149,15 +115,15 @@ fn kernel() -> String {
 /// (`supervisor_mode` is filled in from the first boot's report).
 pub fn host() -> HostInfo {
     let cpu_model = cpu_model();
-    let cpus_online = cpus_online();
+    let (cpus_online, cores, nodes) = cpus_cores_nodes();
     let kvm = crate::platform::host_kvm().to_string();
     HostInfo {
         class: host_class(&cpu_model, cpus_online, &kvm),
         cpu_model,
         cpus_online,
         cpus_usable: cpus_usable(),
-        cores: physical_cores(),
-        nodes: numa_nodes(),
+        cores,
+        nodes,
         kernel: kernel(),
         kvm,
         supervisor_mode: None,
@@ -228,18 +194,11 @@ mod tests {
     }
 
     #[test]
-    fn cpu_lists() {
-        assert_eq!(cpu_list_len("0-3,8,10-11"), Some(7));
-        assert_eq!(cpu_list_len("0"), Some(1));
-        assert_eq!(cpu_list_len("3-1"), None);
-        assert_eq!(cpu_list_len("x"), None);
-        assert_eq!(cpu_list_len(""), None);
-    }
-
-    #[test]
     fn this_host_is_described() {
         let h = host();
         assert!(h.cpus_online >= 1 && h.cpus_usable >= 1 && h.nodes >= 1);
+        assert!(h.cpus_usable <= h.cpus_online);
+        assert!(h.cores.is_some_and(|c| c >= 1 && c <= h.cpus_online));
         assert!(
             h.class
                 .ends_with(&format!("{}cpu.{}", h.cpus_online, slug(&h.kvm)))

@@ -162,8 +162,9 @@ pub struct PlacementRecord {
     /// More vCPUs than usable host CPUs.
     pub overcommitted: bool,
     pub host_cpus_usable: u32,
-    /// The placement plan `k42vmm run` applied (its report's `placement`),
-    /// when it has one.
+    /// The placement plan `k42vmm run` applied (its report's `placement`:
+    /// pin and NUMA policy, vCPU → host CPU → host node → guest node,
+    /// memory per node), kept as the report has it.
     pub plan: Option<serde_json::Value>,
     /// Each vCPU thread's CPU affinity as read back after pinning (the run
     /// report's `vcpu_affinity`), when reported.
@@ -548,7 +549,11 @@ pub(crate) mod tests {
                     vcpus: 2,
                     overcommitted: false,
                     host_cpus_usable: 2,
-                    plan: Some(serde_json::json!({"vcpus": [{"vcpu": 0, "host_cpu": 0}]})),
+                    plan: Some(serde_json::json!({
+                        "pin": "auto (default)",
+                        "numa": "auto (default)",
+                        "vcpu": [{"vcpu": 0, "host_cpu": 0}, {"vcpu": 1, "host_cpu": 1}],
+                    })),
                     vcpu_affinity: Some(vec!["0".into(), "1".into()]),
                     note: "pinned".into(),
                 }],

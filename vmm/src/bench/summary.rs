@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::compare::{Comparison, MIN_SAMPLES, PointComparison, Verdict};
 use super::plot::si;
-use super::results::{Results, Stats, UNIT};
+use super::results::{PlacementRecord, Results, Stats, UNIT};
 
 fn range(s: &Stats) -> String {
     format!("{}..{}", si(s.min), si(s.max))
@@ -122,6 +122,46 @@ fn point_rows(out: &mut String, points: &[&PointComparison]) {
     }
 }
 
+/// One line on where the vCPUs of one count ran: the plan's pin and NUMA
+/// policies and vCPU → host CPU, or the record's note when there is no
+/// plan.
+pub fn placement(p: &PlacementRecord) -> String {
+    let over = if p.overcommitted {
+        ", overcommitted"
+    } else {
+        ""
+    };
+    let Some(plan) = &p.plan else {
+        return format!("{} vCPUs{over}: {}", p.vcpus, p.note);
+    };
+    let text = |k: &str| plan.get(k).and_then(|v| v.as_str()).unwrap_or("?");
+    let map: Vec<String> = plan
+        .get("vcpu")
+        .and_then(|v| v.as_array())
+        .map(|v| {
+            v.iter()
+                .map(|x| {
+                    let cpu = x
+                        .get("host_cpu")
+                        .and_then(|c| c.as_u64())
+                        .map_or_else(|| "unpinned".into(), |c| c.to_string());
+                    format!(
+                        "{}→{cpu}",
+                        x.get("vcpu").and_then(|c| c.as_u64()).unwrap_or(0)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    format!(
+        "{} vCPUs{over}: pin {}, numa {}; vCPU→host CPU {}",
+        p.vcpus,
+        text("pin"),
+        text("numa"),
+        map.join(", ")
+    )
+}
+
 /// `DIR/report.md`.
 pub fn markdown(results: &Results, cmp: Option<&Comparison>) -> String {
     let pv = &results.provenance;
@@ -157,6 +197,9 @@ pub fn markdown(results: &Results, cmp: Option<&Comparison>) -> String {
         h.supervisor_mode.as_deref().unwrap_or("unknown")
     );
     let _ = writeln!(out, "- command: `{}`", pv.command_line.join(" "));
+    for p in &pv.placement {
+        let _ = writeln!(out, "- placement at {}", placement(p));
+    }
     let _ = writeln!(out, "- {}", pv.rules.throughput);
     let _ = writeln!(out, "- {}", pv.rules.efficiency);
 
@@ -236,6 +279,25 @@ mod tests {
     use super::*;
     use crate::bench::compare::DEFAULT_THRESHOLD_PCT;
     use crate::bench::results::tests::sample_results;
+
+    #[test]
+    fn placement_lines_come_from_the_plan_or_the_note() {
+        let r = sample_results(&[1.0, 2.0, 3.0], 1.0);
+        let mut p = r.provenance.placement[0].clone();
+        p.plan = Some(serde_json::json!({
+            "pin": "auto (default)",
+            "numa": "off",
+            "vcpu": [{"vcpu": 0, "host_cpu": 2}, {"vcpu": 1, "host_cpu": null}],
+        }));
+        assert_eq!(
+            placement(&p),
+            "2 vCPUs: pin auto (default), numa off; vCPU→host CPU 0→2, 1→unpinned"
+        );
+        p.plan = None;
+        p.overcommitted = true;
+        assert_eq!(placement(&p), "2 vCPUs, overcommitted: pinned");
+        assert!(markdown(&r, None).contains("- placement at 2 vCPUs: pin"));
+    }
 
     #[test]
     fn table_has_a_row_per_point() {
