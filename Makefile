@@ -5,6 +5,10 @@
 #   make test       lint, unit tests and whole-system boot tests
 #   make bench-boot boot-time benchmark against a bare-VM baseline
 #   make bench-platform what virtualisation costs guest code, vs the host
+#   make bench      sweep the default suite over vCPU counts (k42vmm bench)
+#   make nightly    the nightly regression job: sweep, compare with the
+#                   accepted baseline of this host class, write the report
+#   make bench-accept  accept the last nightly results as that baseline
 #
 # Everything installs what it needs itself (the Rust target for the guest).
 
@@ -13,8 +17,10 @@ GUEST      := x86_64-unknown-none
 KERNEL     := target/$(GUEST)/release/k42-kernel
 IMAGE      := target/images/default.img
 K42VMM     := target/release/k42vmm
+BASELINES  := bench/baselines
+NIGHTLY    := target/bench/nightly
 
-.PHONY: all setup kernel image vmm run test lint unit-test bench-boot bench-platform clean
+.PHONY: all setup kernel image vmm run test lint unit-test bench-boot bench-platform bench nightly bench-accept clean
 
 all: image vmm
 
@@ -51,6 +57,30 @@ bench-boot: image vmm
 bench-platform: image vmm
 	$(CARGO) build --release -p k42vmm --bins
 	target/release/k42vmm-bench-platform --image $(IMAGE)
+
+bench: image vmm
+	$(K42VMM) bench --out target/bench/latest $(IMAGE)
+
+# The nightly job: the default suite, compared with the accepted baseline
+# of this host class (bench/baselines/<class>.json, see
+# `k42vmm bench host-class`). Exit 1 on a regression; the report is
+# $(NIGHTLY)/report.md. Without a baseline for this class it measures,
+# says so, and passes.
+nightly: image vmm
+	@class=$$($(K42VMM) bench host-class) || exit 2; \
+	base=$(BASELINES)/$$class.json; \
+	if [ -f "$$base" ]; then \
+		echo "$(K42VMM) bench --suite nightly --out $(NIGHTLY) --baseline $$base $(IMAGE)"; \
+		$(K42VMM) bench --suite nightly --out $(NIGHTLY) --baseline "$$base" $(IMAGE); \
+	else \
+		echo "make nightly: no accepted baseline for host class $$class ($$base): measuring without a comparison; accept the results with make bench-accept"; \
+		$(K42VMM) bench --suite nightly --out $(NIGHTLY) $(IMAGE); \
+	fi
+
+# Accept the last nightly results as the baseline of their host class;
+# commit the file it writes.
+bench-accept: vmm
+	$(K42VMM) bench accept $(NIGHTLY)/results.json --baselines $(BASELINES)
 
 clean:
 	$(CARGO) clean

@@ -14,6 +14,10 @@
 //!                     ├─ exit     the one decision of how the VM ends
 //!                     ├─ platform KVM flavour, native vs emulated guest kernel
 //!                     └─ report   the JSON run report
+//!
+//!  main.rs (CLI) ──► bench::command   `k42vmm bench`: sweeps over vCPU counts,
+//!                                     one child `k42vmm run` per boot; results,
+//!                                     plots, baseline comparison
 //! ```
 //!
 //! The only contract with the guest is the `k42-abi` crate (shared-abi/).

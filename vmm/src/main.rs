@@ -2,13 +2,16 @@
 //! VM, prints how it ended, writes the report, and exits with the code
 //! DESIGN.md gives: the guest's shutdown code, 101 guest panic, 102 guest
 //! fault, 124 timeout, 2 bad command line or input. `topology` prints the
-//! host topology and the placement plan without booting.
+//! host topology and the placement plan without booting. `bench` sweeps
+//! the guest's benchmarks over vCPU counts (`k42vmm::bench`).
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use clap::{Args, Parser, Subcommand};
+use k42vmm::bench::command::{self as bench, SweepOptions};
+use k42vmm::bench::compare::DEFAULT_THRESHOLD_PCT;
 use k42vmm::exit::{EXIT_USAGE, ExitReason};
 use k42vmm::topology::{self, NumaPolicy, PinPolicy, PlacementRequest};
 use k42vmm::{VmConfig, config, vm};
@@ -32,6 +35,103 @@ enum Command {
     /// (vCPU → host CPU → host node → guest node; memory per node) without
     /// booting.
     Topology(TopologyArgs),
+    /// Sweep benchmarks over vCPU counts: a fresh VM per benchmark, vCPU
+    /// count and sample; write DIR/results.json (with provenance),
+    /// DIR/<bench>.svg and DIR/report.md; print a summary; compare with a
+    /// baseline.
+    ///
+    /// A point regressed only when both sides have at least 3 samples,
+    /// their ranges do not overlap and the medians differ by more than the
+    /// threshold. Exit status: 0 done; 1 a regression, or a boot or host
+    /// failure; 2 bad command line or input.
+    Bench(BenchArgs),
+}
+
+// The values of `bench` options are taken as text and checked by
+// `k42vmm::bench`, so that a bad one gets the same one-line error (exit 2)
+// as every other bad input to a sweep.
+#[derive(Args)]
+#[command(args_conflicts_with_subcommands = true)]
+struct BenchArgs {
+    #[command(subcommand)]
+    action: Option<BenchAction>,
+    #[command(flatten)]
+    sweep: SweepArgs,
+}
+
+#[derive(Subcommand)]
+enum BenchAction {
+    /// List the suites and benchmarks with one-line descriptions.
+    List,
+    /// Compare a results file with a baseline without booting; write
+    /// report.md next to RESULTS (or in --out). Exit 1 on a regression.
+    Compare(CompareArgs),
+    /// Accept RESULTS as the baseline of its host class:
+    /// DIR/<host class>.json.
+    Accept(AcceptArgs),
+    /// Print this host's class (the name of its baseline file).
+    HostClass,
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    /// Run the benchmarks of this suite (k42vmm bench list). [default:
+    /// nightly]
+    #[arg(long, value_name = "NAME")]
+    suite: Option<String>,
+    /// Run these benchmarks (repeat the option or separate with commas).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    bench: Vec<String>,
+    /// vCPU counts to sweep, e.g. 1,2,4,8; auto: powers of two up to the
+    /// usable host CPUs, and that count.
+    #[arg(long, value_name = "LIST|auto", default_value = "auto")]
+    vcpus: String,
+    /// Boots per benchmark and vCPU count (1-1000).
+    #[arg(long, value_name = "K", default_value_t = bench::DEFAULT_SAMPLES.to_string())]
+    samples: String,
+    /// Directory for results.json, the plots, report.md and runs/.
+    /// [default: target/bench/<UTC time>]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Compare with this results file (an earlier run's results.json or
+    /// an accepted baseline).
+    #[arg(long, value_name = "FILE")]
+    baseline: Option<PathBuf>,
+    /// Smallest change of the median, in percent, that counts.
+    #[arg(long, value_name = "PCT", default_value_t = DEFAULT_THRESHOLD_PCT.to_string())]
+    threshold: String,
+    /// Allow vCPU counts above the usable host CPUs (marked overcommitted).
+    #[arg(long)]
+    allow_overcommit: bool,
+    /// The boot image.
+    #[arg(value_name = "IMAGE", default_value = "target/images/default.img")]
+    image: PathBuf,
+}
+
+#[derive(Args)]
+struct CompareArgs {
+    /// The results to judge (a results.json).
+    #[arg(value_name = "RESULTS")]
+    results: PathBuf,
+    /// The results to compare with.
+    #[arg(long, value_name = "FILE")]
+    baseline: PathBuf,
+    /// Smallest change of the median, in percent, that counts.
+    #[arg(long, value_name = "PCT", default_value_t = DEFAULT_THRESHOLD_PCT.to_string())]
+    threshold: String,
+    /// Write report.md here. [default: the directory of RESULTS]
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct AcceptArgs {
+    /// The results to accept (a results.json).
+    #[arg(value_name = "RESULTS")]
+    results: PathBuf,
+    /// Directory of baselines.
+    #[arg(long, value_name = "DIR", default_value = bench::BASELINES_DIR)]
+    baselines: PathBuf,
 }
 
 /// Where the vCPUs and guest memory go; shared by `run` and `topology`.
@@ -124,6 +224,37 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Run(args) => run(args, started),
         Command::Topology(args) => show_topology(args),
+        Command::Bench(args) => run_bench(args),
+    }
+}
+
+fn run_bench(args: BenchArgs) -> ExitCode {
+    let result = match args.action {
+        Some(BenchAction::List) => Ok(bench::list()),
+        Some(BenchAction::HostClass) => Ok(bench::host_class()),
+        Some(BenchAction::Compare(c)) => {
+            bench::compare(&c.results, &c.baseline, &c.threshold, c.out.as_deref())
+        }
+        Some(BenchAction::Accept(a)) => bench::accept(&a.results, &a.baselines),
+        None => {
+            let s = args.sweep;
+            bench::sweep(&SweepOptions {
+                suite: s.suite,
+                benchmarks: s.bench,
+                vcpus: s.vcpus,
+                samples: s.samples,
+                out: s.out,
+                baseline: s.baseline,
+                threshold: s.threshold,
+                allow_overcommit: s.allow_overcommit,
+                image: s.image,
+                command_line: std::env::args().collect(),
+            })
+        }
+    };
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(e) => fail(format!("bench: {e}"), e.exit_code()),
     }
 }
 

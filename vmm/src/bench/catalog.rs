@@ -1,0 +1,294 @@
+//! The benchmark catalogue: every benchmark `k42vmm bench` can sweep and
+//! every suite, described by data. Adding a benchmark is one entry in
+//! [`BENCHMARKS`] (and its name in a suite).
+//!
+//! A benchmark is one kernel command line run on a fresh VM, and one or
+//! more *series* (implementations of the same interface, or the same
+//! code in different modes), each made of the guest's
+//! [`BenchRecord`](k42_abi::bench::BenchRecord)s with one name and mode.
+//! Every series reports one record per vCPU; the host turns a boot's
+//! records into one throughput figure by the rule in
+//! [`results::throughput`](super::results::throughput).
+//!
+//! ```text
+//! Benchmark "cobj.counter"  cmdline "test=none bench=cobj"
+//!   ├─ series "shared"       ← records "cobj.counter.shared" (user), one per vCPU
+//!   ├─ series "partitioned"  ← records "cobj.counter.partitioned" (user)
+//!   └─ series "adaptive"     ← …
+//! ```
+//!
+//! `cobj-bench` also reports `cobj.miss` (32 first calls per vCPU, a few
+//! microseconds in all) and `cobj.swap.blocked` (eight swap latencies from
+//! vCPU 0): latencies rather than throughputs that scale, so no benchmark
+//! here sweeps them.
+
+use k42_abi::bench::BenchMode;
+
+/// One implementation (or mode) measured by a benchmark: the guest
+/// records that make up its throughput.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Series {
+    /// Short label for tables, plots and reports (`shared`, `user`).
+    pub label: &'static str,
+    /// The [`BenchRecord`](k42_abi::bench::BenchRecord) name the guest
+    /// reports (at most [`k42_abi::bench::MAX_BENCH_NAME`] bytes).
+    pub record: &'static str,
+    /// Where the measured code runs.
+    pub mode: BenchMode,
+}
+
+/// A benchmark: what to boot and which records to read back.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Benchmark {
+    /// Name used on the command line and in results (`platform.spin`).
+    pub name: &'static str,
+    /// One line saying what it measures.
+    pub description: &'static str,
+    /// The kernel command line that runs it. Benchmarks with the same
+    /// command line are measured in the same boots.
+    pub cmdline: &'static str,
+    /// What the throughput counts, for axis labels (`spin iterations`).
+    pub op: &'static str,
+    /// The implementations (or modes) it compares.
+    pub series: &'static [Series],
+    /// Stop a boot that runs longer than this, in seconds.
+    pub timeout_s: u64,
+}
+
+/// A named set of benchmarks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Suite {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub benchmarks: &'static [&'static str],
+}
+
+const PLATFORM_CMDLINE: &str = "test=none bench=platform";
+
+/// `cobj-bench` with its default size (2 000 000 operations per vCPU per
+/// case: a few to a few tens of milliseconds each).
+const COBJ_CMDLINE: &str = "test=none bench=cobj";
+
+/// A user-mode series made of the records called `record`.
+const fn user(label: &'static str, record: &'static str) -> Series {
+    Series {
+        label,
+        record,
+        mode: BenchMode::User,
+    }
+}
+
+/// Every benchmark, in the order `k42vmm bench list` shows them.
+pub const BENCHMARKS: &[Benchmark] = &[
+    Benchmark {
+        name: "platform.spin",
+        description: "the k42-loops spin loop in guest user mode on every vCPU at once (native on KVM-PVM)",
+        cmdline: PLATFORM_CMDLINE,
+        op: "spin iterations",
+        series: &[user("user", "platform.spin")],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "platform.syscall",
+        description: "null system-call round trips from user mode on every vCPU at once (through the kernel's #UD entry)",
+        cmdline: PLATFORM_CMDLINE,
+        op: "system calls",
+        series: &[user("user", "platform.syscall")],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "cobj.counter",
+        description: "clustered-object counter add(1) on every vCPU: one shared atomic vs per-CPU cells vs adaptive (swaps on contention)",
+        cmdline: COBJ_CMDLINE,
+        op: "add calls",
+        series: &[
+            user("shared", "cobj.counter.shared"),
+            user("partitioned", "cobj.counter.partitioned"),
+            user("adaptive", "cobj.counter.adaptive"),
+        ],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "cobj.pagemgr",
+        description: "clustered-object page manager alloc+free on every vCPU: one locked list vs per-CPU caches vs adaptive",
+        cmdline: COBJ_CMDLINE,
+        op: "alloc+free pairs",
+        series: &[
+            user("shared", "cobj.pagemgr.shared"),
+            user("distributed", "cobj.pagemgr.distributed"),
+            user("adaptive", "cobj.pagemgr.adaptive"),
+        ],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "cobj.dhash",
+        description: "clustered-object hash table lookups of shared keys (every 64th op an update) on every vCPU: locked table vs replicated vs adaptive",
+        cmdline: COBJ_CMDLINE,
+        op: "hash-table operations",
+        series: &[
+            user("shared", "cobj.dhash.shared"),
+            user("distributed", "cobj.dhash.distributed"),
+            user("adaptive", "cobj.dhash.adaptive"),
+        ],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "cobj.process",
+        description: "clustered-object process region lookups (every 1024th op adds and removes a region) on every vCPU: locked list vs per-CPU caches vs adaptive",
+        cmdline: COBJ_CMDLINE,
+        op: "region lookups",
+        series: &[
+            user("shared", "cobj.process.shared"),
+            user("replicated", "cobj.process.replicated"),
+            user("adaptive", "cobj.process.adaptive"),
+        ],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "cobj.call",
+        description: "what a clustered-object reference costs: add on a private counter by direct call vs through the reference, on every vCPU",
+        cmdline: COBJ_CMDLINE,
+        op: "counter adds",
+        series: &[
+            user("direct", "cobj.call.direct"),
+            user("ref", "cobj.call.ref"),
+        ],
+        timeout_s: 300,
+    },
+];
+
+/// Every suite, in the order `k42vmm bench list` shows them.
+pub const SUITES: &[Suite] = &[
+    Suite {
+        name: "nightly",
+        description: "the nightly regression job (make nightly): every benchmark that scales over vCPUs",
+        benchmarks: &[
+            "platform.spin",
+            "platform.syscall",
+            "cobj.counter",
+            "cobj.pagemgr",
+            "cobj.dhash",
+            "cobj.process",
+            "cobj.call",
+        ],
+    },
+    Suite {
+        name: "platform",
+        description: "what the host's virtualisation costs user programs, per vCPU count",
+        benchmarks: &["platform.spin", "platform.syscall"],
+    },
+    Suite {
+        name: "cobj",
+        description: "K42's clustered objects: shared vs distributed vs adaptive implementations, and the cost of a reference",
+        benchmarks: &[
+            "cobj.counter",
+            "cobj.pagemgr",
+            "cobj.dhash",
+            "cobj.process",
+            "cobj.call",
+        ],
+    },
+];
+
+/// The suite `k42vmm bench` runs when given neither `--suite` nor `--bench`.
+pub const DEFAULT_SUITE: &str = "nightly";
+
+/// The benchmark called `name`.
+pub fn benchmark(name: &str) -> Option<&'static Benchmark> {
+    BENCHMARKS.iter().find(|b| b.name == name)
+}
+
+/// The suite called `name`.
+pub fn suite(name: &str) -> Option<&'static Suite> {
+    SUITES.iter().find(|s| s.name == name)
+}
+
+/// The `k42vmm bench list` text: suites, then benchmarks with their series.
+pub fn listing() -> String {
+    let mut s = String::from("suites (k42vmm bench --suite NAME):\n");
+    let w = SUITES.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for suite in SUITES {
+        let default = if suite.name == DEFAULT_SUITE {
+            " [default]"
+        } else {
+            ""
+        };
+        s += &format!(
+            "  {:<w$}  {}{default}\n  {:<w$}  benchmarks: {}\n",
+            suite.name,
+            suite.description,
+            "",
+            suite.benchmarks.join(", ")
+        );
+    }
+    s += "\nbenchmarks (k42vmm bench --bench NAME):\n";
+    let w = BENCHMARKS.iter().map(|b| b.name.len()).max().unwrap_or(0);
+    for b in BENCHMARKS {
+        let series: Vec<String> = b
+            .series
+            .iter()
+            .map(|x| format!("{} ({} {})", x.label, x.record, x.mode.name()))
+            .collect();
+        s += &format!(
+            "  {:<w$}  {}\n  {:<w$}  series: {}; cmdline '{}'\n",
+            b.name,
+            b.description,
+            "",
+            series.join(", "),
+            b.cmdline
+        );
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use super::*;
+
+    #[test]
+    fn names_are_unique_and_suites_name_real_benchmarks() {
+        let mut seen = HashSet::new();
+        for b in BENCHMARKS {
+            assert!(seen.insert(b.name), "benchmark {} twice", b.name);
+            assert!(!b.series.is_empty(), "{} has no series", b.name);
+            assert!(b.timeout_s > 0);
+            let mut labels = HashSet::new();
+            for s in b.series {
+                assert!(
+                    labels.insert(s.label),
+                    "{}: series {} twice",
+                    b.name,
+                    s.label
+                );
+                assert!(
+                    s.record.len() <= k42_abi::bench::MAX_BENCH_NAME,
+                    "{}: record name {} is longer than the ABI allows",
+                    b.name,
+                    s.record
+                );
+            }
+        }
+        let mut seen = HashSet::new();
+        for s in SUITES {
+            assert!(seen.insert(s.name), "suite {} twice", s.name);
+            assert!(!s.benchmarks.is_empty());
+            for b in s.benchmarks {
+                assert!(benchmark(b).is_some(), "suite {} names unknown {b}", s.name);
+            }
+        }
+        assert!(suite(DEFAULT_SUITE).is_some());
+    }
+
+    #[test]
+    fn listing_names_everything() {
+        let text = listing();
+        for s in SUITES {
+            assert!(text.contains(s.name) && text.contains(s.description));
+        }
+        for b in BENCHMARKS {
+            assert!(text.contains(b.name) && text.contains(b.description));
+        }
+    }
+}
