@@ -52,15 +52,12 @@ impl CpuEnv for KernelEnv {
 
 static SYSTEM: InitOnce<System<KernelEnv>> = InitOnce::new();
 
-/// Make the kernel's object table (boot CPU, after the heap, before the
-/// other CPUs start). Each CPU's local table is made on its first use.
-pub fn init() {
-    SYSTEM.set(System::new(KernelEnv, CAPACITY));
-}
-
-/// The kernel's object table.
+/// The kernel's object table, made on first use (not at boot: making it
+/// costs milliseconds while the kernel runs emulated, and a boot that runs
+/// no user program or object test never needs it). Each CPU's local table
+/// is made on that CPU's first use.
 pub fn system() -> &'static System<KernelEnv> {
-    SYSTEM.get().expect("clustered objects initialised at boot")
+    SYSTEM.get_or_init(|| System::new(KernelEnv, CAPACITY))
 }
 
 /// The token of the CPU this code runs on.

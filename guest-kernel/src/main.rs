@@ -84,8 +84,6 @@ fn boot_cpu_main(magic: u64) -> ! {
     bench::calibrate();
     smp::init(bi.vcpus);
     mm::init();
-    cobj::init();
-    mm::pages::init();
     let tests = match ktest::select(opts.tests) {
         Ok(t) => t,
         Err(msg) => shutdown_with_error(format_args!("{msg}")),
@@ -94,18 +92,13 @@ fn boot_cpu_main(magic: u64) -> ! {
     arch::enable_interrupts();
     smp::start_aps();
     // Formatting is slow when emulated: print while the APs come up.
-    let (_, heap_bytes) = mm::heap::stats();
+    // Short: each formatted number costs hundreds of emulated instructions.
     println!(
-        "k42: {} vCPUs, {} MiB RAM in {} NUMA node{}, TSC {} MHz, {} of {} frames free, {} MiB heap; cmdline '{}'",
+        "k42: {} vCPUs, {} MiB RAM, {} NUMA node(s), TSC {} MHz",
         bi.vcpus,
         bi.mem_size >> 20,
         topo.nodes,
-        if topo.nodes == 1 { "" } else { "s" },
-        bi.tsc_khz / 1000,
-        mm::frame::free_frames(),
-        mm::frame::total_frames(),
-        heap_bytes >> 20,
-        cmdline
+        bi.tsc_khz / 1000
     );
     smp::mark_online();
     smp::wait_until(|| smp::online() == smp::ncpus());

@@ -203,6 +203,26 @@ impl<T> InitOnce<T> {
         self.get().expect("just set")
     }
 
+    /// The value, made by `init` on first use (whoever comes first makes
+    /// it; others wait for it).
+    pub fn get_or_init(&self, init: impl FnOnce() -> T) -> &T {
+        if let Some(v) = self.get() {
+            return v;
+        }
+        if !self.busy.swap(true, Ordering::AcqRel) {
+            // SAFETY: `busy` makes this the only writer; readers wait for
+            // `ready`.
+            unsafe { (*self.value.get()).write(init()) };
+            self.ready.store(true, Ordering::Release);
+        }
+        loop {
+            if let Some(v) = self.get() {
+                return v;
+            }
+            arch::cpu_relax();
+        }
+    }
+
     /// The value, once set.
     pub fn get(&self) -> Option<&T> {
         if self.ready.load(Ordering::Acquire) {

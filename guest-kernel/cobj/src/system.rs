@@ -35,6 +35,9 @@ use crate::quiesce::CpuGeneration;
 use crate::root::{Format, Rep, Root};
 use crate::sync::SpinLock;
 
+/// Most CPUs a system serves.
+pub const MAX_CPUS: usize = 256;
+
 const FREE: u32 = 0;
 const NORMAL: u32 = 1;
 const FORWARD: u32 = 2;
@@ -105,7 +108,7 @@ struct Entry {
     /// Serialises misses that install reps with swaps and destruction.
     lock: SpinLock<()>,
     /// CPUs whose local table may hold a rep of this object.
-    used_by: Box<[AtomicU64]>,
+    used_by: [AtomicU64; MAX_CPUS / 64],
 }
 
 #[repr(C, align(64))]
@@ -160,7 +163,10 @@ impl<E: CpuEnv> System<E> {
     /// A system for `env.ncpus()` CPUs with room for `capacity` objects.
     pub fn new(env: E, capacity: usize) -> Self {
         let n = env.ncpus();
-        let words = n.div_ceil(64);
+        assert!(
+            n <= MAX_CPUS,
+            "{n} CPUs, more than the {MAX_CPUS} a system serves"
+        );
         let cpus = (0..n)
             .map(|_| CpuSlots {
                 quiesce: CpuGeneration::new(),
@@ -175,7 +181,7 @@ impl<E: CpuEnv> System<E> {
                 in_flight: AtomicU64::new(0),
                 installing: AtomicU64::new(0),
                 lock: SpinLock::new(()),
-                used_by: (0..words).map(|_| AtomicU64::new(0)).collect(),
+                used_by: [const { AtomicU64::new(0) }; MAX_CPUS / 64],
             })
             .collect();
         Self {

@@ -24,6 +24,11 @@ fn frames_from_every_cpu() -> TestResult {
     let n = smp::ncpus();
     let k = per_cpu(4096);
     let free_before = frame::free_frames();
+    check!(
+        free_before <= frame::total_frames(),
+        "{free_before} frames free of {} in all",
+        frame::total_frames()
+    );
     let barrier = Barrier::new(n);
     let bad = AtomicU32::new(0);
     let first_bad = AtomicU64::new(0);

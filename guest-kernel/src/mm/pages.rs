@@ -40,26 +40,22 @@ impl PageSource for Frames {
 
 static PAGES: InitOnce<ObjRef<dyn PageManager>> = InitOnce::new();
 
-/// Make the page manager (boot CPU, after `cobj::init`).
-pub fn init() {
-    let ncpus = crate::smp::ncpus() as usize;
-    let root = pagemgr::distributed(
-        ncpus,
-        1,
-        CHUNK,
-        Vec::new(),
-        Some(Arc::new(Frames)),
-        cobj::relax,
-    );
-    PAGES.set(
+/// The page manager, made on first use (see `cobj::system`).
+fn pages() -> ObjRef<dyn PageManager> {
+    *PAGES.get_or_init(|| {
+        let ncpus = crate::smp::ncpus() as usize;
+        let root = pagemgr::distributed(
+            ncpus,
+            1,
+            CHUNK,
+            Vec::new(),
+            Some(Arc::new(Frames)),
+            cobj::relax,
+        );
         cobj::system()
             .create(root)
-            .expect("room for the page manager"),
-    );
-}
-
-fn pages() -> ObjRef<dyn PageManager> {
-    *PAGES.get().expect("page manager initialised at boot")
+            .expect("room for the page manager")
+    })
 }
 
 /// A zero-filled frame; its physical address.
