@@ -80,6 +80,11 @@ pub enum HypercallNr {
     /// Copy the [`crate::Topology`] to guest-physical `args[0]`, whose
     /// length `args[1]` must equal `size_of::<Topology>()`.
     Topology = 9,
+    /// Register the trace region (see [`crate::trace`]): guest-physical
+    /// `args[0]` (page-aligned), `args[1]` bytes, starting with a valid
+    /// [`crate::trace::RegionHeader`]. Once per boot. k42vmm writes the
+    /// class mask it wants into the region before it returns.
+    TraceRegister = 10,
     /// Report how fast guest supervisor code runs: `args[0]` iterations of
     /// the calibration loop (`bench` loop `spin`) took `args[1]` ns.
     PlatformInfo = 12,
@@ -103,6 +108,7 @@ impl HypercallNr {
             7 => Self::Yield,
             8 => Self::TestResult,
             9 => Self::Topology,
+            10 => Self::TraceRegister,
             12 => Self::PlatformInfo,
             13 => Self::BenchRecord,
             14 => Self::Nop,

@@ -18,6 +18,7 @@
 //! | [`syscall`]   | system calls from user programs to the kernel         |
 //! | [`bench`]     | benchmark result records the guest reports            |
 //! | [`topology`]  | the topology record: nodes, vCPU placement, distances |
+//! | [`trace`]     | trace region layout, event record, event catalogue    |
 #![no_std]
 #![forbid(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod layout;
 pub mod note;
 pub mod syscall;
 pub mod topology;
+pub mod trace;
 
 pub use boot::{BootInfo, BootModule, MemRegion, MemRegionKind};
 pub use hypercall::{HypercallBlock, HypercallNr, HypercallResult};
@@ -35,7 +37,7 @@ pub use note::KernelAbiNote;
 pub use topology::Topology;
 
 /// Version of every layout and constant in this crate.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// The largest vCPU count the ABI supports (x2APIC ids 0..=254; 255 is the
 /// xAPIC broadcast id, kept free so both APIC modes stay valid).

@@ -29,6 +29,8 @@ pub struct VmConfig {
     pub timeout: Option<Duration>,
     /// Write the JSON run report here at exit.
     pub report: Option<PathBuf>,
+    /// What to do with the guest's trace.
+    pub trace: crate::trace::TraceOptions,
 }
 
 impl VmConfig {

@@ -70,6 +70,8 @@ pub enum VmmError {
     },
     #[error("--prefault: cannot fault in guest memory: {0}")]
     Prefault(std::io::Error),
+    #[error(transparent)]
+    Trace(#[from] crate::trace::TraceError),
     #[error("{0}")]
     Host(String),
 }
@@ -88,6 +90,7 @@ impl VmmError {
             | VmmError::KernelLayout { .. }
             | VmmError::TooManyRegions { .. } => 2,
             VmmError::Topology(e) => e.exit_code(),
+            VmmError::Trace(e) => e.exit_code(),
             _ => 1,
         }
     }

@@ -120,6 +120,15 @@ fn dispatch(
         }),
         HypercallNr::BenchRecord => cont(bench_record(shared, args[0], args[1])),
         HypercallNr::Nop => cont(Ok(0)),
+        HypercallNr::TraceRegister => cont(
+            match shared
+                .trace
+                .register(shared.ram, shared.vcpus, args[0], args[1])
+            {
+                HypercallResult::Ok => Ok(0),
+                e => Err(e),
+            },
+        ),
         HypercallNr::TestResult => cont(read(args[0], args[1], abi::MAX_TEST_NAME).and_then(|b| {
             let name = String::from_utf8(b).map_err(|_| HypercallResult::InvalidArgument)?;
             if name.is_empty() || args[2] > 1 {

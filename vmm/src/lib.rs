@@ -11,6 +11,7 @@
 //!                     │   ├─ cpuid     per-vCPU CPUID (APIC ids, hypervisor bit)
 //!                     │   ├─ hypercall port-I/O hypercalls (shared-abi)
 //!                     │   └─ serial    COM1 → stdout
+//!                     ├─ trace    collector thread: guest trace buffers → CTF, live socket
 //!                     ├─ exit     the one decision of how the VM ends
 //!                     ├─ platform KVM flavour, native vs emulated guest kernel
 //!                     └─ report   the JSON run report
@@ -35,6 +36,7 @@ pub mod platform;
 pub mod report;
 pub mod serial;
 pub mod topology;
+pub mod trace;
 pub mod vcpu;
 pub mod vm;
 

@@ -3,17 +3,19 @@
 //! DESIGN.md gives: the guest's shutdown code, 101 guest panic, 102 guest
 //! fault, 124 timeout, 2 bad command line or input. `topology` prints the
 //! host topology and the placement plan without booting. `bench` sweeps
-//! the guest's benchmarks over vCPU counts (`k42vmm::bench`).
+//! the guest's benchmarks over vCPU counts (`k42vmm::bench`); `trace …`
+//! reads traces and watches running VMs.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use k42vmm::bench::command::{self as bench, SweepOptions};
 use k42vmm::bench::compare::DEFAULT_THRESHOLD_PCT;
 use k42vmm::exit::{EXIT_USAGE, ExitReason};
 use k42vmm::topology::{self, NumaPolicy, PinPolicy, PlacementRequest};
+use k42vmm::trace::{TraceError, TraceOptions, ctf, live, perfetto, stats};
 use k42vmm::{VmConfig, config, vm};
 
 #[derive(Parser)]
@@ -45,6 +47,10 @@ enum Command {
     /// threshold. Exit status: 0 done; 1 a regression, or a boot or host
     /// failure; 2 bad command line or input.
     Bench(BenchArgs),
+    /// Read traces (`run --trace DIR`) and watch running VMs
+    /// (`run --trace-socket PATH`).
+    #[command(subcommand)]
+    Trace(TraceCommand),
 }
 
 // The values of `bench` options are taken as text and checked by
@@ -187,6 +193,77 @@ struct TopologyArgs {
     sysfs_root: PathBuf,
 }
 
+#[derive(Subcommand)]
+enum TraceCommand {
+    /// Events per class per vCPU, lost events and time span of a trace.
+    Stats {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// A trace directory written by `k42vmm run --trace`.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Convert a trace for another viewer.
+    Export {
+        /// The output format (perfetto: Chrome JSON, opens in ui.perfetto.dev).
+        #[arg(long, value_enum)]
+        format: ExportFormat,
+        /// The output file.
+        #[arg(short, long, value_name = "FILE")]
+        output: PathBuf,
+        /// A trace directory written by `k42vmm run --trace`.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
+    /// Print a running VM's events as they arrive (Ctrl-C detaches).
+    Attach {
+        /// Only these classes (comma-separated names, or all).
+        #[arg(long, value_name = "CLASSES", default_value = "all", value_parser = parse_classes)]
+        class: u64,
+        /// Stop after this many events.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// The socket of `k42vmm run --trace-socket PATH`.
+        #[arg(value_name = "PATH")]
+        socket: PathBuf,
+    },
+    /// Per-vCPU event rates and idle share of a running VM, each second.
+    Top {
+        /// Stop after this many refreshes.
+        #[arg(long, value_name = "N")]
+        count: Option<u64>,
+        /// The socket of `k42vmm run --trace-socket PATH`.
+        #[arg(value_name = "PATH")]
+        socket: PathBuf,
+    },
+    /// Set which classes a running guest logs.
+    Mask {
+        /// The socket of `k42vmm run --trace-socket PATH`.
+        #[arg(value_name = "PATH")]
+        socket: PathBuf,
+        /// Comma-separated class names, all, none, or a hex mask (0x…).
+        #[arg(value_name = "CLASSES", value_parser = parse_classes)]
+        classes: u64,
+    },
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum ExportFormat {
+    /// Chrome JSON trace format, for ui.perfetto.dev.
+    Perfetto,
+}
+
+fn parse_classes(s: &str) -> Result<u64, String> {
+    k42_abi::trace::parse_mask(s).map_err(|bad| {
+        let known: Vec<&str> = k42_abi::trace::CLASSES.iter().map(|(_, n)| *n).collect();
+        format!(
+            "unknown trace class '{bad}' (known: {}; or all, none, 0xMASK)",
+            known.join(", ")
+        )
+    })
+}
+
 #[derive(Args)]
 struct RunArgs {
     #[command(flatten)]
@@ -204,6 +281,20 @@ struct RunArgs {
     /// Write a JSON summary of the run to FILE at exit.
     #[arg(long, value_name = "FILE")]
     report: Option<PathBuf>,
+    /// Write the guest's trace to DIR (CTF 1.8; a new or empty directory).
+    #[arg(long, value_name = "DIR")]
+    trace: Option<PathBuf>,
+    /// Serve the running guest's trace on a Unix socket for
+    /// `k42vmm trace attach|top|mask`.
+    #[arg(long, value_name = "PATH")]
+    trace_socket: Option<PathBuf>,
+    /// Classes the guest logs from boot (comma-separated names, all,
+    /// none, or 0xMASK). [default: all, when tracing]
+    #[arg(long, value_name = "CLASSES", value_parser = parse_classes)]
+    trace_mask: Option<u64>,
+    /// How often the collector reads the guest's trace buffers.
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, default_value = "10ms")]
+    trace_read_interval: Duration,
     /// The boot image (built by `make image`: target/images/default.img).
     #[arg(value_name = "IMAGE")]
     image: PathBuf,
@@ -225,6 +316,10 @@ fn main() -> ExitCode {
         Command::Run(args) => run(args, started),
         Command::Topology(args) => show_topology(args),
         Command::Bench(args) => run_bench(args),
+        Command::Trace(cmd) => match trace(cmd) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(&e, e.exit_code()),
+        },
     }
 }
 
@@ -255,6 +350,51 @@ fn run_bench(args: BenchArgs) -> ExitCode {
     match result {
         Ok(code) => ExitCode::from(code),
         Err(e) => fail(format!("bench: {e}"), e.exit_code()),
+    }
+}
+
+fn trace(cmd: TraceCommand) -> Result<(), TraceError> {
+    match cmd {
+        TraceCommand::Stats { json, dir } => {
+            let t = ctf::read_trace(&dir)?;
+            let s = stats::compute(&t, &dir)?;
+            if json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&s).expect("stats serialise")
+                );
+            } else {
+                print!("{}", stats::render(&s, &dir));
+            }
+            Ok(())
+        }
+        TraceCommand::Export {
+            format: ExportFormat::Perfetto,
+            output,
+            dir,
+        } => {
+            let t = ctf::read_trace(&dir)?;
+            let v = perfetto::export(&t, &dir)?;
+            let f =
+                std::fs::File::create(&output).map_err(|e| TraceError::Write(output.clone(), e))?;
+            let mut w = std::io::BufWriter::new(f);
+            serde_json::to_writer(&mut w, &v)
+                .map_err(|e| TraceError::Write(output.clone(), e.into()))?;
+            std::io::Write::flush(&mut w).map_err(|e| TraceError::Write(output.clone(), e))
+        }
+        TraceCommand::Attach {
+            class,
+            count,
+            socket,
+        } => live::attach(&socket, class, count, &mut std::io::stdout().lock()),
+        TraceCommand::Top { count, socket } => {
+            live::top(&socket, count, &mut std::io::stdout().lock())
+        }
+        TraceCommand::Mask { socket, classes } => {
+            let m = live::set_mask(&socket, classes)?;
+            println!("guest trace mask {m:#x}: {}", live::mask_names(m));
+            Ok(())
+        }
     }
 }
 
@@ -329,6 +469,12 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         cmdline: args.cmdline,
         timeout: args.timeout,
         report: args.report,
+        trace: TraceOptions {
+            dir: args.trace,
+            socket: args.trace_socket,
+            mask: args.trace_mask,
+            read_interval: Some(args.trace_read_interval),
+        },
     };
     let result = match vm::run(&config, started) {
         Ok(r) => r,
@@ -349,6 +495,12 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         && let Err(e) = result.report.write_to(path)
     {
         return fail(format!("cannot write report {}: {e}", path.display()), 1);
+    }
+    if let Some(e) = &result.trace_error {
+        eprintln!("k42vmm: trace collection failed: {e}");
+        if result.reason.code() == 0 {
+            return ExitCode::from(1);
+        }
     }
     ExitCode::from(result.reason.code())
 }

@@ -14,6 +14,8 @@
 //! 0 ── node 0 ── node 1 ──┤ hole 3..4 GiB ├── node 1 (rest) ── node 2 ...
 //! ```
 
+use std::sync::atomic::Ordering;
+
 use k42_abi::layout::{HIGH_RAM_BASE, LOW_RAM_END};
 use serde::{Deserialize, Serialize};
 use vm_memory::{Bytes, GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
@@ -203,6 +205,30 @@ impl GuestRam {
             .map_err(|_| bad)
     }
 
+    /// Load the aligned 64-bit word at `gpa` atomically (acquire), as a
+    /// reader of memory the guest writes concurrently must.
+    pub fn load_u64(&self, gpa: u64) -> Result<u64, BadAddress> {
+        let bad = BadAddress { gpa, len: 8 };
+        if !gpa.is_multiple_of(8) || !self.contains(gpa, 8) {
+            return Err(bad);
+        }
+        self.mem
+            .load::<u64>(GuestAddress(gpa), Ordering::Acquire)
+            .map_err(|_| bad)
+    }
+
+    /// Store `value` to the aligned 64-bit word at `gpa` atomically
+    /// (release).
+    pub fn store_u64(&self, gpa: u64, value: u64) -> Result<(), BadAddress> {
+        let bad = BadAddress { gpa, len: 8 };
+        if !gpa.is_multiple_of(8) || !self.contains(gpa, 8) {
+            return Err(bad);
+        }
+        self.mem
+            .store(value, GuestAddress(gpa), Ordering::Release)
+            .map_err(|_| bad)
+    }
+
     /// Read `len` bytes at `gpa` into a new vector, refusing more than
     /// `limit` bytes.
     pub fn read_vec(&self, gpa: u64, len: u64, limit: u64) -> Result<Vec<u8>, BadAddress> {
@@ -275,5 +301,17 @@ mod tests {
         assert!(ram.write(u64::MAX - 1, b"xx").is_err());
         assert!(ram.read_vec(0, 100, 10).is_err());
         assert!(!ram.contains(0, (4 << 20) + 1));
+    }
+
+    #[test]
+    fn atomic_words_are_checked() {
+        let ram = GuestRam::new(4 << 20).unwrap();
+        ram.store_u64(0x2000, 0x1122_3344_5566_7788).unwrap();
+        assert_eq!(ram.load_u64(0x2000), Ok(0x1122_3344_5566_7788));
+        let mut b = [0u8; 8];
+        ram.read(0x2000, &mut b).unwrap();
+        assert_eq!(u64::from_le_bytes(b), 0x1122_3344_5566_7788);
+        assert!(ram.load_u64(0x2004).is_err(), "unaligned");
+        assert!(ram.store_u64(4 << 20, 1).is_err(), "outside RAM");
     }
 }

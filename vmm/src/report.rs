@@ -51,6 +51,9 @@ pub struct Report {
     /// The placement plan applied: vCPU → host CPU → host node → guest
     /// node, memory per guest node and its binding, distances.
     pub placement: crate::topology::Plan,
+    /// What the trace collector saw (with `--trace` or `--trace-socket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trace: Option<crate::trace::collector::TraceReport>,
 }
 
 /// One benchmark measurement from the guest.

@@ -18,7 +18,8 @@
 //!     stdin → COM1)                 ...               ...
 //!   exit decided ◄────────────────  Shutdown/Panic/fault (ExitLatch)
 //!   kick vCPUs until all stopped
-//!   report
+//!   trace collector drains        (a thread of its own with --trace or
+//!   report                         --trace-socket, reading guest RAM)
 //! ```
 
 use std::os::fd::AsRawFd;
@@ -46,6 +47,8 @@ use crate::platform::{self, PlatformReport};
 use crate::report::{BenchResult, REPORT_SCHEMA, Report, VcpuExits};
 use crate::serial::Com1;
 use crate::topology::{self, Plan, cpulist, pin};
+use crate::trace::collector::TraceReport;
+use crate::trace::{TraceHub, ctf, live};
 use crate::vcpu::{self, VcpuStats};
 
 /// Stack size of each vCPU thread (they run no deep recursion).
@@ -142,6 +145,8 @@ pub struct VmShared<'a> {
     pub ap_gate: Gate,
     pub serial: Mutex<Com1>,
     pub clock: RunClock,
+    /// Where the guest's trace registration meets the collector.
+    pub trace: &'a TraceHub,
     online: Vec<AtomicBool>,
     online_count: AtomicU32,
     tests: Mutex<Vec<TestRecord>>,
@@ -199,6 +204,8 @@ pub struct RunResult {
     pub report: Report,
     /// vCPUs that were still running at a timeout, with their state.
     pub still_running: Vec<(u32, String)>,
+    /// Why trace collection failed, if it did.
+    pub trace_error: Option<String>,
 }
 
 /// Boot `config.image` and run it to the end.
@@ -222,6 +229,15 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
     }
     let (_, plan) = topology::plan_for_host(Path::new("/"), &config.placement())?;
     let vcpus = plan.vcpus;
+    // Refuse a bad trace directory or socket before booting anything.
+    if let Some(d) = &config.trace.dir {
+        ctf::create_dir(d)?;
+    }
+    let server = match &config.trace.socket {
+        Some(p) => Some(live::Server::bind(p)?),
+        None => None,
+    };
+    let trace_hub = TraceHub::new(config.trace.clone());
     let kvm = kvm::open()?;
     let node_sizes: Vec<u64> = plan.nodes.iter().map(|n| n.memory_bytes).collect();
     let ram = GuestRam::with_nodes(&node_sizes)?;
@@ -265,6 +281,7 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
             kernel_entry: OnceLock::new(),
             all_online: OnceLock::new(),
         },
+        trace: &trace_hub,
         online: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
         online_count: AtomicU32::new(0),
         tests: Mutex::new(Vec::new()),
@@ -276,7 +293,26 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
     install_signal_handlers()?;
     let host_ns = OnceLock::new();
 
-    let stats: Vec<VcpuStats> = std::thread::scope(|s| {
+    let (stats, trace_result) = std::thread::scope(|s| {
+        let collector = if trace_hub.options.enabled() {
+            let shared = &shared;
+            let spawned = std::thread::Builder::new()
+                .name("trace".into())
+                .spawn_scoped(s, move || {
+                    crate::trace::collector::run(shared.trace, shared.ram, &shared.tsc_khz, server)
+                });
+            match spawned {
+                Ok(h) => Some(h),
+                Err(e) => {
+                    shared.exit.decide(ExitReason::HostError(format!(
+                        "cannot start the trace collector thread: {e}"
+                    )));
+                    None
+                }
+            }
+        } else {
+            None
+        };
         let mut handles = Vec::with_capacity(vcpus as usize);
         for i in 0..vcpus {
             let shared = &shared;
@@ -320,7 +356,7 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
                 std::thread::sleep(Duration::from_micros(100));
             }
         }
-        handles
+        let stats: Vec<VcpuStats> = handles
             .into_iter()
             .enumerate()
             .map(|(i, h)| {
@@ -329,7 +365,24 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
                     ..Default::default()
                 })
             })
-            .collect()
+            .collect();
+        // Every vCPU is out of the guest: the collector drains the rest.
+        let ended = shared
+            .exit
+            .reason()
+            .map_or_else(|| "the run ended".to_string(), |r| describe(&r, &[]));
+        shared.trace.finish(ended);
+        let trace: Option<Result<TraceReport, String>> = collector.map(|h| {
+            h.join()
+                .unwrap_or_else(|_| {
+                    Err(crate::trace::TraceError::Read(
+                        Default::default(),
+                        "the trace collector crashed".into(),
+                    ))
+                })
+                .map_err(|e| e.to_string())
+        });
+        (stats, trace)
     });
     shared
         .serial
@@ -397,11 +450,13 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
             })
             .collect(),
         placement: plan.clone(),
+        trace: trace_result.as_ref().and_then(|r| r.as_ref().ok().cloned()),
     };
     Ok(RunResult {
         reason,
         report,
         still_running,
+        trace_error: trace_result.and_then(|r| r.err()),
     })
 }
 
