@@ -29,7 +29,7 @@ setup:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST) || rustup target add $(GUEST)
 
 kernel: setup
-	$(CARGO) build -p k42-kernel -p k42-usertest -p k42-platform-bench -p k42-cobj-bench --target $(GUEST) --release
+	$(CARGO) build -p k42-kernel -p k42-usertest -p k42-platform-bench -p k42-cobj-bench -p k42-trace-bench --target $(GUEST) --release
 
 image: kernel
 	$(CARGO) run -q --release -p k42-image --bin k42-mkimage -- images/default.toml -o $(IMAGE)
@@ -43,7 +43,7 @@ run: image vmm
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy -p k42-kernel -p k42-rt -p k42-usertest -p k42-platform-bench -p k42-cobj-bench --target $(GUEST) --release -- -D warnings
+	$(CARGO) clippy -p k42-kernel -p k42-rt -p k42-usertest -p k42-platform-bench -p k42-cobj-bench -p k42-trace-bench -p k42-trace --target $(GUEST) --release -- -D warnings
 
 unit-test: image
 	$(CARGO) test --release

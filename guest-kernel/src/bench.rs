@@ -5,13 +5,19 @@
 //! host's virtualisation costs the kernel and user programs. The
 //! `platform.spin` loop is the `k42-loops` function the host driver also
 //! times, so the three figures compare directly.
+//!
+//! `bench=trace` runs [`trace`]: what logging an event costs, enabled and
+//! disabled, next to an empty loop, in supervisor mode and (the figures
+//! that matter on KVM-PVM hosts) in user mode, on every CPU at once.
 
 use k42_abi::HypercallNr;
 use k42_abi::bench::{BenchMode, BenchRecord};
 use k42_abi::layout::PAGE_SIZE;
 
+use k42_abi::trace::{class, ev};
+
 use crate::mm::frame;
-use crate::{arch, percpu, smp, time, user};
+use crate::{arch, percpu, smp, time, trace as tracing, user};
 
 /// Iterations of the boot-time calibration loop (cheap even emulated).
 const CALIBRATION_ITERATIONS: u64 = 64;
@@ -167,6 +173,106 @@ pub fn cobj(ops: u64) -> Result<(), &'static str> {
     }
     if failed {
         Err("cobj-bench failed on some CPUs")
+    } else {
+        Ok(())
+    }
+}
+
+/// Iterations of each supervisor-mode tracing loop (emulated here).
+pub const TRACE_SUPERVISOR_ITERATIONS: u64 = 200;
+/// Rounds a tracing loop is split into.
+const TRACE_ROUNDS: u64 = 8;
+
+/// Most iterations of each user-mode tracing loop.
+pub const TRACE_USER_ITERATIONS: u64 = 1_000_000;
+
+/// Nanoseconds `f` takes for `n` iterations: the median of
+/// [`TRACE_ROUNDS`] rounds of `n / TRACE_ROUNDS`, scaled to `n`, so that
+/// a round in which the host preempted this vCPU does not count.
+fn timed_rounds(n: u64, mut f: impl FnMut(core::ops::Range<u64>)) -> u64 {
+    let per = n / TRACE_ROUNDS;
+    let mut ns = [0u64; TRACE_ROUNDS as usize];
+    for (k, t) in ns.iter_mut().enumerate() {
+        let start = k as u64 * per;
+        *t = timed(|| f(start..start + per));
+    }
+    ns.sort_unstable();
+    let mid = TRACE_ROUNDS as usize / 2;
+    (ns[mid - 1] + ns[mid]) / 2 * n / per.max(1)
+}
+
+/// The tracing benchmark. Events go to the registered buffers, so run it
+/// with k42vmm collecting (`--trace`) and buffers large enough for the
+/// user-mode loop (it logs at most half of one CPU's capacity, and says
+/// how many events were dropped). The class mask is restored at the end.
+pub fn trace() -> Result<(), &'static str> {
+    let Some(b) = tracing::buffers(0) else {
+        return Err("tracing is not registered: run k42vmm with --trace or --trace-socket");
+    };
+    let g = b.geometry();
+    let saved = tracing::mask();
+    let off = saved & !class::bench.bit();
+    let on = saved | class::bench.bit();
+    let n = TRACE_SUPERVISOR_ITERATIONS;
+
+    // Supervisor mode, interrupts masked so that only the loop runs.
+    tracing::set_mask(off);
+    smp::run_on_all(|_| {
+        let _masked = arch::irq_save();
+        let empty = timed_rounds(n, |r| {
+            for i in r {
+                core::hint::black_box(i);
+            }
+        });
+        let disabled = timed_rounds(n, |r| {
+            for i in r {
+                tracing::log(ev::bench::event3(i, n, 0));
+            }
+        });
+        report_supervisor("trace.empty_loop", n, empty);
+        report_supervisor("trace.disabled", n, disabled);
+    });
+    tracing::set_mask(on);
+    smp::run_on_all(|cpu| {
+        let _masked = arch::irq_save();
+        let lost = tracing::buffers(cpu).map_or(0, |b| b.lost());
+        let enabled = timed_rounds(n, |r| {
+            for i in r {
+                tracing::log(ev::bench::event3(i, n, 0));
+            }
+        });
+        let dropped = tracing::buffers(cpu).map_or(0, |b| b.lost()) - lost;
+        report_supervisor("trace.event3", n, enabled);
+        report_supervisor("trace.dropped", dropped, 0);
+    });
+
+    // User mode: the trace-bench program on every CPU at once, the same
+    // loops, natively.
+    let program = user::module("trace-bench").ok_or("the image has no trace-bench module")?;
+    let capacity = g.data_size() / 32;
+    let user_n = TRACE_USER_ITERATIONS.min(capacity / 2);
+    let mut failed = false;
+    for (mode, mask) in [(1, off), (2, on)] {
+        tracing::set_mask(mask);
+        let exits = user::run_everywhere(program, 0, [mode, user_n, 0, 0, 0, 0, 0, 0]);
+        match exits {
+            Ok(exits) => {
+                for (cpu, e) in exits.iter().enumerate() {
+                    if *e != user::Exit::Status(0) {
+                        user::describe_exit("trace-bench", cpu as u32, e);
+                        failed = true;
+                    }
+                }
+            }
+            Err(e) => {
+                crate::println!("k42: cannot start trace-bench: {e:?}");
+                failed = true;
+            }
+        }
+    }
+    tracing::set_mask(saved);
+    if failed {
+        Err("trace-bench failed on some CPUs")
     } else {
         Ok(())
     }

@@ -11,10 +11,17 @@
 //! console=hypercall|serial    console path (default hypercall)
 //! crash=panic|pagefault|triple|hang
 //!                             provoke a failure, to test k42vmm's handling
-//! bench=platform[,cobj]       after the tests, run the platform and/or the
-//!                             clustered-object benchmarks
+//! bench=platform|cobj|trace[,…]
+//!                             after the tests, run the platform, the
+//!                             clustered-object and/or the tracing benchmarks
 //! cobj-ops=N                  operations per CPU per clustered-object case
 //! probe=pvm|pvm-register      after the tests, probe for a PVM interface
+//! trace.subbuf=SIZE           trace sub-buffer size: a power of two, 4K-16M
+//!                             (default 16K)
+//! trace.subbufs=N             trace sub-buffers per CPU: a power of two,
+//!                             2-64 (default 4)
+//! trace.burst=N               events per CPU of the trace.burst test (64)
+//! trace.ticks=MS              how long the trace.ticks test runs (200)
 //! ```
 
 use k42_abi::{BootInfo, HypercallNr};
@@ -24,6 +31,11 @@ use crate::sync::InitOnce;
 
 static BOOT_INFO: InitOnce<BootInfo> = InitOnce::new();
 static OPTIONS: InitOnce<Options> = InitOnce::new();
+
+/// The parsed command line (after `parse_options`).
+pub fn options() -> &'static Options {
+    OPTIONS.get().expect("options parsed at boot")
+}
 
 /// Which in-kernel tests to run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -54,8 +66,31 @@ pub struct Options {
     /// Operations per CPU per case for `bench=cobj` (0: the program's
     /// default).
     pub cobj_ops: u64,
+    pub bench_trace: bool,
     /// `probe=pvm` (false) or `probe=pvm-register` (true).
     pub probe_pvm: Option<bool>,
+    pub trace: TraceOptions,
+}
+
+/// The `trace.*` options.
+#[derive(Clone, Copy, Debug)]
+pub struct TraceOptions {
+    /// Each CPU's buffers.
+    pub geometry: k42_trace::Geometry,
+    /// Events per CPU the `trace.burst` test logs.
+    pub burst: u32,
+    /// Milliseconds the `trace.ticks` test runs.
+    pub ticks_ms: u32,
+}
+
+/// Parse a size: digits with an optional K or M suffix.
+fn parse_size(s: &str) -> Option<u64> {
+    let (digits, shift) = match s.as_bytes().last()? {
+        b'K' | b'k' => (&s[..s.len() - 1], 10),
+        b'M' | b'm' => (&s[..s.len() - 1], 20),
+        _ => (s, 0),
+    };
+    digits.parse::<u64>().ok()?.checked_mul(1 << shift)
 }
 
 /// Fetch and check the boot info (boot CPU, once). Stops the VM with a
@@ -109,7 +144,17 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
         bench_platform: false,
         bench_cobj: false,
         cobj_ops: 0,
+        bench_trace: false,
         probe_pvm: None,
+        trace: TraceOptions {
+            geometry: k42_trace::Geometry::new(
+                crate::trace::DEFAULT_SUBBUF_SHIFT,
+                crate::trace::DEFAULT_SUBBUFS,
+            )
+            .expect("the default trace geometry is valid"),
+            burst: 64,
+            ticks_ms: 200,
+        },
     };
     for word in cmdline.split_ascii_whitespace() {
         let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -149,10 +194,11 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
                     match b {
                         "platform" => opts.bench_platform = true,
                         "cobj" => opts.bench_cobj = true,
+                        "trace" => opts.bench_trace = true,
                         _ => {
                             return Err(bad(
                                 word,
-                                "bench= takes platform, cobj or both (bench=platform,cobj)",
+                                "bench= takes platform, cobj, trace or several (bench=platform,cobj)",
                             ));
                         }
                     }
@@ -166,6 +212,43 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
                 }
                 Err(_) => return Err(bad(word, "cobj-ops= takes a number of operations")),
             },
+            "trace.subbuf" => {
+                let g = parse_size(value)
+                    .filter(|s| s.is_power_of_two())
+                    .and_then(|s| {
+                        k42_trace::Geometry::new(s.trailing_zeros(), opts.trace.geometry.nsubbufs)
+                    })
+                    .ok_or(bad(
+                        word,
+                        "trace.subbuf= takes a power of two from 4K to 16M",
+                    ))?;
+                opts.trace.geometry = g;
+                true
+            }
+            "trace.subbufs" => {
+                let g = value
+                    .parse::<u32>()
+                    .ok()
+                    .and_then(|n| k42_trace::Geometry::new(opts.trace.geometry.subbuf_shift, n))
+                    .ok_or(bad(
+                        word,
+                        "trace.subbufs= takes a power of two from 2 to 64",
+                    ))?;
+                opts.trace.geometry = g;
+                true
+            }
+            "trace.burst" => {
+                opts.trace.burst = value
+                    .parse()
+                    .map_err(|_| bad(word, "trace.burst= takes a number of events"))?;
+                true
+            }
+            "trace.ticks" => {
+                opts.trace.ticks_ms = value
+                    .parse()
+                    .map_err(|_| bad(word, "trace.ticks= takes milliseconds"))?;
+                true
+            }
             "probe" => match value {
                 "pvm" | "pvm-register" => {
                     opts.probe_pvm = Some(value == "pvm-register");
@@ -176,7 +259,7 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
             _ => {
                 return Err(bad(
                     word,
-                    "known options: test=, console=, crash=, bench=, probe=",
+                    "known options: test=, console=, crash=, bench=, cobj-ops=, probe=, trace.subbuf=, trace.subbufs=, trace.burst=, trace.ticks=",
                 ));
             }
         };

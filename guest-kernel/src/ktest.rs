@@ -13,6 +13,7 @@ use alloc::vec::Vec;
 use core::fmt::Write;
 
 use k42_abi::HypercallNr;
+use k42_abi::trace::ev;
 
 use crate::arch;
 use crate::boot::TestSelection;
@@ -101,10 +102,13 @@ pub fn select(sel: TestSelection) -> Result<Vec<&'static KernelTest>, String> {
 /// Run `tests` on this CPU in order; returns how many failed.
 pub fn run(tests: &[&'static KernelTest]) -> usize {
     let mut failed = 0;
-    for t in tests {
+    crate::trace::log(ev::boot::tests_begin(tests.len() as u64));
+    for (i, t) in tests.iter().enumerate() {
+        crate::trace::log(ev::test::begin(i as u64));
         let t0 = time::now_ns();
         let result = (t.func)();
         let ns = time::now_ns().saturating_sub(t0);
+        crate::trace::log(ev::test::end(i as u64, result.is_ok() as u64));
         let ms = ns / 1_000_000;
         let frac = (ns / 1000) % 1000;
         match &result {
@@ -121,5 +125,6 @@ pub fn run(tests: &[&'static KernelTest]) -> usize {
             [pa, t.name.len() as u64, result.is_ok() as u64, ns],
         );
     }
+    crate::trace::log(ev::boot::tests_end(failed as u64));
     failed
 }

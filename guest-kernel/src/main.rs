@@ -32,11 +32,13 @@ mod smp;
 mod sync;
 mod time;
 mod topology;
+mod trace;
 mod user;
 
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
+use k42_abi::trace::ev;
 use k42_abi::{HypercallNr, KernelAbiNote};
 
 use crate::arch::x86_64::{apic, gdt, interrupts};
@@ -83,7 +85,24 @@ fn boot_cpu_main(magic: u64) -> ! {
     time::init(bi.tsc_khz);
     bench::calibrate();
     smp::init(bi.vcpus);
-    mm::init();
+    let geometry = opts.trace.geometry;
+    let trace_bytes = trace::region_size(geometry, bi.vcpus);
+    match mm::init(trace_bytes) {
+        Some(pa) => {
+            if let Err(trace::Refused(r)) = trace::init(pa, geometry, bi.vcpus) {
+                println!("k42: k42vmm refused the trace region ({r}); tracing is off");
+            }
+        }
+        None => println!(
+            "k42: no room for {} KiB of trace buffers; tracing is off",
+            trace_bytes >> 10
+        ),
+    }
+    trace::log(ev::boot::tracing_on(
+        bi.vcpus as u64,
+        geometry.subbuf_size(),
+        geometry.nsubbufs as u64,
+    ));
     let tests = match ktest::select(opts.tests) {
         Ok(t) => t,
         Err(msg) => shutdown_with_error(format_args!("{msg}")),
@@ -102,6 +121,7 @@ fn boot_cpu_main(magic: u64) -> ! {
     );
     smp::mark_online();
     smp::wait_until(|| smp::online() == smp::ncpus());
+    trace::log(ev::boot::all_online(smp::ncpus() as u64));
     println!("k42: all {} CPUs online", smp::ncpus());
 
     if let Some(crash) = opts.crash {
@@ -110,6 +130,13 @@ fn boot_cpu_main(magic: u64) -> ! {
     let mut failed = ktest::run(&tests);
     if let Some(register) = opts.probe_pvm {
         probe::pvm(register);
+    }
+    if opts.bench_trace {
+        println!("k42: tracing benchmark");
+        if let Err(e) = bench::trace() {
+            println!("k42: tracing benchmark failed: {e}");
+            failed += 1;
+        }
     }
     if opts.bench_cobj {
         println!("k42: clustered-object benchmarks");
@@ -177,6 +204,7 @@ fn provoke(crash: Crash) {
 
 /// Stop the VM with exit code `code`.
 pub fn shutdown(code: u8) -> ! {
+    trace::log(ev::boot::shutdown(code as u64));
     arch::hypercall(HypercallNr::Shutdown, [code as u64, 0, 0, 0]);
     arch::halt_forever()
 }

@@ -33,10 +33,14 @@ pub struct PerCpu {
     pub timer_interrupts: AtomicU64,
     /// TSC when the last timer interrupt was taken.
     pub last_timer_tsc: AtomicU64,
+    /// The deadline the timer was last armed for.
+    pub timer_deadline: AtomicU64,
     /// Wakeup IPIs taken on this CPU.
     pub wakeups: AtomicU64,
     /// Set while this CPU is panicking, to stop recursive panics.
     pub panicking: AtomicBool,
+    /// This CPU's trace buffer area (null until tracing is registered).
+    pub trace_area: AtomicPtr<u8>,
 }
 
 impl PerCpu {
@@ -49,8 +53,10 @@ impl PerCpu {
             mailbox: AtomicPtr::new(core::ptr::null_mut()),
             timer_interrupts: AtomicU64::new(0),
             last_timer_tsc: AtomicU64::new(0),
+            timer_deadline: AtomicU64::new(0),
             wakeups: AtomicU64::new(0),
             panicking: AtomicBool::new(false),
+            trace_area: AtomicPtr::new(core::ptr::null_mut()),
         }
     }
 

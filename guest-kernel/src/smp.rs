@@ -15,9 +15,10 @@
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
 use k42_abi::HypercallNr;
+use k42_abi::trace::ev;
 
 use crate::arch::{self, x86_64::interrupts::VECTOR_WAKEUP};
-use crate::percpu;
+use crate::{percpu, trace};
 
 static ONLINE: AtomicU32 = AtomicU32::new(0);
 static NCPUS: AtomicU32 = AtomicU32::new(1);
@@ -37,6 +38,7 @@ pub fn init(ncpus: u32) {
     NCPUS.store(ncpus, Ordering::Relaxed);
     arch::set_handler(VECTOR_WAKEUP, |_| {
         percpu::current().wakeups.fetch_add(1, Ordering::Relaxed);
+        trace::log(ev::ipi::wakeup());
     });
 }
 
@@ -50,6 +52,7 @@ pub fn start_aps() {
 /// CPU to arrive wakes the boot CPU.
 pub fn mark_online() {
     let me = percpu::cpu_id();
+    trace::log(ev::boot::cpu_online(me as u64));
     let r = arch::hypercall(HypercallNr::CpuOnline, [me as u64, 0, 0, 0]);
     assert!(r == 0, "the CpuOnline hypercall failed with {r}");
     if ONLINE.fetch_add(1, Ordering::AcqRel) + 1 == ncpus() && me != 0 {
@@ -66,8 +69,17 @@ pub fn wait_until(mut cond: impl FnMut() -> bool) {
             arch::enable_interrupts();
             return;
         }
-        arch::enable_and_halt();
+        halt();
     }
+}
+
+/// Halt until an interrupt arrives (called with interrupts masked, after
+/// the last check; returns with them enabled), logging the idle period.
+#[inline]
+fn halt() {
+    trace::log(ev::idle::enter());
+    arch::enable_and_halt();
+    trace::log(ev::idle::exit());
 }
 
 /// Work posted to other CPUs; lives on the requester's stack until every
@@ -149,7 +161,7 @@ pub fn idle_loop() -> ! {
             run_request(req);
             continue;
         }
-        arch::enable_and_halt();
+        halt();
         // Woken: outside any request, so a clustered-object quiescent
         // point (a swap or destruction may be waiting for this CPU).
         crate::cobj::quiescent();

@@ -22,8 +22,12 @@ pub fn init(tsc_khz: u64) {
 
 fn on_timer(_: &mut arch::TrapFrame) {
     let me = percpu::current();
-    me.last_timer_tsc.store(arch::read_tsc(), Ordering::Relaxed);
+    let now = arch::read_tsc();
+    me.last_timer_tsc.store(now, Ordering::Relaxed);
     me.timer_interrupts.fetch_add(1, Ordering::Relaxed);
+    crate::trace::log(k42_abi::trace::ev::timer::fire(
+        now.saturating_sub(me.timer_deadline.load(Ordering::Relaxed)),
+    ));
 }
 
 /// TSC frequency in kHz.

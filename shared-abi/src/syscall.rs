@@ -83,6 +83,9 @@ pub enum Syscall {
     /// The caller has waited `rdi` rounds for another CPU: give the host
     /// CPU away for a while (backs off as `rdi` grows).
     Yield = 5,
+    /// Where the trace region is mapped for this program
+    /// ([`crate::trace::USER_VIEW_BASE`]), or 0 when tracing is off.
+    TraceView = 6,
 }
 
 impl Syscall {
@@ -94,6 +97,7 @@ impl Syscall {
             3 => Self::GetCpu,
             4 => Self::Null,
             5 => Self::Yield,
+            6 => Self::TraceView,
             _ => return None,
         })
     }

@@ -75,6 +75,14 @@ pub const EXTENDED_EXTRA_WORDS: usize = 2;
 /// Longest event in words (header, id and TSC words included).
 pub const MAX_EVENT_WORDS: usize = 255;
 
+/// Where user programs see the trace region: its header page (read-only)
+/// at this address, and their CPU's area right after it (see
+/// `crate::syscall::Syscall::TraceView`).
+pub const USER_VIEW_BASE: u64 = 0x0000_7000_0000_0000;
+const _: () = assert!(
+    USER_VIEW_BASE >= crate::syscall::USER_BASE && USER_VIEW_BASE < crate::syscall::USER_TOP
+);
+
 /// The first page of the trace region.
 #[derive(Clone, Copy, Debug, FromBytes, IntoBytes, Immutable, KnownLayout)]
 #[repr(C)]

@@ -375,8 +375,8 @@ fn trace(cmd: TraceCommand) -> Result<(), TraceError> {
         } => {
             let t = ctf::read_trace(&dir)?;
             let v = perfetto::export(&t, &dir)?;
-            let f =
-                std::fs::File::create(&output).map_err(|e| TraceError::Write(output.clone(), e))?;
+            let f = std::fs::File::create(&output)
+                .map_err(|e| TraceError::Output(output.clone(), e))?;
             let mut w = std::io::BufWriter::new(f);
             serde_json::to_writer(&mut w, &v)
                 .map_err(|e| TraceError::Write(output.clone(), e.into()))?;

@@ -29,6 +29,7 @@ use k42_abi::MAX_VCPUS;
 use k42_abi::boot::MAX_MEM_REGIONS;
 use k42_abi::layout::PAGE_SIZE;
 use k42_abi::topology::MAX_NODES;
+use k42_abi::trace::ev;
 
 use crate::sync::InitOnce;
 use crate::{arch, percpu, topology};
@@ -296,6 +297,7 @@ fn alloc_recycled(node: u32, exhaustive: bool) -> Option<u64> {
                 let prev = word.fetch_or(1 << bit, Ordering::AcqRel);
                 if prev & (1 << bit) == 0 {
                     zone.taken();
+                    crate::trace::log(ev::mem::free_frames(free_frames()));
                     let _ = zone
                         .recycled
                         .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |r| r.checked_sub(1));
@@ -326,8 +328,9 @@ pub fn free(pa: u64) {
             let prev = zone.word(i / 64).fetch_and(!mask, Ordering::AcqRel);
             zone.recycled.fetch_add(1, Ordering::Relaxed);
             assert!(prev & mask != 0, "double free of frame {pa:#x}");
-            FREE.fetch_add(1, Ordering::Relaxed);
+            let free = FREE.fetch_add(1, Ordering::Relaxed) + 1;
             FREE_ON[zone.node as usize].fetch_add(1, Ordering::Relaxed);
+            crate::trace::log(ev::mem::free_frames(free));
             return;
         }
     }

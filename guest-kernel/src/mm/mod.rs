@@ -15,8 +15,10 @@ use crate::{boot, topology};
 /// Each usable region becomes a zone of the node whose range holds it
 /// (split where it crosses nodes). The heap comes from the first piece
 /// at least twice its size; with many small nodes it shrinks to half the
-/// largest piece.
-pub fn init() {
+/// largest piece. `reserve` bytes (a page multiple) of untouched RAM are
+/// kept out of both, for the trace buffers; returns the reserved range's
+/// physical address, if a piece had room.
+pub fn init(reserve: u64) -> Option<u64> {
     let bi = boot::boot_info();
     let nodes = topology::get().mem_ranges();
     let pieces = || {
@@ -39,6 +41,7 @@ pub fn init() {
         "no memory region is large enough for the kernel heap"
     );
     let mut heap_taken = false;
+    let mut reserved = None;
     let mut zones = frame::ZoneBuilder::new();
     for (mut start, mut len, node) in pieces() {
         if !heap_taken && len >= heap_size * 2 {
@@ -47,8 +50,14 @@ pub fn init() {
             start += heap_size;
             len -= heap_size;
         }
+        // From the top of the piece, leaving the allocator most of it.
+        if reserved.is_none() && reserve > 0 && len >= reserve * 2 {
+            len -= reserve;
+            reserved = Some(start + len);
+        }
         zones.add(start, len, node);
     }
     frame::init(zones);
     paging::init();
+    reserved
 }

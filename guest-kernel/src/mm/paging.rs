@@ -2,9 +2,10 @@
 //! upper half (copied from the boot page tables) and maps user pages
 //! with 4 KiB pages in the lower half.
 //!
-//! Every frame an address space uses (tables and pages) is recorded and
-//! freed when it drops; pages are zeroed when mapped, so nothing of a
-//! previous owner leaks.
+//! Every frame an address space allocates (tables and pages) is recorded
+//! and freed when it drops; pages are zeroed when mapped, so nothing of a
+//! previous owner leaks. Shared frames (the trace buffers) are mapped
+//! without being owned.
 
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
@@ -65,6 +66,18 @@ fn zeroed_frame() -> Option<u64> {
     pages::alloc_zeroed()
 }
 
+/// A user leaf entry for frame `pa`.
+fn leaf(pa: u64, flags: PageFlags) -> u64 {
+    let mut pte = pa | PRESENT | USER;
+    if flags.writable {
+        pte |= WRITABLE;
+    }
+    if !flags.executable {
+        pte |= NO_EXECUTE;
+    }
+    pte
+}
+
 impl AddressSpace {
     /// A new address space with the kernel's upper half and nothing else.
     pub fn new() -> Option<Self> {
@@ -80,6 +93,19 @@ impl AddressSpace {
     /// Map a fresh zeroed page at user address `va`; returns its physical
     /// address.
     pub fn map_new(&mut self, va: u64, flags: PageFlags) -> Result<u64, MapError> {
+        let pte = self.pte(va)?;
+        if *pte & PRESENT != 0 {
+            return Err(MapError::AlreadyMapped);
+        }
+        let page = zeroed_frame().ok_or(MapError::OutOfMemory)?;
+        self.frames.push(page);
+        *pte = leaf(page, flags);
+        Ok(page)
+    }
+
+    /// The page-table entry for user address `va`, creating the tables
+    /// above it.
+    fn pte(&mut self, va: u64) -> Result<&'static mut u64, MapError> {
         if !(k42_abi::syscall::USER_BASE..k42_abi::syscall::USER_TOP).contains(&va)
             || !va.is_multiple_of(PAGE_SIZE)
         {
@@ -99,20 +125,19 @@ impl AddressSpace {
             };
         }
         let idx = ((va >> 12) & 511) as usize;
-        if table(t)[idx] & PRESENT != 0 {
+        Ok(&mut table(t)[idx])
+    }
+
+    /// Map the existing frame `pa` at user address `va`. The frame is
+    /// not this space's: it is neither zeroed nor freed with it (shared
+    /// memory such as the trace buffers).
+    pub fn map_shared(&mut self, va: u64, pa: u64, flags: PageFlags) -> Result<(), MapError> {
+        let pte = self.pte(va)?;
+        if *pte & PRESENT != 0 {
             return Err(MapError::AlreadyMapped);
         }
-        let page = zeroed_frame().ok_or(MapError::OutOfMemory)?;
-        self.frames.push(page);
-        let mut pte = page | PRESENT | USER;
-        if flags.writable {
-            pte |= WRITABLE;
-        }
-        if !flags.executable {
-            pte |= NO_EXECUTE;
-        }
-        table(t)[idx] = pte;
-        Ok(page)
+        *pte = leaf(pa, flags);
+        Ok(())
     }
 
     /// Load this address space on this CPU.

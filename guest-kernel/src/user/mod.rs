@@ -14,6 +14,8 @@
 //! 0x1000_0000   ProgramInfo, read-only (USER_INFO)
 //! 0x2000_0000   heap, zero-filled (USER_HEAP)
 //!   ...
+//! 0x7000_0000_0000  the trace region, if tracing is on (USER_VIEW_BASE):
+//!               its header read-only, every CPU's buffers read-write
 //! USER_TOP      CPU slot 0's stack, then slot 1's below a guard page, ...
 //! ```
 
@@ -84,6 +86,8 @@ struct Running {
     /// User ranges the program may hand to system calls: (start, end).
     regions: Arc<Vec<(u64, u64)>>,
     fault: Option<Fault>,
+    /// Whether the trace region is mapped at `USER_VIEW_BASE`.
+    trace_view: bool,
 }
 
 static RUNNING: [AtomicPtr<Running>; MAX_VCPUS] =
@@ -104,6 +108,8 @@ pub struct Loaded {
     entry: u64,
     regions: Arc<Vec<(u64, u64)>>,
     stacks: u32,
+    /// Whether the trace region is mapped at `USER_VIEW_BASE`.
+    trace_view: bool,
 }
 
 fn map_range(
@@ -190,6 +196,9 @@ impl Loaded {
             .map_err(LoadError::Map)?;
         // SAFETY: the page was just mapped for the info block alone.
         unsafe { (arch::phys_to_virt(page) as *mut ProgramInfo).write(info) };
+        // The trace buffers, shared with the kernel. Not in `regions`: no
+        // system call takes a pointer into them.
+        let trace_view = crate::trace::map_into(&mut space).map_err(LoadError::Map)?;
         regions.push((
             USER_INFO,
             USER_INFO + core::mem::size_of::<ProgramInfo>() as u64,
@@ -199,6 +208,7 @@ impl Loaded {
             entry: program.entry,
             regions: Arc::new(regions),
             stacks,
+            trace_view,
         })
     }
 
@@ -209,6 +219,7 @@ impl Loaded {
         let mut state = Running {
             regions: self.regions.clone(),
             fault: None,
+            trace_view: self.trace_view,
         };
         let me = percpu::cpu_id();
         let cell = &RUNNING[me as usize];
@@ -356,6 +367,10 @@ pub fn system_call(nr: u64, args: [u64; 5]) -> i64 {
             }
         }
         Some(Syscall::GetCpu) => Ok(percpu::cpu_id() as i64),
+        Some(Syscall::TraceView) => Ok(match running() {
+            Some(r) if r.trace_view => k42_abi::trace::USER_VIEW_BASE as i64,
+            _ => 0,
+        }),
         Some(Syscall::Null) => Ok(0),
         Some(Syscall::Yield) => {
             arch::backoff(args[0].min(u32::MAX as u64) as u32);

@@ -1,8 +1,8 @@
 //! K42-style per-CPU trace buffers: the lock-free writer ([`BufferSet`])
-//! and the reader ([`reader::Reader`]) of the layout `k42_abi::trace`
-//! defines. `no_std` (with `alloc` for the reader); the same code runs in
-//! the guest kernel, in guest user mode, in k42vmm's collector, and in
-//! host unit tests with many threads.
+//! of the layout `k42_abi::trace` defines. `no_std` and allocation-free:
+//! the same code runs in the guest kernel and in guest user programs. The
+//! reader, and the host tests that run many writer threads against it,
+//! are in `k42-trace-reader`.
 //!
 //! One buffer set per CPU: a control block and `2^k` sub-buffers.
 //!
@@ -27,16 +27,16 @@
 //! 3. Write the payload, then the header word (release), then add the
 //!    bytes to the sub-buffer's commit count (release).
 //!
+//! Per-CPU buffer sets, written only by code on their CPU, use plain
+//! read-modify-write instructions ([`Local`], LTTng's `local_t`); buffer
+//! sets that several CPUs write use lock-prefixed ones ([`Shared`]).
+//!
 //! An event more than 2^32 ticks after the buffer's last one is extended
 //! (its id and full TSC in two more words), so 32 timestamp bits suffice
 //! for the rest. A disabled class costs its caller one mask test; nothing
 //! here runs.
 
-#![cfg_attr(not(test), no_std)]
-
-extern crate alloc;
-
-pub mod reader;
+#![no_std]
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
@@ -106,19 +106,100 @@ impl Geometry {
     }
 }
 
+/// How the writers of a buffer set update its shared words: with
+/// lock-prefixed read-modify-writes ([`Shared`]) or with plain ones
+/// ([`Local`]), as LTTng does for per-CPU buffers.
+pub trait Sharing: Copy {
+    /// Compare-and-swap `word` from `old` to `new`; true if it was `old`.
+    fn cas(word: &AtomicU64, old: u64, new: u64) -> bool;
+    /// Add `v` to `word`; ordered after every store before it.
+    fn add(word: &AtomicU64, v: u64);
+}
+
+/// Any number of CPUs may write the buffer set at once.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Shared;
+
+impl Sharing for Shared {
+    #[inline(always)]
+    fn cas(word: &AtomicU64, old: u64, new: u64) -> bool {
+        word.compare_exchange(old, new, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    #[inline(always)]
+    fn add(word: &AtomicU64, v: u64) {
+        word.fetch_add(v, Ordering::Release);
+    }
+}
+
+/// Only code running on one CPU writes the buffer set (interrupt handlers
+/// may nest in a writer; other CPUs and the reader only read its words).
+/// On x86_64 a single `cmpxchg` or `add` without `lock` is atomic with
+/// respect to interrupts on its own CPU and takes no bus lock; aligned
+/// stores are seen whole, and in order, by readers on other CPUs.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Local;
+
+impl Sharing for Local {
+    #[inline(always)]
+    fn cas(word: &AtomicU64, old: u64, new: u64) -> bool {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let prev: u64;
+            // SAFETY: `word` is a valid, aligned u64; only this CPU
+            // modifies it (Local's contract), and one instruction cannot be
+            // interrupted halfway. The asm clobbers memory, so it is also a
+            // compiler barrier.
+            unsafe {
+                core::arch::asm!(
+                    "cmpxchg qword ptr [{w}], {new}",
+                    w = in(reg) word.as_ptr(),
+                    new = in(reg) new,
+                    inout("rax") old => prev,
+                    options(nostack),
+                );
+            }
+            prev == old
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            Shared::cas(word, old, new)
+        }
+    }
+
+    #[inline(always)]
+    fn add(word: &AtomicU64, v: u64) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `cas`; x86 keeps this store after earlier ones.
+        unsafe {
+            core::arch::asm!(
+                "add qword ptr [{w}], {v}",
+                w = in(reg) word.as_ptr(),
+                v = in(reg) v,
+                options(nostack),
+            );
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        Shared::add(word, v);
+    }
+}
+
 /// One CPU's buffer set: a view of its area (control block and
-/// sub-buffers) in memory shared with the reader.
+/// sub-buffers) in memory shared with the reader. `S` says who may write
+/// it: see [`Shared`] and [`Local`].
 #[derive(Clone, Copy, Debug)]
-pub struct BufferSet {
+pub struct BufferSet<S: Sharing = Shared> {
     base: *mut u8,
     geometry: Geometry,
+    _sharing: core::marker::PhantomData<S>,
 }
 
 // SAFETY: every access to the area goes through atomics or through slots
 // that the reservation protocol gives to exactly one writer.
-unsafe impl Send for BufferSet {}
+unsafe impl<S: Sharing> Send for BufferSet<S> {}
 // SAFETY: as above.
-unsafe impl Sync for BufferSet {}
+unsafe impl<S: Sharing> Sync for BufferSet<S> {}
 
 /// Outcome of the slow path.
 enum Enter {
@@ -131,7 +212,7 @@ enum Enter {
     Full,
 }
 
-impl BufferSet {
+impl<S: Sharing> BufferSet<S> {
     /// A view of the area at `base`.
     ///
     /// # Safety
@@ -139,9 +220,16 @@ impl BufferSet {
     /// bytes that stay valid for as long as the view (and its copies) is
     /// used, that were zero when the first writer or reader used them, and
     /// that are accessed only through this protocol (writers through
-    /// [`BufferSet`], one reader through [`reader::Reader`]).
+    /// [`BufferSet`], one reader through `k42_trace_reader::Reader`).
+    ///
+    /// With `S` = [`Local`], only code running on one CPU may write the
+    /// area.
     pub const unsafe fn new(base: *mut u8, geometry: Geometry) -> Self {
-        Self { base, geometry }
+        Self {
+            base,
+            geometry,
+            _sharing: core::marker::PhantomData,
+        }
     }
 
     /// The geometry of this buffer set.
@@ -199,10 +287,7 @@ impl BufferSet {
             let len = (nwords * 8) as u64;
             let in_sb = off & (s - 1);
             let (pos, extra) = if in_sb != 0 && in_sb + len <= s {
-                if offset
-                    .compare_exchange_weak(off, off + len, Ordering::Relaxed, Ordering::Relaxed)
-                    .is_err()
-                {
+                if !S::cas(offset, off, off + len) {
                     continue;
                 }
                 (off, 0)
@@ -236,8 +321,10 @@ impl BufferSet {
                     Ordering::Release,
                 );
             }
-            self.word(self.geometry.commit_offset(self.geometry.subbuf_index(pos)))
-                .fetch_add(len + extra, Ordering::Release);
+            S::add(
+                self.word(self.geometry.commit_offset(self.geometry.subbuf_index(pos))),
+                len + extra,
+            );
             return true;
         }
     }
@@ -254,18 +341,14 @@ impl BufferSet {
         let start = if in_sb == 0 { off } else { off - in_sb + s };
         let consumed = self.word(control::CONSUMED).load(Ordering::Acquire);
         if start.wrapping_sub(consumed) > g.data_size() - s {
-            self.word(control::LOST).fetch_add(1, Ordering::Relaxed);
+            S::add(self.word(control::LOST), 1);
             return Enter::Full;
         }
         // Taken before the CAS: every loss counted by the time a later
         // sub-buffer is entered is counted in that one's snapshot too.
         let lost = self.word(control::LOST).load(Ordering::Relaxed);
         let new = start + SUBBUF_HEADER_SIZE + len;
-        if self
-            .word(control::OFFSET)
-            .compare_exchange(off, new, Ordering::Relaxed, Ordering::Relaxed)
-            .is_err()
-        {
+        if !S::cas(self.word(control::OFFSET), off, new) {
             return Enter::Retry;
         }
         if in_sb != 0 {
@@ -276,8 +359,7 @@ impl BufferSet {
                 AtomicU64::from_ptr(self.slot(off))
                     .store(EventHeader::new(tsc, FILLER_ID, words).0, Ordering::Release);
             }
-            self.word(g.commit_offset(g.subbuf_index(off)))
-                .fetch_add(pad, Ordering::Release);
+            S::add(self.word(g.commit_offset(g.subbuf_index(off))), pad);
         }
         let header = self.slot(start);
         // SAFETY: the CAS gave this writer the new sub-buffer's header;
@@ -293,6 +375,3 @@ impl BufferSet {
         Enter::At(start + SUBBUF_HEADER_SIZE)
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -6,6 +6,8 @@
 //! index; `_start` aligns the stack and calls the entry, and the program
 //! ends (on that CPU) with the entry's return value as its exit status.
 //!
+//! [`trace`] logs events into the kernel's per-CPU trace buffers.
+//!
 //! ```ignore
 //! #![no_std]
 //! #![no_main]
@@ -20,6 +22,7 @@
 pub mod heap;
 pub mod sync;
 pub mod sys;
+pub mod trace;
 
 use core::fmt::{self, Write};
 

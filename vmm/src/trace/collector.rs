@@ -8,7 +8,10 @@
 //! every interval, per vCPU:  take() complete sub-buffers ─► check events
 //!                              ─► CTF packet ─► live events not yet peeked
 //!                            peek() current sub-buffer (only while live
-//!                              clients listen) ─► live events
+//!                              clients listen) ─► live events; when the
+//!                              first client arrives, what is already
+//!                              there is counted but not sent (a client
+//!                              sees events from when it attached)
 //! once a second:             top summary (while top clients listen)
 //! at the end:                drain() ─► last packets, final lost counts
 //! ```
@@ -20,7 +23,7 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use k42_abi::trace::{Kind, MASK_OFFSET, class};
-use k42_trace::reader::{Events, Reader};
+use k42_trace_reader::{Events, Reader};
 use serde::{Deserialize, Serialize};
 
 use super::ctf::{self, StreamWriter, TraceMeta};
@@ -55,6 +58,17 @@ pub struct VcpuTrace {
     pub incomplete_bytes: u64,
     /// Why reading this vCPU's buffers stopped early, if it did.
     pub error: Option<String>,
+}
+
+/// Whether a poll looks at the sub-buffers being written.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Peek {
+    /// No live client: only complete sub-buffers.
+    No,
+    /// Clients just arrived: account for what is there, send nothing.
+    CatchUp,
+    /// Send new events to the clients.
+    Deliver,
 }
 
 /// One vCPU's reader and its outputs.
@@ -93,6 +107,7 @@ pub fn run(
     let dir = hub.options.dir.clone();
     let interval = hub.options.interval();
     let mut coll: Option<Collection> = None;
+    let mut was_live = false;
     let end_reason = loop {
         let (reg, finishing) = hub.wait(interval);
         if coll.is_none()
@@ -101,10 +116,24 @@ pub fn run(
             let khz = tsc_khz.get().copied().unwrap_or(0) as u64;
             coll = Some(Collection::start(reg, khz, dir.as_deref())?);
         }
-        let live = server.as_ref().is_some_and(|s| s.wants_events());
+        let live = server
+            .as_ref()
+            .is_some_and(|s| s.wants_events() || s.wants_top());
+        let peek = if !live {
+            Peek::No
+        } else if was_live {
+            Peek::Deliver
+        } else {
+            Peek::CatchUp
+        };
         if let Some(c) = &mut coll {
-            c.poll(ram, server.as_mut(), live)?;
+            c.poll(ram, server.as_mut(), peek)?;
+            if peek == Peek::CatchUp {
+                // Summaries start now, not with the backlog.
+                c.top(ram);
+            }
         }
+        was_live = live;
         if let Some(s) = &mut server {
             let view = VmView {
                 vcpus: coll.as_ref().map_or(0, |c| c.reg.header.ncpus),
@@ -123,6 +152,7 @@ pub fn run(
             };
             s.poll(&view, &mut set_mask);
             if s.wants_top()
+                && peek == Peek::Deliver
                 && let Some(c) = &mut coll
                 && c.top_at.elapsed() >= Duration::from_secs(1)
             {
@@ -205,7 +235,7 @@ impl Collection {
         &mut self,
         ram: &GuestRam,
         mut server: Option<&mut Server>,
-        live: bool,
+        peek: Peek,
     ) -> Result<(), TraceError> {
         let khz = self.tsc_khz;
         for cpu in self.cpus.iter_mut().filter(|c| !c.broken) {
@@ -213,9 +243,18 @@ impl Collection {
                 ram,
                 base: cpu.area,
             };
-            loop {
+            // At most one lap per look: a guest that fakes complete
+            // sub-buffers cannot keep the collector from the others.
+            for _ in 0..self.reg.header.nsubbufs {
                 match cpu.reader.take(&mem) {
-                    Ok(Some(p)) => cpu.packet(&p, khz, server.as_deref_mut())?,
+                    Ok(Some(p)) => {
+                        let to = if peek == Peek::CatchUp {
+                            None
+                        } else {
+                            server.as_deref_mut()
+                        };
+                        cpu.packet(&p, khz, to)?
+                    }
                     Ok(None) => break,
                     Err(e) => {
                         cpu.fail(e.to_string());
@@ -223,10 +262,15 @@ impl Collection {
                     }
                 }
             }
-            if live && !cpu.broken {
+            if peek != Peek::No && !cpu.broken {
                 match cpu.reader.peek(&mem) {
                     Ok(chunk) => {
-                        cpu.live_events(chunk.events(), 0, khz, server.as_deref_mut());
+                        let to = if peek == Peek::Deliver {
+                            server.as_deref_mut()
+                        } else {
+                            None
+                        };
+                        cpu.live_events(chunk.events(), 0, khz, to);
                     }
                     Err(e) => cpu.fail(e.to_string()),
                 }
@@ -263,7 +307,8 @@ impl Collection {
         Ok(())
     }
 
-    /// Per-vCPU rates and idle shares since the last summary.
+    /// Per-vCPU rates and idle shares since the last summary; starts the
+    /// next interval.
     fn top(&mut self, ram: &GuestRam) -> (f64, Vec<TopRow>) {
         let elapsed = self.reg.at.elapsed();
         let now_ns =
@@ -314,7 +359,7 @@ impl CpuStream {
     /// the events live clients have not seen.
     fn packet(
         &mut self,
-        p: &k42_trace::reader::Packet,
+        p: &k42_trace_reader::Packet,
         khz: u64,
         server: Option<&mut Server>,
     ) -> Result<(), TraceError> {

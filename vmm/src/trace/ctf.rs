@@ -30,7 +30,7 @@ use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use k42_abi::trace::{EVENTS, FieldType, catalogue_hash};
-use k42_trace::reader::Events;
+use k42_trace_reader::Events;
 
 use super::TraceError;
 
@@ -38,6 +38,9 @@ use super::TraceError;
 pub const PACKET_MAGIC: u32 = 0xc1fc_1fc1;
 /// Bytes of packet header and context before the first event.
 pub const PACKET_PREFIX: u64 = 88;
+/// Bits of packet header and context as TSDL declares them: the last 4
+/// bytes of the prefix are the alignment of the first event header.
+pub const DECLARED_PREFIX_BITS: u64 = 84 * 8;
 
 /// What the metadata says about the trace.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -258,7 +261,13 @@ impl StreamWriter {
         let end = tsc_end.max(begin);
         self.discarded = self.discarded.max(lost);
         let packet_bits = (PACKET_PREFIX + words.len() as u64 * 8) * 8;
-        let content_bits = packet_bits - trailing_padding_bits(words, begin);
+        // Content ends where the last declared field ends, or a reader
+        // would look for another event in the padding after it.
+        let content_bits = if words.is_empty() {
+            DECLARED_PREFIX_BITS
+        } else {
+            packet_bits - trailing_padding_bits(words, begin)
+        };
         let mut buf = Vec::with_capacity(PACKET_PREFIX as usize + words.len() * 8);
         buf.extend_from_slice(&PACKET_MAGIC.to_le_bytes());
         buf.extend_from_slice(&self.uuid);
@@ -541,6 +550,12 @@ mod tests {
             .collect();
         assert_eq!(evs, vec![(1005, 7), (1 << 33, 8)]);
         assert_eq!(s.packets[1].tsc_begin, 1 << 33);
+        assert!(s.packets[1].words.is_empty());
+        // The empty packet's content ends with the declared context.
+        let raw = std::fs::read(stream_path(&path, 1)).unwrap();
+        let second = (PACKET_PREFIX + 6 * 8) as usize;
+        let content = u64::from_le_bytes(raw[second + 48..second + 56].try_into().unwrap());
+        assert_eq!(content, DECLARED_PREFIX_BITS);
         assert!(create_dir(&path).is_err(), "a used directory is refused");
         assert!(read_trace(dir.path()).is_err(), "no metadata");
     }

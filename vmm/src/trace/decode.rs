@@ -2,7 +2,7 @@
 //! a framed event against its descriptor, and showing it as text or JSON.
 
 use k42_abi::trace::{EventDesc, FieldType, event_desc};
-use k42_trace::reader::RawEvent;
+use k42_trace_reader::RawEvent;
 use serde_json::Value;
 
 /// Why an event cannot be decoded.

@@ -35,7 +35,7 @@ use std::time::{Duration, Instant};
 use k42_abi::HypercallResult;
 use k42_abi::trace::{MASK_OFFSET, REGION_HEADER_SIZE, RegionHeader};
 use k42_trace::Geometry;
-use k42_trace::reader::TraceMem;
+use k42_trace_reader::TraceMem;
 use zerocopy::FromBytes;
 
 use crate::memory::GuestRam;
@@ -90,6 +90,8 @@ pub enum TraceError {
     Read(PathBuf, String),
     #[error("cannot write {0}: {1}")]
     Write(PathBuf, std::io::Error),
+    #[error("-o {0}: {1}")]
+    Output(PathBuf, std::io::Error),
     #[error("{0}: {1}")]
     Attach(PathBuf, String),
 }

@@ -33,9 +33,18 @@ fn us(ns: u64) -> f64 {
     ns as f64 / 1000.0
 }
 
-/// A slice's name: its class, and the begin event's first field.
+/// A slice's name: its class, and the begin event's first field (for a
+/// hypercall, its name).
 fn slice_name(d: &EventDesc, payload: &[u64]) -> String {
     let class = class_name(d.class).unwrap_or("?");
+    if d.class == k42_abi::trace::class::hypercall
+        && let Some(nr) = payload
+            .first()
+            .and_then(|&n| u32::try_from(n).ok())
+            .and_then(k42_abi::HypercallNr::from_raw)
+    {
+        return format!("hypercall {nr:?}");
+    }
     match (d.fields.first(), payload.first()) {
         (Some(f), Some(w)) => format!("{class} {}={}", f.name, decode::value_text(f.ty, *w)),
         _ => class.to_string(),
@@ -167,7 +176,7 @@ mod tests {
         push(&mut w, 4000, ev::interrupt::exit(0x30));
         push(&mut w, 5000, ev::hypercall::exit(1, 0)); // begin lost: dropped
         push(&mut w, 6000, ev::idle::exit());
-        push(&mut w, 7000, ev::hypercall::enter(2)); // never ends
+        push(&mut w, 7000, ev::hypercall::enter(2)); // Shutdown: never ends
         push(&mut w, 8000, ev::mem::free_frames(99));
         let t = TraceData {
             meta: TraceMeta::new(2, 1_000_000),
@@ -203,6 +212,8 @@ mod tests {
         assert_eq!(b["ts"], 1.0);
         let irq = evs.iter().filter(|e| e["ph"] == "B").nth(1).unwrap();
         assert_eq!(irq["name"], "interrupt vector=0x30");
+        let hc = evs.iter().filter(|e| e["ph"] == "B").nth(2).unwrap();
+        assert_eq!(hc["name"], "hypercall Shutdown");
         let counters: Vec<&Value> = evs.iter().filter(|e| e["ph"] == "C").collect();
         assert_eq!(counters.len(), 2);
         assert_eq!(counters[0]["args"]["lost"], 3);

@@ -7,16 +7,20 @@
 use core::arch::asm;
 
 use k42_abi::hypercall::{HypercallBlock, HypercallNr, PORT};
+use k42_abi::trace::ev;
 
 /// Make hypercall `nr` with `args`; returns the VMM's result code (≥ 0
 /// success, < 0 a `HypercallResult` error).
 pub fn hypercall(nr: HypercallNr, args: [u64; 4]) -> i64 {
-    send(&mut HypercallBlock {
+    crate::trace::log(ev::hypercall::enter(nr as u64));
+    let r = send(&mut HypercallBlock {
         nr: nr as u32,
         reserved: 0,
         args,
         result: 0,
-    })
+    });
+    crate::trace::log(ev::hypercall::exit(nr as u64, r));
+    r
 }
 
 /// Send a hand-made block, valid or not (for tests of k42vmm's checks).

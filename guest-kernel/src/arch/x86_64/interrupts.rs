@@ -29,6 +29,8 @@ use core::sync::atomic::{AtomicUsize, Ordering};
 use ::x86_64::VirtAddr;
 use ::x86_64::structures::DescriptorTablePointer;
 
+use k42_abi::trace::ev;
+
 use super::apic;
 
 pub const VECTOR_TIMER: u8 = 0x30;
@@ -297,6 +299,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     if vector == VECTOR_SPURIOUS {
         return;
     }
+    crate::trace::log(ev::interrupt::entry(vector as u64));
     let h = HANDLERS[vector as usize].load(Ordering::Acquire);
     if h != 0 {
         // SAFETY: only `set_handler` stores into HANDLERS, always a Handler.
@@ -304,6 +307,7 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
         handler(frame);
     }
     apic::eoi();
+    crate::trace::log(ev::interrupt::exit(vector as u64));
 }
 
 /// The exception's mnemonic and name.

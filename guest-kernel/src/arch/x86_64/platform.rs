@@ -6,9 +6,34 @@ use core::arch::asm;
 
 use k42_abi::layout::{KERNEL_VIRT_BASE, PHYS_MAP_BASE};
 
-pub use super::apic::{broadcast_ipi, send_ipi, set_timer_deadline};
 pub use super::hypercall::{backoff, hypercall};
 pub use super::interrupts::{TrapFrame, VECTOR_WAKEUP, set_handler};
+use k42_abi::trace::ev;
+
+/// Send `vector` to CPU `cpu`.
+#[inline]
+pub fn send_ipi(cpu: u32, vector: u8) {
+    crate::trace::log(ev::ipi::send(cpu as u64, vector as u64));
+    super::apic::send_ipi(cpu, vector);
+}
+
+/// Send `vector` to every CPU but this one.
+#[inline]
+pub fn broadcast_ipi(vector: u8) {
+    crate::trace::log(ev::ipi::broadcast(vector as u64));
+    super::apic::broadcast_ipi(vector);
+}
+
+/// Fire this CPU's timer interrupt when the TSC reaches `tsc` (0
+/// disarms it).
+#[inline]
+pub fn set_timer_deadline(tsc: u64) {
+    crate::trace::log(ev::timer::arm(tsc));
+    crate::percpu::current()
+        .timer_deadline
+        .store(tsc, core::sync::atomic::Ordering::Relaxed);
+    super::apic::set_timer_deadline(tsc);
+}
 
 /// Whether maskable interrupts are enabled on this CPU.
 #[inline]

@@ -1,6 +1,8 @@
-//! The reader's side of the protocol: take complete sub-buffers, peek at
-//! the events of the one being written, and drain everything once the
-//! writers have stopped.
+//! The reader of the K42-style trace buffers that `k42-trace` writes:
+//! take complete sub-buffers, peek at the events of the one being
+//! written, and drain everything once the writers have stopped. `no_std`
+//! with `alloc`: k42vmm's collector and the kernel's tests use it, and
+//! its host tests run many writer threads against one reader.
 //!
 //! The reader reaches the area through [`TraceMem`] (k42vmm reads guest
 //! RAM; tests and the kernel read their own memory). It keeps its own
@@ -23,6 +25,10 @@
 //! Everything read is guest-controlled: framing errors come back as
 //! [`ReadError`], never as a panic.
 
+#![cfg_attr(not(test), no_std)]
+
+extern crate alloc;
+
 use alloc::vec;
 use alloc::vec::Vec;
 
@@ -31,7 +37,7 @@ use k42_abi::trace::{
     extend_tsc,
 };
 
-use crate::Geometry;
+use k42_trace::{BufferSet, Geometry, Sharing};
 
 /// Access to one CPU's area (control block and sub-buffers); offsets are
 /// bytes from the area's start.
@@ -55,7 +61,7 @@ pub struct LocalMem {
 
 impl LocalMem {
     /// The area of `buffers`.
-    pub fn new(buffers: &crate::BufferSet) -> Self {
+    pub fn new<S: Sharing>(buffers: &BufferSet<S>) -> Self {
         Self {
             base: buffers.base(),
             len: buffers.geometry().area_size(),
@@ -502,3 +508,6 @@ impl Reader {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests;

@@ -8,8 +8,9 @@ use std::vec::Vec;
 
 use k42_abi::trace::{EventHeader, FILLER_ID, SUBBUF_HEADER_SIZE, control, event_id};
 
-use crate::reader::{LocalMem, Packet, Reader, TraceMem};
-use crate::{BufferSet, Geometry};
+use k42_trace::{BufferSet, Geometry};
+
+use crate::{LocalMem, Packet, Reader, TraceMem};
 
 /// A zeroed, page-aligned area for `g`.
 struct Area {
@@ -81,6 +82,51 @@ fn one_writer_round_trip() {
         last = *tsc;
     }
     assert_eq!(r.lost(&mem), 0);
+}
+
+/// The per-CPU variant, with an "interrupt" (a nested writer) logging in
+/// the middle of an event: every event whole and in reservation order.
+#[test]
+fn local_writers_nest() {
+    let g = Geometry::new(12, 2).unwrap();
+    let area = Area::new(g);
+    // SAFETY: the same area, written by this thread only.
+    let local = unsafe { BufferSet::<k42_trace::Local>::new(area.buffers.base(), g) };
+    let clock = AtomicU64::new(1);
+    let nested = std::cell::Cell::new(false);
+    for i in 0..100u64 {
+        // The clock "interrupts" the first attempt of every 10th event
+        // with an event of its own, so the outer CAS fails and retries.
+        let now = || {
+            if i % 10 == 0 && !nested.replace(true) {
+                assert!(local.log(counter_clock(&clock), ID, &[1000 + i]));
+            }
+            clock.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        assert!(local.log(now, ID, &[i]));
+        nested.set(false);
+    }
+    let mem = area.reader_mem();
+    let packets = Reader::new(g).drain(&mem).unwrap();
+    let seen: Vec<u64> = packets
+        .iter()
+        .flat_map(|p| {
+            p.events()
+                .map(|e| e.unwrap().payload[0])
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(seen.len(), 110);
+    let expected: Vec<u64> = (0..100u64)
+        .flat_map(|i| {
+            if i % 10 == 0 {
+                vec![1000 + i, i]
+            } else {
+                vec![i]
+            }
+        })
+        .collect();
+    assert_eq!(seen, expected);
 }
 
 #[test]
