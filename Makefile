@@ -9,6 +9,7 @@
 #   make nightly    the nightly regression job: sweep, compare with the
 #                   accepted baseline of this host class, write the report
 #   make bench-accept  accept the last nightly results as that baseline
+#   make bench-trace  ns per trace event, enabled and disabled, vs an empty loop
 #
 # Everything installs what it needs itself (the Rust target for the guest).
 
@@ -20,13 +21,16 @@ K42VMM     := target/release/k42vmm
 BASELINES  := bench/baselines
 NIGHTLY    := target/bench/nightly
 
-.PHONY: all setup kernel image vmm run test lint unit-test bench-boot bench-platform bench nightly bench-accept clean
+.PHONY: all setup kernel image vmm run test lint unit-test bench-boot bench-platform bench nightly bench-accept bench-trace clean
 
 all: image vmm
 
 # The guest target is not installed automatically (RUSTUP_AUTO_INSTALL=0).
+# The trace tests read k42vmm's CTF traces back with babeltrace2.
 setup:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST) || rustup target add $(GUEST)
+	@command -v babeltrace2 >/dev/null || { echo "installing babeltrace2 (the trace tests read CTF traces with it)"; \
+		apt-get install -y -q babeltrace2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q babeltrace2 >/dev/null; }; }
 
 kernel: setup
 	$(CARGO) build -p k42-kernel -p k42-usertest -p k42-platform-bench -p k42-cobj-bench -p k42-trace-bench --target $(GUEST) --release
@@ -81,6 +85,10 @@ nightly: image vmm
 # commit the file it writes.
 bench-accept: vmm
 	$(K42VMM) bench accept $(NIGHTLY)/results.json --baselines $(BASELINES)
+
+bench-trace: image vmm
+	$(CARGO) build --release -p k42vmm --bins
+	target/release/k42vmm-bench-trace --image $(IMAGE)
 
 clean:
 	$(CARGO) clean

@@ -69,6 +69,11 @@ const PLATFORM_CMDLINE: &str = "test=none bench=platform";
 /// case: a few to a few tens of milliseconds each).
 const COBJ_CMDLINE: &str = "test=none bench=cobj";
 
+/// `bench=trace` with per-vCPU trace buffers (4 × 1 MiB) that hold the
+/// whole user-mode loop (65 536 events), so nothing is dropped without a
+/// collector draining them.
+const TRACE_CMDLINE: &str = "test=none bench=trace trace.subbuf=1M trace.subbufs=4";
+
 /// A user-mode series made of the records called `record`.
 const fn user(label: &'static str, record: &'static str) -> Series {
     Series {
@@ -155,6 +160,17 @@ pub const BENCHMARKS: &[Benchmark] = &[
         ],
         timeout_s: 300,
     },
+    Benchmark {
+        name: "trace.event3",
+        description: "trace events logged from user mode on every vCPU at once, each into its own CPU's buffers: enabled three-word events vs disabled ones (one mask test)",
+        cmdline: TRACE_CMDLINE,
+        op: "events",
+        series: &[
+            user("enabled", "trace.event3"),
+            user("disabled", "trace.disabled"),
+        ],
+        timeout_s: 300,
+    },
 ];
 
 /// Every suite, in the order `k42vmm bench list` shows them.
@@ -170,6 +186,7 @@ pub const SUITES: &[Suite] = &[
             "cobj.dhash",
             "cobj.process",
             "cobj.call",
+            "trace.event3",
         ],
     },
     Suite {
@@ -187,6 +204,11 @@ pub const SUITES: &[Suite] = &[
             "cobj.process",
             "cobj.call",
         ],
+    },
+    Suite {
+        name: "trace",
+        description: "what logging a trace event costs, per vCPU count (per-CPU buffers: it should scale linearly)",
+        benchmarks: &["trace.event3"],
     },
 ];
 
