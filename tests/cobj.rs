@@ -60,3 +60,53 @@ fn kernel_objects_at_4_vcpus() {
     assert_eq!(ran.len(), 6);
     assert!(ran.iter().all(|t| t["passed"] == true), "{ran:?}");
 }
+
+/// Misses, swap phases and destruction show up in the trace, each swap
+/// with its three phases, and babeltrace2 reads them.
+#[test]
+fn clustered_object_events_are_traced() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let trace = dir.path().join("trace");
+    let image = default_image();
+    let out = run(&[
+        "run",
+        "--vcpus",
+        "4",
+        "--timeout",
+        "120s",
+        "--trace",
+        trace.to_str().unwrap(),
+        "--cmdline",
+        "test=cobj.swap_under_load",
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = std::process::Command::new("babeltrace2")
+        .arg(&trace)
+        .output()
+        .expect("babeltrace2 runs");
+    assert!(
+        text.status.success(),
+        "babeltrace2: {}",
+        String::from_utf8_lossy(&text.stderr)
+    );
+    let text = String::from_utf8_lossy(&text.stdout);
+    let count = |name: &str| {
+        text.lines()
+            .filter(|l| l.contains(&format!("cobj:{name}:")))
+            .count()
+    };
+    assert!(
+        count("miss") >= 4,
+        "every CPU misses at least once:\n{text}"
+    );
+    let swaps = count("swap_begin");
+    assert!(
+        swaps >= 4,
+        "the test swaps at least 4 times, the trace shows {swaps}"
+    );
+    assert_eq!(count("swap_block"), swaps);
+    assert_eq!(count("swap_end"), swaps);
+    assert_eq!(count("destroy"), 1, "the test destroys its counter once");
+}

@@ -9,11 +9,11 @@
 //!   and each time its idle loop wakes; a CPU being waited for is poked
 //!   with a wakeup IPI so that its idle loop runs.
 
-use k42_cobj::{Cpu, CpuEnv, System};
+use k42_cobj::{Cpu, CpuEnv, Event, System};
 
 use crate::arch;
 use crate::sync::InitOnce;
-use crate::{percpu, smp, time};
+use crate::{percpu, smp, time, trace};
 
 /// Objects the kernel's table holds.
 const CAPACITY: usize = 32;
@@ -47,6 +47,19 @@ impl CpuEnv for KernelEnv {
     }
     fn poke(&self, cpu: usize) {
         arch::send_ipi(cpu as u32, arch::VECTOR_WAKEUP);
+    }
+    fn event(&self, event: Event) {
+        use k42_abi::trace::ev::cobj as ev;
+        let o = |obj: u32| obj as u64;
+        match event {
+            Event::Miss { obj } => trace::log(ev::miss(o(obj))),
+            Event::SwapBegin { obj, format } => {
+                trace::log(ev::swap_begin(o(obj), format.map_or(-1, |f| f as i64)))
+            }
+            Event::SwapBlock { obj, forward_ns } => trace::log(ev::swap_block(o(obj), forward_ns)),
+            Event::SwapEnd { obj, blocked_ns } => trace::log(ev::swap_end(o(obj), blocked_ns)),
+            Event::Destroy { obj } => trace::log(ev::destroy(o(obj))),
+        };
     }
 }
 

@@ -537,8 +537,18 @@ catalogue! {
         /// Free frames after a change of the frame allocator's state.
         free_frames = 1 counter(frames: u64);
     }
-    /// Clustered objects (no events yet).
+        /// Clustered objects.
     class cobj = 8 {
+        /// A call missed in its CPU's local table and went to the root.
+        miss = 1 instant(obj: u64);
+        /// A hot swap (or interposition) starts its forward phase.
+        swap_begin = 2 begin(obj: u64, format: i64);
+        /// The swap's forward phase ended; new calls block from now on.
+        swap_block = 3 instant(obj: u64, forward_ns: u64);
+        /// The swap switched to the new root; blocked calls go on.
+        swap_end = 4 end(obj: u64, blocked_ns: u64);
+        /// An object was destroyed (after quiescence).
+        destroy = 5 instant(obj: u64);
     }
     /// Benchmarks.
     class bench = 9 {

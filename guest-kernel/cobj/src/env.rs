@@ -22,4 +22,29 @@ pub trait CpuEnv: Send + Sync {
     fn poke(&self, cpu: usize) {
         let _ = cpu;
     }
+
+    /// Record a clustered-object event (misses, swap phases,
+    /// destruction), e.g. in a trace. Does nothing by default.
+    fn event(&self, event: Event) {
+        let _ = event;
+    }
+}
+
+/// What the core reports to a platform that traces (see
+/// [`CpuEnv::event`]). `obj` is the object's table index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event {
+    /// A call missed in its CPU's local table.
+    Miss { obj: u32 },
+    /// A swap or interposition starts (format: the negotiated one).
+    SwapBegin {
+        obj: u32,
+        format: Option<crate::root::Format>,
+    },
+    /// The swap's forward phase ended after `forward_ns`.
+    SwapBlock { obj: u32, forward_ns: u64 },
+    /// The swap switched roots; callers were blocked `blocked_ns`.
+    SwapEnd { obj: u32, blocked_ns: u64 },
+    /// An object was destroyed.
+    Destroy { obj: u32 },
 }

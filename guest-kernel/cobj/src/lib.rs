@@ -47,6 +47,6 @@ pub mod root;
 pub mod sync;
 pub mod system;
 
-pub use env::CpuEnv;
+pub use env::{CpuEnv, Event};
 pub use root::{Format, Formats, Rep, RepSet, Root, TransferState};
 pub use system::{Cpu, ObjRef, Request, SwapError, SwapStats, System};

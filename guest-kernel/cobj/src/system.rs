@@ -30,7 +30,7 @@ use alloc::vec::Vec;
 use core::marker::PhantomData;
 use core::sync::atomic::{AtomicPtr, AtomicU32, AtomicU64, Ordering};
 
-use crate::env::CpuEnv;
+use crate::env::{CpuEnv, Event};
 use crate::quiesce::CpuGeneration;
 use crate::root::{Format, Rep, Root};
 use crate::sync::SpinLock;
@@ -290,6 +290,7 @@ impl<E: CpuEnv> System<E> {
     ) -> R {
         let e = &self.entries[obj.idx as usize];
         self.misses.fetch_add(1, Ordering::Relaxed);
+        self.env.event(Event::Miss { obj: obj.idx });
         let mut round = 0;
         loop {
             match e.state.load(Ordering::SeqCst) {
@@ -402,6 +403,10 @@ impl<E: CpuEnv> System<E> {
         }
         let e = &self.entries[obj.idx as usize];
         let t0 = self.env.now_ns();
+        self.env.event(Event::SwapBegin {
+            obj: obj.idx,
+            format,
+        });
         let cached = {
             let _g = e.lock.lock(&self.env);
             if e.state.load(Ordering::SeqCst) != NORMAL {
@@ -415,6 +420,10 @@ impl<E: CpuEnv> System<E> {
         };
         self.wait_quiescent(me, &cached);
         let t1 = self.env.now_ns();
+        self.env.event(Event::SwapBlock {
+            obj: obj.idx,
+            forward_ns: t1 - t0,
+        });
         e.state.store(BLOCK, Ordering::SeqCst);
         let mut round = 0;
         while e.in_flight.load(Ordering::SeqCst) != 0 {
@@ -435,6 +444,11 @@ impl<E: CpuEnv> System<E> {
                 e.root
                     .store(Box::into_raw(Box::new(old)) as *mut (), Ordering::Release);
                 e.state.store(NORMAL, Ordering::SeqCst);
+                let blocked_ns = self.env.now_ns() - t1;
+                self.env.event(Event::SwapEnd {
+                    obj: obj.idx,
+                    blocked_ns,
+                });
                 return Err(err);
             }
         };
@@ -443,6 +457,10 @@ impl<E: CpuEnv> System<E> {
             .store(Box::into_raw(Box::new(new)) as *mut (), Ordering::Release);
         e.state.store(NORMAL, Ordering::SeqCst);
         let t2 = self.env.now_ns();
+        self.env.event(Event::SwapEnd {
+            obj: obj.idx,
+            blocked_ns: t2 - t1,
+        });
         Ok(SwapStats {
             format,
             forward_ns: t1 - t0,
@@ -595,6 +613,7 @@ impl<'s, E: CpuEnv> Cpu<'s, E> {
         });
         e.state.store(FREE, Ordering::SeqCst);
         sys.free.lock(&sys.env).push(obj.idx);
+        sys.env.event(Event::Destroy { obj: obj.idx });
         Ok(())
     }
 }
