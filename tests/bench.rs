@@ -350,7 +350,7 @@ fn a_failing_boot_stops_the_sweep_naming_the_point() {
     let dir = tempfile::tempdir().unwrap();
     let bare = dir.path().join("bare.img");
     let mut bytes = Vec::new();
-    k42_image::write_image(&mut bytes, &manifest, &image.kernel, &[]).unwrap();
+    k42_image::write_image(&mut bytes, &manifest, image.kernel(), &[]).unwrap();
     std::fs::write(&bare, bytes).unwrap();
     let out_dir = dir.path().join("out");
     let out = bench(&[

@@ -118,7 +118,7 @@ fn images_with_bad_kernels() {
 #[test]
 fn kernel_for_another_abi_version_is_refused() {
     let image = k42_image::Image::open(&default_image()).expect("the default image opens");
-    let mut kernel = image.kernel.clone();
+    let mut kernel = image.kernel().to_vec();
     let at = kernel
         .windows(8)
         .position(|w| w == k42_abi::note::MAGIC)

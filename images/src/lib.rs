@@ -16,7 +16,8 @@ pub mod kernel;
 pub mod manifest;
 pub mod recipe;
 
-use std::io::{self, Read, Write};
+use std::io::{self, Write};
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 pub use manifest::{Manifest, ModuleEntry};
@@ -52,14 +53,24 @@ pub struct Module {
     pub data: Vec<u8>,
 }
 
-/// A checked image, read into memory.
+/// A checked image, read into memory once; the kernel and the modules
+/// are slices of the file's bytes (copying them would cost page faults for
+/// every megabyte at each start of k42vmm).
 #[derive(Clone, Debug)]
 pub struct Image {
     pub path: PathBuf,
     pub manifest: Manifest,
-    pub kernel: Vec<u8>,
     pub kernel_info: kernel::KernelInfo,
-    pub modules: Vec<Module>,
+    bytes: Vec<u8>,
+    kernel: Range<usize>,
+    modules: Vec<(String, Range<usize>)>,
+}
+
+/// A boot module of an [`Image`].
+#[derive(Clone, Copy, Debug)]
+pub struct ModuleData<'a> {
+    pub name: &'a str,
+    pub data: &'a [u8],
 }
 
 impl Image {
@@ -76,14 +87,14 @@ impl Image {
             return Err(ImageError::IsDirectory(p));
         }
         let bytes = std::fs::read(path).map_err(|e| ImageError::Unreadable(p.clone(), e))?;
-        Self::parse(path, &bytes)
+        Self::parse(path, bytes)
     }
 
     /// Check an image already in memory; `path` is used in messages only.
-    pub fn parse(path: &Path, bytes: &[u8]) -> Result<Self, ImageError> {
+    pub fn parse(path: &Path, bytes: Vec<u8>) -> Result<Self, ImageError> {
         let p = path.to_path_buf();
-        let entries = read_archive(bytes).map_err(|why| ImageError::NotAnImage(p.clone(), why))?;
-        let Some((first, manifest_bytes)) = entries.first() else {
+        let entries = read_archive(&bytes).map_err(|why| ImageError::NotAnImage(p.clone(), why))?;
+        let Some((first, manifest_range)) = entries.first() else {
             return Err(ImageError::NotAnImage(p, "the archive is empty".into()));
         };
         if first != MANIFEST_NAME {
@@ -92,7 +103,7 @@ impl Image {
                 format!("its first entry is '{first}', not {MANIFEST_NAME}"),
             ));
         }
-        let text = std::str::from_utf8(manifest_bytes)
+        let text = std::str::from_utf8(&bytes[manifest_range.clone()])
             .map_err(|_| ImageError::BadManifest(p.clone(), "not UTF-8".into()))?;
         let manifest =
             Manifest::parse(text).map_err(|why| ImageError::BadManifest(p.clone(), why))?;
@@ -100,28 +111,39 @@ impl Image {
             entries
                 .iter()
                 .find(|(n, _)| n == name)
-                .map(|(_, d)| d.clone())
+                .map(|(_, r)| r.clone())
         };
         let kernel = find(&manifest.kernel)
             .ok_or_else(|| ImageError::NoKernel(p.clone(), manifest.kernel.clone()))?;
-        let kernel_info =
-            kernel::inspect(&kernel).map_err(|e| ImageError::BadKernel(p.clone(), e))?;
+        let kernel_info = kernel::inspect(&bytes[kernel.clone()])
+            .map_err(|e| ImageError::BadKernel(p.clone(), e))?;
         let mut modules = Vec::with_capacity(manifest.modules.len());
         for m in &manifest.modules {
-            let data = find(&m.file).ok_or_else(|| {
+            let range = find(&m.file).ok_or_else(|| {
                 ImageError::MissingModule(p.clone(), m.name.clone(), m.file.clone())
             })?;
-            modules.push(Module {
-                name: m.name.clone(),
-                data,
-            });
+            modules.push((m.name.clone(), range));
         }
         Ok(Self {
             path: p,
             manifest,
-            kernel,
             kernel_info,
+            bytes,
+            kernel,
             modules,
+        })
+    }
+
+    /// The kernel ELF.
+    pub fn kernel(&self) -> &[u8] {
+        &self.bytes[self.kernel.clone()]
+    }
+
+    /// The boot modules, in manifest order.
+    pub fn modules(&self) -> impl ExactSizeIterator<Item = ModuleData<'_>> {
+        self.modules.iter().map(|(name, r)| ModuleData {
+            name,
+            data: &self.bytes[r.clone()],
         })
     }
 }
@@ -158,15 +180,16 @@ pub fn write_image(
     Ok(())
 }
 
-/// Every regular entry of a newc archive, in order, as (name, contents).
-fn read_archive(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
-    let mut rest: &[u8] = bytes;
-    let mut entries = Vec::new();
+/// Every regular entry of a newc archive, in order, as (name, where its
+/// contents lie in `bytes`).
+fn read_archive(bytes: &[u8]) -> Result<Vec<(String, Range<usize>)>, String> {
+    let mut cursor = io::Cursor::new(bytes);
+    let mut entries: Vec<(String, Range<usize>)> = Vec::new();
     loop {
-        if rest.is_empty() {
+        if cursor.position() as usize >= bytes.len() {
             return Err("the archive ends without a cpio trailer (truncated?)".into());
         }
-        let mut reader = cpio::NewcReader::new(rest).map_err(|e| {
+        let mut reader = cpio::NewcReader::new(cursor).map_err(|e| {
             if entries.is_empty() {
                 "not a cpio newc archive".to_string()
             } else {
@@ -178,26 +201,25 @@ fn read_archive(bytes: &[u8]) -> Result<Vec<(String, Vec<u8>)>, String> {
         }
         let name = reader.entry().name().trim_start_matches("./").to_string();
         let size = reader.entry().file_size() as usize;
-        if size > rest.len() {
-            return Err(format!(
-                "entry '{name}' claims {size} bytes, more than the file holds"
-            ));
-        }
-        let mut data = Vec::with_capacity(size);
-        reader
-            .by_ref()
-            .read_to_end(&mut data)
+        let start = reader
+            .offset()
+            .map_err(|e| format!("damaged entry '{name}': {e}"))? as usize;
+        let end = start
+            .checked_add(size)
+            .filter(|&e| e <= bytes.len())
+            .ok_or_else(|| {
+                format!("entry '{name}' claims {size} bytes, more than the file holds (truncated?)")
+            })?;
+        cursor = reader
+            .skip()
             .map_err(|e| format!("damaged entry '{name}': {e}"))?;
-        if data.len() != size {
+        if cursor.position() as usize > bytes.len() {
             return Err(format!("entry '{name}' is truncated"));
         }
-        rest = reader
-            .finish()
-            .map_err(|e| format!("damaged entry '{name}': {e}"))?;
         if entries.iter().any(|(n, _)| *n == name) {
             return Err(format!("entry '{name}' appears twice"));
         }
-        entries.push((name, data));
+        entries.push((name, start..end));
     }
 }
 
@@ -233,20 +255,25 @@ mod tests {
         )
         .unwrap();
         let entries = read_archive(&buf).unwrap();
+        let data = |i: usize| buf[entries[i].1.clone()].to_vec();
         assert_eq!(entries[0].0, MANIFEST_NAME);
         assert_eq!(
-            entries[1],
-            ("kernel".to_string(), b"not really an elf".to_vec())
+            (entries[1].0.as_str(), data(1)),
+            ("kernel", b"not really an elf".to_vec())
         );
-        assert_eq!(entries[2], ("modules/m".to_string(), vec![1, 2, 3]));
+        assert_eq!(
+            (entries[2].0.as_str(), data(2)),
+            ("modules/m", vec![1, 2, 3])
+        );
         // The kernel is not an ELF, so opening fails on the kernel check.
-        let err = Image::parse(Path::new("x.img"), &buf).unwrap_err();
+        let err = Image::parse(Path::new("x.img"), buf.clone()).unwrap_err();
         assert!(matches!(err, ImageError::BadKernel(..)), "{err}");
     }
 
     #[test]
     fn rejects_non_archives_and_truncation() {
-        let err = Image::parse(Path::new("x.img"), b"hello world, this is text").unwrap_err();
+        let err =
+            Image::parse(Path::new("x.img"), b"hello world, this is text".to_vec()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "x.img is not a k42 image: not a cpio newc archive"
@@ -262,9 +289,9 @@ mod tests {
             }],
         )
         .unwrap();
-        let err = Image::parse(Path::new("x.img"), &buf[..buf.len() - 200]).unwrap_err();
+        let err = Image::parse(Path::new("x.img"), buf[..buf.len() - 200].to_vec()).unwrap_err();
         assert!(matches!(err, ImageError::NotAnImage(..)), "{err}");
-        let err = Image::parse(Path::new("x.img"), &[]).unwrap_err();
+        let err = Image::parse(Path::new("x.img"), Vec::new()).unwrap_err();
         assert!(err.to_string().contains("not a k42 image"), "{err}");
     }
 
@@ -280,7 +307,7 @@ mod tests {
         io::Write::write_all(&mut w, text.as_bytes()).unwrap();
         let out = w.finish().unwrap();
         cpio::newc::trailer(out).unwrap();
-        let err = Image::parse(Path::new("x.img"), &buf).unwrap_err();
+        let err = Image::parse(Path::new("x.img"), buf.clone()).unwrap_err();
         assert_eq!(
             err.to_string(),
             "image x.img has no kernel: the manifest names 'kernel' but the archive lacks it"

@@ -90,7 +90,7 @@ pub fn load(
     let kernel_end = align_up(info.load_end, PAGE_SIZE);
     let mut cursor = kernel_end;
     let mut module_places = Vec::new();
-    for m in &image.modules {
+    for m in image.modules() {
         module_places.push(cursor);
         cursor = align_up(cursor + m.data.len() as u64, PAGE_SIZE);
     }
@@ -136,7 +136,7 @@ pub fn load(
     Elf::load(
         ram.inner(),
         None,
-        &mut Cursor::new(&image.kernel),
+        &mut Cursor::new(image.kernel()),
         Some(GuestAddress(KERNEL_PHYS_BASE)),
     )
     .map_err(|e| VmmError::Load(e.to_string()))?;
@@ -144,8 +144,8 @@ pub fn load(
         ram.write(gpa, data)
             .map_err(|b| VmmError::Load(format!("write of {} bytes at {:#x} failed", b.len, b.gpa)))
     };
-    for (m, &at) in image.modules.iter().zip(&module_places) {
-        wr(at, &m.data)?;
+    for (m, &at) in image.modules().zip(&module_places) {
+        wr(at, m.data)?;
     }
     let tables = write_boot_tables(ram)?;
 
@@ -171,8 +171,7 @@ pub fn load(
         ),
     ];
     for ((m, &at), slot) in image
-        .modules
-        .iter()
+        .modules()
         .zip(&module_places)
         .zip(bi.modules.iter_mut())
     {
@@ -189,7 +188,7 @@ pub fn load(
             name,
         };
     }
-    bi.n_modules = image.modules.len() as u32;
+    bi.n_modules = image.modules().len() as u32;
     regions.push((
         stacks_base,
         stacks_end - stacks_base,
@@ -208,7 +207,7 @@ pub fn load(
         let nodes = ram.node_ranges().last().map_or(1, |r| r.node as usize + 1);
         return Err(VmmError::TooManyRegions {
             nodes,
-            modules: image.modules.len(),
+            modules: image.modules().len(),
             regions: regions.len(),
             limit: MAX_MEM_REGIONS,
         });

@@ -164,7 +164,7 @@ pub fn guest(path: &Path, image: &k42_image::Image) -> std::io::Result<GuestInfo
         image_name: image.manifest.name.clone(),
         image_sha256: hash.iter().map(|b| format!("{b:02x}")).collect(),
         abi_version: k42_abi::ABI_VERSION,
-        modules: image.modules.iter().map(|m| m.name.clone()).collect(),
+        modules: image.modules().map(|m| m.name.to_string()).collect(),
     })
 }
 
