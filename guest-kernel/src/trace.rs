@@ -170,22 +170,33 @@ pub fn init(pa: u64, g: Geometry, ncpus: u32) -> Result<(), Refused> {
 
 /// Map the trace region into a user address space at
 /// `k42_abi::trace::USER_VIEW_BASE`, laid out as in guest-physical memory:
-/// the header read-only (it holds the geometry and the mask), every CPU's
-/// area read-write (a program instance on CPU `c` logs into area `c`).
-/// Returns false when tracing is not registered.
-pub fn map_into(space: &mut AddressSpace) -> Result<bool, MapError> {
+/// the header read-only (it holds the geometry and the mask), and the
+/// areas read-write: every CPU's, or with `only_cpu` just that CPU's (a
+/// program instance on CPU `c` logs into area `c`). Returns false when
+/// tracing is not registered.
+pub fn map_into(space: &mut AddressSpace, only_cpu: Option<u32>) -> Result<bool, MapError> {
     let pa = REGION.load(Ordering::Relaxed);
     if pa == 0 {
         return Ok(false);
     }
     let va = k42_abi::trace::USER_VIEW_BASE;
-    let len = region_size(geometry(), crate::smp::ncpus());
-    for off in (0..len).step_by(PAGE_SIZE as usize) {
-        let flags = PageFlags {
-            writable: off >= REGION_HEADER_SIZE,
-            executable: false,
-        };
-        space.map_shared(va + off, pa + off, flags)?;
+    let area = geometry().area_size();
+    // The header, then every CPU's area or just the one the program runs
+    // on (at its usual place): mapping all of them for each one-CPU
+    // program made 255 programs map a million pages.
+    let areas = match only_cpu {
+        Some(c) => REGION_HEADER_SIZE + c as u64 * area..REGION_HEADER_SIZE + (c as u64 + 1) * area,
+        None => REGION_HEADER_SIZE..region_size(geometry(), crate::smp::ncpus()),
+    };
+    let header = 0..REGION_HEADER_SIZE;
+    for range in [header, areas] {
+        for off in range.step_by(PAGE_SIZE as usize) {
+            let flags = PageFlags {
+                writable: off >= REGION_HEADER_SIZE,
+                executable: false,
+            };
+            space.map_shared(va + off, pa + off, flags)?;
+        }
     }
     Ok(true)
 }

@@ -127,7 +127,8 @@ fn map_range(
 impl Loaded {
     /// Load `file` with stacks for `stacks` CPUs, a zero-filled heap of
     /// `heap` bytes and the program info `info` (its `heap_size` and
-    /// `magic` are filled in here).
+    /// `magic` are filled in here). A one-CPU program must run on the CPU
+    /// that loads it: its trace view holds only that CPU's buffers.
     pub fn new(
         file: &[u8],
         stacks: u32,
@@ -198,7 +199,8 @@ impl Loaded {
         unsafe { (arch::phys_to_virt(page) as *mut ProgramInfo).write(info) };
         // The trace buffers, shared with the kernel. Not in `regions`: no
         // system call takes a pointer into them.
-        let trace_view = crate::trace::map_into(&mut space).map_err(LoadError::Map)?;
+        let only = (stacks == 1).then(percpu::cpu_id);
+        let trace_view = crate::trace::map_into(&mut space, only).map_err(LoadError::Map)?;
         regions.push((
             USER_INFO,
             USER_INFO + core::mem::size_of::<ProgramInfo>() as u64,
