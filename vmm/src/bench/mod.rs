@@ -22,6 +22,7 @@
 pub mod catalog;
 pub mod command;
 pub mod compare;
+pub mod driver;
 pub mod plot;
 pub mod provenance;
 pub mod results;

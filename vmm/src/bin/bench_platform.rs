@@ -12,10 +12,10 @@
 //! - a system call round trip from user mode;
 //! - zeroing a 4 KiB page in the kernel.
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
+use k42vmm::bench::driver::{DriverArgs, fmt_ns};
 use k42vmm::bench::{median, run_for_report};
 use k42vmm::report::Report;
 
@@ -43,43 +43,15 @@ fn per_op(reports: &[Report], name: &str, mode: &str) -> Vec<f64> {
         .collect()
 }
 
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 1e6 {
-        format!("{:.2} ms", ns / 1e6)
-    } else if ns >= 1e3 {
-        format!("{:.2} µs", ns / 1e3)
-    } else {
-        format!("{ns:.2} ns")
-    }
-}
-
 fn main() -> ExitCode {
-    let dir = std::env::current_exe()
-        .expect("own path")
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    let mut image = PathBuf::from("target/images/default.img");
-    let mut samples = 3usize;
-    let mut vcpus = k42vmm::config::host_cpus();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let v = it.next();
-        match (a.as_str(), v.map(|s| s.as_str())) {
-            ("--image", Some(v)) => image = PathBuf::from(v),
-            ("--samples", Some(v)) if v.parse::<usize>().is_ok_and(|k| k > 0) => {
-                samples = v.parse().unwrap()
-            }
-            ("--vcpus", Some(v)) if v.parse::<u32>().is_ok_and(|n| n > 0) => {
-                vcpus = v.parse().unwrap()
-            }
-            _ => {
-                eprintln!("usage: k42vmm-bench-platform [--image IMAGE] [--samples K] [--vcpus N]");
-                return ExitCode::from(2);
-            }
+    let args = match DriverArgs::from_env("k42vmm-bench-platform", 3) {
+        Ok(a) => a,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
         }
-    }
+    };
+    let (dir, image, samples, vcpus) = (args.bin_dir, args.image, args.samples, args.vcpus);
     let host = host_ns_per_spin();
     let n = vcpus.to_string();
     let mut reports = Vec::new();

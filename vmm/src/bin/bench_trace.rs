@@ -13,9 +13,10 @@
 //!   that rounds in which the host preempted a vCPU do not count;
 //! - supervisor mode (emulated on KVM-PVM hosts): the same loops.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
+use k42vmm::bench::driver::{DriverArgs, fmt_ns};
 use k42vmm::bench::{median, run_for_report};
 use k42vmm::report::Report;
 
@@ -39,14 +40,6 @@ fn total(reports: &[Report], name: &str, mode: &str) -> u64 {
         .filter(|b| b.name == name && b.mode == mode)
         .map(|b| b.iterations)
         .sum()
-}
-
-fn fmt_ns(ns: f64) -> String {
-    if ns >= 1e3 {
-        format!("{:.2} µs", ns / 1e3)
-    } else {
-        format!("{ns:.2} ns")
-    }
 }
 
 fn boots(k42vmm: &Path, image: &Path, vcpus: u32, samples: usize) -> Result<Vec<Report>, String> {
@@ -84,32 +77,14 @@ fn boots(k42vmm: &Path, image: &Path, vcpus: u32, samples: usize) -> Result<Vec<
 }
 
 fn main() -> ExitCode {
-    let dir = std::env::current_exe()
-        .expect("own path")
-        .parent()
-        .expect("bin dir")
-        .to_path_buf();
-    let mut image = PathBuf::from("target/images/default.img");
-    let mut samples = 5usize;
-    let mut vcpus = k42vmm::config::host_cpus();
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let mut it = args.iter();
-    while let Some(a) = it.next() {
-        let v = it.next();
-        match (a.as_str(), v.map(|s| s.as_str())) {
-            ("--image", Some(v)) => image = PathBuf::from(v),
-            ("--samples", Some(v)) if v.parse::<usize>().is_ok_and(|k| k > 0) => {
-                samples = v.parse().unwrap()
-            }
-            ("--vcpus", Some(v)) if v.parse::<u32>().is_ok_and(|n| n > 0) => {
-                vcpus = v.parse().unwrap()
-            }
-            _ => {
-                eprintln!("usage: k42vmm-bench-trace [--image IMAGE] [--samples K] [--vcpus N]");
-                return ExitCode::from(2);
-            }
+    let args = match DriverArgs::from_env("k42vmm-bench-trace", 5) {
+        Ok(a) => a,
+        Err(usage) => {
+            eprintln!("{usage}");
+            return ExitCode::from(2);
         }
-    }
+    };
+    let (dir, image, samples, vcpus) = (args.bin_dir, args.image, args.samples, args.vcpus);
     let counts: Vec<u32> = if vcpus == 1 { vec![1] } else { vec![1, vcpus] };
     let mut runs = Vec::new();
     for &n in &counts {

@@ -1,8 +1,0 @@
-//! Link as a static user program at USER_BASE (see ../user.ld).
-fn main() {
-    let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
-    println!("cargo:rerun-if-changed={dir}/../user.ld");
-    println!("cargo:rustc-link-arg-bins=-T{dir}/../user.ld");
-    println!("cargo:rustc-link-arg-bins=--no-pie");
-    println!("cargo:rustc-link-arg-bins=-znoexecstack");
-}
