@@ -221,7 +221,7 @@ fn counters_agree() {
 #[test]
 fn adaptive_counter_swaps_under_load_and_counts_exactly() {
     let sys = system(CPUS);
-    let contention = Contention::new(50);
+    let contention = Contention::new(50, CPUS);
     let c = sys
         .create(counter::shared(Some(contention.clone())))
         .unwrap();
@@ -251,7 +251,7 @@ fn adaptive_counter_swaps_under_load_and_counts_exactly() {
 #[test]
 fn adaptive_policy_swaps_once_after_the_threshold() {
     let sys = system(CPUS);
-    let contention = Contention::new(3);
+    let contention = Contention::new(3, CPUS);
     let c = sys
         .create(counter::shared(Some(contention.clone())))
         .unwrap();
@@ -287,6 +287,53 @@ fn adaptive_policy_swaps_once_after_the_threshold() {
     cpu.online();
     assert_eq!(c.call(&cpu.request(), |k| k.value()), CPUS as i64 * 20_000);
     cpu.destroy(c).unwrap();
+}
+
+/// A watched shared lock reports a lock that keeps changing CPU — a short
+/// critical section that is seldom found taken but whose line moves at
+/// every call — and stays quiet when one CPU uses it, or when CPUs take
+/// turns only now and then.
+#[test]
+fn watched_lock_reports_hand_offs_between_cpus() {
+    let sys = system(2);
+    let make = |c: &Arc<Contention>| {
+        let relax: fn(u32) = |_| std::hint::spin_loop();
+        sys.create(dhash::shared(Some(c.clone()), relax)).unwrap()
+    };
+    let lookups = |t: ObjRef<dyn HashTable>, pattern: &dyn Fn(u64) -> usize, n: u64| {
+        for i in 0..n {
+            // One thread plays both CPUs, each offline between its calls
+            // so that destruction does not wait for it.
+            let cpu = unsafe { sys.cpu(pattern(i)) };
+            cpu.online();
+            t.call(&cpu.request(), |t| t.lookup(i));
+            cpu.offline();
+        }
+        finish(&sys, t);
+    };
+
+    let alone = Contention::new(64, 2);
+    let t = make(&alone);
+    lookups(t, &|_| 0, 10_000);
+    assert_eq!(alone.events(), 0, "one CPU never hands the lock off");
+
+    let turns = Contention::new(64, 2);
+    let t = make(&turns);
+    lookups(t, &|i| ((i / 100) % 2) as usize, 10_000);
+    assert_eq!(
+        turns.events(),
+        0,
+        "a hand-off every 100 calls is not contention"
+    );
+
+    let alternating = Contention::new(64, 2);
+    let t = make(&alternating);
+    lookups(t, &|i| (i % 2) as usize, 200);
+    assert!(
+        alternating.tripped(),
+        "a lock changing CPU at every call trips the detector ({} events)",
+        alternating.events()
+    );
 }
 
 #[test]

@@ -19,7 +19,7 @@ use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use super::{Contention, Padded, Relax};
+use super::{Contention, Padded, Relax, SharedReps, WatchedLock};
 use crate::env::CpuEnv;
 use crate::root::{Format, Formats, Rep, RepSet, Root, TransferState};
 use crate::sync::SpinLock;
@@ -41,60 +41,50 @@ pub trait HashTable: Send + Sync {
 /// Every entry, as a `Vec<(u64, u64)>`.
 pub const FORMAT_ENTRIES: Format = 0;
 
-struct SharedState {
-    map: SpinLock<BTreeMap<u64, u64>>,
-    contention: Option<Arc<Contention>>,
-    relax: Relax,
+/// A thin rep: the shared map and the CPU it serves (for the lock's
+/// hand-off count; 0 for the single unwatched rep).
+struct SharedRep {
+    map: Arc<WatchedLock<BTreeMap<u64, u64>>>,
+    cpu: usize,
 }
-
-impl SharedState {
-    fn lock(&self) -> crate::sync::Guard<'_, BTreeMap<u64, u64>> {
-        self.map.try_lock().unwrap_or_else(|| {
-            if let Some(c) = &self.contention {
-                c.record();
-            }
-            self.map.lock_with(self.relax)
-        })
-    }
-}
-
-struct SharedRep(Arc<SharedState>);
 
 impl HashTable for SharedRep {
     fn insert(&self, key: u64, value: u64) -> Option<u64> {
-        self.0.lock().insert(key, value)
+        self.map.lock(self.cpu).insert(key, value)
     }
     fn lookup(&self, key: u64) -> Option<u64> {
-        self.0.lock().get(&key).copied()
+        self.map.lock(self.cpu).get(&key).copied()
     }
     fn remove(&self, key: u64) -> Option<u64> {
-        self.0.lock().remove(&key)
+        self.map.lock(self.cpu).remove(&key)
     }
     fn len(&self) -> usize {
-        self.0.lock().len()
+        self.map.lock(self.cpu).len()
     }
 }
 
 /// One locked table for all CPUs.
 pub struct SharedRoot {
-    state: Arc<SharedState>,
-    rep: Rep<dyn HashTable>,
+    map: Arc<WatchedLock<BTreeMap<u64, u64>>>,
+    reps: SharedReps<dyn HashTable>,
 }
 
 /// A shared hash table.
 pub fn shared(contention: Option<Arc<Contention>>, relax: Relax) -> Box<dyn Root<dyn HashTable>> {
-    let state = Arc::new(SharedState {
-        map: SpinLock::new(BTreeMap::new()),
-        contention,
-        relax,
-    });
-    let rep = Rep::new(Box::new(SharedRep(state.clone())) as Box<dyn HashTable>);
-    Box::new(SharedRoot { state, rep })
+    Box::new(SharedRoot {
+        reps: SharedReps::new(contention.as_ref()),
+        map: Arc::new(WatchedLock::new(BTreeMap::new(), contention, relax)),
+    })
 }
 
 impl Root<dyn HashTable> for SharedRoot {
-    fn rep_for(&self, _: usize, _: &dyn CpuEnv) -> &Rep<dyn HashTable> {
-        &self.rep
+    fn rep_for(&self, cpu: usize, _: &dyn CpuEnv) -> &Rep<dyn HashTable> {
+        self.reps.get(cpu, |cpu| {
+            Box::new(SharedRep {
+                map: self.map.clone(),
+                cpu,
+            })
+        })
     }
     fn name(&self) -> &'static str {
         "shared"
@@ -106,7 +96,7 @@ impl Root<dyn HashTable> for SharedRoot {
         Formats::of(FORMAT_ENTRIES)
     }
     fn export(&self, _: Format) -> Option<TransferState> {
-        let entries: Vec<(u64, u64)> = core::mem::take(&mut *self.state.lock())
+        let entries: Vec<(u64, u64)> = core::mem::take(&mut *self.map.lock_uncounted())
             .into_iter()
             .collect();
         Some(Box::new(entries))
@@ -114,7 +104,7 @@ impl Root<dyn HashTable> for SharedRoot {
     fn import(&self, _: Format, state: TransferState) -> bool {
         state
             .downcast::<Vec<(u64, u64)>>()
-            .map(|e| self.state.lock().extend(*e))
+            .map(|e| self.map.lock_uncounted().extend(*e))
             .is_ok()
     }
 }

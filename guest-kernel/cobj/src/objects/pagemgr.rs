@@ -15,7 +15,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Contention, Padded, Relax};
+use super::{Contention, Padded, Relax, SharedReps, WatchedLock};
 use crate::env::CpuEnv;
 use crate::root::{Format, Formats, Rep, RepSet, Root, TransferState};
 use crate::sync::SpinLock;
@@ -44,50 +44,39 @@ pub trait PageSource: Send + Sync {
 const SHARED_REFILL: usize = 16;
 
 struct SharedState {
-    list: SpinLock<Vec<u64>>,
-    contention: Option<Arc<Contention>>,
+    list: WatchedLock<Vec<u64>>,
     source: Option<Arc<dyn PageSource>>,
-    relax: Relax,
 }
 
-impl SharedState {
-    fn lock(&self) -> crate::sync::Guard<'_, Vec<u64>> {
-        match self.list.try_lock() {
-            Some(g) => g,
-            None => {
-                if let Some(c) = &self.contention {
-                    c.record();
-                }
-                self.list.lock_with(self.relax)
-            }
-        }
-    }
+/// A thin rep: the shared list and the CPU it serves (for the lock's
+/// hand-off count; 0 for the single unwatched rep).
+struct SharedRep {
+    state: Arc<SharedState>,
+    cpu: usize,
 }
-
-struct SharedRep(Arc<SharedState>);
 
 impl PageManager for SharedRep {
     fn alloc(&self) -> Option<u64> {
-        let mut list = self.0.lock();
+        let mut list = self.state.list.lock(self.cpu);
         if list.is_empty()
-            && let Some(src) = &self.0.source
+            && let Some(src) = &self.state.source
         {
             src.take(SHARED_REFILL, &mut list);
         }
         list.pop()
     }
     fn free(&self, page: u64) {
-        self.0.lock().push(page);
+        self.state.list.lock(self.cpu).push(page);
     }
     fn free_pages(&self) -> usize {
-        self.0.lock().len()
+        self.state.list.lock(self.cpu).len()
     }
 }
 
 /// One free list for all CPUs.
 pub struct SharedRoot {
     state: Arc<SharedState>,
-    rep: Rep<dyn PageManager>,
+    reps: SharedReps<dyn PageManager>,
 }
 
 /// A shared page manager holding `pages`, refilling from `source` when
@@ -98,19 +87,23 @@ pub fn shared(
     contention: Option<Arc<Contention>>,
     relax: Relax,
 ) -> Box<dyn Root<dyn PageManager>> {
-    let state = Arc::new(SharedState {
-        list: SpinLock::new(pages),
-        contention,
-        source,
-        relax,
-    });
-    let rep = Rep::new(Box::new(SharedRep(state.clone())) as Box<dyn PageManager>);
-    Box::new(SharedRoot { state, rep })
+    Box::new(SharedRoot {
+        reps: SharedReps::new(contention.as_ref()),
+        state: Arc::new(SharedState {
+            list: WatchedLock::new(pages, contention, relax),
+            source,
+        }),
+    })
 }
 
 impl Root<dyn PageManager> for SharedRoot {
-    fn rep_for(&self, _: usize, _: &dyn CpuEnv) -> &Rep<dyn PageManager> {
-        &self.rep
+    fn rep_for(&self, cpu: usize, _: &dyn CpuEnv) -> &Rep<dyn PageManager> {
+        self.reps.get(cpu, |cpu| {
+            Box::new(SharedRep {
+                state: self.state.clone(),
+                cpu,
+            })
+        })
     }
     fn name(&self) -> &'static str {
         "shared"
@@ -122,12 +115,14 @@ impl Root<dyn PageManager> for SharedRoot {
         Formats::of(FORMAT_FREE_PAGES)
     }
     fn export(&self, _: Format) -> Option<TransferState> {
-        Some(Box::new(core::mem::take(&mut *self.state.lock())))
+        Some(Box::new(core::mem::take(
+            &mut *self.state.list.lock_uncounted(),
+        )))
     }
     fn import(&self, _: Format, state: TransferState) -> bool {
         state
             .downcast::<Vec<u64>>()
-            .map(|pages| self.state.lock().extend(*pages))
+            .map(|pages| self.state.list.lock_uncounted().extend(*pages))
             .is_ok()
     }
 }

@@ -15,7 +15,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use super::{Contention, Padded, Relax};
+use super::{Contention, Padded, Relax, SharedReps, WatchedLock};
 use crate::env::CpuEnv;
 use crate::root::{Format, Formats, Rep, RepSet, Root, TransferState};
 use crate::sync::SpinLock;
@@ -66,62 +66,52 @@ fn add(list: &mut Vec<Region>, r: Region) -> bool {
     true
 }
 
-struct SharedState {
-    list: SpinLock<Vec<Region>>,
-    contention: Option<Arc<Contention>>,
-    relax: Relax,
+/// A thin rep: the shared list and the CPU it serves (for the lock's
+/// hand-off count; 0 for the single unwatched rep).
+struct SharedRep {
+    list: Arc<WatchedLock<Vec<Region>>>,
+    cpu: usize,
 }
-
-impl SharedState {
-    fn lock(&self) -> crate::sync::Guard<'_, Vec<Region>> {
-        self.list.try_lock().unwrap_or_else(|| {
-            if let Some(c) = &self.contention {
-                c.record();
-            }
-            self.list.lock_with(self.relax)
-        })
-    }
-}
-
-struct SharedRep(Arc<SharedState>);
 
 impl Process for SharedRep {
     fn find_region(&self, addr: u64) -> Option<Region> {
-        find(&self.0.lock(), addr)
+        find(&self.list.lock(self.cpu), addr)
     }
     fn add_region(&self, r: Region) -> bool {
-        add(&mut self.0.lock(), r)
+        add(&mut self.list.lock(self.cpu), r)
     }
     fn remove_region(&self, start: u64) -> Option<Region> {
-        let mut l = self.0.lock();
+        let mut l = self.list.lock(self.cpu);
         let i = l.iter().position(|r| r.start == start)?;
         Some(l.remove(i))
     }
     fn regions(&self) -> usize {
-        self.0.lock().len()
+        self.list.lock(self.cpu).len()
     }
 }
 
 /// One region list for all CPUs.
 pub struct SharedRoot {
-    state: Arc<SharedState>,
-    rep: Rep<dyn Process>,
+    list: Arc<WatchedLock<Vec<Region>>>,
+    reps: SharedReps<dyn Process>,
 }
 
 /// A process whose region list is shared by all CPUs.
 pub fn shared(contention: Option<Arc<Contention>>, relax: Relax) -> Box<dyn Root<dyn Process>> {
-    let state = Arc::new(SharedState {
-        list: SpinLock::new(Vec::new()),
-        contention,
-        relax,
-    });
-    let rep = Rep::new(Box::new(SharedRep(state.clone())) as Box<dyn Process>);
-    Box::new(SharedRoot { state, rep })
+    Box::new(SharedRoot {
+        reps: SharedReps::new(contention.as_ref()),
+        list: Arc::new(WatchedLock::new(Vec::new(), contention, relax)),
+    })
 }
 
 impl Root<dyn Process> for SharedRoot {
-    fn rep_for(&self, _: usize, _: &dyn CpuEnv) -> &Rep<dyn Process> {
-        &self.rep
+    fn rep_for(&self, cpu: usize, _: &dyn CpuEnv) -> &Rep<dyn Process> {
+        self.reps.get(cpu, |cpu| {
+            Box::new(SharedRep {
+                list: self.list.clone(),
+                cpu,
+            })
+        })
     }
     fn name(&self) -> &'static str {
         "shared"
@@ -133,11 +123,14 @@ impl Root<dyn Process> for SharedRoot {
         Formats::of(FORMAT_REGIONS)
     }
     fn export(&self, _: Format) -> Option<TransferState> {
-        Some(Box::new(core::mem::take(&mut *self.state.lock())))
+        Some(Box::new(core::mem::take(&mut *self.list.lock_uncounted())))
     }
     fn import(&self, _: Format, state: TransferState) -> bool {
         match state.downcast::<Vec<Region>>() {
-            Ok(regions) => regions.into_iter().all(|r| add(&mut self.state.lock(), r)),
+            Ok(regions) => {
+                let mut list = self.list.lock_uncounted();
+                regions.into_iter().all(|r| add(&mut list, r))
+            }
             Err(_) => false,
         }
     }
