@@ -120,7 +120,7 @@ fn adaptive_case<I: ?Sized + 'static>(
     shared: impl FnOnce(Arc<Contention>) -> Box<dyn Root<I>>,
     distributed: fn(usize) -> Box<dyn Root<I>>,
 ) -> Case<I> {
-    let contention = Contention::new(ADAPT_AFTER, sys.ncpus());
+    let contention = Contention::new(ADAPT_AFTER);
     let obj = sys
         .create(shared(contention.clone()))
         .expect("object table room");

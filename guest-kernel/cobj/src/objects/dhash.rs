@@ -19,7 +19,7 @@ use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use super::{Contention, Padded, Relax, SharedReps, WatchedLock};
+use super::{Contention, Padded, Relax, lock_watched};
 use crate::env::CpuEnv;
 use crate::root::{Format, Formats, Rep, RepSet, Root, TransferState};
 use crate::sync::SpinLock;
@@ -41,50 +41,55 @@ pub trait HashTable: Send + Sync {
 /// Every entry, as a `Vec<(u64, u64)>`.
 pub const FORMAT_ENTRIES: Format = 0;
 
-/// A thin rep: the shared map and the CPU it serves (for the lock's
-/// hand-off count; 0 for the single unwatched rep).
-struct SharedRep {
-    map: Arc<WatchedLock<BTreeMap<u64, u64>>>,
-    cpu: usize,
+struct SharedState {
+    map: SpinLock<BTreeMap<u64, u64>>,
+    contention: Option<Arc<Contention>>,
+    relax: Relax,
 }
+
+impl SharedState {
+    fn lock(&self) -> crate::sync::Guard<'_, BTreeMap<u64, u64>> {
+        lock_watched(&self.map, self.contention.as_deref(), self.relax)
+    }
+}
+
+struct SharedRep(Arc<SharedState>);
 
 impl HashTable for SharedRep {
     fn insert(&self, key: u64, value: u64) -> Option<u64> {
-        self.map.lock(self.cpu).insert(key, value)
+        self.0.lock().insert(key, value)
     }
     fn lookup(&self, key: u64) -> Option<u64> {
-        self.map.lock(self.cpu).get(&key).copied()
+        self.0.lock().get(&key).copied()
     }
     fn remove(&self, key: u64) -> Option<u64> {
-        self.map.lock(self.cpu).remove(&key)
+        self.0.lock().remove(&key)
     }
     fn len(&self) -> usize {
-        self.map.lock(self.cpu).len()
+        self.0.lock().len()
     }
 }
 
 /// One locked table for all CPUs.
 pub struct SharedRoot {
-    map: Arc<WatchedLock<BTreeMap<u64, u64>>>,
-    reps: SharedReps<dyn HashTable>,
+    state: Arc<SharedState>,
+    rep: Rep<dyn HashTable>,
 }
 
 /// A shared hash table.
 pub fn shared(contention: Option<Arc<Contention>>, relax: Relax) -> Box<dyn Root<dyn HashTable>> {
-    Box::new(SharedRoot {
-        reps: SharedReps::new(contention.as_ref()),
-        map: Arc::new(WatchedLock::new(BTreeMap::new(), contention, relax)),
-    })
+    let state = Arc::new(SharedState {
+        map: SpinLock::new(BTreeMap::new()),
+        contention,
+        relax,
+    });
+    let rep = Rep::new(Box::new(SharedRep(state.clone())) as Box<dyn HashTable>);
+    Box::new(SharedRoot { state, rep })
 }
 
 impl Root<dyn HashTable> for SharedRoot {
-    fn rep_for(&self, cpu: usize, _: &dyn CpuEnv) -> &Rep<dyn HashTable> {
-        self.reps.get(cpu, |cpu| {
-            Box::new(SharedRep {
-                map: self.map.clone(),
-                cpu,
-            })
-        })
+    fn rep_for(&self, _: usize, _: &dyn CpuEnv) -> &Rep<dyn HashTable> {
+        &self.rep
     }
     fn name(&self) -> &'static str {
         "shared"
@@ -96,7 +101,7 @@ impl Root<dyn HashTable> for SharedRoot {
         Formats::of(FORMAT_ENTRIES)
     }
     fn export(&self, _: Format) -> Option<TransferState> {
-        let entries: Vec<(u64, u64)> = core::mem::take(&mut *self.map.lock_uncounted())
+        let entries: Vec<(u64, u64)> = core::mem::take(&mut *self.state.lock())
             .into_iter()
             .collect();
         Some(Box::new(entries))
@@ -104,7 +109,7 @@ impl Root<dyn HashTable> for SharedRoot {
     fn import(&self, _: Format, state: TransferState) -> bool {
         state
             .downcast::<Vec<(u64, u64)>>()
-            .map(|e| self.map.lock_uncounted().extend(*e))
+            .map(|e| self.state.lock().extend(*e))
             .is_ok()
     }
 }

@@ -22,7 +22,7 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::env::CpuEnv;
-use crate::root::{Rep, RepSet, Root};
+use crate::root::Root;
 use crate::sync::{Guard, SpinLock};
 use crate::system::{Cpu, ObjRef, SwapError, SwapStats};
 
@@ -42,44 +42,30 @@ impl<T> core::ops::Deref for Padded<T> {
     }
 }
 
-/// Counts contention events (failed compare-and-swaps; failed try-locks,
-/// rounds waited and frequent hand-offs of a [`WatchedLock`]) and raises a flag once
-/// they pass a threshold. Only contended operations touch it, so it costs
-/// nothing when there is no contention.
+/// Counts contention events (failed compare-and-swaps; failed try-locks
+/// and rounds waited, see [`lock_watched`])
+/// and raises a flag once they pass a threshold. Only contended operations
+/// touch it, so it costs nothing when there is no contention.
 pub struct Contention {
     events: AtomicU64,
     threshold: u64,
     flag: AtomicBool,
-    ncpus: usize,
 }
 
 impl Contention {
-    /// A detector for an object used on `ncpus` CPUs that trips after
-    /// `threshold` events.
-    pub fn new(threshold: u64, ncpus: usize) -> Arc<Self> {
+    /// A detector that trips after `threshold` events.
+    pub fn new(threshold: u64) -> Arc<Self> {
         Arc::new(Self {
             events: AtomicU64::new(0),
             threshold,
             flag: AtomicBool::new(false),
-            ncpus: ncpus.max(1),
         })
-    }
-
-    /// CPUs the watched object is used on.
-    pub fn ncpus(&self) -> usize {
-        self.ncpus
     }
 
     /// Record one contention event.
     #[inline]
     pub fn record(&self) {
-        self.record_n(1);
-    }
-
-    /// Record `n` contention events.
-    pub fn record_n(&self, n: u64) {
-        let before = self.events.fetch_add(n, Ordering::Relaxed);
-        if before < self.threshold && before + n >= self.threshold {
+        if self.events.fetch_add(1, Ordering::Relaxed) + 1 == self.threshold {
             self.flag.store(true, Ordering::Release);
         }
     }
@@ -95,133 +81,30 @@ impl Contention {
     }
 }
 
-/// Acquisitions per window of a [`WatchedLock`]'s hand-off count.
-const HANDOFF_WINDOW: u32 = 64;
-/// Hand-offs in one window that count as contention (one in eight).
-const HANDOFF_HOT: u32 = HANDOFF_WINDOW / 8;
-
-/// A shared implementation's lock that reports contention to a
-/// [`Contention`]: a failed try-lock, every round then spent waiting, and
-/// the lock changing CPU often.
+/// Take a shared implementation's lock, reporting contention to
+/// `contention` if given: a failed try-lock, and every round then spent
+/// waiting.
 ///
-/// Failed try-locks alone miss most contention. A waiter that gives its
+/// Failed try-locks alone miss most contention: a waiter that gives its
 /// CPU away (the platform's relax) leaves the holder to run alone, so the
-/// object runs at one CPU's speed while few acquisitions fail; the rounds
-/// waited show it. And a lock held for a few nanoseconds is seldom found
-/// taken even when every CPU uses it, yet its cache line moves at nearly
-/// every acquisition; so the holder notes which CPU took the lock, and a
-/// window of 64 acquisitions in which it changed CPU at least 8 times
-/// reports those changes. The count lives inside the lock, on the line its
-/// holder already owns, and only when watched.
-pub struct WatchedLock<T> {
-    lock: SpinLock<Watched<T>>,
-    contention: Option<Arc<Contention>>,
+/// object runs at one CPU's speed while few acquisitions fail (the shared
+/// hash table at 2 vCPUs saw 11 in 4 million). The rounds waited show it.
+#[inline]
+pub fn lock_watched<'a, T>(
+    lock: &'a SpinLock<T>,
+    contention: Option<&Contention>,
     relax: Relax,
-}
-
-struct Watched<T> {
-    value: T,
-    last_cpu: usize,
-    taken: u32,
-    moves: u32,
-}
-
-/// Access to a [`WatchedLock`]'s value; unlocks on drop.
-pub struct WatchedGuard<'a, T>(Guard<'a, Watched<T>>);
-
-impl<T> WatchedLock<T> {
-    /// A lock around `value`, reporting to `contention` if given.
-    pub fn new(value: T, contention: Option<Arc<Contention>>, relax: Relax) -> Self {
-        Self {
-            lock: SpinLock::new(Watched {
-                value,
-                last_cpu: 0,
-                taken: 0,
-                moves: 0,
-            }),
-            contention,
-            relax,
+) -> Guard<'a, T> {
+    lock.try_lock().unwrap_or_else(|| match contention {
+        Some(c) => {
+            c.record();
+            lock.lock_with(|round| {
+                c.record();
+                relax(round)
+            })
         }
-    }
-
-    /// Whether contention is reported (then callers pass their real CPU).
-    pub fn watched(&self) -> Option<&Arc<Contention>> {
-        self.contention.as_ref()
-    }
-
-    /// Take the lock outside any CPU's calls (state transfer, say),
-    /// without counting a hand-off.
-    pub fn lock_uncounted(&self) -> WatchedGuard<'_, T> {
-        WatchedGuard(self.lock.lock_with(self.relax))
-    }
-
-    /// Take the lock on `cpu`.
-    #[inline]
-    pub fn lock(&self, cpu: usize) -> WatchedGuard<'_, T> {
-        let mut g = self
-            .lock
-            .try_lock()
-            .unwrap_or_else(|| match &self.contention {
-                // Every round spent waiting is an event: a waiter that gives
-                // its CPU away (the platform's relax) may find the lock free
-                // only rarely, yet the object runs at one CPU's speed.
-                Some(c) => {
-                    c.record();
-                    self.lock.lock_with(|round| {
-                        c.record();
-                        (self.relax)(round)
-                    })
-                }
-                None => self.lock.lock_with(self.relax),
-            });
-        if let Some(c) = &self.contention {
-            let w = &mut *g;
-            if w.last_cpu != cpu {
-                w.last_cpu = cpu;
-                w.moves += 1;
-            }
-            w.taken += 1;
-            if w.taken == HANDOFF_WINDOW {
-                if w.moves >= HANDOFF_HOT {
-                    c.record_n(u64::from(w.moves));
-                }
-                w.taken = 0;
-                w.moves = 0;
-            }
-        }
-        WatchedGuard(g)
-    }
-}
-
-impl<T> core::ops::Deref for WatchedGuard<'_, T> {
-    type Target = T;
-    fn deref(&self) -> &T {
-        &self.0.value
-    }
-}
-
-impl<T> core::ops::DerefMut for WatchedGuard<'_, T> {
-    fn deref_mut(&mut self) -> &mut T {
-        &mut self.0.value
-    }
-}
-
-/// The reps of a shared implementation. Unwatched, one rep serves every
-/// CPU (K42's single-rep root); watched, each CPU gets a thin rep that
-/// only knows its CPU number, for the [`WatchedLock`]'s hand-off count.
-pub struct SharedReps<I: ?Sized>(RepSet<I>);
-
-impl<I: ?Sized> SharedReps<I> {
-    /// Reps for an object watched by `contention`, if given.
-    pub fn new(contention: Option<&Arc<Contention>>) -> Self {
-        Self(RepSet::new(contention.map_or(1, |c| c.ncpus()), 1))
-    }
-
-    /// The rep for `cpu`, made by `make(cpu)` (`make(0)` for the single
-    /// rep) if it does not exist yet.
-    pub fn get(&self, cpu: usize, make: impl FnOnce(usize) -> Box<I>) -> &Rep<I> {
-        self.0.get_or_create(cpu, make)
-    }
+        None => lock.lock_with(relax),
+    })
 }
 
 /// Start shared, swap to distributed under contention (K42's FCM swapped

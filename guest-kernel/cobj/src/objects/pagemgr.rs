@@ -15,7 +15,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use super::{Contention, Padded, Relax, SharedReps, WatchedLock};
+use super::{Contention, Padded, Relax, lock_watched};
 use crate::env::CpuEnv;
 use crate::root::{Format, Formats, Rep, RepSet, Root, TransferState};
 use crate::sync::SpinLock;
@@ -44,39 +44,42 @@ pub trait PageSource: Send + Sync {
 const SHARED_REFILL: usize = 16;
 
 struct SharedState {
-    list: WatchedLock<Vec<u64>>,
+    list: SpinLock<Vec<u64>>,
+    contention: Option<Arc<Contention>>,
     source: Option<Arc<dyn PageSource>>,
+    relax: Relax,
 }
 
-/// A thin rep: the shared list and the CPU it serves (for the lock's
-/// hand-off count; 0 for the single unwatched rep).
-struct SharedRep {
-    state: Arc<SharedState>,
-    cpu: usize,
+impl SharedState {
+    fn lock(&self) -> crate::sync::Guard<'_, Vec<u64>> {
+        lock_watched(&self.list, self.contention.as_deref(), self.relax)
+    }
 }
+
+struct SharedRep(Arc<SharedState>);
 
 impl PageManager for SharedRep {
     fn alloc(&self) -> Option<u64> {
-        let mut list = self.state.list.lock(self.cpu);
+        let mut list = self.0.lock();
         if list.is_empty()
-            && let Some(src) = &self.state.source
+            && let Some(src) = &self.0.source
         {
             src.take(SHARED_REFILL, &mut list);
         }
         list.pop()
     }
     fn free(&self, page: u64) {
-        self.state.list.lock(self.cpu).push(page);
+        self.0.lock().push(page);
     }
     fn free_pages(&self) -> usize {
-        self.state.list.lock(self.cpu).len()
+        self.0.lock().len()
     }
 }
 
 /// One free list for all CPUs.
 pub struct SharedRoot {
     state: Arc<SharedState>,
-    reps: SharedReps<dyn PageManager>,
+    rep: Rep<dyn PageManager>,
 }
 
 /// A shared page manager holding `pages`, refilling from `source` when
@@ -87,23 +90,19 @@ pub fn shared(
     contention: Option<Arc<Contention>>,
     relax: Relax,
 ) -> Box<dyn Root<dyn PageManager>> {
-    Box::new(SharedRoot {
-        reps: SharedReps::new(contention.as_ref()),
-        state: Arc::new(SharedState {
-            list: WatchedLock::new(pages, contention, relax),
-            source,
-        }),
-    })
+    let state = Arc::new(SharedState {
+        list: SpinLock::new(pages),
+        contention,
+        source,
+        relax,
+    });
+    let rep = Rep::new(Box::new(SharedRep(state.clone())) as Box<dyn PageManager>);
+    Box::new(SharedRoot { state, rep })
 }
 
 impl Root<dyn PageManager> for SharedRoot {
-    fn rep_for(&self, cpu: usize, _: &dyn CpuEnv) -> &Rep<dyn PageManager> {
-        self.reps.get(cpu, |cpu| {
-            Box::new(SharedRep {
-                state: self.state.clone(),
-                cpu,
-            })
-        })
+    fn rep_for(&self, _: usize, _: &dyn CpuEnv) -> &Rep<dyn PageManager> {
+        &self.rep
     }
     fn name(&self) -> &'static str {
         "shared"
@@ -115,14 +114,12 @@ impl Root<dyn PageManager> for SharedRoot {
         Formats::of(FORMAT_FREE_PAGES)
     }
     fn export(&self, _: Format) -> Option<TransferState> {
-        Some(Box::new(core::mem::take(
-            &mut *self.state.list.lock_uncounted(),
-        )))
+        Some(Box::new(core::mem::take(&mut *self.state.lock())))
     }
     fn import(&self, _: Format, state: TransferState) -> bool {
         state
             .downcast::<Vec<u64>>()
-            .map(|pages| self.state.list.lock_uncounted().extend(*pages))
+            .map(|pages| self.state.lock().extend(*pages))
             .is_ok()
     }
 }

@@ -15,7 +15,7 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 
-use super::{Contention, Padded, Relax, SharedReps, WatchedLock};
+use super::{Contention, Padded, Relax, lock_watched};
 use crate::env::CpuEnv;
 use crate::root::{Format, Formats, Rep, RepSet, Root, TransferState};
 use crate::sync::SpinLock;
@@ -66,52 +66,57 @@ fn add(list: &mut Vec<Region>, r: Region) -> bool {
     true
 }
 
-/// A thin rep: the shared list and the CPU it serves (for the lock's
-/// hand-off count; 0 for the single unwatched rep).
-struct SharedRep {
-    list: Arc<WatchedLock<Vec<Region>>>,
-    cpu: usize,
+struct SharedState {
+    list: SpinLock<Vec<Region>>,
+    contention: Option<Arc<Contention>>,
+    relax: Relax,
 }
+
+impl SharedState {
+    fn lock(&self) -> crate::sync::Guard<'_, Vec<Region>> {
+        lock_watched(&self.list, self.contention.as_deref(), self.relax)
+    }
+}
+
+struct SharedRep(Arc<SharedState>);
 
 impl Process for SharedRep {
     fn find_region(&self, addr: u64) -> Option<Region> {
-        find(&self.list.lock(self.cpu), addr)
+        find(&self.0.lock(), addr)
     }
     fn add_region(&self, r: Region) -> bool {
-        add(&mut self.list.lock(self.cpu), r)
+        add(&mut self.0.lock(), r)
     }
     fn remove_region(&self, start: u64) -> Option<Region> {
-        let mut l = self.list.lock(self.cpu);
+        let mut l = self.0.lock();
         let i = l.iter().position(|r| r.start == start)?;
         Some(l.remove(i))
     }
     fn regions(&self) -> usize {
-        self.list.lock(self.cpu).len()
+        self.0.lock().len()
     }
 }
 
 /// One region list for all CPUs.
 pub struct SharedRoot {
-    list: Arc<WatchedLock<Vec<Region>>>,
-    reps: SharedReps<dyn Process>,
+    state: Arc<SharedState>,
+    rep: Rep<dyn Process>,
 }
 
 /// A process whose region list is shared by all CPUs.
 pub fn shared(contention: Option<Arc<Contention>>, relax: Relax) -> Box<dyn Root<dyn Process>> {
-    Box::new(SharedRoot {
-        reps: SharedReps::new(contention.as_ref()),
-        list: Arc::new(WatchedLock::new(Vec::new(), contention, relax)),
-    })
+    let state = Arc::new(SharedState {
+        list: SpinLock::new(Vec::new()),
+        contention,
+        relax,
+    });
+    let rep = Rep::new(Box::new(SharedRep(state.clone())) as Box<dyn Process>);
+    Box::new(SharedRoot { state, rep })
 }
 
 impl Root<dyn Process> for SharedRoot {
-    fn rep_for(&self, cpu: usize, _: &dyn CpuEnv) -> &Rep<dyn Process> {
-        self.reps.get(cpu, |cpu| {
-            Box::new(SharedRep {
-                list: self.list.clone(),
-                cpu,
-            })
-        })
+    fn rep_for(&self, _: usize, _: &dyn CpuEnv) -> &Rep<dyn Process> {
+        &self.rep
     }
     fn name(&self) -> &'static str {
         "shared"
@@ -123,14 +128,11 @@ impl Root<dyn Process> for SharedRoot {
         Formats::of(FORMAT_REGIONS)
     }
     fn export(&self, _: Format) -> Option<TransferState> {
-        Some(Box::new(core::mem::take(&mut *self.list.lock_uncounted())))
+        Some(Box::new(core::mem::take(&mut *self.state.lock())))
     }
     fn import(&self, _: Format, state: TransferState) -> bool {
         match state.downcast::<Vec<Region>>() {
-            Ok(regions) => {
-                let mut list = self.list.lock_uncounted();
-                regions.into_iter().all(|r| add(&mut list, r))
-            }
+            Ok(regions) => regions.into_iter().all(|r| add(&mut self.state.lock(), r)),
             Err(_) => false,
         }
     }
