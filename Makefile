@@ -33,7 +33,7 @@ setup:
 		apt-get install -y -q babeltrace2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q babeltrace2 >/dev/null; }; }
 
 kernel: setup
-	$(CARGO) build -p k42-kernel -p k42-usertest -p k42-platform-bench -p k42-cobj-bench -p k42-trace-bench --target $(GUEST) --release
+	$(CARGO) build -p k42-kernel -p k42-usertest -p k42-platform-bench -p k42-cobj-bench -p k42-trace-bench -p k42-procs --target $(GUEST) --release
 
 image: kernel
 	$(CARGO) run -q --release -p k42-image --bin k42-mkimage -- images/default.toml -o $(IMAGE)
@@ -47,7 +47,7 @@ run: image vmm
 lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy -p k42-kernel -p k42-rt -p k42-usertest -p k42-platform-bench -p k42-cobj-bench -p k42-trace-bench -p k42-trace --target $(GUEST) --release -- -D warnings
+	$(CARGO) clippy -p k42-kernel -p k42-rt -p k42-usertest -p k42-platform-bench -p k42-cobj-bench -p k42-trace-bench -p k42-procs -p k42-trace --target $(GUEST) --release -- -D warnings
 
 unit-test: image
 	$(CARGO) test --release

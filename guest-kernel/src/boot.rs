@@ -22,6 +22,16 @@
 //!                             2-64 (default 4)
 //! trace.burst=N               events per CPU of the trace.burst test (64)
 //! trace.ticks=MS              how long the trace.ticks test runs (200)
+//! init=PROGRAM|none           after the tests and benchmarks, start this
+//!                             image program as process 1 with the lines of
+//!                             the `init.rc` module as its arguments; the
+//!                             VM exits with its status (default none)
+//! init.run=LINE[,LINE…]      init's lines instead of init.rc's, `+` for a
+//!                             space: `init.run=hello,proctest+fork`
+//! proc.max=N                  most processes alive at once, zombies
+//!                             included (1-1024, default 64)
+//! proc.mem=SIZE               most memory one process may touch
+//!                             (default 64M)
 //! ```
 
 use k42_abi::{BootInfo, HypercallNr};
@@ -70,6 +80,14 @@ pub struct Options {
     /// `probe=pvm` (false) or `probe=pvm-register` (true).
     pub probe_pvm: Option<bool>,
     pub trace: TraceOptions,
+    /// The program started as process 1, if any.
+    pub init: Option<&'static str>,
+    /// init's lines (`,`-separated, `+` for a space) instead of init.rc.
+    pub init_run: Option<&'static str>,
+    /// Most processes alive at once.
+    pub proc_max: u32,
+    /// Most bytes of memory one process may touch.
+    pub proc_mem: u64,
 }
 
 /// The `trace.*` options.
@@ -155,6 +173,10 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
             burst: 64,
             ticks_ms: 200,
         },
+        init: None,
+        init_run: None,
+        proc_max: 64,
+        proc_mem: 64 << 20,
     };
     for word in cmdline.split_ascii_whitespace() {
         let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -249,6 +271,38 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
                     .map_err(|_| bad(word, "trace.ticks= takes milliseconds"))?;
                 true
             }
+            "init" => {
+                opts.init = match value {
+                    "none" => None,
+                    "" => return Err(bad(word, "init= takes a program name or none")),
+                    name => Some(name),
+                };
+                true
+            }
+            "init.run" => {
+                if value.is_empty() {
+                    return Err(bad(
+                        word,
+                        "init.run= takes lines: init.run=hello,proctest+fork",
+                    ));
+                }
+                opts.init_run = Some(value);
+                true
+            }
+            "proc.max" => {
+                opts.proc_max = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=crate::proc::MAX_PROCS).contains(n))
+                    .ok_or(bad(word, "proc.max= takes a number from 1 to 1024"))?;
+                true
+            }
+            "proc.mem" => {
+                opts.proc_mem = parse_size(value)
+                    .filter(|&s| s >= 64 << 10)
+                    .ok_or(bad(word, "proc.mem= takes a size of at least 64K"))?;
+                true
+            }
             "probe" => match value {
                 "pvm" | "pvm-register" => {
                     opts.probe_pvm = Some(value == "pvm-register");
@@ -259,7 +313,7 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
             _ => {
                 return Err(bad(
                     word,
-                    "known options: test=, console=, crash=, bench=, cobj-ops=, probe=, trace.subbuf=, trace.subbufs=, trace.burst=, trace.ticks=",
+                    "known options: test=, console=, crash=, bench=, cobj-ops=, probe=, trace.subbuf=, trace.subbufs=, trace.burst=, trace.ticks=, init=, init.run=, proc.max=, proc.mem=",
                 ));
             }
         };

@@ -15,8 +15,15 @@ use crate::arch;
 use crate::sync::InitOnce;
 use crate::{percpu, smp, time, trace};
 
-/// Objects the kernel's table holds.
+/// Objects the kernel's table holds besides processes' region lists.
 const CAPACITY: usize = 32;
+
+/// Table size: the kernel's own objects, plus a region list per process
+/// allowed (`proc.max`) and as many again for lists of ended processes
+/// waiting for quiescence before they are destroyed.
+fn capacity() -> usize {
+    CAPACITY + 2 * crate::boot::options().proc_max as usize
+}
 
 /// The kernel as a clustered-object platform.
 pub struct KernelEnv;
@@ -70,7 +77,7 @@ static SYSTEM: InitOnce<System<KernelEnv>> = InitOnce::new();
 /// no user program or object test never needs it). Each CPU's local table
 /// is made on that CPU's first use.
 pub fn system() -> &'static System<KernelEnv> {
-    SYSTEM.get_or_init(|| System::new(KernelEnv, CAPACITY))
+    SYSTEM.get_or_init(|| System::new(KernelEnv, capacity()))
 }
 
 /// The token of the CPU this code runs on.

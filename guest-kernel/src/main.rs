@@ -28,6 +28,7 @@ mod ktests;
 mod mm;
 mod percpu;
 mod probe;
+mod proc;
 mod smp;
 mod sync;
 mod time;
@@ -152,6 +153,13 @@ fn boot_cpu_main(magic: u64) -> ! {
             failed += 1;
         }
     }
+    if let Some(init) = opts.init {
+        match run_init(init) {
+            Some(code) if failed == 0 => shutdown(code),
+            Some(_) => {}
+            None => failed += 1,
+        }
+    }
     if failed == 0 {
         println!("k42: {} tests passed", tests.len());
         shutdown(0)
@@ -161,6 +169,45 @@ fn boot_cpu_main(magic: u64) -> ! {
             tests.len()
         );
         shutdown(1)
+    }
+}
+
+/// Run `program` as process 1, its arguments the lines of `init.run=` or
+/// else of the image's `init.rc` module (comments and blank lines
+/// dropped); returns the exit
+/// code for the VM: init's exit status, or 1 if it was killed (`None`
+/// when it could not start).
+fn run_init(program: &str) -> Option<u8> {
+    let mut args = alloc::vec::Vec::from(program.as_bytes());
+    args.push(0);
+    if let Some(lines) = boot::options().init_run {
+        for line in lines.split(',').filter(|l| !l.is_empty()) {
+            args.extend(line.bytes().map(|b| if b == b'+' { b' ' } else { b }));
+            args.push(0);
+        }
+    } else if let Some(rc) = user::module("init.rc") {
+        let Ok(rc) = core::str::from_utf8(rc) else {
+            println!("k42: init.rc is not UTF-8");
+            return None;
+        };
+        for line in rc.lines().map(str::trim) {
+            if !line.is_empty() && !line.starts_with('#') {
+                args.extend_from_slice(line.as_bytes());
+                args.push(0);
+            }
+        }
+    }
+    args.push(0);
+    println!("k42: starting init ({program})");
+    match proc::run_init(program, &args) {
+        Ok(word) => {
+            println!("k42: init {}", proc::describe_status(word));
+            Some(if word <= 255 { word as u8 } else { 1 })
+        }
+        Err(e) => {
+            println!("k42: init ({program}) could not start: {}", e.describe());
+            None
+        }
     }
 }
 

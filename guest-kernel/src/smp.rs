@@ -133,7 +133,13 @@ pub fn run_on_first<F: Fn(u32) + Sync>(n: u32, f: F) {
         }
     }
     f(me);
-    wait_until(|| req.pending.load(Ordering::Acquire) == 0);
+    wait_until(|| {
+        // A quiescent point while waiting (safe even inside a request:
+        // the two-generation scheme cannot advance past a live one), so
+        // that a CPU destroying an object used here is not held up.
+        crate::cobj::quiescent();
+        req.pending.load(Ordering::Acquire) == 0
+    });
 }
 
 /// Run a request taken from this CPU's mailbox.

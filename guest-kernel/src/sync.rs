@@ -162,6 +162,16 @@ pub struct InitOnce<T> {
 // Release, and only read (shared) after `ready` is seen with Acquire.
 unsafe impl<T: Sync + Send> Sync for InitOnce<T> {}
 
+impl<T> Drop for InitOnce<T> {
+    fn drop(&mut self) {
+        if *self.ready.get_mut() {
+            // SAFETY: `ready` says the value was fully written, and
+            // `&mut self` says no one else can see it any more.
+            unsafe { self.value.get_mut().assume_init_drop() };
+        }
+    }
+}
+
 impl<T> InitOnce<T> {
     pub const fn new() -> Self {
         Self {

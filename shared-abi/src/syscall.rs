@@ -48,10 +48,12 @@ pub const USER_HEAP: u64 = 0x0000_0000_2000_0000;
 pub struct ProgramInfo {
     /// [`PROGRAM_INFO_MAGIC`].
     pub magic: u64,
-    /// CPUs running this program at once (1, or all of them).
+    /// CPUs running this program at once (1, or all of them; for a
+    /// process, the CPUs of the machine).
     pub cpus: u32,
-    /// Zero.
-    pub reserved: u32,
+    /// Bytes of argument and environment strings at
+    /// `USER_INFO + ARGS_OFFSET` (see [`ARGS_OFFSET`]); 0 when none.
+    pub args_len: u32,
     /// TSC frequency in kHz, for timing with `rdtsc`.
     pub tsc_khz: u64,
     /// Heap mapped at [`USER_HEAP`], in bytes (zero-filled).
@@ -59,6 +61,16 @@ pub struct ProgramInfo {
     /// Program arguments, meaning defined by each program.
     pub args: [u64; 8],
 }
+
+/// Where a process's argument and environment strings start, from
+/// [`USER_INFO`]: each argument NUL-terminated, then one more NUL, then
+/// each `KEY=VALUE` environment string NUL-terminated
+/// (`ProgramInfo::args_len` bytes in all, at most [`MAX_ARGS_LEN`]).
+pub const ARGS_OFFSET: u64 = 256;
+/// Longest argument-and-environment block a process may be given.
+pub const MAX_ARGS_LEN: u64 = 4096 - ARGS_OFFSET;
+/// Longest program name.
+pub const MAX_NAME_LEN: u64 = 64;
 
 /// `ProgramInfo::magic`.
 pub const PROGRAM_INFO_MAGIC: u64 = 0x4b34_3250_524f_4731; // "K42PROG1"
@@ -86,6 +98,51 @@ pub enum Syscall {
     /// Where the trace region is mapped for this program
     /// ([`crate::trace::USER_VIEW_BASE`]), or 0 when tracing is off.
     TraceView = 6,
+    /// Start a new process running program `rdi`/`rsi` (name bytes) with
+    /// the argument block `rdx`/`r10` (format of [`ARGS_OFFSET`]) and
+    /// flags `r8` ([`SPAWN_REPLICATED`]); returns its pid.
+    Spawn = 7,
+    /// Copy this (single-threaded) process, memory copy-on-write; returns
+    /// the child's pid in the parent and 0 in the child.
+    Fork = 8,
+    /// Replace this (single-threaded) process's program: name `rdi`/`rsi`,
+    /// argument block `rdx`/`r10`. Returns only on failure.
+    Exec = 9,
+    /// Wait for child `rdi` (or any child when `rdi` is `u64::MAX`) to
+    /// end; returns `pid << 16 | status word` ([`status`]).
+    Wait = 10,
+    /// End process `rdi` (only the caller's children, or itself); its
+    /// status word becomes [`status::KILLED`].
+    Kill = 11,
+    /// The caller's process id.
+    GetPid = 12,
+    /// Start a thread in this process at `rdi` with stack top `rsi` and
+    /// argument `rdx` (in `rdi`); returns its thread id.
+    ThreadCreate = 13,
+    /// End the calling thread (the process ends with status `rdi` when
+    /// it was the last).
+    ThreadExit = 14,
+    /// Map `rdi` bytes of zero-filled memory (rounded up to pages,
+    /// allocated on first touch); returns the address.
+    MapAnon = 15,
+    /// Free page frames in the whole machine (for leak checks).
+    FreeFrames = 16,
+}
+
+/// [`Syscall::Spawn`] flag: give the child a replicated Process object
+/// (per-CPU region caches) instead of the shared one.
+pub const SPAWN_REPLICATED: u64 = 1;
+
+/// Status words [`Syscall::Wait`] returns: how a process ended.
+pub mod status {
+    /// `0..=255`: it exited with that status.
+    pub const EXITED_MAX: u64 = 255;
+    /// `FAULT | vector`: killed by a user-mode exception.
+    pub const FAULT: u64 = 0x100;
+    /// Killed by [`super::Syscall::Kill`].
+    pub const KILLED: u64 = 0x200;
+    /// Killed because it ran out of memory (its limit or the machine's).
+    pub const OUT_OF_MEMORY: u64 = 0x300;
 }
 
 impl Syscall {
@@ -98,6 +155,16 @@ impl Syscall {
             4 => Self::Null,
             5 => Self::Yield,
             6 => Self::TraceView,
+            7 => Self::Spawn,
+            8 => Self::Fork,
+            9 => Self::Exec,
+            10 => Self::Wait,
+            11 => Self::Kill,
+            12 => Self::GetPid,
+            13 => Self::ThreadCreate,
+            14 => Self::ThreadExit,
+            15 => Self::MapAnon,
+            16 => Self::FreeFrames,
             _ => return None,
         })
     }
@@ -113,4 +180,57 @@ pub enum SyscallError {
     BadAddress = -2,
     /// An argument is invalid.
     InvalidArgument = -3,
+    /// The process limit is reached.
+    ProcessLimit = -4,
+    /// Out of memory (the caller's limit or the machine's).
+    NoMemory = -5,
+    /// No such process (or not the caller's child).
+    NoSuchProcess = -6,
+    /// No program of that name in the image.
+    NoSuchProgram = -7,
+    /// The program is not a loadable x86_64 ELF executable.
+    BadProgram = -8,
+    /// The caller has no children to wait for.
+    NoChildren = -9,
+    /// Not possible while the process has several threads.
+    MultiThreaded = -10,
+    /// Called outside a process (a kernel-run program).
+    NotAProcess = -11,
+}
+
+impl SyscallError {
+    /// The error for a raw negative result, if it is one.
+    pub fn from_raw(raw: i64) -> Option<Self> {
+        Some(match raw {
+            -1 => Self::NoSuchCall,
+            -2 => Self::BadAddress,
+            -3 => Self::InvalidArgument,
+            -4 => Self::ProcessLimit,
+            -5 => Self::NoMemory,
+            -6 => Self::NoSuchProcess,
+            -7 => Self::NoSuchProgram,
+            -8 => Self::BadProgram,
+            -9 => Self::NoChildren,
+            -10 => Self::MultiThreaded,
+            -11 => Self::NotAProcess,
+            _ => return None,
+        })
+    }
+
+    /// What the error means, in a few words.
+    pub fn describe(self) -> &'static str {
+        match self {
+            Self::NoSuchCall => "no such system call",
+            Self::BadAddress => "bad address",
+            Self::InvalidArgument => "invalid argument",
+            Self::ProcessLimit => "process limit reached",
+            Self::NoMemory => "out of memory",
+            Self::NoSuchProcess => "no such process",
+            Self::NoSuchProgram => "no such program in the image",
+            Self::BadProgram => "not a loadable program",
+            Self::NoChildren => "no children",
+            Self::MultiThreaded => "not allowed in a multithreaded process",
+            Self::NotAProcess => "not a process",
+        }
+    }
 }

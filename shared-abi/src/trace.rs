@@ -522,8 +522,16 @@ catalogue! {
         /// The CPU woke up.
         exit = 2 end();
     }
-    /// Scheduling (no events yet: the kernel has no scheduler).
+    /// Processes and the scheduler.
     class sched = 5 {
+        /// A process was created (spawn or fork).
+        spawn = 1 instant(pid: u64, parent: u64);
+        /// A process ended with this status word.
+        exit = 2 instant(pid: u64, status: hex);
+        /// This CPU switched to a thread.
+        switch = 3 instant(pid: u64, tid: u64);
+        /// A user page fault was resolved.
+        fault = 4 instant(pid: u64, address: hex);
     }
     /// Hypercalls to k42vmm.
     class hypercall = 6 {

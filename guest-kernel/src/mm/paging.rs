@@ -29,6 +29,11 @@ pub fn init() {
     KERNEL_ROOT.store(arch::current_page_table(), Ordering::Relaxed);
 }
 
+/// Physical address of the kernel's page tables.
+pub fn kernel_root() -> u64 {
+    KERNEL_ROOT.load(Ordering::Relaxed)
+}
+
 /// Switch this CPU back to the kernel's page tables.
 pub fn activate_kernel() {
     // SAFETY: the boot page tables map the whole kernel and direct map.
@@ -138,6 +143,46 @@ impl AddressSpace {
         }
         *pte = leaf(pa, flags);
         Ok(())
+    }
+
+    /// Map frame `pa` at user address `va`, replacing whatever was there
+    /// (a process's pages belong to its FCMs, not to the address space:
+    /// the frame is neither zeroed nor freed with it).
+    pub fn set_leaf(&mut self, va: u64, pa: u64, flags: PageFlags) -> Result<(), MapError> {
+        *self.pte(va)? = leaf(pa, flags);
+        Ok(())
+    }
+
+    /// Make the page at `va` read-only if it is mapped (copy-on-write
+    /// after fork); the caller flushes the TLB.
+    pub fn write_protect(&mut self, va: u64) {
+        if let Some(pte) = self.lookup(va) {
+            *pte &= !WRITABLE;
+        }
+    }
+
+    /// The leaf entry for `va`, if the tables above it exist.
+    fn lookup(&self, va: u64) -> Option<&'static mut u64> {
+        let mut t = self.root;
+        for level in [39u32, 30, 21] {
+            let entry = table(t)[((va >> level) & 511) as usize];
+            if entry & PRESENT == 0 {
+                return None;
+            }
+            t = entry & ADDR_MASK;
+        }
+        Some(&mut table(t)[((va >> 12) & 511) as usize])
+    }
+
+    /// Whether `va` is mapped with at least the given access.
+    pub fn allows(&self, va: u64, write: bool) -> bool {
+        self.lookup(va)
+            .is_some_and(|&mut e| e & PRESENT != 0 && (!write || e & WRITABLE != 0))
+    }
+
+    /// Physical address of the root table.
+    pub fn root(&self) -> u64 {
+        self.root
     }
 
     /// Load this address space on this CPU.

@@ -307,6 +307,13 @@ pub fn is_syscall_site(rip: u64) -> bool {
 /// The caller's memory `[ptr, ptr + len)`, if it lies inside one of its
 /// mapped regions.
 fn user_bytes(ptr: u64, len: u64) -> Result<&'static [u8], SyscallError> {
+    if let Some(t) = crate::proc::sched::current() {
+        t.process.memory().user_range(ptr, len, false)?;
+        // SAFETY: user_range mapped the whole range for reading in the
+        // process's address space, which is loaded; pages are never
+        // unmapped while one of its threads is in the kernel.
+        return Ok(unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) });
+    }
     let r = running().ok_or(SyscallError::BadAddress)?;
     let end = ptr.checked_add(len).ok_or(SyscallError::BadAddress)?;
     if !r.regions.iter().any(|&(s, e)| ptr >= s && end <= e) {
@@ -334,11 +341,25 @@ fn write_user_text(mut s: &str) {
     }
 }
 
-/// A system call from the program on this CPU.
-pub fn system_call(nr: u64, args: [u64; 5]) -> i64 {
+/// A system call (the trap at a system-call site) from user mode on
+/// this CPU: resume after the site with the result in `rax` — or, for a
+/// process call that switched threads, with another thread's state.
+pub fn syscall_entry(frame: &mut crate::arch::TrapFrame) {
+    frame.rip += SYSCALL_SITE.len() as u64;
+    if crate::proc::system_call(frame).is_some() {
+        return;
+    }
+    let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
+    frame.rax = system_call(frame.rax, args) as u64;
+}
+
+/// A system call every user program may make (kernel-run programs and
+/// processes alike).
+fn system_call(nr: u64, args: [u64; 5]) -> i64 {
+    let in_process = crate::proc::sched::current().is_some();
     let result = match Syscall::from_raw(nr) {
         None => Err(SyscallError::NoSuchCall),
-        Some(Syscall::Exit) => usermode::return_to_kernel(args[0].min(255)),
+        Some(Syscall::Exit) if !in_process => usermode::return_to_kernel(args[0].min(255)),
         Some(Syscall::Write) => {
             if args[1] > MAX_WRITE {
                 Err(SyscallError::InvalidArgument)
@@ -378,6 +399,8 @@ pub fn system_call(nr: u64, args: [u64; 5]) -> i64 {
             arch::backoff(args[0].min(u32::MAX as u64) as u32);
             Ok(0)
         }
+        // Process calls from a program the kernel runs directly.
+        Some(_) => Err(SyscallError::NotAProcess),
     };
     result.unwrap_or_else(|e| e as i64)
 }

@@ -20,6 +20,7 @@
 #![no_std]
 
 pub mod heap;
+pub mod process;
 pub mod sync;
 pub mod sys;
 pub mod trace;

@@ -12,6 +12,27 @@ pub fn syscall3(nr: Syscall, a0: u64, a1: u64, a2: u64) -> i64 {
     syscall3_raw(nr as u64, a0, a1, a2)
 }
 
+/// System call `nr` with up to five arguments.
+#[inline]
+pub fn syscall5(nr: Syscall, a: [u64; 5]) -> i64 {
+    let ret: i64;
+    // SAFETY: as in `syscall3_raw`.
+    unsafe {
+        asm!(
+            "ud2",
+            ".byte 0x6b, 0x34, 0x32, 0x73",
+            inlateout("rax") nr as u64 => ret,
+            in("rdi") a[0],
+            in("rsi") a[1],
+            in("rdx") a[2],
+            in("r10") a[3],
+            in("r8") a[4],
+            options(nostack),
+        );
+    }
+    ret
+}
+
 /// A system call with a raw number (for tests of the kernel's checks).
 #[inline]
 pub fn syscall3_raw(nr: u64, a0: u64, a1: u64, a2: u64) -> i64 {

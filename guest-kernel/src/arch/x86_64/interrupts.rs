@@ -271,15 +271,18 @@ pub fn load_empty_idt() {
 
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
+    let from_user = frame.cs & 3 == 3;
     if vector < 32 {
-        if frame.cs & 3 == 3 {
+        if from_user {
             if vector == VECTOR_INVALID_OPCODE && crate::user::is_syscall_site(frame.rip) {
-                let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
-                frame.rax = crate::user::system_call(frame.rax, args) as u64;
-                frame.rip += k42_abi::syscall::SYSCALL_SITE.len() as u64;
+                crate::user::syscall_entry(frame);
                 return;
             }
-            // A fault in user code ends the program, not the kernel.
+            // A process's page fault is resolved; any other fault in
+            // user code ends the process (or program), not the kernel.
+            if crate::proc::on_user_exception(frame, super::platform::fault_address()) {
+                return;
+            }
             crate::user::on_user_fault(
                 vector,
                 frame.error_code,
@@ -308,6 +311,10 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
     apic::eoi();
     crate::trace::log(ev::interrupt::exit(vector as u64));
+    if from_user {
+        // Preemption, kills and quiescence for process threads.
+        crate::proc::sched::on_user_interrupt(frame);
+    }
 }
 
 /// The exception's mnemonic and name.

@@ -29,6 +29,7 @@ use core::mem::offset_of;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use super::gdt::{USER_CS, USER_DS};
+use super::interrupts::TrapFrame;
 use crate::percpu::PerCpu;
 
 /// Per-CPU state the entry paths reach through GS.
@@ -85,6 +86,37 @@ k42_enter_user:
     swapgs
     iretq
 
+    .global k42_enter_thread
+k42_enter_thread:
+    push rbx
+    push rbp
+    push r12
+    push r13
+    push r14
+    push r15
+    pushfq
+    cli
+    mov gs:[{ctx}], rsp
+    mov rsp, rdi
+    pop r15
+    pop r14
+    pop r13
+    pop r12
+    pop r11
+    pop r10
+    pop r9
+    pop r8
+    pop rbp
+    pop rdi
+    pop rsi
+    pop rdx
+    pop rcx
+    pop rbx
+    pop rax
+    add rsp, 16
+    swapgs
+    iretq
+
     .global k42_return_to_kernel
 k42_return_to_kernel:
     mov rax, rdi
@@ -107,6 +139,51 @@ k42_return_to_kernel:
 unsafe extern "C" {
     fn k42_enter_user(entry: u64, rsp: u64, args: *const [u64; 4]) -> u64;
     fn k42_return_to_kernel(status: u64) -> !;
+    fn k42_enter_thread(frame: *const TrapFrame) -> u64;
+}
+
+/// Resume the user thread whose registers are `frame` (a user-mode
+/// [`TrapFrame`]: CS and SS with RPL 3), in the address space already
+/// loaded, until this CPU calls [`return_to_kernel`]; returns the status
+/// given there. The scheduler's first entry to user mode on a CPU; later
+/// switches rewrite the trap frame instead.
+///
+/// # Safety
+/// As [`enter_user`]; `frame` must stay valid until the `iretq` (the
+/// thread is this CPU's alone).
+pub unsafe fn enter_thread(frame: *const TrapFrame) -> u64 {
+    // SAFETY: see the module docs and the caller's promise.
+    unsafe { k42_enter_thread(frame) }
+}
+
+/// A thread's x87/SSE state, as `fxsave` writes it.
+#[repr(C, align(16))]
+#[derive(Clone)]
+pub struct FpuState(pub [u8; 512]);
+
+impl FpuState {
+    /// The state after `fninit` with the default MXCSR (all exceptions
+    /// masked): what a new thread starts with.
+    pub fn initial() -> Self {
+        let mut s = [0u8; 512];
+        s[0..2].copy_from_slice(&0x037fu16.to_le_bytes()); // FCW
+        s[24..28].copy_from_slice(&0x1f80u32.to_le_bytes()); // MXCSR
+        Self(s)
+    }
+
+    /// Save this CPU's x87/SSE registers here.
+    pub fn save(&mut self) {
+        // SAFETY: fxsave64 writes 512 bytes to a 16-byte-aligned buffer;
+        // CR4.OSFXSR is set by k42vmm.
+        unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) self.0.as_mut_ptr(), options(nostack)) };
+    }
+
+    /// Load this CPU's x87/SSE registers from here.
+    pub fn restore(&self) {
+        // SAFETY: the buffer holds a state written by fxsave64 or
+        // `initial` (reserved MXCSR bits clear), 16-byte aligned.
+        unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) self.0.as_ptr(), options(nostack)) };
+    }
 }
 
 /// Run user code at `entry` with stack `rsp` and `args` in rdi, rsi, rdx,

@@ -1,0 +1,631 @@
+//! Processes: user programs from the image, each in its own address
+//! space ([`mm::Memory`]), with threads scheduled on every CPU
+//! ([`sched`]), a parent that waits for them, and faults that end the
+//! process, never the kernel.
+//!
+//! Life cycle:
+//!
+//! ```text
+//! spawn/fork ─► alive (threads ≥ 1) ─► last thread ends (exit, fault,
+//!   kill) ─► memory freed, parent told ─► zombie until the parent waits
+//!   (or reaped at once if the parent is gone) ─► slot free
+//! ```
+//!
+//! The process table counts every process from creation until it is
+//! reaped, zombies included, against the `proc.max` limit, so a fork bomb
+//! meets `ProcessLimit` instead of exhausting the kernel. Process 1
+//! (`init=` on the command line) is started by [`run_init`]; when it ends,
+//! every remaining process is killed, and once all are gone the CPUs
+//! leave the scheduler and the kernel gets init's status.
+
+pub mod mm;
+pub mod sched;
+
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use k42_abi::syscall::{
+    MAX_ARGS_LEN, MAX_NAME_LEN, ProgramInfo, SPAWN_REPLICATED, Syscall, SyscallError, USER_BASE,
+    USER_TOP, status,
+};
+
+use crate::arch::x86_64::interrupts::TrapFrame;
+use crate::sync::SpinLock;
+use crate::{arch, percpu, smp};
+use mm::Memory;
+use sched::Thread;
+
+/// The largest `proc.max`.
+pub const MAX_PROCS: u32 = 1024;
+/// A status word meaning "still running".
+const RUNNING: u64 = u64::MAX;
+
+/// A process.
+pub struct Process {
+    pub pid: u32,
+    /// The program it runs (its image module name).
+    pub name: SpinLock<String>,
+    /// Parent's pid; 0 when the parent has ended.
+    parent: AtomicU32,
+    /// Its memory; replaced by exec (single-threaded only), dropped when
+    /// the last thread ends.
+    memory: UnsafeCell<Option<Arc<Memory>>>,
+    state: SpinLock<State>,
+    /// The status word the process ends with once killed (or exiting
+    /// while other threads run); RUNNING otherwise.
+    kill_status: AtomicU64,
+}
+
+// SAFETY: `memory` is replaced only by exec, which requires the process
+// to have one thread (the caller), and cleared only when its last thread
+// has ended; every other access is a read by one of its threads.
+unsafe impl Sync for Process {}
+// SAFETY: as above.
+unsafe impl Send for Process {}
+
+struct State {
+    threads: u32,
+    next_tid: u32,
+    ended: bool,
+    children: Vec<u32>,
+    /// Children that ended and were not waited for: (pid, status word).
+    zombies: Vec<(u32, u64)>,
+    /// A thread blocked in wait, and the pid it waits for (0: any).
+    waiter: Option<(Arc<Thread>, u32)>,
+}
+
+impl Process {
+    /// Its memory (while it has threads).
+    pub fn memory(&self) -> &Memory {
+        // SAFETY: see the Sync impl; called only by the process's own
+        // threads (or while scheduling one of them in), so it is set.
+        unsafe { (*self.memory.get()).as_deref() }.expect("a live process has memory")
+    }
+
+    /// Whether it has been killed (its threads end at their next kernel
+    /// entry or when next scheduled).
+    pub fn killed(&self) -> bool {
+        self.kill_status.load(Ordering::Acquire) != RUNNING
+    }
+
+    fn kill_with(&self, word: u64) {
+        let _ =
+            self.kill_status
+                .compare_exchange(RUNNING, word, Ordering::AcqRel, Ordering::Acquire);
+    }
+}
+
+struct Table {
+    procs: BTreeMap<u32, Arc<Process>>,
+    next_pid: u32,
+    /// Processes counted against the limit: alive or zombie.
+    live: u32,
+}
+
+static TABLE: SpinLock<Table> = SpinLock::new(Table {
+    procs: BTreeMap::new(),
+    next_pid: 1,
+    live: 0,
+});
+/// Status word of process 1 once it ended.
+static INIT_STATUS: AtomicU64 = AtomicU64::new(RUNNING);
+/// Set while a scheduler run is in progress.
+static ACTIVE: AtomicBool = AtomicBool::new(false);
+
+fn limit() -> u32 {
+    crate::boot::options().proc_max
+}
+
+fn lookup(pid: u32) -> Option<Arc<Process>> {
+    TABLE.lock().procs.get(&pid).cloned()
+}
+
+/// Count a new process against the limit and give it a pid.
+fn reserve_pid() -> Result<u32, SyscallError> {
+    let mut t = TABLE.lock();
+    if t.live >= limit() {
+        return Err(SyscallError::ProcessLimit);
+    }
+    t.live += 1;
+    let pid = t.next_pid;
+    t.next_pid += 1;
+    Ok(pid)
+}
+
+fn unreserve() {
+    TABLE.lock().live -= 1;
+}
+
+/// A process that ended was reaped: its slot is free.
+fn reaped(pid: u32) {
+    let mut t = TABLE.lock();
+    t.procs.remove(&pid);
+    t.live -= 1;
+}
+
+/// Make process `pid` (reserved) with memory `mem`, its first thread at
+/// `entry`; returns the thread, not yet queued.
+fn make_process(
+    pid: u32,
+    parent: u32,
+    name: &str,
+    mem: Memory,
+    first: impl FnOnce(Arc<Process>) -> Arc<Thread>,
+) -> Arc<Thread> {
+    let p = Arc::new(Process {
+        pid,
+        name: SpinLock::new(String::from(name)),
+        parent: AtomicU32::new(parent),
+        memory: UnsafeCell::new(Some(Arc::new(mem))),
+        state: SpinLock::new(State {
+            threads: 1,
+            next_tid: 2,
+            ended: false,
+            children: Vec::new(),
+            zombies: Vec::new(),
+            waiter: None,
+        }),
+        kill_status: AtomicU64::new(RUNNING),
+    });
+    TABLE.lock().procs.insert(pid, p.clone());
+    if let Some(pp) = lookup(parent) {
+        pp.state.lock().children.push(pid);
+    }
+    first(p)
+}
+
+/// The program info for a new process.
+fn info() -> ProgramInfo {
+    ProgramInfo {
+        cpus: smp::ncpus(),
+        tsc_khz: crate::time::tsc_khz(),
+        ..Default::default()
+    }
+}
+
+/// Start program `name` with argument block `args` as a child of
+/// `parent`; returns the new pid.
+fn spawn(parent: u32, name: &str, args: &[u8], flags: u64) -> Result<u32, SyscallError> {
+    let file = crate::user::module(name).ok_or(SyscallError::NoSuchProgram)?;
+    if flags & !SPAWN_REPLICATED != 0 || args.len() as u64 > MAX_ARGS_LEN {
+        return Err(SyscallError::InvalidArgument);
+    }
+    let pid = reserve_pid()?;
+    let (mem, entry) = match Memory::load(
+        file,
+        args,
+        info(),
+        flags & SPAWN_REPLICATED != 0,
+        crate::boot::options().proc_mem,
+    ) {
+        Ok(m) => m,
+        Err(e) => {
+            unreserve();
+            return Err(e);
+        }
+    };
+    let t = make_process(pid, parent, name, mem, |p| {
+        Thread::new(1, p, entry, USER_TOP, [k42_abi::syscall::USER_INFO, 0])
+    });
+    crate::trace::log(k42_abi::trace::ev::sched::spawn(pid as u64, parent as u64));
+    sched::enqueue(t);
+    Ok(pid)
+}
+
+/// A thread has ended (it is nobody's current any more): count it out;
+/// the last one ends the process.
+pub fn thread_ended(t: Arc<Thread>) {
+    let p = t.process.clone();
+    drop(t);
+    let last = {
+        let mut s = p.state.lock();
+        s.threads -= 1;
+        s.threads == 0
+    };
+    if last {
+        process_ended(&p);
+    }
+}
+
+/// The last thread of `p` has ended: free its memory, tell its parent,
+/// orphan its children.
+fn process_ended(p: &Arc<Process>) {
+    let word = match p.kill_status.load(Ordering::Acquire) {
+        RUNNING => status::KILLED,
+        w => w,
+    };
+    // SAFETY: no thread of `p` is left, so nothing else touches its
+    // memory; this CPU runs in the kernel's address space (the caller
+    // switched away from it).
+    let mem = unsafe { (*p.memory.get()).take() };
+    if arch::current_page_table() != crate::mm::paging::kernel_root() {
+        crate::mm::paging::activate_kernel();
+    }
+    drop(mem);
+    let (children, zombies) = {
+        let mut s = p.state.lock();
+        s.ended = true;
+        (
+            core::mem::take(&mut s.children),
+            core::mem::take(&mut s.zombies),
+        )
+    };
+    for c in children {
+        if let Some(cp) = lookup(c) {
+            cp.parent.store(0, Ordering::Release);
+        }
+    }
+    for (z, _) in zombies {
+        reaped(z);
+    }
+    crate::trace::log(k42_abi::trace::ev::sched::exit(p.pid as u64, word));
+    if p.pid == 1 {
+        INIT_STATUS.store(word, Ordering::Release);
+        kill_all();
+    }
+    notify_parent(p, word);
+    if TABLE.lock().live == 0 && INIT_STATUS.load(Ordering::Acquire) != RUNNING {
+        sched::finish();
+    }
+}
+
+/// Tell `p`'s parent it ended with status `word` (or reap it at once if
+/// the parent is gone).
+fn notify_parent(p: &Arc<Process>, word: u64) {
+    let parent = p.parent.load(Ordering::Acquire);
+    let Some(pp) = (parent != 0).then(|| lookup(parent)).flatten() else {
+        reaped(p.pid);
+        return;
+    };
+    let mut s = pp.state.lock();
+    if s.ended {
+        drop(s);
+        reaped(p.pid);
+        return;
+    }
+    s.children.retain(|&c| c != p.pid);
+    match s.waiter.take() {
+        Some((t, want)) if want == 0 || want == p.pid => {
+            drop(s);
+            t.set_result((p.pid as u64) << 16 | word);
+            reaped(p.pid);
+            sched::enqueue(t);
+        }
+        other => {
+            s.waiter = other;
+            s.zombies.push((p.pid, word));
+        }
+    }
+}
+
+/// Init ended: kill every other process.
+fn kill_all() {
+    let all: Vec<Arc<Process>> = TABLE.lock().procs.values().cloned().collect();
+    for p in all {
+        p.kill_with(status::KILLED);
+        let waiter = p.state.lock().waiter.take();
+        if let Some((t, _)) = waiter {
+            sched::enqueue(t);
+        }
+    }
+    sched::poke_all();
+}
+
+/// Report a process killed by a fault, one line.
+fn report_fault(p: &Process, vector: u8, rip: u64, address: u64, error: u64) {
+    crate::println!(
+        "k42: process {} ({}) killed by {} at rip {:#x}, address {:#x}, error {:#x}",
+        p.pid,
+        p.name.lock().as_str(),
+        arch::x86_64::interrupts::exception_name(vector),
+        rip,
+        address,
+        error
+    );
+}
+
+/// An exception in user mode on this CPU. Returns false if no process
+/// thread runs here (a kernel-run program's fault). Otherwise resolves
+/// a page fault, or ends the process and switches to the next thread.
+pub fn on_user_exception(frame: &mut TrapFrame, address: u64) -> bool {
+    let Some(t) = sched::current() else {
+        return false;
+    };
+    let vector = frame.vector as u8;
+    const PAGE_FAULT: u8 = 14;
+    if vector == PAGE_FAULT {
+        let write = frame.error_code & 2 != 0;
+        let exec = frame.error_code & 16 != 0;
+        match t.process.memory().fault(address, write, exec) {
+            Ok(()) => {
+                crate::trace::log(k42_abi::trace::ev::sched::fault(
+                    t.process.pid as u64,
+                    address,
+                ));
+                return true;
+            }
+            Err(mm::FaultError::OutOfMemory) => {
+                crate::println!(
+                    "k42: process {} ({}) killed: out of memory at address {:#x}",
+                    t.process.pid,
+                    t.process.name.lock().as_str(),
+                    address
+                );
+                t.process.kill_with(status::OUT_OF_MEMORY);
+                end_current(frame);
+                return true;
+            }
+            Err(mm::FaultError::Segv) => {}
+        }
+    }
+    report_fault(&t.process, vector, frame.rip, address, frame.error_code);
+    t.process.kill_with(status::FAULT | vector as u64);
+    end_current(frame);
+    true
+}
+
+/// End the current thread and run the next one.
+fn end_current(frame: &mut TrapFrame) {
+    let t = sched::drop_current().expect("a current thread");
+    let others = t.process.state.lock().threads > 1;
+    if others {
+        sched::poke_all();
+    }
+    crate::mm::paging::activate_kernel();
+    thread_ended(t);
+    sched::switch_to_next(frame);
+}
+
+/// Copy a user string or block in: `[ptr, ptr + len)` of the current
+/// process, at most `max` bytes.
+fn copy_in(mem: &Memory, ptr: u64, len: u64, max: u64) -> Result<Vec<u8>, SyscallError> {
+    if len > max {
+        return Err(SyscallError::InvalidArgument);
+    }
+    if len == 0 {
+        return Ok(Vec::new());
+    }
+    mem.user_range(ptr, len, false)?;
+    // SAFETY: user_range mapped every page of the range for reading in
+    // the current (this process's) address space; it stays mapped while
+    // this thread is in the kernel.
+    Ok(unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) }.to_vec())
+}
+
+/// A system call from a process thread on this CPU; `None` if no process
+/// thread runs here. Writes the result into `frame.rax` itself, unless
+/// the call switched to another thread.
+pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
+    let t = sched::current()?.clone();
+    let p = &t.process;
+    let nr = frame.rax;
+    let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
+    let ret: Result<i64, SyscallError> = match Syscall::from_raw(nr) {
+        Some(Syscall::Exit) => {
+            p.kill_with(args[0].min(status::EXITED_MAX));
+            drop(t);
+            end_current(frame);
+            return Some(());
+        }
+        Some(Syscall::ThreadExit) => {
+            {
+                let s = p.state.lock();
+                if s.threads == 1 {
+                    p.kill_with(args[0].min(status::EXITED_MAX));
+                }
+            }
+            drop(t);
+            end_current(frame);
+            return Some(());
+        }
+        Some(Syscall::GetPid) => Ok(p.pid as i64),
+        Some(Syscall::Spawn) => (|| {
+            let mem = p.memory();
+            let name = copy_in(mem, args[0], args[1], MAX_NAME_LEN)?;
+            let name = core::str::from_utf8(&name).map_err(|_| SyscallError::InvalidArgument)?;
+            let block = copy_in(mem, args[2], args[3], MAX_ARGS_LEN)?;
+            spawn(p.pid, name, &block, args[4]).map(|pid| pid as i64)
+        })(),
+        Some(Syscall::Fork) => fork(&t, frame),
+        Some(Syscall::Exec) => match exec(&t, args, frame) {
+            Ok(()) => return Some(()),
+            Err(e) => Err(e),
+        },
+        Some(Syscall::Wait) => match wait(&t, args[0], frame) {
+            Ok(Some(word)) => Ok(word as i64),
+            Ok(None) => return Some(()),
+            Err(e) => Err(e),
+        },
+        Some(Syscall::Kill) => kill(p, args[0]).map(|()| 0),
+        Some(Syscall::ThreadCreate) => thread_create(p, args),
+        Some(Syscall::MapAnon) => p.memory().map_anon(args[0]).map(|a| a as i64),
+        Some(Syscall::FreeFrames) => Ok(mm::free_frames() as i64),
+        Some(Syscall::Yield) => {
+            frame.rax = 0;
+            if sched::yield_current(frame) {
+                // The yielding thread gets 0 when it next runs.
+                return Some(());
+            }
+            arch::backoff(args[0].min(u32::MAX as u64) as u32);
+            Ok(0)
+        }
+        _ => return None,
+    };
+    frame.rax = ret.unwrap_or_else(|e| e as i64) as u64;
+    Some(())
+}
+
+fn fork(t: &Arc<Thread>, frame: &TrapFrame) -> Result<i64, SyscallError> {
+    let p = &t.process;
+    if p.state.lock().threads > 1 {
+        return Err(SyscallError::MultiThreaded);
+    }
+    let pid = reserve_pid()?;
+    let mem = match p.memory().fork() {
+        Ok(m) => m,
+        Err(e) => {
+            unreserve();
+            return Err(e);
+        }
+    };
+    let name = p.name.lock().clone();
+    let child = make_process(pid, p.pid, &name, mem, |cp| {
+        let c = Thread::from_frame(1, cp, frame);
+        c.set_result(0);
+        c
+    });
+    crate::trace::log(k42_abi::trace::ev::sched::spawn(pid as u64, p.pid as u64));
+    sched::enqueue(child);
+    Ok(pid as i64)
+}
+
+fn exec(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(), SyscallError> {
+    let p = &t.process;
+    if p.state.lock().threads > 1 {
+        return Err(SyscallError::MultiThreaded);
+    }
+    let old = p.memory();
+    let name = copy_in(old, args[0], args[1], MAX_NAME_LEN)?;
+    let name = core::str::from_utf8(&name).map_err(|_| SyscallError::InvalidArgument)?;
+    let block = copy_in(old, args[2], args[3], MAX_ARGS_LEN)?;
+    let file = crate::user::module(name).ok_or(SyscallError::NoSuchProgram)?;
+    let (mem, entry) = Memory::load(
+        file,
+        &block,
+        info(),
+        old.replicated(),
+        crate::boot::options().proc_mem,
+    )?;
+    crate::mm::paging::activate_kernel();
+    // SAFETY: the process has one thread, the caller, which is in the
+    // kernel: nothing else uses its memory while it is replaced.
+    let old = unsafe { (*p.memory.get()).replace(Arc::new(mem)) };
+    drop(old);
+    *p.name.lock() = String::from(name);
+    p.memory().activate();
+    *frame = sched::user_frame(entry, USER_TOP, [k42_abi::syscall::USER_INFO, 0]);
+    crate::arch::x86_64::usermode::FpuState::initial().restore();
+    Ok(())
+}
+
+/// Wait for a child; `Ok(None)` when the thread blocked (and this CPU
+/// switched to another thread).
+fn wait(t: &Arc<Thread>, which: u64, frame: &mut TrapFrame) -> Result<Option<u64>, SyscallError> {
+    let p = &t.process;
+    let want = if which == u64::MAX { 0 } else { which as u32 };
+    if which != u64::MAX && (which == 0 || which > u32::MAX as u64) {
+        return Err(SyscallError::NoSuchProcess);
+    }
+    let mut s = p.state.lock();
+    if let Some(i) = s.zombies.iter().position(|&(z, _)| want == 0 || z == want) {
+        let (z, word) = s.zombies.swap_remove(i);
+        drop(s);
+        reaped(z);
+        return Ok(Some((z as u64) << 16 | word));
+    }
+    if want != 0 && !s.children.contains(&want) {
+        return Err(SyscallError::NoSuchProcess);
+    }
+    if s.children.is_empty() {
+        return Err(SyscallError::NoChildren);
+    }
+    if s.waiter.is_some() {
+        // Another thread of this process is already waiting.
+        return Err(SyscallError::InvalidArgument);
+    }
+    let me = sched::take_current(frame);
+    s.waiter = Some((me, want));
+    drop(s);
+    sched::switch_to_next(frame);
+    Ok(None)
+}
+
+fn kill(p: &Arc<Process>, pid: u64) -> Result<(), SyscallError> {
+    let pid = u32::try_from(pid).map_err(|_| SyscallError::NoSuchProcess)?;
+    let target = lookup(pid).ok_or(SyscallError::NoSuchProcess)?;
+    if pid != p.pid && target.parent.load(Ordering::Acquire) != p.pid {
+        return Err(SyscallError::NoSuchProcess);
+    }
+    target.kill_with(status::KILLED);
+    let waiter = target.state.lock().waiter.take();
+    if let Some((w, _)) = waiter {
+        sched::enqueue(w);
+    }
+    sched::poke_all();
+    Ok(())
+}
+
+fn thread_create(p: &Arc<Process>, args: [u64; 5]) -> Result<i64, SyscallError> {
+    let (entry, stack) = (args[0], args[1]);
+    if !(USER_BASE..USER_TOP).contains(&entry) || !(USER_BASE..=USER_TOP).contains(&stack) {
+        return Err(SyscallError::BadAddress);
+    }
+    let tid = {
+        let mut s = p.state.lock();
+        if s.ended || p.killed() {
+            return Err(SyscallError::NoSuchProcess);
+        }
+        s.threads += 1;
+        s.next_tid += 1;
+        s.next_tid - 1
+    };
+    let t = Thread::new(tid, p.clone(), entry, stack, [args[2], 0]);
+    sched::enqueue(t);
+    Ok(tid as i64)
+}
+
+/// Reclaim what ended processes left for a quiet moment (from an idle
+/// CPU, outside any request). One CPU at a time.
+///
+/// Also called from a system call when the object table is full: waiting
+/// for other CPUs' quiescent points there is safe because no CPU ever
+/// waits, interrupts off, for this one to pass one (a second reaper backs
+/// off instead), and the waiter holds no lock.
+pub fn reap_objects() {
+    static REAPING: AtomicBool = AtomicBool::new(false);
+    if REAPING.swap(true, Ordering::Acquire) {
+        return;
+    }
+    mm::reap_regions();
+    REAPING.store(false, Ordering::Release);
+}
+
+/// Run `program` as process 1 with argument block `args` on every CPU
+/// until it and every other process have ended; returns its status word.
+pub fn run_init(program: &str, args: &[u8]) -> Result<u64, SyscallError> {
+    assert!(percpu::cpu_id() == 0 && !ACTIVE.swap(true, Ordering::AcqRel));
+    INIT_STATUS.store(RUNNING, Ordering::Release);
+    sched::reset();
+    TABLE.lock().next_pid = 1;
+    let r = spawn(0, program, args, 0);
+    if let Err(e) = r {
+        ACTIVE.store(false, Ordering::Release);
+        return Err(e);
+    }
+    smp::run_on_all(|_| sched::cpu_main());
+    mm::reap_regions();
+    ACTIVE.store(false, Ordering::Release);
+    Ok(INIT_STATUS.load(Ordering::Acquire))
+}
+
+/// Describe a status word: "exited with status N", "killed by ...".
+pub fn describe_status(word: u64) -> String {
+    use core::fmt::Write;
+    let mut s = String::new();
+    let _ = match word {
+        0..=status::EXITED_MAX => write!(s, "exited with status {word}"),
+        w if w & !0xff == status::FAULT => write!(
+            s,
+            "killed by {}",
+            arch::x86_64::interrupts::exception_name((w & 0xff) as u8)
+        ),
+        status::KILLED => write!(s, "killed"),
+        status::OUT_OF_MEMORY => write!(s, "killed: out of memory"),
+        w => write!(s, "ended with status word {w:#x}"),
+    };
+    s
+}

@@ -1,0 +1,407 @@
+//! Threads and the scheduler: per-CPU run queues, idle CPUs that steal
+//! work, and time-slice preemption by the TSC-deadline timer.
+//!
+//! A thread's whole state while it is off the CPU is its saved user
+//! registers ([`Thread::frame`]) and FPU state: the kernel never blocks
+//! in the middle of kernel code. Every entry from user mode lands on the
+//! CPU's one trap stack with a [`TrapFrame`]; switching threads is
+//! copying the old thread's frame out and the new one's in, then the
+//! trap stub's `iretq` resumes whichever thread the frame now holds. A
+//! system call that must wait (wait for a child) saves its thread, parks
+//! it where a waker will find it, and switches; the waker later sets the
+//! saved `rax` and queues the thread. So a CPU needs no kernel stack per
+//! thread, and an emulated kernel runs few instructions per switch.
+//!
+//! ```text
+//! enqueue(t) ──► an idle CPU's queue (IPI), else the shortest queue
+//! CPU: pick own queue front ─► else steal another queue's back ─► else
+//!      halt (interrupts on) until woken; quiescent point on every wake
+//! timer/IPI from user mode: queue not empty and slice (10 ms) used up
+//!      ─► current to the back of its queue, next from the front
+//! ```
+//!
+//! Ownership: a thread is either some CPU's `current` or in exactly one
+//! place (a run queue, a wait slot, or being created/destroyed); its
+//! saved state is written before it is published there and read only by
+//! the CPU that takes it.
+
+use alloc::collections::VecDeque;
+use alloc::sync::Arc;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+
+use k42_abi::MAX_VCPUS;
+
+use super::Process;
+use crate::arch::x86_64::interrupts::TrapFrame;
+use crate::arch::x86_64::usermode::{self, FpuState};
+use crate::arch::{self, VECTOR_WAKEUP};
+use crate::sync::SpinLock;
+use crate::{percpu, smp};
+
+/// A time slice: how long a thread runs before a waiting one gets its
+/// turn.
+const SLICE_NS: u64 = 10_000_000;
+
+/// A user thread.
+pub struct Thread {
+    pub tid: u32,
+    pub process: Arc<Process>,
+    saved: UnsafeCell<Saved>,
+}
+
+#[repr(C, align(16))]
+struct Saved {
+    fpu: FpuState,
+    frame: TrapFrame,
+}
+
+// SAFETY: `saved` is touched only by the one CPU that owns the thread at
+// the time (see the module docs); ownership passes through locks or
+// atomics with release/acquire ordering.
+unsafe impl Sync for Thread {}
+// SAFETY: as above.
+unsafe impl Send for Thread {}
+
+impl Thread {
+    /// A new thread of `process` that starts at `rip` with stack `rsp` and
+    /// `rdi`..`rsi` = `args`.
+    pub fn new(tid: u32, process: Arc<Process>, rip: u64, rsp: u64, args: [u64; 2]) -> Arc<Self> {
+        let frame = user_frame(rip, rsp, args);
+        Arc::new(Self {
+            tid,
+            process,
+            saved: UnsafeCell::new(Saved {
+                fpu: FpuState::initial(),
+                frame,
+            }),
+        })
+    }
+
+    /// A copy of `frame` as a new thread's state (fork's child), with
+    /// this CPU's FPU state.
+    pub fn from_frame(tid: u32, process: Arc<Process>, frame: &TrapFrame) -> Arc<Self> {
+        let t = Self::new(tid, process, 0, 0, [0, 0]);
+        // SAFETY: the thread was just made and is not published yet.
+        let s = unsafe { &mut *t.saved.get() };
+        s.frame = clone_frame(frame);
+        s.fpu.save();
+        t
+    }
+
+    /// The saved registers. Only the thread's owner may call this.
+    #[allow(clippy::mut_from_ref)]
+    fn saved(&self) -> &mut Saved {
+        // SAFETY: see the Sync impl: the caller owns the thread.
+        unsafe { &mut *self.saved.get() }
+    }
+
+    /// Set the saved `rax` (a blocked system call's result). Only the
+    /// thread's owner (its waker) may call this.
+    pub fn set_result(&self, rax: u64) {
+        self.saved().frame.rax = rax;
+    }
+}
+
+/// The registers of a thread about to start at `rip` with stack `rsp`
+/// and `rdi`, `rsi` = `args`; everything else zero, interrupts on.
+pub fn user_frame(rip: u64, rsp: u64, args: [u64; 2]) -> TrapFrame {
+    TrapFrame {
+        r15: 0,
+        r14: 0,
+        r13: 0,
+        r12: 0,
+        r11: 0,
+        r10: 0,
+        r9: 0,
+        r8: 0,
+        rbp: 0,
+        rdi: args[0],
+        rsi: args[1],
+        rdx: 0,
+        rcx: 0,
+        rbx: 0,
+        rax: 0,
+        vector: 0,
+        error_code: 0,
+        rip,
+        cs: crate::arch::x86_64::gdt::USER_CS,
+        rflags: 0x202,
+        rsp,
+        ss: crate::arch::x86_64::gdt::USER_DS,
+    }
+}
+
+fn clone_frame(f: &TrapFrame) -> TrapFrame {
+    // SAFETY: TrapFrame is plain integers.
+    unsafe { core::ptr::read(f) }
+}
+
+/// One CPU's scheduling state.
+struct CpuSched {
+    queue: SpinLock<VecDeque<Arc<Thread>>>,
+    /// Threads in `queue` (read without the lock).
+    queued: AtomicU32,
+    /// The CPU is halted waiting for work.
+    idle: AtomicBool,
+    /// The thread running here (touched only by this CPU).
+    current: UnsafeCell<Option<Arc<Thread>>>,
+    /// TSC at which the current thread's slice ends.
+    slice_end: AtomicU64,
+}
+
+// SAFETY: `current` is touched only by its own CPU; the rest is locks
+// and atomics.
+unsafe impl Sync for CpuSched {}
+
+static CPUS: [CpuSched; MAX_VCPUS] = [const {
+    CpuSched {
+        queue: SpinLock::new(VecDeque::new()),
+        queued: AtomicU32::new(0),
+        idle: AtomicBool::new(false),
+        current: UnsafeCell::new(None),
+        slice_end: AtomicU64::new(0),
+    }
+}; MAX_VCPUS];
+
+/// Set when process 1 has ended and every process is gone: CPUs leave
+/// the scheduler.
+static DONE: AtomicBool = AtomicBool::new(false);
+/// Where `enqueue` starts looking for a CPU.
+static CURSOR: AtomicU32 = AtomicU32::new(0);
+
+fn me() -> &'static CpuSched {
+    &CPUS[percpu::cpu_id() as usize]
+}
+
+/// The thread running on this CPU, if a process thread is.
+pub fn current() -> Option<&'static Arc<Thread>> {
+    // SAFETY: only this CPU touches its `current`; the reference is used
+    // within the current kernel entry, before any switch replaces it.
+    unsafe { (*me().current.get()).as_ref() }
+}
+
+/// Queue `t` to run: on an idle CPU if there is one (woken by IPI),
+/// else on the CPU with the shortest queue.
+pub fn enqueue(t: Arc<Thread>) {
+    let n = smp::ncpus();
+    let start = CURSOR.fetch_add(1, Ordering::Relaxed) % n;
+    let mut best = start;
+    let mut best_len = u32::MAX;
+    for i in 0..n {
+        let c = (start + i) % n;
+        let cs = &CPUS[c as usize];
+        if cs.idle.load(Ordering::Acquire) && cs.queued.load(Ordering::Relaxed) == 0 {
+            best = c;
+            break;
+        }
+        let len = cs.queued.load(Ordering::Relaxed);
+        if len < best_len {
+            best = c;
+            best_len = len;
+        }
+    }
+    enqueue_on(best, t);
+}
+
+/// Queue `t` on `cpu` and wake that CPU.
+pub fn enqueue_on(cpu: u32, t: Arc<Thread>) {
+    let cs = &CPUS[cpu as usize];
+    {
+        let mut q = cs.queue.lock();
+        q.push_back(t);
+        cs.queued.fetch_add(1, Ordering::Release);
+    }
+    if cpu != percpu::cpu_id() {
+        arch::send_ipi(cpu, VECTOR_WAKEUP);
+    }
+}
+
+/// The next thread for this CPU: its own queue's front, else another
+/// queue's back.
+fn pick() -> Option<Arc<Thread>> {
+    let mine = me();
+    if mine.queued.load(Ordering::Acquire) > 0
+        && let Some(t) = take(mine, true)
+    {
+        return Some(t);
+    }
+    let n = smp::ncpus();
+    let id = percpu::cpu_id();
+    for i in 1..n {
+        let cs = &CPUS[((id + i) % n) as usize];
+        if cs.queued.load(Ordering::Acquire) > 0
+            && let Some(t) = take(cs, false)
+        {
+            return Some(t);
+        }
+    }
+    None
+}
+
+fn take(cs: &CpuSched, front: bool) -> Option<Arc<Thread>> {
+    let mut q = cs.queue.lock();
+    let t = if front { q.pop_front() } else { q.pop_back() }?;
+    cs.queued.fetch_sub(1, Ordering::Relaxed);
+    Some(t)
+}
+
+/// Save the current thread's registers (from `frame`) and FPU state and
+/// take it off this CPU; the caller decides where it goes.
+pub fn take_current(frame: &TrapFrame) -> Arc<Thread> {
+    // SAFETY: only this CPU touches its `current`.
+    let t = unsafe { (*me().current.get()).take() }.expect("a current thread");
+    let s = t.saved();
+    s.frame = clone_frame(frame);
+    s.fpu.save();
+    t
+}
+
+/// Drop the current thread without saving it (it has ended).
+pub fn drop_current() -> Option<Arc<Thread>> {
+    // SAFETY: only this CPU touches its `current`.
+    unsafe { (*me().current.get()).take() }
+}
+
+/// Make `t` this CPU's current thread: its address space, its FPU state,
+/// a fresh slice. Returns its saved frame.
+fn install(t: Arc<Thread>) -> *const TrapFrame {
+    let mine = me();
+    t.process.memory().activate();
+    let s = t.saved();
+    s.fpu.restore();
+    let frame = &s.frame as *const TrapFrame;
+    mine.slice_end.store(
+        arch::read_tsc() + crate::time::ns_to_ticks(SLICE_NS),
+        Ordering::Relaxed,
+    );
+    if mine.queued.load(Ordering::Relaxed) > 0 {
+        arch::set_timer_deadline(mine.slice_end.load(Ordering::Relaxed));
+    }
+    crate::trace::log(k42_abi::trace::ev::sched::switch(
+        t.process.pid as u64,
+        t.tid as u64,
+    ));
+    // SAFETY: only this CPU touches its `current`.
+    unsafe { *mine.current.get() = Some(t) };
+    frame
+}
+
+/// Wait (interrupts on, halting) for a thread this CPU may run; `None`
+/// once the scheduler is done. Called with no current thread, in the
+/// kernel's address space.
+fn next_thread() -> Option<Arc<Thread>> {
+    crate::mm::paging::activate_kernel();
+    let mine = me();
+    loop {
+        if let Some(t) = pick() {
+            if t.process.killed() {
+                super::thread_ended(t);
+                continue;
+            }
+            return Some(t);
+        }
+        if DONE.load(Ordering::Acquire) {
+            return None;
+        }
+        super::reap_objects();
+        mine.idle.store(true, Ordering::Release);
+        arch::disable_interrupts();
+        if mine.queued.load(Ordering::Acquire) == 0 && !DONE.load(Ordering::Acquire) {
+            arch::enable_and_halt();
+        }
+        arch::enable_interrupts();
+        mine.idle.store(false, Ordering::Release);
+        crate::cobj::quiescent();
+        arch::disable_interrupts();
+    }
+}
+
+/// Switch this CPU, inside a trap from user mode with no current thread
+/// left, to the next runnable thread by rewriting `frame`; when the
+/// scheduler is done, leave user mode for good.
+pub fn switch_to_next(frame: &mut TrapFrame) {
+    let Some(t) = next_thread() else {
+        arch::disable_interrupts();
+        usermode::return_to_kernel(0);
+    };
+    arch::disable_interrupts();
+    let f = install(t);
+    // SAFETY: `f` points at the saved frame of the thread just installed,
+    // which only this CPU touches until it switches away.
+    *frame = clone_frame(unsafe { &*f });
+}
+
+/// A timer or wakeup interrupt arrived while this CPU ran user code: a
+/// quiescent point; end a killed thread; preempt when the slice is used
+/// up and others wait here.
+pub fn on_user_interrupt(frame: &mut TrapFrame) {
+    crate::cobj::quiescent();
+    let Some(t) = current() else { return };
+    if t.process.killed() {
+        let t = drop_current().expect("current");
+        super::thread_ended(t);
+        switch_to_next(frame);
+        return;
+    }
+    let mine = me();
+    if mine.queued.load(Ordering::Acquire) == 0 {
+        return;
+    }
+    let end = mine.slice_end.load(Ordering::Relaxed);
+    if arch::read_tsc() < end {
+        arch::set_timer_deadline(end);
+        return;
+    }
+    yield_current(frame);
+}
+
+/// Give the CPU to the next thread in this CPU's queue, if any: the
+/// current thread goes to the back.
+pub fn yield_current(frame: &mut TrapFrame) -> bool {
+    let mine = me();
+    if mine.queued.load(Ordering::Acquire) == 0 {
+        return false;
+    }
+    let Some(next) = take(mine, true) else {
+        return false;
+    };
+    let t = take_current(frame);
+    enqueue_on(percpu::cpu_id(), t);
+    let f = install(next);
+    // SAFETY: as in `switch_to_next`.
+    *frame = clone_frame(unsafe { &*f });
+    true
+}
+
+/// Run the scheduler on this CPU until it is done (every CPU calls this;
+/// the boot CPU has queued process 1 first).
+pub fn cpu_main() {
+    let Some(t) = next_thread() else { return };
+    arch::disable_interrupts();
+    let f = install(t);
+    // SAFETY: `f` is the installed thread's saved user frame, in its
+    // address space, which `install` loaded; the thread is this CPU's.
+    unsafe { usermode::enter_thread(f) };
+    crate::mm::paging::activate_kernel();
+}
+
+/// Prepare a new scheduler run.
+pub fn reset() {
+    DONE.store(false, Ordering::Release);
+}
+
+/// Every process has ended: wake all CPUs so that they leave.
+pub fn finish() {
+    DONE.store(true, Ordering::Release);
+    if smp::ncpus() > 1 {
+        arch::broadcast_ipi(VECTOR_WAKEUP);
+    }
+}
+
+/// Wake every CPU (a process was killed: its threads must notice).
+pub fn poke_all() {
+    if smp::ncpus() > 1 {
+        arch::broadcast_ipi(VECTOR_WAKEUP);
+    }
+}

@@ -1,0 +1,226 @@
+//! Processes and threads: arguments and environment, spawn, fork, exec,
+//! wait, kill, threads, anonymous memory (`k42_abi::syscall`).
+//!
+//! Calls return `Result<_, SyscallError>`; the kernel's error codes
+//! become [`SyscallError`] values.
+
+use k42_abi::syscall::{ARGS_OFFSET, ProgramInfo, SPAWN_REPLICATED, Syscall, SyscallError, status};
+
+use crate::sys::{syscall3, syscall5};
+
+fn check(r: i64) -> Result<u64, SyscallError> {
+    if r >= 0 {
+        Ok(r as u64)
+    } else {
+        Err(SyscallError::from_raw(r).unwrap_or(SyscallError::InvalidArgument))
+    }
+}
+
+/// The argument-and-environment block the kernel gave this process.
+fn block(info: &'static ProgramInfo) -> &'static [u8] {
+    let base = info as *const ProgramInfo as usize + ARGS_OFFSET as usize;
+    // SAFETY: the kernel wrote `args_len` bytes at USER_INFO + ARGS_OFFSET,
+    // in the read-only information page mapped for the process's life.
+    unsafe { core::slice::from_raw_parts(base as *const u8, info.args_len as usize) }
+}
+
+fn strings(b: &'static [u8]) -> impl Iterator<Item = &'static str> {
+    b.split(|&c| c == 0)
+        .take_while(|s| !s.is_empty())
+        .map(|s| core::str::from_utf8(s).unwrap_or(""))
+}
+
+/// The process's arguments (`argv[0]` is the program name).
+pub fn args(info: &'static ProgramInfo) -> impl Iterator<Item = &'static str> {
+    strings(block(info))
+}
+
+/// The process's environment, `KEY=VALUE` strings.
+pub fn env(info: &'static ProgramInfo) -> impl Iterator<Item = &'static str> {
+    let b = block(info);
+    let n: usize = strings(b).map(|s| s.len() + 1).sum();
+    strings(b.get(n + 1..).unwrap_or(&[]))
+}
+
+/// An argument block being built: arguments, then environment.
+pub struct ArgBlock {
+    buf: [u8; 1024],
+    len: usize,
+    env: bool,
+}
+
+impl ArgBlock {
+    pub const fn new() -> Self {
+        Self {
+            buf: [0; 1024],
+            len: 0,
+            env: false,
+        }
+    }
+
+    fn push_str(&mut self, s: &str) -> &mut Self {
+        let n = s.len().min(self.buf.len().saturating_sub(self.len + 2));
+        self.buf[self.len..self.len + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.len += n;
+        self.buf[self.len] = 0;
+        self.len += 1;
+        self
+    }
+
+    /// Add an argument.
+    pub fn arg(&mut self, a: &str) -> &mut Self {
+        assert!(!self.env, "arguments come before the environment");
+        self.push_str(a)
+    }
+
+    /// Add an environment string `KEY=VALUE`.
+    pub fn env(&mut self, kv: &str) -> &mut Self {
+        if !self.env {
+            self.buf[self.len] = 0;
+            self.len += 1;
+            self.env = true;
+        }
+        self.push_str(kv)
+    }
+
+    /// The block in the kernel's format.
+    pub fn bytes(&mut self) -> &[u8] {
+        if !self.env {
+            self.buf[self.len] = 0;
+            return &self.buf[..self.len + 1];
+        }
+        &self.buf[..self.len]
+    }
+}
+
+impl Default for ArgBlock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Which Process object a spawned process gets.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Regions {
+    Shared,
+    Replicated,
+}
+
+/// Start program `name` with the arguments in `args`; its pid.
+pub fn spawn(name: &str, args: &mut ArgBlock, regions: Regions) -> Result<u32, SyscallError> {
+    let b = args.bytes();
+    let flags = if regions == Regions::Replicated {
+        SPAWN_REPLICATED
+    } else {
+        0
+    };
+    check(syscall5(
+        Syscall::Spawn,
+        [
+            name.as_ptr() as u64,
+            name.len() as u64,
+            b.as_ptr() as u64,
+            b.len() as u64,
+            flags,
+        ],
+    ))
+    .map(|p| p as u32)
+}
+
+/// Copy this process: the child's pid in the parent, 0 in the child.
+pub fn fork() -> Result<u32, SyscallError> {
+    check(syscall3(Syscall::Fork, 0, 0, 0)).map(|p| p as u32)
+}
+
+/// Replace this process's program; returns only on failure.
+pub fn exec(name: &str, args: &mut ArgBlock) -> SyscallError {
+    let b = args.bytes();
+    let r = syscall5(
+        Syscall::Exec,
+        [
+            name.as_ptr() as u64,
+            name.len() as u64,
+            b.as_ptr() as u64,
+            b.len() as u64,
+            0,
+        ],
+    );
+    SyscallError::from_raw(r).unwrap_or(SyscallError::InvalidArgument)
+}
+
+/// How a process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Ended {
+    Exited(u8),
+    /// Killed by a user-mode exception with this vector.
+    Fault(u8),
+    Killed,
+    OutOfMemory,
+}
+
+impl Ended {
+    fn from_word(w: u64) -> Self {
+        match w {
+            0..=status::EXITED_MAX => Self::Exited(w as u8),
+            w if w & !0xff == status::FAULT => Self::Fault(w as u8),
+            status::OUT_OF_MEMORY => Self::OutOfMemory,
+            _ => Self::Killed,
+        }
+    }
+}
+
+/// Wait for child `pid` (or any child with `None`) to end.
+pub fn wait(pid: Option<u32>) -> Result<(u32, Ended), SyscallError> {
+    let r = check(syscall3(
+        Syscall::Wait,
+        pid.map_or(u64::MAX, u64::from),
+        0,
+        0,
+    ))?;
+    Ok(((r >> 16) as u32, Ended::from_word(r & 0xffff)))
+}
+
+/// End child `pid` (or this process).
+pub fn kill(pid: u32) -> Result<(), SyscallError> {
+    check(syscall3(Syscall::Kill, pid as u64, 0, 0)).map(|_| ())
+}
+
+/// This process's id.
+pub fn getpid() -> u32 {
+    syscall3(Syscall::GetPid, 0, 0, 0) as u32
+}
+
+/// Start a thread at `entry(arg)` on the stack whose top is `stack_top`;
+/// its thread id.
+pub fn thread_create(
+    entry: extern "C" fn(u64) -> !,
+    stack_top: u64,
+    arg: u64,
+) -> Result<u32, SyscallError> {
+    check(syscall3(
+        Syscall::ThreadCreate,
+        entry as usize as u64,
+        stack_top,
+        arg,
+    ))
+    .map(|t| t as u32)
+}
+
+/// End the calling thread (the process, with `status`, if it was the
+/// last).
+pub fn thread_exit(status: u8) -> ! {
+    syscall3(Syscall::ThreadExit, status as u64, 0, 0);
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// Map `len` bytes of zero-filled memory; its address.
+pub fn map_anon(len: u64) -> Result<u64, SyscallError> {
+    check(syscall3(Syscall::MapAnon, len, 0, 0))
+}
+
+/// Free page frames in the machine.
+pub fn free_frames() -> u64 {
+    syscall3(Syscall::FreeFrames, 0, 0, 0) as u64
+}
