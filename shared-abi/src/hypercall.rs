@@ -26,6 +26,8 @@ pub const MAX_CONSOLE_WRITE: u64 = 64 * 1024;
 pub const MAX_PANIC_MESSAGE: u64 = 4096;
 /// Longest test name accepted by [`HypercallNr::TestResult`].
 pub const MAX_TEST_NAME: u64 = 128;
+/// Most frames one [`HypercallNr::ZeroPages`] call clears.
+pub const MAX_ZERO_PAGES: u64 = 64;
 
 /// The request block a hypercall's port write points at.
 #[derive(
@@ -93,6 +95,12 @@ pub enum HypercallNr {
     BenchRecord = 13,
     /// Do nothing and return 0 (measures the hypercall round trip).
     Nop = 14,
+    /// Clear 4 KiB frames: `args[1]` (at most [`MAX_ZERO_PAGES`])
+    /// page-aligned guest-physical addresses, as `u64`s at guest-physical
+    /// `args[0]`. Every address is checked before any frame is touched.
+    /// Returns the count. (A kernel running emulated clears a page at
+    /// about a microsecond per 8 bytes; the host does it at memory speed.)
+    ZeroPages = 15,
 }
 
 impl HypercallNr {
@@ -112,6 +120,7 @@ impl HypercallNr {
             12 => Self::PlatformInfo,
             13 => Self::BenchRecord,
             14 => Self::Nop,
+            15 => Self::ZeroPages,
             _ => return None,
         })
     }
@@ -174,7 +183,7 @@ mod tests {
             }
         }
         assert_eq!(HypercallNr::from_raw(0), None);
-        assert_eq!(HypercallNr::from_raw(15), None);
+        assert_eq!(HypercallNr::from_raw(16), None);
     }
 
     #[test]

@@ -120,6 +120,7 @@ fn dispatch(
         }),
         HypercallNr::BenchRecord => cont(bench_record(shared, args[0], args[1])),
         HypercallNr::Nop => cont(Ok(0)),
+        HypercallNr::ZeroPages => cont(zero_pages(shared, args[0], args[1])),
         HypercallNr::TraceRegister => cont(
             match shared
                 .trace
@@ -168,6 +169,37 @@ fn bench_record(shared: &VmShared, gpa: u64, len: u64) -> CallResult {
         elapsed_ns: rec.elapsed_ns,
     });
     Ok(0)
+}
+
+/// Clear the frames listed at `gpa` (`count` u64 addresses), all checked
+/// first so that a bad list changes nothing.
+fn zero_pages(shared: &VmShared, gpa: u64, count: u64) -> CallResult {
+    const PAGE: u64 = 4096;
+    if count > abi::MAX_ZERO_PAGES {
+        return Err(HypercallResult::TooLong);
+    }
+    let list = shared
+        .ram
+        .read_vec(gpa, count * 8, abi::MAX_ZERO_PAGES * 8)
+        .map_err(|_| HypercallResult::BadAddress)?;
+    let frames: Vec<u64> = list
+        .chunks_exact(8)
+        .map(|c| u64::from_le_bytes(c.try_into().expect("8 bytes")))
+        .collect();
+    if frames.iter().any(|&f| !f.is_multiple_of(PAGE)) {
+        return Err(HypercallResult::InvalidArgument);
+    }
+    if frames.iter().any(|&f| !shared.ram.contains(f, PAGE)) {
+        return Err(HypercallResult::BadAddress);
+    }
+    static ZERO: [u8; PAGE as usize] = [0; PAGE as usize];
+    for &f in &frames {
+        shared
+            .ram
+            .write(f, &ZERO)
+            .map_err(|_| HypercallResult::BadAddress)?;
+    }
+    Ok(count as i64)
 }
 
 fn boot_info(shared: &VmShared, gpa: u64, len: u64) -> CallResult {

@@ -4,13 +4,29 @@
 //! the frame allocator. The kernel's page-table and user-page allocations
 //! go through it.
 //!
-//! Knowing a frame is zero saves clearing it (hundreds of emulated
-//! instructions per page): frames from the frame allocator arrive zeroed
-//! and tagged so (bit 0 of the page value); frames freed back carry no
-//! tag and are cleared when next handed out zeroed.
+//! Knowing a frame is zero saves clearing it, which costs about half a
+//! millisecond per page when the kernel runs emulated (every `rep stosq`
+//! iteration is emulated): frames from the frame allocator arrive zeroed
+//! and tagged so (bit 0 of the page value). Freed frames wait in a
+//! per-CPU batch; a full batch is cleared by k42vmm in one `ZeroPages`
+//! hypercall and goes back tagged zero. Only a frame whose clearing
+//! failed is cleared by the kernel when next handed out.
+//!
+//! Page-table frames never go through that batch: KVM-PVM shadows guest
+//! page tables and tracks the guest's writes to them, but not k42vmm's,
+//! so a frame the host cleared behind KVM's back must never have been a
+//! page table (a stale shadow of its old entries would come back when it
+//! is one again). Page tables therefore come from their own pool
+//! ([`alloc_table`]): an address space clears the entries it wrote before
+//! it returns a table ([`free_table`]), and such a frame is a page table
+//! for good.
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicUsize, Ordering};
+
+use k42_abi::{HypercallNr, MAX_VCPUS};
 
 use k42_abi::layout::PAGE_SIZE;
 use k42_cobj::ObjRef;
@@ -70,15 +86,78 @@ pub fn alloc_zeroed() -> Option<u64> {
     Some(pa)
 }
 
+/// Freed frames waiting to be cleared, per CPU.
+struct Dirty {
+    n: AtomicUsize,
+    frames: UnsafeCell<[u64; BATCH]>,
+}
+
+// SAFETY: `frames` is touched only by its own CPU with interrupts off;
+// `n` is read by others only as a count.
+unsafe impl Sync for Dirty {}
+
+/// Frames cleared per `ZeroPages` hypercall.
+const BATCH: usize = 32;
+const _: () = assert!(BATCH as u64 <= k42_abi::hypercall::MAX_ZERO_PAGES);
+
+static DIRTY: [Dirty; MAX_VCPUS] = [const {
+    Dirty {
+        n: AtomicUsize::new(0),
+        frames: UnsafeCell::new([0; BATCH]),
+    }
+}; MAX_VCPUS];
+
 /// Give back a frame from [`alloc_zeroed`].
 pub fn free(pa: u64) {
     debug_assert!(pa.is_multiple_of(PAGE_SIZE));
+    let _irq = arch::irq_save();
+    let d = &DIRTY[crate::percpu::cpu_id() as usize];
+    // SAFETY: this CPU's batch, interrupts off (see Dirty).
+    let frames = unsafe { &mut *d.frames.get() };
+    let n = d.n.load(Ordering::Relaxed);
+    frames[n] = pa;
+    if n + 1 < BATCH {
+        d.n.store(n + 1, Ordering::Relaxed);
+        return;
+    }
+    let list_pa = arch::virt_to_phys(frames.as_ptr() as u64).expect("a kernel static");
+    let cleared = arch::hypercall(HypercallNr::ZeroPages, [list_pa, BATCH as u64, 0, 0]);
+    let tag = if cleared == BATCH as i64 { ZERO } else { 0 };
     let cpu = cobj::cpu();
-    pages().call(&cpu.request(), |pm| pm.free(pa));
+    pages().call(&cpu.request(), |pm| {
+        for &f in frames.iter() {
+            pm.free(f | tag);
+        }
+    });
+    d.n.store(0, Ordering::Relaxed);
 }
 
-/// Frames the page manager holds free (exact when no call runs).
+/// Cleared page-table frames, ready for reuse as page tables only.
+static TABLES: crate::sync::SpinLock<Vec<u64>> = crate::sync::SpinLock::new(Vec::new());
+
+/// A zero-filled frame for a page table.
+pub fn alloc_table() -> Option<u64> {
+    if let Some(pa) = TABLES.lock().pop() {
+        return Some(pa);
+    }
+    // A frame that was never a page table is zero when tagged so, or is
+    // cleared by the kernel's own writes, which KVM sees.
+    alloc_zeroed()
+}
+
+/// Give back a page-table frame whose entries the caller has cleared.
+pub fn free_table(pa: u64) {
+    TABLES.lock().push(pa);
+}
+
+/// Frames free: held by the page manager (exact when no call runs) or
+/// waiting in a CPU's batch to be cleared.
 pub fn free_pages() -> usize {
     let cpu = cobj::cpu();
-    pages().call(&cpu.request(), |pm| pm.free_pages())
+    let held = pages().call(&cpu.request(), |pm| pm.free_pages());
+    held + TABLES.lock().len()
+        + DIRTY
+            .iter()
+            .map(|d| d.n.load(Ordering::Relaxed))
+            .sum::<usize>()
 }

@@ -53,6 +53,9 @@ const HEAP_SIZE: u64 = 16 << 20;
 /// Where `MapAnon` places regions.
 const ANON_BASE: u64 = 0x0000_1000_0000_0000;
 
+/// Pages on each side of a faulting image page mapped with it.
+const FAULT_AROUND: u64 = 8;
+
 /// Tag in an FCM's page list: the frame is not the FCM's (an image page).
 const NOT_OWNED: u64 = 1;
 
@@ -115,23 +118,31 @@ impl Fcm {
         }
     }
 
-    /// A new page for index `k`: an image page mapped in place (read-only
-    /// regions, page whole in the file), or a fresh frame filled from the
-    /// source. Returns the list entry.
-    fn fill(&self, k: u64, writable: bool) -> Result<u64, SyscallError> {
+    /// The image frame to map in place for page `k`, if the region is
+    /// read-only and the page lies whole, page-aligned, in the image.
+    fn in_place(&self, k: u64) -> Option<u64> {
+        let Source::Image { file, at } = self.source else {
+            return None;
+        };
         let lo = k * PAGE_SIZE;
-        if let Source::Image { file, at } = self.source
-            && !writable
-            && lo >= at
-            && lo + PAGE_SIZE <= at + file.len() as u64
-        {
-            let va = file.as_ptr() as u64 + (lo - at);
-            if va.is_multiple_of(PAGE_SIZE)
-                && let Some(pa) = arch::virt_to_phys(va)
-            {
-                return Ok(pa | NOT_OWNED);
-            }
+        if lo < at || lo + PAGE_SIZE > at + file.len() as u64 {
+            return None;
         }
+        let va = file.as_ptr() as u64 + (lo - at);
+        if !va.is_multiple_of(PAGE_SIZE) {
+            return None;
+        }
+        arch::virt_to_phys(va)
+    }
+
+    /// A new page for index `k`: an image page mapped in place (read-only
+    /// regions), or a fresh frame filled from the source. Returns the
+    /// list entry.
+    fn fill(&self, k: u64, writable: bool) -> Result<u64, SyscallError> {
+        if !writable && let Some(pa) = self.in_place(k) {
+            return Ok(pa | NOT_OWNED);
+        }
+        let lo = k * PAGE_SIZE;
         let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
         if let Source::Image { file, at } = self.source {
             let (from, to) = (lo.max(at), (lo + PAGE_SIZE).min(at + file.len() as u64));
@@ -319,6 +330,7 @@ impl Memory {
             )?;
         }
         let rw = PROT_READ | PROT_WRITE;
+        let stack_slot = *mem.nregions.lock();
         mem.add_region(USER_TOP - STACK_SIZE, USER_TOP, rw, Source::Zero)?;
         mem.add_region(USER_HEAP, USER_HEAP + HEAP_SIZE, rw, Source::Zero)?;
         // The information page: filled now, read-only to the program.
@@ -341,14 +353,31 @@ impl Memory {
                 args.len(),
             );
         }
-        mem.slots[slot]
-            .get()
-            .expect("set")
-            .fcm
-            .pages
-            .lock()
-            .insert(0, pa);
+        mem.install(slot, 0, pa, false)?;
+        // Every program starts by pushing on its stack: give it the top
+        // page now rather than through a fault.
+        mem.charge()?;
+        let top = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
+        mem.install(stack_slot, STACK_SIZE / PAGE_SIZE - 1, top, true)?;
         Ok((mem, program.entry))
+    }
+
+    /// Put frame `pa` (charged, owned) at page `k` of region `slot` and
+    /// map it.
+    fn install(&self, slot: usize, k: u64, pa: u64, writable: bool) -> Result<(), SyscallError> {
+        let s = self.slots[slot].get().expect("region slot set");
+        s.fcm.pages.lock().insert(k, pa);
+        self.space
+            .lock()
+            .set_leaf(
+                s.region.start + k * PAGE_SIZE,
+                pa,
+                PageFlags {
+                    writable,
+                    executable: false,
+                },
+            )
+            .map_err(|_| SyscallError::NoMemory)
     }
 
     /// Charge one page to the process.
@@ -418,6 +447,7 @@ impl Memory {
                 };
                 if e & NOT_OWNED != 0 {
                     self.pages.fetch_sub(1, Ordering::Relaxed);
+                    self.fault_around(&region, fcm, &mut list, k);
                 }
                 list.insert(k, e);
                 (e & !NOT_OWNED, writable && e & NOT_OWNED == 0)
@@ -456,6 +486,34 @@ impl Memory {
         drop(list);
         arch::flush_tlb_page(va);
         Ok(())
+    }
+
+    /// Map the image pages around page `k` of read-only `region` that
+    /// can be mapped in place too: a program's code is read in a burst,
+    /// and each fault costs hundreds of emulated instructions.
+    fn fault_around(&self, region: &Region, fcm: &Fcm, list: &mut BTreeMap<u64, u64>, k: u64) {
+        let pages = (region.end - region.start) / PAGE_SIZE;
+        let (lo, hi) = (
+            k.saturating_sub(FAULT_AROUND),
+            (k + FAULT_AROUND + 1).min(pages),
+        );
+        let flags = PageFlags {
+            writable: false,
+            executable: region.prot & PROT_EXEC != 0,
+        };
+        let mut space = self.space.lock();
+        for j in (lo..hi).filter(|&j| j != k) {
+            if list.contains_key(&j) {
+                continue;
+            }
+            let Some(pa) = fcm.in_place(j) else { continue };
+            if space
+                .set_leaf(region.start + j * PAGE_SIZE, pa, flags)
+                .is_ok()
+            {
+                list.insert(j, pa | NOT_OWNED);
+            }
+        }
     }
 
     /// The caller's memory `[ptr, ptr + len)`, every page of it mapped
