@@ -11,7 +11,7 @@
 //! | `kernelread` | a `readkernel` child is killed by #PF, then `hello` still runs |
 //! | `oom` | a `hog` child is killed for running out of memory |
 //! | `forkbomb` | every process forks until the process limit stops it; all reaped |
-//! | `cycles N` | N spawn+exit+wait cycles leave the free frame count unchanged |
+//! | `cycles N [W]` | N spawn+exit+wait cycles, by W processes at once, leave the free frame count unchanged |
 //! | `fork` | fork is copy-on-write; exec replaces the program; exec of a missing program fails |
 //! | `kill` | a spinning child is killed |
 //! | `syscalls` | bad pointers, pids and programs get the right errors |
@@ -52,7 +52,11 @@ fn run(start: Start) -> u8 {
         "kernelread" => kernelread(),
         "oom" => expect_child(&["hog"], Regions::Shared, Ended::OutOfMemory, "oom"),
         "forkbomb" => return forkbomb(),
-        "cycles" => cycles(num(args.next(), 1000)),
+        "cycles" => {
+            let n = num(args.next(), 1000);
+            cycles(n, num(args.next(), 1).clamp(1, 64))
+        }
+        "cyclework" => cycle_loop(num(args.next(), 1)),
         "fork" => fork(),
         "kill" => kill(),
         "syscalls" => syscalls(),
@@ -110,18 +114,20 @@ fn verdict(ok: bool) -> &'static str {
     if ok { "ok" } else { "FAILED" }
 }
 
+/// Map and touch memory in 256 KiB regions until killed for it.
 fn hog() -> bool {
-    let len = 32 << 20;
-    let Ok(base) = process::map_anon(len) else {
-        return false;
-    };
-    for off in (0..len).step_by(PAGE as usize) {
-        // SAFETY: inside the region just mapped.
-        unsafe { core::ptr::write_volatile((base + off) as *mut u64, off) };
+    let len = 256 << 10;
+    let mut touched = 0u64;
+    while let Ok(base) = process::map_anon(len) {
+        for off in (0..len).step_by(PAGE as usize) {
+            // SAFETY: inside the region just mapped.
+            unsafe { core::ptr::write_volatile((base + off) as *mut u64, off) };
+        }
+        touched += len;
     }
     println!(
-        "proctest hog: touched {} MiB and was not stopped",
-        len >> 20
+        "proctest hog: touched {} KiB and was not stopped",
+        touched >> 10
     );
     false
 }
@@ -206,38 +212,59 @@ fn forkbomb() -> u8 {
     u8::from(!ok)
 }
 
-fn cycles(n: u64) -> bool {
+/// `n` spawn+exit+wait cycles split over `workers` processes running at
+/// once; the machine's free frames must be the same before and after.
+fn cycles(n: u64, workers: u64) -> bool {
     // One cycle first, so that lazily made kernel state is made.
-    if !matches!(
-        spawn(&["exit", "0"], Regions::Shared).and_then(|p| process::wait(Some(p))),
-        Ok((_, Ended::Exited(0)))
-    ) {
+    if !cycle_loop(1) {
         println!("proctest cycles: the first child failed");
         return false;
     }
     let before = process::free_frames();
     let t0 = k42_rt::rdtsc();
-    let mut spawn_ticks = 0;
-    for i in 0..n {
-        let s0 = k42_rt::rdtsc();
-        let pid = spawn(&["exit", "0"], Regions::Shared);
-        spawn_ticks += k42_rt::rdtsc() - s0;
-        let r = pid.and_then(|p| process::wait(Some(p)));
+    let each = n / workers;
+    let mut nb = [0u8; 24];
+    let words = ["cyclework", Num(each).fmt(&mut nb)];
+    let mut ok = true;
+    let mut pids = [0u32; 64];
+    for p in pids.iter_mut().take(workers as usize) {
+        match spawn(&words, Regions::Shared) {
+            Ok(pid) => *p = pid,
+            Err(e) => {
+                println!("proctest cycles: cannot start a worker: {}", e.describe());
+                ok = false;
+            }
+        }
+    }
+    for &p in pids.iter().take(workers as usize).filter(|&&p| p != 0) {
+        let r = process::wait(Some(p));
         if !matches!(r, Ok((_, Ended::Exited(0)))) {
-            println!("proctest cycles: cycle {i} ended {r:?}: FAILED");
-            return false;
+            println!("proctest cycles: worker {p} ended {r:?}");
+            ok = false;
         }
     }
     let t1 = k42_rt::rdtsc();
     let after = process::free_frames();
-    let ok = before == after;
+    ok &= before == after;
     println!(
-        "proctest cycles: {n} create/exit cycles in {} ticks ({} in spawn), free frames {before} before, {after} after: {}",
+        "proctest cycles: {} create/exit cycles by {workers} processes at once in {} ticks, free frames {before} before, {after} after: {}",
+        each * workers,
         t1 - t0,
-        spawn_ticks,
         verdict(ok)
     );
     ok
+}
+
+/// `n` cycles of spawning `proctest exit 0` and waiting for it.
+fn cycle_loop(n: u64) -> bool {
+    for i in 0..n {
+        let r = spawn(&["exit", "0"], Regions::Shared).and_then(|p| process::wait(Some(p)));
+        if !matches!(r, Ok((_, Ended::Exited(0)))) {
+            println!("proctest cyclework: cycle {i} ended {r:?}: FAILED");
+            return false;
+        }
+    }
+    true
 }
 
 static mut COW_VALUE: u64 = 1;
@@ -473,9 +500,17 @@ extern "C" fn fault_worker(i: u64) -> ! {
     process::thread_exit(0)
 }
 
-fn stack() -> Result<u64, SyscallError> {
-    let size = 16 * PAGE;
-    process::map_anon(size).map(|b| b + size - 8)
+/// Stack size of each extra thread.
+const STACK: u64 = 16 * PAGE;
+
+/// Stacks for threads `1..t`, in one region: the stack top of thread
+/// `i` is `stack_top(base, i)`.
+fn stacks(t: u64) -> Result<u64, SyscallError> {
+    process::map_anon(t.max(1) * STACK)
+}
+
+fn stack_top(base: u64, i: u64) -> u64 {
+    base + i * STACK - 8
 }
 
 fn faultchild(t: u64, p: u64) -> u8 {
@@ -485,8 +520,12 @@ fn faultchild(t: u64, p: u64) -> u8 {
     };
     BASE.store(base, Ordering::Release);
     PAGES.store(p, Ordering::Release);
+    let Ok(st) = stacks(t) else {
+        println!("proctest faultchild: cannot map stacks");
+        return 1;
+    };
     for i in 1..t {
-        let made = stack().and_then(|s| process::thread_create(fault_worker, s, i));
+        let made = process::thread_create(fault_worker, stack_top(st, i), i);
         if let Err(e) = made {
             println!("proctest faultchild: thread {i}: {}", e.describe());
             return 1;
@@ -572,8 +611,12 @@ fn fpu(t: u64, start: Start) -> bool {
     // Each thread spins 100 ms: several 10 ms slices when threads
     // outnumber CPUs.
     FPU_SPIN.store(start.info.tsc_khz * 100, Ordering::Relaxed);
+    let Ok(st) = stacks(t) else {
+        println!("proctest fpu: cannot map stacks");
+        return false;
+    };
     for i in 1..t {
-        if let Err(e) = stack().and_then(|s| process::thread_create(fpu_worker, s, i)) {
+        if let Err(e) = process::thread_create(fpu_worker, stack_top(st, i), i) {
             println!("proctest fpu: thread {i}: {}", e.describe());
             return false;
         }
@@ -601,8 +644,8 @@ extern "C" fn exit5(_: u64) -> ! {
 }
 
 fn threadexit_child() -> bool {
-    if stack()
-        .and_then(|s| process::thread_create(exit5, s, 0))
+    if stacks(2)
+        .and_then(|s| process::thread_create(exit5, stack_top(s, 1), 0))
         .is_err()
     {
         return false;
