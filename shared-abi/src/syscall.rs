@@ -117,7 +117,8 @@ pub enum Syscall {
     /// The caller's process id.
     GetPid = 12,
     /// Start a thread in this process at `rdi` with stack top `rsi` and
-    /// argument `rdx` (in `rdi`); returns its thread id.
+    /// argument `rdx` (in `rdi`), kept on CPU `r10 - 1` if `r10` is not
+    /// 0; returns its thread id.
     ThreadCreate = 13,
     /// End the calling thread (the process ends with status `rdi` when
     /// it was the last).
@@ -127,11 +128,17 @@ pub enum Syscall {
     MapAnon = 15,
     /// Free page frames in the whole machine (for leak checks).
     FreeFrames = 16,
+    /// Keep the calling thread on CPU `rdi` from now on (moving it there
+    /// first), or let it run anywhere again with `u64::MAX`.
+    Pin = 17,
 }
 
 /// [`Syscall::Spawn`] flag: give the child a replicated Process object
 /// (per-CPU region caches) instead of the shared one.
 pub const SPAWN_REPLICATED: u64 = 1;
+/// [`Syscall::Spawn`] flag: keep the child's first thread on the CPU in
+/// bits 32–63 of the flags (as [`Syscall::Pin`] does).
+pub const SPAWN_PIN: u64 = 2;
 
 /// Status words [`Syscall::Wait`] returns: how a process ended.
 pub mod status {
@@ -165,6 +172,7 @@ impl Syscall {
             14 => Self::ThreadExit,
             15 => Self::MapAnon,
             16 => Self::FreeFrames,
+            17 => Self::Pin,
             _ => return None,
         })
     }

@@ -47,6 +47,8 @@ const SLICE_NS: u64 = 10_000_000;
 pub struct Thread {
     pub tid: u32,
     pub process: Arc<Process>,
+    /// The CPU it must run on (+1), or 0: any.
+    pin: AtomicU32,
     saved: UnsafeCell<Saved>,
 }
 
@@ -71,6 +73,7 @@ impl Thread {
         Arc::new(Self {
             tid,
             process,
+            pin: AtomicU32::new(0),
             saved: UnsafeCell::new(Saved {
                 fpu: FpuState::initial(),
                 frame,
@@ -94,6 +97,15 @@ impl Thread {
     fn saved(&self) -> &mut Saved {
         // SAFETY: see the Sync impl: the caller owns the thread.
         unsafe { &mut *self.saved.get() }
+    }
+
+    /// Keep the thread on `cpu` (or anywhere with `None`).
+    pub fn set_pin(&self, cpu: Option<u32>) {
+        self.pin.store(cpu.map_or(0, |c| c + 1), Ordering::Relaxed);
+    }
+
+    fn pinned(&self) -> Option<u32> {
+        self.pin.load(Ordering::Relaxed).checked_sub(1)
     }
 
     /// Set the saved `rax` (a blocked system call's result). Only the
@@ -184,6 +196,10 @@ pub fn current() -> Option<&'static Arc<Thread>> {
 /// Queue `t` to run: on an idle CPU if there is one (woken by IPI),
 /// else on the CPU with the shortest queue.
 pub fn enqueue(t: Arc<Thread>) {
+    if let Some(cpu) = t.pinned() {
+        enqueue_on(cpu, t);
+        return;
+    }
     let n = smp::ncpus();
     let start = CURSOR.fetch_add(1, Ordering::Relaxed) % n;
     let mut best = start;
@@ -241,6 +257,10 @@ fn pick() -> Option<Arc<Thread>> {
 
 fn take(cs: &CpuSched, front: bool) -> Option<Arc<Thread>> {
     let mut q = cs.queue.lock();
+    // Another CPU steals from the back, never a pinned thread.
+    if !front && q.back().is_some_and(|t| t.pinned().is_some()) {
+        return None;
+    }
     let t = if front { q.pop_front() } else { q.pop_back() }?;
     cs.queued.fetch_sub(1, Ordering::Relaxed);
     Some(t)
@@ -372,6 +392,21 @@ pub fn yield_current(frame: &mut TrapFrame) -> bool {
     // SAFETY: as in `switch_to_next`.
     *frame = clone_frame(unsafe { &*f });
     true
+}
+
+/// Pin the current thread to `cpu` (or unpin it with `None`); if it runs
+/// elsewhere, move it there and switch to the next thread here.
+pub fn pin_current(frame: &mut TrapFrame, cpu: Option<u32>) {
+    let t = current().expect("a current thread");
+    t.set_pin(cpu);
+    match cpu {
+        Some(c) if c != percpu::cpu_id() => {
+            let t = take_current(frame);
+            enqueue_on(c, t);
+            switch_to_next(frame);
+        }
+        _ => {}
+    }
 }
 
 /// Run the scheduler on this CPU until it is done (every CPU calls this;

@@ -301,7 +301,17 @@ pub fn on_user_fault(vector: u8, error_code: u64, rip: u64, address: u64) -> ! {
 /// Whether user code at `rip` is a system-call site
 /// (`k42_abi::syscall::SYSCALL_SITE`) of the program running here.
 pub fn is_syscall_site(rip: u64) -> bool {
-    user_bytes(rip, SYSCALL_SITE.len() as u64).is_ok_and(|b| b == SYSCALL_SITE)
+    let len = SYSCALL_SITE.len() as u64;
+    let in_page = (rip & (PAGE_SIZE - 1)) + len <= PAGE_SIZE;
+    if in_page && (k42_abi::syscall::USER_BASE..k42_abi::syscall::USER_TOP).contains(&rip) {
+        // SAFETY: the CPU just fetched the trapping instruction at `rip`
+        // from this user page, so it is mapped and readable, and it stays
+        // mapped while this thread is in the kernel; the site lies in
+        // that page. (The common case: no region walk for every call.)
+        let b = unsafe { core::slice::from_raw_parts(rip as *const u8, len as usize) };
+        return b == SYSCALL_SITE;
+    }
+    user_bytes(rip, len).is_ok_and(|b| b == SYSCALL_SITE)
 }
 
 /// The caller's memory `[ptr, ptr + len)`, if it lies inside one of its

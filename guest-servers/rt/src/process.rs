@@ -4,7 +4,9 @@
 //! Calls return `Result<_, SyscallError>`; the kernel's error codes
 //! become [`SyscallError`] values.
 
-use k42_abi::syscall::{ARGS_OFFSET, ProgramInfo, SPAWN_REPLICATED, Syscall, SyscallError, status};
+use k42_abi::syscall::{
+    ARGS_OFFSET, ProgramInfo, SPAWN_PIN, SPAWN_REPLICATED, Syscall, SyscallError, status,
+};
 
 use crate::sys::{syscall3, syscall5};
 
@@ -108,12 +110,26 @@ pub enum Regions {
 
 /// Start program `name` with the arguments in `args`; its pid.
 pub fn spawn(name: &str, args: &mut ArgBlock, regions: Regions) -> Result<u32, SyscallError> {
+    spawn_on(name, args, regions, None)
+}
+
+/// Start program `name` with the arguments in `args`, its first thread
+/// kept on `cpu` if given; its pid.
+pub fn spawn_on(
+    name: &str,
+    args: &mut ArgBlock,
+    regions: Regions,
+    cpu: Option<u32>,
+) -> Result<u32, SyscallError> {
     let b = args.bytes();
-    let flags = if regions == Regions::Replicated {
+    let mut flags = if regions == Regions::Replicated {
         SPAWN_REPLICATED
     } else {
         0
     };
+    if let Some(c) = cpu {
+        flags |= SPAWN_PIN | (c as u64) << 32;
+    }
     check(syscall5(
         Syscall::Spawn,
         [
@@ -190,20 +206,37 @@ pub fn getpid() -> u32 {
     syscall3(Syscall::GetPid, 0, 0, 0) as u32
 }
 
-/// Start a thread at `entry(arg)` on the stack whose top is `stack_top`;
-/// its thread id.
+/// Start a thread at `entry(arg)` on the stack whose top is `stack_top`,
+/// kept on `cpu` if given; its thread id.
 pub fn thread_create(
     entry: extern "C" fn(u64) -> !,
     stack_top: u64,
     arg: u64,
+    cpu: Option<u32>,
 ) -> Result<u32, SyscallError> {
-    check(syscall3(
+    check(syscall5(
         Syscall::ThreadCreate,
-        entry as usize as u64,
-        stack_top,
-        arg,
+        [
+            entry as usize as u64,
+            stack_top,
+            arg,
+            cpu.map_or(0, |c| c as u64 + 1),
+            0,
+        ],
     ))
     .map(|t| t as u32)
+}
+
+/// Keep the calling thread on `cpu` (moving it there), or let it run
+/// anywhere with `None`.
+pub fn pin(cpu: Option<u32>) -> Result<(), SyscallError> {
+    check(syscall3(
+        Syscall::Pin,
+        cpu.map_or(u64::MAX, u64::from),
+        0,
+        0,
+    ))
+    .map(|_| ())
 }
 
 /// End the calling thread (the process, with `status`, if it was the
@@ -218,6 +251,14 @@ pub fn thread_exit(status: u8) -> ! {
 /// Map `len` bytes of zero-filled memory; its address.
 pub fn map_anon(len: u64) -> Result<u64, SyscallError> {
     check(syscall3(Syscall::MapAnon, len, 0, 0))
+}
+
+/// CPUs in the machine.
+pub fn cpus() -> u32 {
+    // SAFETY: the kernel maps the ProgramInfo at USER_INFO for the
+    // process's whole life.
+    let info = unsafe { &*(k42_abi::syscall::USER_INFO as *const ProgramInfo) };
+    info.cpus
 }
 
 /// Free page frames in the machine.

@@ -74,6 +74,11 @@ const COBJ_CMDLINE: &str = "test=none bench=cobj";
 /// collector draining them.
 const TRACE_CMDLINE: &str = "test=none bench=trace trace.subbuf=1M trace.subbufs=4";
 
+/// `proc-bench` as the only program init runs: a process per benchmark
+/// part, threads and processes kept on each vCPU (sizes: 2000 system
+/// calls, 64 pages and 20 fork cycles per vCPU).
+const PROC_CMDLINE: &str = "test=none init=init init.run=proc-bench";
+
 /// A user-mode series made of the records called `record`.
 const fn user(label: &'static str, record: &'static str) -> Series {
     Series {
@@ -161,6 +166,33 @@ pub const BENCHMARKS: &[Benchmark] = &[
         timeout_s: 300,
     },
     Benchmark {
+        name: "proc.syscall",
+        description: "null system calls from a process's threads, one kept on each vCPU (the process system-call path: #UD site, kernel dispatch, iretq)",
+        cmdline: PROC_CMDLINE,
+        op: "system calls",
+        series: &[user("process", "proc.syscall")],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "proc.fault",
+        description: "first-touch anonymous page faults in one process, a thread per vCPU on its own pages of one region: shared vs replicated Process object (K42's Shared vs Distributed process object)",
+        cmdline: PROC_CMDLINE,
+        op: "page faults",
+        series: &[
+            user("shared", "proc.fault.shared"),
+            user("replicated", "proc.fault.replicated"),
+        ],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "proc.forkwait",
+        description: "fork + child exit + wait cycles by one process kept on each vCPU (copy-on-write address space, process table, scheduler)",
+        cmdline: PROC_CMDLINE,
+        op: "fork+exit+wait cycles",
+        series: &[user("process", "proc.forkwait")],
+        timeout_s: 300,
+    },
+    Benchmark {
         name: "trace.event3",
         description: "trace events logged from user mode on every vCPU at once, each into its own CPU's buffers: enabled three-word events vs disabled ones (one mask test)",
         cmdline: TRACE_CMDLINE,
@@ -186,6 +218,9 @@ pub const SUITES: &[Suite] = &[
             "cobj.dhash",
             "cobj.process",
             "cobj.call",
+            "proc.syscall",
+            "proc.fault",
+            "proc.forkwait",
             "trace.event3",
         ],
     },
@@ -204,6 +239,11 @@ pub const SUITES: &[Suite] = &[
             "cobj.process",
             "cobj.call",
         ],
+    },
+    Suite {
+        name: "proc",
+        description: "processes: system calls, page faults through the Process object (shared vs replicated), fork+exit+wait, per vCPU count",
+        benchmarks: &["proc.syscall", "proc.fault", "proc.forkwait"],
     },
     Suite {
         name: "trace",

@@ -514,6 +514,11 @@ fn stack_top(base: u64, i: u64) -> u64 {
 }
 
 fn faultchild(t: u64, p: u64) -> u8 {
+    // Thread i on CPU i (mod the CPU count), so that every vCPU faults.
+    let cpus = k42_rt::process::cpus();
+    if process::pin(Some(0)).is_err() {
+        return 1;
+    }
     let Ok(base) = process::map_anon(t * p * PAGE) else {
         println!("proctest faultchild: cannot map {t} x {p} pages");
         return 1;
@@ -525,7 +530,12 @@ fn faultchild(t: u64, p: u64) -> u8 {
         return 1;
     };
     for i in 1..t {
-        let made = process::thread_create(fault_worker, stack_top(st, i), i);
+        let made = process::thread_create(
+            fault_worker,
+            stack_top(st, i),
+            i,
+            Some((i % cpus as u64) as u32),
+        );
         if let Err(e) = made {
             println!("proctest faultchild: thread {i}: {}", e.describe());
             return 1;
@@ -616,7 +626,7 @@ fn fpu(t: u64, start: Start) -> bool {
         return false;
     };
     for i in 1..t {
-        if let Err(e) = process::thread_create(fpu_worker, stack_top(st, i), i) {
+        if let Err(e) = process::thread_create(fpu_worker, stack_top(st, i), i, None) {
             println!("proctest fpu: thread {i}: {}", e.describe());
             return false;
         }
@@ -645,7 +655,7 @@ extern "C" fn exit5(_: u64) -> ! {
 
 fn threadexit_child() -> bool {
     if stacks(2)
-        .and_then(|s| process::thread_create(exit5, stack_top(s, 1), 0))
+        .and_then(|s| process::thread_create(exit5, stack_top(s, 1), 0, None))
         .is_err()
     {
         return false;
