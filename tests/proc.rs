@@ -112,6 +112,29 @@ fn reading_kernel_memory_kills_only_that_process() {
 }
 
 #[test]
+fn divide_error_invalid_opcode_and_stack_overflow_kill_only_their_process() {
+    let out = run_init(2, "proctest+faults-kill,hello", "");
+    expect_ok(
+        &out,
+        2,
+        &[
+            "killed by #DE divide error",
+            "killed by #UD invalid opcode",
+            "proctest divide: child ended Ok",
+            "expected Fault(0): ok",
+            "expected Fault(6): ok",
+            "proctest recurse: child ended Ok",
+        ],
+    );
+    // The overflow is reported at an address just below the stack region.
+    assert!(
+        stdout(&out).contains("address 0x7fffffefe"),
+        "{}",
+        describe(&out)
+    );
+}
+
+#[test]
 fn running_out_of_memory_kills_only_that_process() {
     let out = run_init(2, "proctest+oom,hello", "proc.mem=1M");
     expect_ok(
@@ -184,6 +207,19 @@ fn fork_exec_kill_threads_and_system_call_errors() {
             "Killed)): ok",
             "expected Exited(5): ok",
             "proctest syscalls: 0 failures: ok",
+        ],
+    );
+}
+
+#[test]
+fn position_independent_program_is_relocated() {
+    let out = run_init(1, "hello-pie", "");
+    expect_ok(
+        &out,
+        1,
+        &[
+            "hello, position-independent world from process 2 (code at 0x100",
+            "20*2+1 = 41)",
         ],
     );
 }

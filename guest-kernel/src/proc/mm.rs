@@ -22,6 +22,7 @@
 
 use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
 
@@ -95,12 +96,32 @@ fn release(pa: u64) {
 }
 
 /// Where an FCM's pages come from.
-#[derive(Clone, Copy)]
+#[derive(Clone)]
 enum Source {
     /// Zero-filled pages (anonymous memory).
     Zero,
-    /// A program segment: `file` bytes appear at region offset `at`.
-    Image { file: &'static [u8], at: u64 },
+    /// A program segment: `file` bytes appear at region offset `at`; a
+    /// PIE's relocations (address, value), applied as pages are filled,
+    /// in a region starting at `start`.
+    Image {
+        file: &'static [u8],
+        at: u64,
+        start: u64,
+        relocs: Arc<Vec<(u64, u64)>>,
+    },
+}
+
+impl Source {
+    /// The relocations that fall in page `k`.
+    fn relocs_in(&self, k: u64) -> &[(u64, u64)] {
+        let Source::Image { start, relocs, .. } = self else {
+            return &[];
+        };
+        let lo = start + k * PAGE_SIZE;
+        let a = relocs.partition_point(|r| r.0 < lo);
+        let b = relocs.partition_point(|r| r.0 < lo + PAGE_SIZE);
+        &relocs[a..b]
+    }
 }
 
 /// A File Cache Manager: the pages of one region's memory object.
@@ -121,9 +142,12 @@ impl Fcm {
     /// The image frame to map in place for page `k`, if the region is
     /// read-only and the page lies whole, page-aligned, in the image.
     fn in_place(&self, k: u64) -> Option<u64> {
-        let Source::Image { file, at } = self.source else {
+        let Source::Image { file, at, .. } = self.source else {
             return None;
         };
+        if !self.source.relocs_in(k).is_empty() {
+            return None;
+        }
         let lo = k * PAGE_SIZE;
         if lo < at || lo + PAGE_SIZE > at + file.len() as u64 {
             return None;
@@ -144,7 +168,7 @@ impl Fcm {
         }
         let lo = k * PAGE_SIZE;
         let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
-        if let Source::Image { file, at } = self.source {
+        if let Source::Image { file, at, .. } = self.source {
             let (from, to) = (lo.max(at), (lo + PAGE_SIZE).min(at + file.len() as u64));
             if from < to {
                 let src = &file[(from - at) as usize..(to - at) as usize];
@@ -157,6 +181,13 @@ impl Fcm {
                         src.len(),
                     )
                 };
+            }
+            for &(va, value) in self.source.relocs_in(k) {
+                let off = va & (PAGE_SIZE - 1);
+                // SAFETY: the frame is ours; relocations are 8-byte
+                // aligned (checked by elf::Program), so this word lies in
+                // the page.
+                unsafe { ((arch::phys_to_virt(pa) + off) as *mut u64).write_unaligned(value) };
             }
         }
         Ok(pa)
@@ -172,7 +203,7 @@ impl Fcm {
             }
         }
         Self {
-            source: self.source,
+            source: self.source.clone(),
             pages: SpinLock::new(pages.clone()),
         }
     }
@@ -310,7 +341,8 @@ impl Memory {
         replicated: bool,
         limit: u64,
     ) -> Result<(Self, u64), SyscallError> {
-        let program = elf::Program::parse(file).map_err(|_| SyscallError::BadProgram)?;
+        let mut program = elf::Program::parse(file).map_err(|_| SyscallError::BadProgram)?;
+        let relocs = Arc::new(core::mem::take(&mut program.relocs));
         let mem = Self::new(replicated, limit)?;
         for seg in program.segments() {
             let start = seg.vaddr & !(PAGE_SIZE - 1);
@@ -326,6 +358,8 @@ impl Memory {
                 Source::Image {
                     file: data,
                     at: seg.vaddr - start,
+                    start,
+                    relocs: relocs.clone(),
                 },
             )?;
         }

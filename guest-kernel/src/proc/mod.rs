@@ -321,17 +321,22 @@ fn kill_all() {
     sched::poke_all();
 }
 
-/// Report a process killed by a fault, one line.
+/// Report a process killed by a fault, one line (the address only for
+/// a page fault, where it means something).
 fn report_fault(p: &Process, vector: u8, rip: u64, address: u64, error: u64) {
-    crate::println!(
-        "k42: process {} ({}) killed by {} at rip {:#x}, address {:#x}, error {:#x}",
-        p.pid,
-        p.name.lock().as_str(),
-        arch::x86_64::interrupts::exception_name(vector),
-        rip,
-        address,
-        error
-    );
+    let name = p.name.lock().clone();
+    let what = arch::x86_64::interrupts::exception_name(vector);
+    if vector == 14 {
+        crate::println!(
+            "k42: process {} ({name}) killed by {what} at rip {rip:#x}, address {address:#x}, error {error:#x}",
+            p.pid
+        );
+    } else {
+        crate::println!(
+            "k42: process {} ({name}) killed by {what} at rip {rip:#x}, error {error:#x}",
+            p.pid
+        );
+    }
 }
 
 /// An exception in user mode on this CPU. Returns false if no process

@@ -1,8 +1,16 @@
 //! Reading a user program's ELF: just enough to load a static x86_64
-//! executable, with every offset and size checked against the file, so a
-//! damaged module is an error, never a kernel fault.
+//! executable — position-dependent (`ET_EXEC`) or a static PIE (`ET_DYN`
+//! with only `R_X86_64_RELATIVE` relocations, loaded at [`PIE_BASE`]) —
+//! with every offset and size checked against the file, so a damaged
+//! module is an error, never a kernel fault.
+
+use alloc::vec::Vec;
 
 use k42_abi::syscall::{USER_BASE, USER_TOP};
+
+/// Where a position-independent program is loaded (its addresses are
+/// offsets from here).
+pub const PIE_BASE: u64 = 0x0000_0100_0000_0000;
 
 /// One PT_LOAD segment.
 #[derive(Clone, Copy, Debug)]
@@ -17,8 +25,14 @@ pub struct Segment {
 
 /// A checked program.
 pub struct Program {
+    /// Entry point (a PIE's already moved to [`PIE_BASE`]).
     pub entry: u64,
     segments: [Option<Segment>; MAX_SEGMENTS],
+    /// Whether it is position-independent (loaded at [`PIE_BASE`]).
+    pub pie: bool,
+    /// A PIE's relocations: (address, value to store there), sorted by
+    /// address, each 8-byte aligned inside a writable segment.
+    pub relocs: Vec<(u64, u64)>,
 }
 
 const MAX_SEGMENTS: usize = 8;
@@ -32,6 +46,10 @@ pub enum ElfError {
     TooManySegments,
     BadSegment,
     EntryOutsideSegments,
+    /// A PIE needs a dynamic linker, or a relocation this loader does not
+    /// apply (only `R_X86_64_RELATIVE`), or one outside a writable
+    /// segment.
+    BadRelocations,
 }
 
 fn u16_at(b: &[u8], off: usize) -> Option<u16> {
@@ -50,16 +68,19 @@ impl Program {
         if file.len() < 64 || &file[..4] != b"\x7fELF" {
             return Err(ElfError::NotElf);
         }
-        // 64-bit, little-endian, ET_EXEC, EM_X86_64.
+        // 64-bit, little-endian, ET_EXEC or ET_DYN, EM_X86_64.
+        let e_type = u16_at(file, 16);
         if file[4] != 2
             || file[5] != 1
-            || u16_at(file, 16) != Some(2)
+            || !matches!(e_type, Some(2 | 3))
             || u16_at(file, 18) != Some(62)
         {
             return Err(ElfError::NotX86_64Executable);
         }
+        let pie = e_type == Some(3);
+        let base = if pie { PIE_BASE } else { 0 };
         let bad = ElfError::BadHeaders;
-        let entry = u64_at(file, 24).ok_or(bad)?;
+        let entry = u64_at(file, 24).ok_or(bad)?.checked_add(base).ok_or(bad)?;
         let phoff = u64_at(file, 32).ok_or(bad)? as usize;
         let phentsize = u16_at(file, 54).ok_or(bad)? as usize;
         let phnum = u16_at(file, 56).ok_or(bad)? as usize;
@@ -72,15 +93,24 @@ impl Program {
         }
         let mut segments = [None; MAX_SEGMENTS];
         let mut n = 0;
+        let mut dynamic = None;
         for i in 0..phnum {
             let ph = &file[phoff + i * phentsize..];
-            if u32_at(ph, 0) != Some(1) {
-                continue; // not PT_LOAD
+            match u32_at(ph, 0) {
+                Some(1) => {} // PT_LOAD
+                Some(2) => {
+                    // PT_DYNAMIC: (file offset, size).
+                    dynamic = Some((u64_at(ph, 8).ok_or(bad)?, u64_at(ph, 32).ok_or(bad)?));
+                    continue;
+                }
+                Some(3) => return Err(ElfError::BadRelocations), // PT_INTERP
+                _ => continue,
             }
             let flags = u32_at(ph, 4).ok_or(bad)?;
+            let vaddr = u64_at(ph, 16).ok_or(bad)?;
             let seg = Segment {
                 file_offset: u64_at(ph, 8).ok_or(bad)?,
-                vaddr: u64_at(ph, 16).ok_or(bad)?,
+                vaddr: vaddr.checked_add(base).ok_or(ElfError::BadSegment)?,
                 file_size: u64_at(ph, 32).ok_or(bad)?,
                 mem_size: u64_at(ph, 40).ok_or(bad)?,
                 writable: flags & 2 != 0,
@@ -104,14 +134,86 @@ impl Program {
             segments[n] = Some(seg);
             n += 1;
         }
-        let p = Self { entry, segments };
+        let mut p = Self {
+            entry,
+            segments,
+            pie,
+            relocs: Vec::new(),
+        };
         if !p
             .segments()
             .any(|s| s.executable && (s.vaddr..s.vaddr + s.mem_size).contains(&entry))
         {
             return Err(ElfError::EntryOutsideSegments);
         }
+        if pie && let Some((off, size)) = dynamic {
+            p.relocs = p.relocations(file, off, size)?;
+        }
         Ok(p)
+    }
+
+    /// A PIE's `R_X86_64_RELATIVE` relocations, from its dynamic section
+    /// at file offset `off` (`size` bytes).
+    fn relocations(&self, file: &[u8], off: u64, size: u64) -> Result<Vec<(u64, u64)>, ElfError> {
+        const DT_NULL: u64 = 0;
+        const DT_RELA: u64 = 7;
+        const DT_RELASZ: u64 = 8;
+        const DT_RELAENT: u64 = 9;
+        const DT_REL: u64 = 17;
+        const DT_RELR: u64 = 36;
+        const R_X86_64_NONE: u64 = 0;
+        const R_X86_64_RELATIVE: u64 = 8;
+        let bad = ElfError::BadRelocations;
+        let dynamic = file
+            .get(off as usize..off.checked_add(size).ok_or(bad)? as usize)
+            .ok_or(bad)?;
+        let (mut rela, mut relasz, mut relaent) = (None, 0, 24);
+        for d in dynamic.chunks_exact(16) {
+            let (tag, val) = (u64_at(d, 0).ok_or(bad)?, u64_at(d, 8).ok_or(bad)?);
+            match tag {
+                DT_NULL => break,
+                DT_RELA => rela = Some(val),
+                DT_RELASZ => relasz = val,
+                DT_RELAENT => relaent = val,
+                DT_REL | DT_RELR if val != 0 => return Err(bad),
+                _ => {}
+            }
+        }
+        let Some(rela) = rela else {
+            return Ok(Vec::new());
+        };
+        if relaent != 24 {
+            return Err(bad);
+        }
+        // The table's file offset, through the segment that holds it.
+        let at = rela.checked_add(PIE_BASE).ok_or(bad)?;
+        let seg = self
+            .segments()
+            .find(|s| at >= s.vaddr && at.saturating_add(relasz) <= s.vaddr + s.file_size)
+            .ok_or(bad)?;
+        let start = (seg.file_offset + (at - seg.vaddr)) as usize;
+        let table = file.get(start..start + relasz as usize).ok_or(bad)?;
+        let mut relocs = Vec::with_capacity(table.len() / 24);
+        for r in table.chunks_exact(24) {
+            let offset = u64_at(r, 0).ok_or(bad)?;
+            let kind = u64_at(r, 8).ok_or(bad)? & 0xffff_ffff;
+            let addend = u64_at(r, 16).ok_or(bad)?;
+            match kind {
+                R_X86_64_NONE => continue,
+                R_X86_64_RELATIVE => {}
+                _ => return Err(bad),
+            }
+            let va = offset.checked_add(PIE_BASE).ok_or(bad)?;
+            let inside = self
+                .segments()
+                .any(|s| s.writable && va >= s.vaddr && va + 8 <= s.vaddr + s.mem_size);
+            if !va.is_multiple_of(8) || !inside {
+                return Err(bad);
+            }
+            relocs.push((va, PIE_BASE.wrapping_add(addend)));
+        }
+        relocs.sort_unstable_by_key(|r| r.0);
+        Ok(relocs)
     }
 
     /// The loadable segments.

@@ -139,6 +139,11 @@ impl Loaded {
             return Err(LoadError::HeapTooLarge);
         }
         let program = elf::Program::parse(file).map_err(LoadError::Elf)?;
+        if program.pie {
+            // Kernel-run programs are copied in whole, without relocating
+            // (processes take PIEs: proc::mm).
+            return Err(LoadError::Elf(elf::ElfError::NotX86_64Executable));
+        }
         let mut space = AddressSpace::new().ok_or(LoadError::Map(MapError::OutOfMemory))?;
         let mut regions = Vec::new();
         for seg in program.segments() {

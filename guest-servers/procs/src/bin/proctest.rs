@@ -8,6 +8,8 @@
 //! | `spin` | loops forever (a child to kill) |
 //! | `readkernel` | reads kernel memory: must be killed (a child) |
 //! | `hog` | touches memory until killed for it (a child) |
+//! | `divide`, `ud`, `recurse` | a divide error, an invalid opcode, a stack overflow (children) |
+//! | `faults-kill` | each of those, and a kernel-memory read, kills only its child with the right exception |
 //! | `kernelread` | a `readkernel` child is killed by #PF, then `hello` still runs |
 //! | `oom` | a `hog` child is killed for running out of memory |
 //! | `forkbomb` | every process forks until the process limit stops it; all reaped |
@@ -49,6 +51,22 @@ fn run(start: Start) -> u8 {
             return 10;
         }
         "hog" => hog(),
+        "divide" => {
+            let zero = core::hint::black_box(0u64);
+            // SAFETY: deliberately raises #DE (a plain `/` would panic
+            // in Rust before dividing).
+            unsafe {
+                core::arch::asm!("div {z}", z = in(reg) zero, inout("rax") 1u64 => _, inout("rdx") 0u64 => _)
+            };
+            return 10;
+        }
+        "ud" => {
+            // SAFETY: deliberately raises #UD (not at a system-call site).
+            unsafe { core::arch::asm!("ud2") };
+            return 10;
+        }
+        "recurse" => return recurse(core::hint::black_box(1)) as u8,
+        "faults-kill" => faults_kill(),
         "kernelread" => kernelread(),
         "oom" => expect_child(&["hog"], Regions::Shared, Ended::OutOfMemory, "oom"),
         "forkbomb" => return forkbomb(),
@@ -130,6 +148,29 @@ fn hog() -> bool {
         touched >> 10
     );
     false
+}
+
+/// Endless recursion: runs off the bottom of the stack region.
+#[allow(unconditional_recursion)]
+fn recurse(n: u64) -> u64 {
+    let mut pad = [n; 64];
+    core::hint::black_box(&mut pad);
+    recurse(n + 1) + pad[3]
+}
+
+/// A divide error, an invalid opcode and a stack overflow each end only
+/// their own process, with the exception that caused it.
+fn faults_kill() -> bool {
+    let mut ok = true;
+    for (mode, vector) in [
+        ("divide", 0),
+        ("ud", 6),
+        ("recurse", 14),
+        ("readkernel", 14),
+    ] {
+        ok &= expect_child(&[mode], Regions::Shared, Ended::Fault(vector), mode);
+    }
+    ok
 }
 
 fn kernelread() -> bool {
