@@ -18,11 +18,16 @@ use crate::{percpu, smp, time, trace};
 /// Objects the kernel's table holds besides processes' region lists.
 const CAPACITY: usize = 32;
 
-/// Table size: the kernel's own objects, plus a region list per process
-/// allowed (`proc.max`) and as many again for lists of ended processes
-/// waiting for quiescence before they are destroyed.
+/// Objects budgeted per process: its region list and an FCM for each of
+/// up to 8 regions (a process with more competes for the slack).
+const OBJECTS_PER_PROCESS: usize = 9;
+
+/// Table size: the kernel's own objects, plus the objects of every
+/// process allowed (`proc.max`), twice over: processes' objects are
+/// pooled and reused, never destroyed, so the table holds the most that
+/// were ever alive at once.
 fn capacity() -> usize {
-    CAPACITY + 2 * crate::boot::options().proc_max as usize
+    CAPACITY + 2 * OBJECTS_PER_PROCESS * crate::boot::options().proc_max as usize
 }
 
 /// The kernel as a clustered-object platform.

@@ -11,20 +11,17 @@
 //!
 //! A region's protection word carries its FCM's index: `prot` bits 0–2
 //! are read/write/execute, bits 8 and up its slot in `Memory::slots`.
-//!
-//! Pages belong to FCMs, never to the page table. `fork` copies each FCM's
-//! page list into the child, counts the extra sharer of every page in
-//! [`SHARES`], and write-protects the parent's mappings; a write to a
-//! shared page copies it (copy-on-write), a write to a page whose other
-//! sharers are gone just makes it writable again. Read-only program pages
-//! that lie whole in the image are mapped from the image itself, owned by
-//! no one.
+//! The Region is a value in the Process object's list, not an object of
+//! its own: its range and protection never change, so per-CPU reps would
+//! all be the same, and a third object call on every fault costs tens of
+//! microseconds while the kernel runs emulated. The FCMs (`fcm`) hold
+//! the pages; frames a process gives back go to the page manager at once,
+//! its objects after quiescence.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU16, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_abi::layout::PAGE_SIZE;
 use k42_abi::syscall::{
@@ -33,6 +30,8 @@ use k42_abi::syscall::{
 };
 use k42_cobj::ObjRef;
 use k42_cobj::objects::process::{self as pobj, Process as RegionList, Region};
+
+use super::fcm::{self, Access, Fcm, Source};
 
 use crate::mm::pages;
 use crate::mm::paging::{AddressSpace, PageFlags};
@@ -53,171 +52,6 @@ const STACK_SIZE: u64 = 1 << 20;
 const HEAP_SIZE: u64 = 16 << 20;
 /// Where `MapAnon` places regions.
 const ANON_BASE: u64 = 0x0000_1000_0000_0000;
-
-/// Pages on each side of a faulting image page mapped with it.
-const FAULT_AROUND: u64 = 8;
-
-/// Tag in an FCM's page list: the frame is not the FCM's (an image page).
-const NOT_OWNED: u64 = 1;
-
-/// Extra sharers of each frame (0: one owner), by frame number.
-static SHARES: InitOnce<Box<[AtomicU16]>> = InitOnce::new();
-
-fn shares() -> &'static [AtomicU16] {
-    SHARES.get_or_init(|| {
-        let top = crate::boot::boot_info()
-            .regions()
-            .iter()
-            .map(|r| r.start + r.len)
-            .max()
-            .unwrap_or(0);
-        (0..top / PAGE_SIZE).map(|_| AtomicU16::new(0)).collect()
-    })
-}
-
-fn share_count(pa: u64) -> &'static AtomicU16 {
-    &shares()[(pa / PAGE_SIZE) as usize]
-}
-
-/// Drop one owner's hold on frame `pa`; the last one frees it.
-fn release(pa: u64) {
-    let s = share_count(pa);
-    let mut n = s.load(Ordering::Acquire);
-    loop {
-        if n == 0 {
-            pages::free(pa);
-            return;
-        }
-        match s.compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Acquire) {
-            Ok(_) => return,
-            Err(now) => n = now,
-        }
-    }
-}
-
-/// Where an FCM's pages come from.
-#[derive(Clone)]
-enum Source {
-    /// Zero-filled pages (anonymous memory).
-    Zero,
-    /// A program segment: `file` bytes appear at region offset `at`; a
-    /// PIE's relocations (address, value), applied as pages are filled,
-    /// in a region starting at `start`.
-    Image {
-        file: &'static [u8],
-        at: u64,
-        start: u64,
-        relocs: Arc<Vec<(u64, u64)>>,
-    },
-}
-
-impl Source {
-    /// The relocations that fall in page `k`.
-    fn relocs_in(&self, k: u64) -> &[(u64, u64)] {
-        let Source::Image { start, relocs, .. } = self else {
-            return &[];
-        };
-        let lo = start + k * PAGE_SIZE;
-        let a = relocs.partition_point(|r| r.0 < lo);
-        let b = relocs.partition_point(|r| r.0 < lo + PAGE_SIZE);
-        &relocs[a..b]
-    }
-}
-
-/// A File Cache Manager: the pages of one region's memory object.
-struct Fcm {
-    source: Source,
-    /// Page index in the region → frame (| NOT_OWNED).
-    pages: SpinLock<BTreeMap<u64, u64>>,
-}
-
-impl Fcm {
-    fn new(source: Source) -> Self {
-        Self {
-            source,
-            pages: SpinLock::new(BTreeMap::new()),
-        }
-    }
-
-    /// The image frame to map in place for page `k`, if the region is
-    /// read-only and the page lies whole, page-aligned, in the image.
-    fn in_place(&self, k: u64) -> Option<u64> {
-        let Source::Image { file, at, .. } = self.source else {
-            return None;
-        };
-        if !self.source.relocs_in(k).is_empty() {
-            return None;
-        }
-        let lo = k * PAGE_SIZE;
-        if lo < at || lo + PAGE_SIZE > at + file.len() as u64 {
-            return None;
-        }
-        let va = file.as_ptr() as u64 + (lo - at);
-        if !va.is_multiple_of(PAGE_SIZE) {
-            return None;
-        }
-        arch::virt_to_phys(va)
-    }
-
-    /// A new page for index `k`: an image page mapped in place (read-only
-    /// regions), or a fresh frame filled from the source. Returns the
-    /// list entry.
-    fn fill(&self, k: u64, writable: bool) -> Result<u64, SyscallError> {
-        if !writable && let Some(pa) = self.in_place(k) {
-            return Ok(pa | NOT_OWNED);
-        }
-        let lo = k * PAGE_SIZE;
-        let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
-        if let Source::Image { file, at, .. } = self.source {
-            let (from, to) = (lo.max(at), (lo + PAGE_SIZE).min(at + file.len() as u64));
-            if from < to {
-                let src = &file[(from - at) as usize..(to - at) as usize];
-                // SAFETY: the frame is ours and mapped in the direct map;
-                // `from - lo + len <= PAGE_SIZE`.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        src.as_ptr(),
-                        (arch::phys_to_virt(pa) + (from - lo)) as *mut u8,
-                        src.len(),
-                    )
-                };
-            }
-            for &(va, value) in self.source.relocs_in(k) {
-                let off = va & (PAGE_SIZE - 1);
-                // SAFETY: the frame is ours; relocations are 8-byte
-                // aligned (checked by elf::Program), so this word lies in
-                // the page.
-                unsafe { ((arch::phys_to_virt(pa) + off) as *mut u64).write_unaligned(value) };
-            }
-        }
-        Ok(pa)
-    }
-
-    /// This FCM's copy for a forked child: the same pages, each with one
-    /// more sharer.
-    fn fork(&self) -> Self {
-        let pages = self.pages.lock();
-        for &e in pages.values() {
-            if e & NOT_OWNED == 0 {
-                share_count(e).fetch_add(1, Ordering::AcqRel);
-            }
-        }
-        Self {
-            source: self.source.clone(),
-            pages: SpinLock::new(pages.clone()),
-        }
-    }
-}
-
-impl Drop for Fcm {
-    fn drop(&mut self) {
-        for &e in self.pages.lock().values() {
-            if e & NOT_OWNED == 0 {
-                release(e);
-            }
-        }
-    }
-}
 
 /// Why a page fault could not be resolved.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -247,31 +81,27 @@ pub struct Memory {
 /// A region and the FCM behind it.
 struct Slot {
     region: Region,
-    fcm: Fcm,
+    fcm: ObjRef<dyn Fcm>,
 }
 
-/// Region-list objects of ended processes, destroyed from an idle CPU.
-static DEAD_REGIONS: SpinLock<Vec<ObjRef<dyn RegionList>>> = SpinLock::new(Vec::new());
+/// Region-list objects of ended processes, emptied, for new processes to
+/// reuse (index 0 shared, 1 replicated): making and destroying clustered
+/// objects costs milliseconds while the kernel runs emulated, and a
+/// reused object needs no quiescence (only its process's threads ever
+/// called it, and they are gone).
+static LIST_POOL: [SpinLock<Vec<ObjRef<dyn RegionList>>>; 2] =
+    [const { SpinLock::new(Vec::new()) }; 2];
 
-/// A new region-list object. When the table is full of ended processes'
-/// lists, destroy them (or wait for the CPU destroying them) and retry.
 fn region_list(replicated: bool) -> Result<ObjRef<dyn RegionList>, SyscallError> {
-    for round in 0..1000 {
-        let root: Box<dyn k42_cobj::root::Root<dyn RegionList>> = if replicated {
-            pobj::replicated(crate::smp::ncpus() as usize, 1, cobj::relax)
-        } else {
-            pobj::shared(None, cobj::relax)
-        };
-        if let Some(r) = cobj::system().create(root) {
-            return Ok(r);
-        }
-        // Another CPU may be destroying them, and waiting for this one to
-        // pass a quiescent point: pass one, and keep trying.
-        super::reap_objects();
-        cobj::quiescent();
-        cobj::relax(round);
+    if let Some(list) = LIST_POOL[replicated as usize].lock().pop() {
+        return Ok(list);
     }
-    Err(SyscallError::NoMemory)
+    let root = if replicated {
+        pobj::replicated(crate::smp::ncpus() as usize, 1, cobj::relax)
+    } else {
+        pobj::shared(None, cobj::relax)
+    };
+    cobj::system().create(root).ok_or(SyscallError::NoMemory)
 }
 
 impl Memory {
@@ -280,7 +110,7 @@ impl Memory {
         let space = match AddressSpace::new() {
             Some(s) => s,
             None => {
-                DEAD_REGIONS.lock().push(regions);
+                LIST_POOL[replicated as usize].lock().push(regions);
                 return Err(SyscallError::NoMemory);
             }
         };
@@ -310,8 +140,22 @@ impl Memory {
         prot: u32,
         source: Source,
     ) -> Result<(), SyscallError> {
+        let fcm = fcm::create(source, alloc::collections::BTreeMap::new())?;
+        self.add_region_with(start, end, prot, fcm)
+    }
+
+    /// Add region `[start, end)` with `prot` over FCM object `fcm` (this
+    /// memory's from now on, even on failure).
+    fn add_region_with(
+        &self,
+        start: u64,
+        end: u64,
+        prot: u32,
+        fcm: ObjRef<dyn Fcm>,
+    ) -> Result<(), SyscallError> {
         let mut n = self.nregions.lock();
         if *n >= MAX_REGIONS {
+            fcm::retire(fcm);
             return Err(SyscallError::NoMemory);
         }
         let slot = *n;
@@ -322,12 +166,10 @@ impl Memory {
         };
         let cpu = cobj::cpu();
         if !self.regions.call(&cpu.request(), |r| r.add_region(region)) {
+            fcm::retire(fcm);
             return Err(SyscallError::InvalidArgument);
         }
-        self.slots[slot].set(Slot {
-            region,
-            fcm: Fcm::new(source),
-        });
+        self.slots[slot].set(Slot { region, fcm });
         *n += 1;
         Ok(())
     }
@@ -400,7 +242,7 @@ impl Memory {
     /// map it.
     fn install(&self, slot: usize, k: u64, pa: u64, writable: bool) -> Result<(), SyscallError> {
         let s = self.slots[slot].get().expect("region slot set");
-        s.fcm.pages.lock().insert(k, pa);
+        fcm::call(s.fcm, |f| f.install(k, pa));
         self.space
             .lock()
             .set_leaf(
@@ -460,94 +302,43 @@ impl Memory {
         if (write && prot & PROT_WRITE == 0) || (exec && prot & PROT_EXEC == 0) {
             return Err(FaultError::Segv);
         }
-        let fcm = &self.slots[(region.prot >> 8) as usize]
+        let slot = self.slots[(region.prot >> 8) as usize]
             .get()
-            .ok_or(FaultError::Segv)?
-            .fcm;
-        let va = addr & !(PAGE_SIZE - 1);
-        let k = (va - region.start) / PAGE_SIZE;
-        let writable = prot & PROT_WRITE != 0;
-        let oom = |_| FaultError::OutOfMemory;
-        let mut list = fcm.pages.lock();
-        let (pa, map_writable) = match list.get(&k).copied() {
-            None => {
-                self.charge().map_err(oom)?;
-                let e = match fcm.fill(k, writable) {
-                    Ok(e) => e,
-                    Err(_) => {
-                        self.pages.fetch_sub(1, Ordering::Relaxed);
-                        return Err(FaultError::OutOfMemory);
-                    }
-                };
-                if e & NOT_OWNED != 0 {
-                    self.pages.fetch_sub(1, Ordering::Relaxed);
-                    self.fault_around(&region, fcm, &mut list, k);
-                }
-                list.insert(k, e);
-                (e & !NOT_OWNED, writable && e & NOT_OWNED == 0)
-            }
-            Some(e) if e & NOT_OWNED != 0 => (e & !NOT_OWNED, false),
-            Some(e) if share_count(e).load(Ordering::Acquire) == 0 => (e, writable),
-            Some(e) if write => {
-                // Copy on write: this process's own copy of a shared page.
-                let new = pages::alloc_zeroed().ok_or(FaultError::OutOfMemory)?;
-                // SAFETY: both frames are in the direct map; `new` is ours
-                // and `e` is held (shared) by this FCM.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        arch::phys_to_virt(e) as *const u8,
-                        arch::phys_to_virt(new) as *mut u8,
-                        PAGE_SIZE as usize,
+            .ok_or(FaultError::Segv)?;
+        let k = (addr - region.start) / PAGE_SIZE;
+        let access = Access {
+            write,
+            writable: prot & PROT_WRITE != 0,
+            region_pages: (region.end - region.start) / PAGE_SIZE,
+        };
+        let charge = || self.charge().is_ok();
+        let exec_ok = prot & PROT_EXEC != 0;
+        let mut mapped = alloc::vec::Vec::new();
+        let r = fcm::call(slot.fcm, |f| {
+            f.resolve(k, access, &charge, &mut |j, pa, writable| {
+                let va = region.start + j * PAGE_SIZE;
+                let ok = self
+                    .space
+                    .lock()
+                    .set_leaf(
+                        va,
+                        pa,
+                        PageFlags {
+                            writable,
+                            executable: exec_ok,
+                        },
                     )
-                };
-                list.insert(k, new);
-                release(e);
-                (new, true)
-            }
-            Some(e) => (e, false),
-        };
-        self.space
-            .lock()
-            .set_leaf(
-                va,
-                pa,
-                PageFlags {
-                    writable: map_writable,
-                    executable: prot & PROT_EXEC != 0,
-                },
-            )
-            .map_err(|_| FaultError::OutOfMemory)?;
-        drop(list);
-        arch::flush_tlb_page(va);
-        Ok(())
-    }
-
-    /// Map the image pages around page `k` of read-only `region` that
-    /// can be mapped in place too: a program's code is read in a burst,
-    /// and each fault costs hundreds of emulated instructions.
-    fn fault_around(&self, region: &Region, fcm: &Fcm, list: &mut BTreeMap<u64, u64>, k: u64) {
-        let pages = (region.end - region.start) / PAGE_SIZE;
-        let (lo, hi) = (
-            k.saturating_sub(FAULT_AROUND),
-            (k + FAULT_AROUND + 1).min(pages),
-        );
-        let flags = PageFlags {
-            writable: false,
-            executable: region.prot & PROT_EXEC != 0,
-        };
-        let mut space = self.space.lock();
-        for j in (lo..hi).filter(|&j| j != k) {
-            if list.contains_key(&j) {
-                continue;
-            }
-            let Some(pa) = fcm.in_place(j) else { continue };
-            if space
-                .set_leaf(region.start + j * PAGE_SIZE, pa, flags)
-                .is_ok()
-            {
-                list.insert(j, pa | NOT_OWNED);
-            }
+                    .is_ok();
+                if ok && j == k {
+                    mapped.push(va);
+                }
+                ok
+            })
+        });
+        for va in mapped {
+            arch::flush_tlb_page(va);
         }
+        r
     }
 
     /// The caller's memory `[ptr, ptr + len)`, every page of it mapped
@@ -574,28 +365,19 @@ impl Memory {
     pub fn fork(&self) -> Result<Self, SyscallError> {
         let child = Self::new(self.replicated, self.limit * PAGE_SIZE)?;
         let n = *self.nregions.lock();
-        let cpu = cobj::cpu();
-        let mut space = self.space.lock();
         for slot in 0..n {
             let s = self.slots[slot].get().expect("region slot set");
-            child.slots[slot].set(Slot {
-                region: s.region,
-                fcm: s.fcm.fork(),
-            });
-            if s.region.prot & PROT_WRITE != 0 {
-                for (&k, &e) in s.fcm.pages.lock().iter() {
-                    if e & NOT_OWNED == 0 {
-                        space.write_protect(s.region.start + k * PAGE_SIZE);
-                    }
+            let writable = s.region.prot & PROT_WRITE != 0;
+            let obj = fcm::fork_object(s.fcm, &mut |k| {
+                if writable {
+                    self.space
+                        .lock()
+                        .write_protect(s.region.start + k * PAGE_SIZE);
                 }
-            }
-            child
-                .regions
-                .call(&cpu.request(), |c| c.add_region(s.region));
+            })?;
+            child.add_region_with(s.region.start, s.region.end, s.region.prot & PROT_BITS, obj)?;
         }
-        drop(space);
         arch::flush_tlb();
-        *child.nregions.lock() = n;
         child
             .pages
             .store(self.pages.load(Ordering::Relaxed), Ordering::Relaxed);
@@ -608,24 +390,17 @@ impl Memory {
 
 impl Drop for Memory {
     fn drop(&mut self) {
-        // The FCMs free their pages as they drop with `slots`; the region
-        // list object waits for a quiescent moment.
-        DEAD_REGIONS.lock().push(self.regions);
-    }
-}
-
-/// Destroy the region lists of ended processes (from an idle CPU, outside
-/// any request).
-pub fn reap_regions() {
-    loop {
-        let Some(obj) = DEAD_REGIONS.lock().pop() else {
-            return;
-        };
+        // Frames go back now; the emptied objects wait in their pools.
+        let n = *self.nregions.lock();
         let cpu = cobj::cpu();
-        if cpu.destroy(obj).is_err() {
-            DEAD_REGIONS.lock().push(obj);
-            return;
+        for s in self.slots[..n].iter().filter_map(|s| s.get()) {
+            self.regions
+                .call(&cpu.request(), |r| r.remove_region(s.region.start));
+            fcm::retire(s.fcm);
         }
+        LIST_POOL[self.replicated as usize]
+            .lock()
+            .push(self.regions);
     }
 }
 

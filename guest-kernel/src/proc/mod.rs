@@ -18,6 +18,7 @@
 //! every remaining process is killed, and once all are gone the CPUs
 //! leave the scheduler and the kernel gets init's status.
 
+pub mod fcm;
 pub mod mm;
 pub mod sched;
 
@@ -629,22 +630,6 @@ fn thread_create(p: &Arc<Process>, args: [u64; 5]) -> Result<i64, SyscallError> 
     Ok(tid as i64)
 }
 
-/// Reclaim what ended processes left for a quiet moment (from an idle
-/// CPU, outside any request). One CPU at a time.
-///
-/// Also called from a system call when the object table is full: waiting
-/// for other CPUs' quiescent points there is safe because no CPU ever
-/// waits, interrupts off, for this one to pass one (a second reaper backs
-/// off instead), and the waiter holds no lock.
-pub fn reap_objects() {
-    static REAPING: AtomicBool = AtomicBool::new(false);
-    if REAPING.swap(true, Ordering::Acquire) {
-        return;
-    }
-    mm::reap_regions();
-    REAPING.store(false, Ordering::Release);
-}
-
 /// Run `program` as process 1 with argument block `args` on every CPU
 /// until it and every other process have ended; returns its status word.
 pub fn run_init(program: &str, args: &[u8]) -> Result<u64, SyscallError> {
@@ -658,7 +643,6 @@ pub fn run_init(program: &str, args: &[u8]) -> Result<u64, SyscallError> {
         return Err(e);
     }
     smp::run_on_all(|_| sched::cpu_main());
-    mm::reap_regions();
     ACTIVE.store(false, Ordering::Release);
     Ok(INIT_STATUS.load(Ordering::Acquire))
 }

@@ -324,7 +324,6 @@ fn next_thread() -> Option<Arc<Thread>> {
         if DONE.load(Ordering::Acquire) {
             return None;
         }
-        super::reap_objects();
         mine.idle.store(true, Ordering::Release);
         arch::disable_interrupts();
         if mine.queued.load(Ordering::Acquire) == 0 && !DONE.load(Ordering::Acquire) {

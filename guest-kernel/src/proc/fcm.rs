@@ -1,0 +1,389 @@
+//! The File Cache Manager (FCM), K42's memory object: the pages of one
+//! region's contents — zero-filled anonymous memory, or a program
+//! segment from the image — as a clustered object, reached through the
+//! kernel's object table so that its implementation can be swapped (a
+//! distributed page cache is the file server's; here one shared rep
+//! serves every CPU).
+//!
+//! Pages belong to FCMs, never to page tables. An FCM resolves a page
+//! for a fault and maps it *while holding its page lock* (through the
+//! caller's `map`), so that no CPU maps a frame another has just
+//! replaced. `fork` copies the page list for the child, counting one
+//! more sharer of each page in [`SHARES`]; a write to a shared page
+//! copies it (copy-on-write), a write to a page whose other sharers are
+//! gone just makes it writable again. Read-only image pages that lie
+//! whole in the image are mapped from it in place, owned by no one, with
+//! their neighbours (fault-around).
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU16, Ordering};
+
+use k42_abi::layout::PAGE_SIZE;
+use k42_abi::syscall::SyscallError;
+use k42_cobj::ObjRef;
+use k42_cobj::env::CpuEnv;
+use k42_cobj::root::{Rep, Root};
+
+use super::mm::FaultError;
+use crate::mm::pages;
+use crate::sync::{InitOnce, SpinLock};
+use crate::{arch, cobj};
+
+/// Pages on each side of a faulting image page mapped with it.
+const FAULT_AROUND: u64 = 8;
+
+/// Tag in an FCM's page list: the frame is not the FCM's (an image page).
+const NOT_OWNED: u64 = 1;
+
+/// Extra sharers of each frame (0: one owner), by frame number.
+static SHARES: InitOnce<Box<[AtomicU16]>> = InitOnce::new();
+
+fn shares() -> &'static [AtomicU16] {
+    SHARES.get_or_init(|| {
+        let top = crate::boot::boot_info()
+            .regions()
+            .iter()
+            .map(|r| r.start + r.len)
+            .max()
+            .unwrap_or(0);
+        (0..top / PAGE_SIZE).map(|_| AtomicU16::new(0)).collect()
+    })
+}
+
+fn share_count(pa: u64) -> &'static AtomicU16 {
+    &shares()[(pa / PAGE_SIZE) as usize]
+}
+
+/// Drop one owner's hold on frame `pa`; the last one frees it.
+pub(super) fn release(pa: u64) {
+    let s = share_count(pa);
+    let mut n = s.load(Ordering::Acquire);
+    loop {
+        if n == 0 {
+            pages::free(pa);
+            return;
+        }
+        match s.compare_exchange(n, n - 1, Ordering::AcqRel, Ordering::Acquire) {
+            Ok(_) => return,
+            Err(now) => n = now,
+        }
+    }
+}
+
+/// Where an FCM's pages come from.
+#[derive(Clone)]
+pub enum Source {
+    /// Zero-filled pages (anonymous memory).
+    Zero,
+    /// A program segment: `file` bytes appear at region offset `at`; a
+    /// PIE's relocations (address, value), applied as pages are filled,
+    /// in a region starting at `start`.
+    Image {
+        file: &'static [u8],
+        at: u64,
+        start: u64,
+        relocs: Arc<Vec<(u64, u64)>>,
+    },
+}
+
+impl Source {
+    /// The relocations that fall in page `k`.
+    fn relocs_in(&self, k: u64) -> &[(u64, u64)] {
+        let Source::Image { start, relocs, .. } = self else {
+            return &[];
+        };
+        let lo = start + k * PAGE_SIZE;
+        let a = relocs.partition_point(|r| r.0 < lo);
+        let b = relocs.partition_point(|r| r.0 < lo + PAGE_SIZE);
+        &relocs[a..b]
+    }
+}
+
+/// What a fault asks of an FCM.
+#[derive(Clone, Copy, Debug)]
+pub struct Access {
+    /// The page is written.
+    pub write: bool,
+    /// The region allows writing (else pages are mapped read-only).
+    pub writable: bool,
+    /// Pages in the region (fault-around stays inside it).
+    pub region_pages: u64,
+}
+
+/// The FCM interface.
+pub trait Fcm: Send + Sync {
+    /// Resolve page `k` for `access`: find it, fill it (charging each new
+    /// private page with `charge`, which may refuse), or copy it on
+    /// write, then `map(k, frame, writable)` it — and any neighbours
+    /// mapped with it — while the page list is locked.
+    fn resolve(
+        &self,
+        k: u64,
+        access: Access,
+        charge: &dyn Fn() -> bool,
+        map: &mut dyn FnMut(u64, u64, bool) -> bool,
+    ) -> Result<(), FaultError>;
+    /// Put the caller's frame `pa` (zeroed or filled, charged) at page `k`.
+    fn install(&self, k: u64, pa: u64);
+    /// The contents, for a forked child's FCM: the same pages, now
+    /// shared copy-on-write (one more sharer each); `protect(k)` is called
+    /// for every private page so that the caller write-protects its
+    /// mapping.
+    fn snapshot(&self, protect: &mut dyn FnMut(u64)) -> (Source, BTreeMap<u64, u64>);
+    /// Take new contents (an FCM from the pool, or a forked child's),
+    /// letting go of any pages held.
+    fn reset(&self, source: Source, pages: BTreeMap<u64, u64>);
+    /// Give up every page (the process ended).
+    fn release_all(&self);
+}
+
+/// The shared FCM: one page list behind one lock.
+struct SharedFcm {
+    state: SpinLock<FcmState>,
+}
+
+/// An FCM's contents.
+struct FcmState {
+    source: Source,
+    /// Page index in the region → frame (| NOT_OWNED).
+    pages: BTreeMap<u64, u64>,
+}
+
+impl Source {
+    /// The image frame to map in place for page `k`, if the region is
+    /// read-only and the page lies whole, page-aligned, in the image.
+    fn in_place(&self, k: u64) -> Option<u64> {
+        let Source::Image { file, at, .. } = *self else {
+            return None;
+        };
+        if !self.relocs_in(k).is_empty() {
+            return None;
+        }
+        let lo = k * PAGE_SIZE;
+        if lo < at || lo + PAGE_SIZE > at + file.len() as u64 {
+            return None;
+        }
+        let va = file.as_ptr() as u64 + (lo - at);
+        if !va.is_multiple_of(PAGE_SIZE) {
+            return None;
+        }
+        arch::virt_to_phys(va)
+    }
+
+    /// A fresh frame for page `k`, filled from the source.
+    fn fill(&self, k: u64) -> Result<u64, SyscallError> {
+        let lo = k * PAGE_SIZE;
+        let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
+        if let Source::Image { file, at, .. } = *self {
+            let (from, to) = (lo.max(at), (lo + PAGE_SIZE).min(at + file.len() as u64));
+            if from < to {
+                let src = &file[(from - at) as usize..(to - at) as usize];
+                // SAFETY: the frame is ours and mapped in the direct map;
+                // `from - lo + len <= PAGE_SIZE`.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        src.as_ptr(),
+                        (arch::phys_to_virt(pa) + (from - lo)) as *mut u8,
+                        src.len(),
+                    )
+                };
+            }
+            for &(va, value) in self.relocs_in(k) {
+                let off = va & (PAGE_SIZE - 1);
+                // SAFETY: the frame is ours; relocations are 8-byte
+                // aligned (checked by elf::Program), so this word lies in
+                // the page.
+                unsafe { ((arch::phys_to_virt(pa) + off) as *mut u64).write_unaligned(value) };
+            }
+        }
+        Ok(pa)
+    }
+}
+
+impl Fcm for SharedFcm {
+    fn resolve(
+        &self,
+        k: u64,
+        access: Access,
+        charge: &dyn Fn() -> bool,
+        map: &mut dyn FnMut(u64, u64, bool) -> bool,
+    ) -> Result<(), FaultError> {
+        let mut state = self.state.lock();
+        let FcmState {
+            source,
+            pages: list,
+        } = &mut *state;
+        let (pa, writable) = match list.get(&k).copied() {
+            None => {
+                let e = match source.in_place(k).filter(|_| !access.writable) {
+                    Some(pa) => pa | NOT_OWNED,
+                    None => {
+                        if !charge() {
+                            return Err(FaultError::OutOfMemory);
+                        }
+                        source.fill(k).map_err(|_| FaultError::OutOfMemory)?
+                    }
+                };
+                list.insert(k, e);
+                if e & NOT_OWNED != 0 {
+                    fault_around(source, list, k, access, map);
+                }
+                (e & !NOT_OWNED, access.writable && e & NOT_OWNED == 0)
+            }
+            Some(e) if e & NOT_OWNED != 0 => (e & !NOT_OWNED, false),
+            Some(e) if share_count(e).load(Ordering::Acquire) == 0 => (e, access.writable),
+            Some(e) if access.write => {
+                // Copy on write: this process's own copy of a shared page.
+                if !charge() {
+                    return Err(FaultError::OutOfMemory);
+                }
+                let new = pages::alloc_zeroed().ok_or(FaultError::OutOfMemory)?;
+                // SAFETY: both frames are in the direct map; `new` is ours
+                // and `e` is held (shared) by this FCM.
+                unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        arch::phys_to_virt(e) as *const u8,
+                        arch::phys_to_virt(new) as *mut u8,
+                        PAGE_SIZE as usize,
+                    )
+                };
+                list.insert(k, new);
+                release(e);
+                (new, true)
+            }
+            Some(e) => (e, false),
+        };
+        if map(k, pa, writable) {
+            Ok(())
+        } else {
+            Err(FaultError::OutOfMemory)
+        }
+    }
+
+    fn install(&self, k: u64, pa: u64) {
+        self.state.lock().pages.insert(k, pa);
+    }
+
+    fn snapshot(&self, protect: &mut dyn FnMut(u64)) -> (Source, BTreeMap<u64, u64>) {
+        let state = self.state.lock();
+        for (&k, &e) in state.pages.iter() {
+            if e & NOT_OWNED == 0 {
+                share_count(e).fetch_add(1, Ordering::AcqRel);
+                protect(k);
+            }
+        }
+        (state.source.clone(), state.pages.clone())
+    }
+
+    fn reset(&self, source: Source, pages: BTreeMap<u64, u64>) {
+        let old = core::mem::replace(&mut *self.state.lock(), FcmState { source, pages });
+        release_pages(&old.pages);
+    }
+
+    fn release_all(&self) {
+        let old = core::mem::take(&mut self.state.lock().pages);
+        release_pages(&old);
+    }
+}
+
+/// Let go of every page in `pages` that is the FCM's own.
+fn release_pages(pages: &BTreeMap<u64, u64>) {
+    for &e in pages.values() {
+        if e & NOT_OWNED == 0 {
+            release(e);
+        }
+    }
+}
+
+/// Map the image pages around page `k` that can be mapped in place too:
+/// a program's code is read in a burst, and each fault costs hundreds of
+/// emulated instructions.
+fn fault_around(
+    source: &Source,
+    list: &mut BTreeMap<u64, u64>,
+    k: u64,
+    access: Access,
+    map: &mut dyn FnMut(u64, u64, bool) -> bool,
+) {
+    let (lo, hi) = (
+        k.saturating_sub(FAULT_AROUND),
+        (k + FAULT_AROUND + 1).min(access.region_pages),
+    );
+    for j in (lo..hi).filter(|&j| j != k) {
+        if list.contains_key(&j) {
+            continue;
+        }
+        let Some(pa) = source.in_place(j) else {
+            continue;
+        };
+        if map(j, pa, false) {
+            list.insert(j, pa | NOT_OWNED);
+        }
+    }
+}
+
+impl Drop for SharedFcm {
+    fn drop(&mut self) {
+        release_pages(&self.state.lock().pages);
+    }
+}
+
+/// The shared FCM's root: one rep for every CPU.
+struct SharedRoot {
+    rep: Rep<dyn Fcm>,
+}
+
+impl Root<dyn Fcm> for SharedRoot {
+    fn rep_for(&self, _: usize, _: &dyn CpuEnv) -> &Rep<dyn Fcm> {
+        &self.rep
+    }
+    fn name(&self) -> &'static str {
+        "shared"
+    }
+}
+
+/// FCM objects of ended processes, emptied, for new regions to reuse:
+/// making and destroying a clustered object costs a millisecond or more
+/// while the kernel runs emulated, and a reused object needs no
+/// quiescence (only its process's threads ever called it, and they are
+/// gone).
+static POOL: SpinLock<Vec<ObjRef<dyn Fcm>>> = SpinLock::new(Vec::new());
+
+/// An FCM object with `source` and `pages`: one from the pool, or new.
+pub fn create(source: Source, pages: BTreeMap<u64, u64>) -> Result<ObjRef<dyn Fcm>, SyscallError> {
+    if let Some(obj) = POOL.lock().pop() {
+        call(obj, |f| f.reset(source, pages));
+        return Ok(obj);
+    }
+    let root: Box<dyn Root<dyn Fcm>> = Box::new(SharedRoot {
+        rep: Rep::new(Box::new(SharedFcm {
+            state: SpinLock::new(FcmState { source, pages }),
+        }) as Box<dyn Fcm>),
+    });
+    cobj::system().create(root).ok_or(SyscallError::NoMemory)
+}
+
+/// A copy of FCM `obj` for a forked child (see [`Fcm::snapshot`]).
+pub fn fork_object(
+    obj: ObjRef<dyn Fcm>,
+    protect: &mut dyn FnMut(u64),
+) -> Result<ObjRef<dyn Fcm>, SyscallError> {
+    let (source, pages) = call(obj, |f| f.snapshot(protect));
+    let shared = pages.clone();
+    create(source, pages).inspect_err(|_| release_pages(&shared))
+}
+
+/// Empty `obj` and keep it for reuse.
+pub fn retire(obj: ObjRef<dyn Fcm>) {
+    call(obj, |f| f.release_all());
+    POOL.lock().push(obj);
+}
+
+/// Call `f` on the FCM `obj` from this CPU.
+pub fn call<R>(obj: ObjRef<dyn Fcm>, f: impl FnOnce(&(dyn Fcm + 'static)) -> R) -> R {
+    let cpu = cobj::cpu();
+    obj.call(&cpu.request(), f)
+}
