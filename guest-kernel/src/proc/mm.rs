@@ -313,7 +313,10 @@ impl Memory {
         };
         let charge = || self.charge().is_ok();
         let exec_ok = prot & PROT_EXEC != 0;
-        let mut mapped = alloc::vec::Vec::new();
+        // The faulting page is flushed from this CPU's TLB once mapped
+        // (no allocation here: heap calls cost hundreds of emulated
+        // instructions).
+        let mut mapped = None;
         let r = fcm::call(slot.fcm, |f| {
             f.resolve(k, access, &charge, &mut |j, pa, writable| {
                 let va = region.start + j * PAGE_SIZE;
@@ -330,12 +333,12 @@ impl Memory {
                     )
                     .is_ok();
                 if ok && j == k {
-                    mapped.push(va);
+                    mapped = Some(va);
                 }
                 ok
             })
         });
-        for va in mapped {
+        if let Some(va) = mapped {
             arch::flush_tlb_page(va);
         }
         r
