@@ -79,6 +79,18 @@ fn check_full_boot(vcpus: u32) {
         "{}",
         describe(&out)
     );
+    // The default command line then starts init, which runs init.rc.
+    for line in [
+        "hello, world from process 2",
+        "init: 1 program(s) run, 0 failed",
+        "k42: init exited with status 0",
+    ] {
+        assert!(
+            stdout(&out).contains(line),
+            "no {line:?}\n{}",
+            describe(&out)
+        );
+    }
 }
 
 #[test]

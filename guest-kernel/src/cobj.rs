@@ -22,12 +22,19 @@ const CAPACITY: usize = 32;
 /// up to 8 regions (a process with more competes for the slack).
 const OBJECTS_PER_PROCESS: usize = 9;
 
-/// Table size: the kernel's own objects, plus the objects of every
-/// process allowed (`proc.max`), twice over: processes' objects are
+/// Table size: the kernel's own objects, plus (when processes run, with
+/// `init=`) the objects of every process allowed (`proc.max`), twice
+/// over: processes' objects are
 /// pooled and reused, never destroyed, so the table holds the most that
 /// were ever alive at once.
 fn capacity() -> usize {
-    CAPACITY + 2 * OBJECTS_PER_PROCESS * crate::boot::options().proc_max as usize
+    let opts = crate::boot::options();
+    let procs = if opts.init.is_some() {
+        opts.proc_max as usize
+    } else {
+        0
+    };
+    CAPACITY + 2 * OBJECTS_PER_PROCESS * procs
 }
 
 /// The kernel as a clustered-object platform.

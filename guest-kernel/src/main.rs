@@ -153,22 +153,19 @@ fn boot_cpu_main(magic: u64) -> ! {
             failed += 1;
         }
     }
-    if let Some(init) = opts.init {
-        match run_init(init) {
-            Some(code) if failed == 0 => shutdown(code),
-            Some(_) => {}
-            None => failed += 1,
-        }
-    }
     if failed == 0 {
         println!("k42: {} tests passed", tests.len());
-        shutdown(0)
     } else {
         println!(
             "k42: {failed} of {} tests or benchmarks FAILED",
             tests.len()
         );
-        shutdown(1)
+    }
+    // Processes run only on a kernel whose tests passed; the VM's exit
+    // code is then init's.
+    match opts.init {
+        Some(init) if failed == 0 => shutdown(run_init(init).unwrap_or(1)),
+        _ => shutdown(u8::from(failed > 0)),
     }
 }
 

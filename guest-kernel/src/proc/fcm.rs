@@ -19,7 +19,8 @@ use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU16, Ordering};
+use core::cell::UnsafeCell;
+use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 use k42_abi::layout::PAGE_SIZE;
 use k42_abi::syscall::SyscallError;
@@ -113,6 +114,23 @@ pub struct Access {
     pub region_pages: u64,
 }
 
+/// An FCM's contents, moved whole between FCMs (a new region's, a fork
+/// child's): its source and its page lists, by stripe.
+pub struct Contents {
+    source: Source,
+    stripes: Vec<(usize, BTreeMap<u64, u64>)>,
+}
+
+impl Contents {
+    /// No pages yet.
+    pub fn new(source: Source) -> Self {
+        Self {
+            source,
+            stripes: Vec::new(),
+        }
+    }
+}
+
 /// The FCM interface.
 pub trait Fcm: Send + Sync {
     /// Resolve page `k` for `access`: find it, fill it (charging each new
@@ -132,24 +150,85 @@ pub trait Fcm: Send + Sync {
     /// shared copy-on-write (one more sharer each); `protect(k)` is called
     /// for every private page so that the caller write-protects its
     /// mapping.
-    fn snapshot(&self, protect: &mut dyn FnMut(u64)) -> (Source, BTreeMap<u64, u64>);
+    fn snapshot(&self, protect: &mut dyn FnMut(u64)) -> Contents;
     /// Take new contents (an FCM from the pool, or a forked child's),
     /// letting go of any pages held.
-    fn reset(&self, source: Source, pages: BTreeMap<u64, u64>);
+    fn reset(&self, contents: Contents);
     /// Give up every page (the process ended).
     fn release_all(&self);
 }
 
-/// The shared FCM: one page list behind one lock.
+/// The FCM's implementation: one rep shared by every CPU, its page list
+/// split into [`STRIPES`] lists by runs of [`STRIPE_RUN`] pages, each
+/// behind its own lock, so that threads faulting different parts of one
+/// region do not wait for each other (a fault holds its list's lock
+/// while it allocates, fills and maps the page: most of a millisecond
+/// when emulated).
 struct SharedFcm {
-    state: SpinLock<FcmState>,
+    /// Where pages come from. Written only by `reset`, which is called
+    /// only on an FCM that no thread can reach yet (fresh from the pool,
+    /// or a fork child's before its region is published).
+    source: UnsafeCell<Source>,
+    /// Page index in the region → frame (| NOT_OWNED), by stripe.
+    stripes: [SpinLock<BTreeMap<u64, u64>>; STRIPES],
+    /// Stripes that may hold pages (bit per stripe), so that going over
+    /// every page (fork, exit) locks only those: most regions use one or
+    /// two, and each lock costs tens of emulated instructions.
+    used: AtomicU32,
 }
 
-/// An FCM's contents.
-struct FcmState {
-    source: Source,
-    /// Page index in the region → frame (| NOT_OWNED).
-    pages: BTreeMap<u64, u64>,
+// SAFETY: `source` is written only while no other CPU can reach the FCM
+// (see the field); everything else is behind locks.
+unsafe impl Sync for SharedFcm {}
+
+/// Page lists per FCM.
+const STRIPES: usize = 16;
+/// Consecutive pages kept in one list (fault-around stays within one).
+const STRIPE_RUN: u64 = 16;
+
+fn stripe_of(k: u64) -> usize {
+    ((k / STRIPE_RUN) % STRIPES as u64) as usize
+}
+
+impl SharedFcm {
+    fn new(contents: Contents) -> Self {
+        let f = Self {
+            source: UnsafeCell::new(Source::Zero),
+            stripes: [const { SpinLock::new(BTreeMap::new()) }; STRIPES],
+            used: AtomicU32::new(0),
+        };
+        f.reset(contents);
+        f
+    }
+
+    fn source(&self) -> &Source {
+        // SAFETY: see the field: no writer while the FCM is reachable.
+        unsafe { &*self.source.get() }
+    }
+
+    /// Put `e` at page `k`.
+    fn insert(&self, k: u64, e: u64) {
+        let i = stripe_of(k);
+        self.stripes[i].lock().insert(k, e);
+        self.mark(i);
+    }
+
+    /// Note that stripe `i` holds pages.
+    fn mark(&self, i: usize) {
+        if self.used.load(Ordering::Relaxed) & 1 << i == 0 {
+            self.used.fetch_or(1 << i, Ordering::Relaxed);
+        }
+    }
+
+    /// The stripes that may hold pages.
+    fn used_stripes(&self) -> impl Iterator<Item = &SpinLock<BTreeMap<u64, u64>>> {
+        let used = self.used.load(Ordering::Acquire);
+        self.stripes
+            .iter()
+            .enumerate()
+            .filter(move |(i, _)| used & 1 << i != 0)
+            .map(|(_, s)| s)
+    }
 }
 
 impl Source {
@@ -211,11 +290,10 @@ impl Fcm for SharedFcm {
         charge: &dyn Fn() -> bool,
         map: &mut dyn FnMut(u64, u64, bool) -> bool,
     ) -> Result<(), FaultError> {
-        let mut state = self.state.lock();
-        let FcmState {
-            source,
-            pages: list,
-        } = &mut *state;
+        let source = self.source();
+        let stripe = stripe_of(k);
+        let mut list = self.stripes[stripe].lock();
+        self.mark(stripe);
         let (pa, writable) = match list.get(&k).copied() {
             None => {
                 let e = match source.in_place(k).filter(|_| !access.writable) {
@@ -229,7 +307,7 @@ impl Fcm for SharedFcm {
                 };
                 list.insert(k, e);
                 if e & NOT_OWNED != 0 {
-                    fault_around(source, list, k, access, map);
+                    fault_around(source, &mut list, k, access, map);
                 }
                 (e & !NOT_OWNED, access.writable && e & NOT_OWNED == 0)
             }
@@ -264,28 +342,46 @@ impl Fcm for SharedFcm {
     }
 
     fn install(&self, k: u64, pa: u64) {
-        self.state.lock().pages.insert(k, pa);
+        self.insert(k, pa);
     }
 
-    fn snapshot(&self, protect: &mut dyn FnMut(u64)) -> (Source, BTreeMap<u64, u64>) {
-        let state = self.state.lock();
-        for (&k, &e) in state.pages.iter() {
-            if e & NOT_OWNED == 0 {
-                share_count(e).fetch_add(1, Ordering::AcqRel);
-                protect(k);
+    fn snapshot(&self, protect: &mut dyn FnMut(u64)) -> Contents {
+        let mut stripes = Vec::new();
+        for (i, s) in self.stripes.iter().enumerate() {
+            if self.used.load(Ordering::Acquire) & 1 << i == 0 {
+                continue;
             }
+            let pages = s.lock();
+            for (&k, &e) in pages.iter() {
+                if e & NOT_OWNED == 0 {
+                    share_count(e).fetch_add(1, Ordering::AcqRel);
+                    protect(k);
+                }
+            }
+            stripes.push((i, pages.clone()));
         }
-        (state.source.clone(), state.pages.clone())
+        Contents {
+            source: self.source().clone(),
+            stripes,
+        }
     }
 
-    fn reset(&self, source: Source, pages: BTreeMap<u64, u64>) {
-        let old = core::mem::replace(&mut *self.state.lock(), FcmState { source, pages });
-        release_pages(&old.pages);
+    fn reset(&self, contents: Contents) {
+        self.release_all();
+        // SAFETY: see the field: the caller alone can reach this FCM.
+        unsafe { *self.source.get() = contents.source };
+        for (i, pages) in contents.stripes {
+            *self.stripes[i].lock() = pages;
+            self.mark(i);
+        }
     }
 
     fn release_all(&self) {
-        let old = core::mem::take(&mut self.state.lock().pages);
-        release_pages(&old);
+        for s in self.used_stripes() {
+            let old = core::mem::take(&mut *s.lock());
+            release_pages(&old);
+        }
+        self.used.store(0, Ordering::Release);
     }
 }
 
@@ -308,9 +404,13 @@ fn fault_around(
     access: Access,
     map: &mut dyn FnMut(u64, u64, bool) -> bool,
 ) {
+    // Within the run of pages whose list is locked.
+    let run = k / STRIPE_RUN * STRIPE_RUN;
     let (lo, hi) = (
-        k.saturating_sub(FAULT_AROUND),
-        (k + FAULT_AROUND + 1).min(access.region_pages),
+        k.saturating_sub(FAULT_AROUND).max(run),
+        (k + FAULT_AROUND + 1)
+            .min(access.region_pages)
+            .min(run + STRIPE_RUN),
     );
     for j in (lo..hi).filter(|&j| j != k) {
         if list.contains_key(&j) {
@@ -327,7 +427,7 @@ fn fault_around(
 
 impl Drop for SharedFcm {
     fn drop(&mut self) {
-        release_pages(&self.state.lock().pages);
+        self.release_all();
     }
 }
 
@@ -353,16 +453,15 @@ impl Root<dyn Fcm> for SharedRoot {
 static POOL: SpinLock<Vec<ObjRef<dyn Fcm>>> = SpinLock::new(Vec::new());
 
 /// An FCM object with `source` and `pages`: one from the pool, or new.
-pub fn create(source: Source, pages: BTreeMap<u64, u64>) -> Result<ObjRef<dyn Fcm>, SyscallError> {
+pub fn create(contents: Contents) -> Result<ObjRef<dyn Fcm>, SyscallError> {
     if let Some(obj) = POOL.lock().pop() {
-        call(obj, |f| f.reset(source, pages));
+        call(obj, |f| f.reset(contents));
         return Ok(obj);
     }
     let root: Box<dyn Root<dyn Fcm>> = Box::new(SharedRoot {
-        rep: Rep::new(Box::new(SharedFcm {
-            state: SpinLock::new(FcmState { source, pages }),
-        }) as Box<dyn Fcm>),
+        rep: Rep::new(Box::new(SharedFcm::new(contents)) as Box<dyn Fcm>),
     });
+    // When the table is full the root drops, letting go of the pages.
     cobj::system().create(root).ok_or(SyscallError::NoMemory)
 }
 
@@ -371,9 +470,7 @@ pub fn fork_object(
     obj: ObjRef<dyn Fcm>,
     protect: &mut dyn FnMut(u64),
 ) -> Result<ObjRef<dyn Fcm>, SyscallError> {
-    let (source, pages) = call(obj, |f| f.snapshot(protect));
-    let shared = pages.clone();
-    create(source, pages).inspect_err(|_| release_pages(&shared))
+    create(call(obj, |f| f.snapshot(protect)))
 }
 
 /// Empty `obj` and keep it for reuse.

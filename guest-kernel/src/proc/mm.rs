@@ -140,7 +140,7 @@ impl Memory {
         prot: u32,
         source: Source,
     ) -> Result<(), SyscallError> {
-        let fcm = fcm::create(source, alloc::collections::BTreeMap::new())?;
+        let fcm = fcm::create(fcm::Contents::new(source))?;
         self.add_region_with(start, end, prot, fcm)
     }
 
