@@ -18,6 +18,7 @@ const REQUIRED_TESTS: &[&str] = &[
     "cobj.process",
     "cobj.swap_under_load",
     "hypercall.errors",
+    "hypercall.zero_pages",
     "ipi.ping_pong",
     "mm.frames_all_cpus",
     "mm.heap_all_cpus",

@@ -82,3 +82,58 @@ fn bad_hypercalls_get_error_codes() -> TestResult {
     Ok(())
 }
 kernel_test!("hypercall.errors", bad_hypercalls_get_error_codes);
+
+/// `ZeroPages` clears the frames listed, and refuses a bad list whole:
+/// a frame of it that was fine stays untouched.
+fn zero_pages_checks_every_frame_first() -> TestResult {
+    use HypercallResult::{BadAddress, InvalidArgument, TooLong};
+    let mem = boot::boot_info().mem_size;
+    let Some(frame) = crate::mm::pages::alloc_zeroed() else {
+        return Err("no frame for the test".into());
+    };
+    let page = arch::phys_to_virt(frame) as *mut u64;
+    let mark = |v: u64| {
+        // SAFETY: the frame is this test's, in the direct map.
+        unsafe { (page.write_volatile(v), page.add(511).write_volatile(v)) };
+    };
+    // SAFETY: as above.
+    let read = || unsafe { (page.read_volatile(), page.add(511).read_volatile()) };
+    mark(0x5a5a);
+    let zp = HypercallNr::ZeroPages as u32;
+    let mut list = [frame, mem + (1 << 20)];
+    let list_pa = arch::virt_to_phys(list.as_ptr() as u64).unwrap();
+    let outside = call(zp, 0, [list_pa, 2, 0, 0]);
+    list[1] = frame + 8;
+    let unaligned = call(zp, 0, [list_pa, 2, 0, 0]);
+    let too_many = call(
+        zp,
+        0,
+        [list_pa, k42_abi::hypercall::MAX_ZERO_PAGES + 1, 0, 0],
+    );
+    let bad_list = call(zp, 0, [mem + (1 << 20), 1, 0, 0]);
+    let kept = read();
+    let good = call(zp, 0, [list_pa, 1, 0, 0]);
+    let cleared = read();
+    crate::mm::pages::free(frame);
+    check!(
+        outside == BadAddress as i64,
+        "a frame outside RAM got {outside}"
+    );
+    check!(
+        unaligned == InvalidArgument as i64,
+        "an unaligned frame got {unaligned}"
+    );
+    check!(too_many == TooLong as i64, "too many frames got {too_many}");
+    check!(
+        bad_list == BadAddress as i64,
+        "a list outside RAM got {bad_list}"
+    );
+    check!(
+        kept == (0x5a5a, 0x5a5a),
+        "a refused call changed the frame: {kept:?}"
+    );
+    check!(good == 1, "a good call got {good}");
+    check!(cleared == (0, 0), "the frame was not cleared: {cleared:?}");
+    Ok(())
+}
+kernel_test!("hypercall.zero_pages", zero_pages_checks_every_frame_first);
