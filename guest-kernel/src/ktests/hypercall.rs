@@ -100,19 +100,27 @@ fn zero_pages_checks_every_frame_first() -> TestResult {
     let read = || unsafe { (page.read_volatile(), page.add(511).read_volatile()) };
     mark(0x5a5a);
     let zp = HypercallNr::ZeroPages as u32;
-    let mut list = [frame, mem + (1 << 20)];
-    let list_pa = arch::virt_to_phys(list.as_ptr() as u64).unwrap();
-    let outside = call(zp, 0, [list_pa, 2, 0, 0]);
-    list[1] = frame + 8;
-    let unaligned = call(zp, 0, [list_pa, 2, 0, 0]);
+    // The lists are read by k42vmm through their physical addresses:
+    // black_box keeps them in memory as written.
+    let pa_of =
+        |l: &[u64; 2]| arch::virt_to_phys(core::hint::black_box(l).as_ptr() as u64).unwrap();
+    let with_outside = [frame, mem + (1 << 20)];
+    let with_unaligned = [frame, frame + 8];
+    let outside = call(zp, 0, [pa_of(&with_outside), 2, 0, 0]);
+    let unaligned = call(zp, 0, [pa_of(&with_unaligned), 2, 0, 0]);
     let too_many = call(
         zp,
         0,
-        [list_pa, k42_abi::hypercall::MAX_ZERO_PAGES + 1, 0, 0],
+        [
+            pa_of(&with_outside),
+            k42_abi::hypercall::MAX_ZERO_PAGES + 1,
+            0,
+            0,
+        ],
     );
     let bad_list = call(zp, 0, [mem + (1 << 20), 1, 0, 0]);
     let kept = read();
-    let good = call(zp, 0, [list_pa, 1, 0, 0]);
+    let good = call(zp, 0, [pa_of(&with_outside), 1, 0, 0]);
     let cleared = read();
     crate::mm::pages::free(frame);
     check!(
