@@ -201,7 +201,7 @@ fn fork_exec_kill_threads_and_system_call_errors() {
         &[
             "parent kept 5: ok",
             "hello, world from process",
-            "args: hello from-exec",
+            "args: hello from-exec; env: K42=1",
             "exec of a missing program refused: ok",
             "spinning child ended Ok",
             "Killed)): ok",

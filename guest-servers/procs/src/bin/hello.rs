@@ -1,5 +1,5 @@
-//! `hello`: the smallest process: greets with its pid, CPU and
-//! arguments, and exits 0.
+//! `hello`: the smallest process: greets with its pid, CPU, arguments
+//! and environment, and exits 0.
 #![no_std]
 #![no_main]
 
@@ -16,6 +16,13 @@ fn run(start: Start) -> u8 {
     );
     for a in process::args(start.info) {
         print!(" {a}");
+    }
+    let mut env = process::env(start.info).peekable();
+    if env.peek().is_some() {
+        print!("; env:");
+        for e in env {
+            print!(" {e}");
+        }
     }
     println!();
     0
