@@ -5,7 +5,7 @@
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
     println!("cargo:rerun-if-changed={dir}/../user.ld");
-    for bin in ["init", "hello", "proctest", "proc-bench"] {
+    for bin in ["init", "hello", "proctest", "proc-bench", "ppctest"] {
         println!("cargo:rustc-link-arg-bin={bin}=-T{dir}/../user.ld");
         println!("cargo:rustc-link-arg-bin={bin}=--no-pie");
         println!("cargo:rustc-link-arg-bin={bin}=-znoexecstack");

@@ -131,6 +131,41 @@ pub enum Syscall {
     /// Keep the calling thread on CPU `rdi` from now on (moving it there
     /// first), or let it run anywhere again with `u64::MAX`.
     Pin = 17,
+    /// Become a PPC server and park the calling thread for good (it
+    /// returns only an error). Calls run at `rdi` (see [`ppc`]) on the
+    /// stack of their CPU: CPU `c`'s is the `rdx` bytes below `rsi + (c +
+    /// 1) * rdx`; messages are passed in CPU `c`'s [`ppc::MAX_MESSAGE`]
+    /// bytes at `r10 + c * MAX_MESSAGE`.
+    PpcServe = 18,
+    /// Call the server behind handle `rdi` on this CPU: method `rsi`,
+    /// argument `rdx`, message `r10`/`r8` (at most [`ppc::MAX_MESSAGE`]
+    /// bytes, replaced by the reply). Returns the server's result in
+    /// `rax` and the reply's length in `rdx`.
+    PpcCall = 19,
+    /// End the PPC call this thread serves: result `rdi`, reply of `rsi`
+    /// bytes left in this CPU's message buffer.
+    PpcReturn = 20,
+    /// The handle of process `rdi`'s server (a stand-in for the name
+    /// server, which is a server itself).
+    PpcLookup = 21,
+}
+
+/// Protected procedure calls: a call into another process's server on
+/// the caller's CPU. The kernel switches the CPU from the caller's thread
+/// to a thread of the server's at its entry, with `rdi` = the caller's
+/// pid (set by the kernel: unforgeable), `rsi` = method, `rdx` =
+/// argument, `rcx` = the message's address in the server, `r8` = its
+/// length; the server ends the call with [`Syscall::PpcReturn`].
+pub mod ppc {
+    /// Longest message (and reply).
+    pub const MAX_MESSAGE: u64 = 256;
+
+    /// A handle: a slot of the kernel's server table and the sequence
+    /// number of the server in it, so that a handle outliving its server
+    /// fails cleanly instead of reaching the slot's next owner.
+    pub const fn handle(index: u32, seq: u32) -> u64 {
+        (index as u64) << 32 | seq as u64
+    }
 }
 
 /// [`Syscall::Spawn`] flag: give the child a replicated Process object
@@ -173,6 +208,10 @@ impl Syscall {
             15 => Self::MapAnon,
             16 => Self::FreeFrames,
             17 => Self::Pin,
+            18 => Self::PpcServe,
+            19 => Self::PpcCall,
+            20 => Self::PpcReturn,
+            21 => Self::PpcLookup,
             _ => return None,
         })
     }
@@ -204,6 +243,16 @@ pub enum SyscallError {
     MultiThreaded = -10,
     /// Called outside a process (a kernel-run program).
     NotAProcess = -11,
+    /// A PPC handle whose server is gone (or never was).
+    StaleHandle = -12,
+    /// The server died during the call.
+    ServerDied = -13,
+    /// The server is already serving a call on this CPU.
+    Busy = -14,
+    /// A message longer than the limit.
+    TooLong = -15,
+    /// The server has no such method (servers return this).
+    NoSuchMethod = -16,
 }
 
 impl SyscallError {
@@ -221,6 +270,11 @@ impl SyscallError {
             -9 => Self::NoChildren,
             -10 => Self::MultiThreaded,
             -11 => Self::NotAProcess,
+            -12 => Self::StaleHandle,
+            -13 => Self::ServerDied,
+            -14 => Self::Busy,
+            -15 => Self::TooLong,
+            -16 => Self::NoSuchMethod,
             _ => return None,
         })
     }
@@ -239,6 +293,11 @@ impl SyscallError {
             Self::NoChildren => "no children",
             Self::MultiThreaded => "not allowed in a multithreaded process",
             Self::NotAProcess => "not a process",
+            Self::StaleHandle => "stale handle",
+            Self::ServerDied => "the server died",
+            Self::Busy => "the server is busy on this CPU",
+            Self::TooLong => "message too long",
+            Self::NoSuchMethod => "no such method",
         }
     }
 }

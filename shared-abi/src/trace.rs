@@ -532,6 +532,10 @@ catalogue! {
         switch = 3 instant(pid: u64, tid: u64);
         /// A user page fault was resolved.
         fault = 4 instant(pid: u64, address: hex);
+        /// A PPC call enters server `server` (its pid) with `method`.
+        ppc_call = 5 instant(server: u64, method: u64);
+        /// A PPC call returns from server `server` with `result`.
+        ppc_return = 6 instant(server: u64, result: i64);
     }
     /// Hypercalls to k42vmm.
     class hypercall = 6 {

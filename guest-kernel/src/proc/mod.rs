@@ -20,6 +20,7 @@
 
 pub mod fcm;
 pub mod mm;
+pub mod ppc;
 pub mod sched;
 
 use alloc::collections::BTreeMap;
@@ -59,6 +60,8 @@ pub struct Process {
     /// The status word the process ends with once killed (or exiting
     /// while other threads run); RUNNING otherwise.
     kill_status: AtomicU64,
+    /// A server's main thread, parked in `PpcServe` for good.
+    parked: SpinLock<Option<Arc<Thread>>>,
 }
 
 // SAFETY: `memory` is replaced only by exec, which requires the process
@@ -97,6 +100,15 @@ impl Process {
         let _ =
             self.kill_status
                 .compare_exchange(RUNNING, word, Ordering::AcqRel, Ordering::Acquire);
+        wake_parked(self);
+    }
+}
+
+/// Queue `p`'s parked server thread, if any, so that it ends (`p` was
+/// killed).
+fn wake_parked(p: &Process) {
+    if let Some(t) = p.parked.lock().take() {
+        sched::enqueue(t);
     }
 }
 
@@ -171,6 +183,7 @@ fn make_process(
             waiter: None,
         }),
         kill_status: AtomicU64::new(RUNNING),
+        parked: SpinLock::new(None),
     });
     TABLE.lock().procs.insert(pid, p.clone());
     if let Some(pp) = lookup(parent) {
@@ -226,15 +239,21 @@ fn spawn(parent: u32, name: &str, args: &[u8], flags: u64) -> Result<u32, Syscal
 /// A thread has ended (it is nobody's current any more): count it out;
 /// the last one ends the process.
 pub fn thread_ended(t: Arc<Thread>) {
+    ppc::worker_ended(&t);
     let p = t.process.clone();
     drop(t);
+    count_out(&p);
+}
+
+/// One thread of `p` fewer; the last one ends the process.
+fn count_out(p: &Arc<Process>) {
     let last = {
         let mut s = p.state.lock();
         s.threads -= 1;
         s.threads == 0
     };
     if last {
-        process_ended(&p);
+        process_ended(p);
     }
 }
 
@@ -253,6 +272,7 @@ fn process_ended(p: &Arc<Process>) {
         crate::mm::paging::activate_kernel();
     }
     drop(mem);
+    ppc::process_ended(p);
     let (children, zombies) = {
         let mut s = p.state.lock();
         s.ended = true;
@@ -430,6 +450,10 @@ pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
                 | Syscall::FreeFrames
                 | Syscall::Pin
                 | Syscall::Yield
+                | Syscall::PpcServe
+                | Syscall::PpcCall
+                | Syscall::PpcReturn
+                | Syscall::PpcLookup
         )
     );
     if !own {
@@ -479,6 +503,19 @@ pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
         Some(Syscall::ThreadCreate) => thread_create(p, args),
         Some(Syscall::MapAnon) => p.memory().map_anon(args[0]).map(|a| a as i64),
         Some(Syscall::FreeFrames) => Ok(mm::free_frames() as i64),
+        Some(Syscall::PpcServe) => match ppc::serve(&t, args, frame) {
+            Ok(()) => return Some(()),
+            Err(e) => Err(e),
+        },
+        Some(Syscall::PpcCall) => match ppc::call(&t, args, frame) {
+            Ok(()) => return Some(()),
+            Err(e) => Err(e),
+        },
+        Some(Syscall::PpcReturn) => match ppc::ret(&t, args, frame) {
+            Ok(()) => return Some(()),
+            Err(e) => Err(e),
+        },
+        Some(Syscall::PpcLookup) => ppc::lookup(args[0]).map(|h| h as i64),
         Some(Syscall::Pin) => match args[0] {
             u64::MAX => {
                 t.set_pin(None);

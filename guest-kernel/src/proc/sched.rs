@@ -49,6 +49,8 @@ pub struct Thread {
     pub process: Arc<Process>,
     /// The CPU it must run on (+1), or 0: any.
     pin: AtomicU32,
+    /// The PPC call this thread serves (a server's worker), if any.
+    pub ppc: SpinLock<Option<super::ppc::Pending>>,
     saved: UnsafeCell<Saved>,
 }
 
@@ -74,6 +76,7 @@ impl Thread {
             tid,
             process,
             pin: AtomicU32::new(0),
+            ppc: SpinLock::new(None),
             saved: UnsafeCell::new(Saved {
                 fpu: FpuState::initial(),
                 frame,
@@ -106,6 +109,12 @@ impl Thread {
 
     fn pinned(&self) -> Option<u32> {
         self.pin.load(Ordering::Relaxed).checked_sub(1)
+    }
+
+    /// Change the saved registers of a thread not yet published (a PPC
+    /// worker's arguments).
+    pub fn set_regs(&self, f: impl FnOnce(&mut TrapFrame)) {
+        f(&mut self.saved().frame);
     }
 
     /// Set the saved `rax` (a blocked system call's result). Only the
@@ -391,6 +400,15 @@ pub fn yield_current(frame: &mut TrapFrame) -> bool {
     // SAFETY: as in `switch_to_next`.
     *frame = clone_frame(unsafe { &*f });
     true
+}
+
+/// Make `t` this CPU's thread at once (a PPC hand-off: the caller or the
+/// server's worker), rewriting `frame`; the previous thread has been
+/// taken off already.
+pub fn hand_off(frame: &mut TrapFrame, t: Arc<Thread>) {
+    let f = install(t);
+    // SAFETY: as in `switch_to_next`.
+    *frame = clone_frame(unsafe { &*f });
 }
 
 /// Pin the current thread to `cpu` (or unpin it with `None`); if it runs

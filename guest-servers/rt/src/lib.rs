@@ -20,6 +20,7 @@
 #![no_std]
 
 pub mod heap;
+pub mod ppc;
 pub mod process;
 pub mod sync;
 pub mod sys;

@@ -79,6 +79,10 @@ const TRACE_CMDLINE: &str = "test=none bench=trace trace.subbuf=1M trace.subbufs
 /// calls, 64 pages and 20 fork cycles per vCPU).
 const PROC_CMDLINE: &str = "test=none init=init init.run=proc-bench";
 
+/// `ppctest bench`: a server process and a client thread kept on each
+/// vCPU, 1000 echo calls each.
+const PPC_CMDLINE: &str = "test=none init=init init.run=ppctest+bench+1000";
+
 /// A user-mode series made of the records called `record`.
 const fn user(label: &'static str, record: &'static str) -> Series {
     Series {
@@ -193,6 +197,14 @@ pub const BENCHMARKS: &[Benchmark] = &[
         timeout_s: 300,
     },
     Benchmark {
+        name: "ppc.call",
+        description: "protected procedure calls (8-byte echo) from a client thread kept on each vCPU into one server process, each served on the caller's CPU",
+        cmdline: PPC_CMDLINE,
+        op: "PPC round trips",
+        series: &[user("process", "ppc.call")],
+        timeout_s: 300,
+    },
+    Benchmark {
         name: "trace.event3",
         description: "trace events logged from user mode on every vCPU at once, each into its own CPU's buffers: enabled three-word events vs disabled ones (one mask test)",
         cmdline: TRACE_CMDLINE,
@@ -244,6 +256,11 @@ pub const SUITES: &[Suite] = &[
         name: "proc",
         description: "processes: system calls, page faults through the Process object (shared vs replicated), fork+exit+wait, per vCPU count",
         benchmarks: &["proc.syscall", "proc.fault", "proc.forkwait"],
+    },
+    Suite {
+        name: "ppc",
+        description: "protected procedure calls: round trips per vCPU count (each CPU calls its own worker of the server)",
+        benchmarks: &["ppc.call"],
     },
     Suite {
         name: "trace",

@@ -1,0 +1,293 @@
+//! Protected procedure calls (PPC, `k42_abi::syscall::ppc`): a call from
+//! a thread into another process's server that stays on the caller's
+//! CPU. The kernel takes the caller off the CPU, makes a worker thread of
+//! the server's at its entry on the server's stack for this CPU, with the
+//! caller's pid (set here, so unforgeable), the method, an argument and
+//! the message copied into the server's buffer for this CPU; the worker's
+//! `PpcReturn` hands the CPU straight back to the caller with the result
+//! and the reply. No other CPU is involved, and no run queue.
+//!
+//! ```text
+//! caller ──PpcCall──► [take caller off the CPU] ──► worker at entry (server's space)
+//! caller ◄──────────── [hand the CPU back] ◄──PpcReturn── worker ends
+//! ```
+//!
+//! Handles are (table slot, sequence number): a handle outliving its
+//! server is `StaleHandle`, never the slot's next owner. A server that
+//! dies during a call (fault, kill, exit) fails the call with
+//! `ServerDied`; callers never hang on a dead server. One call per server
+//! per CPU at a time (`Busy` otherwise). A server's main thread parks in
+//! `PpcServe` for good, keeping the process alive.
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use k42_abi::syscall::ppc::{MAX_MESSAGE, handle};
+use k42_abi::syscall::{SyscallError, USER_BASE, USER_TOP};
+use k42_abi::trace::ev;
+
+use super::Process;
+use super::sched::{self, Thread};
+use crate::arch::x86_64::interrupts::TrapFrame;
+use crate::sync::SpinLock;
+use crate::{percpu, smp, trace};
+
+/// A registered server.
+pub struct Server {
+    process: Arc<Process>,
+    entry: u64,
+    stacks: u64,
+    stack_size: u64,
+    msgs: u64,
+    /// A call is being served on this CPU.
+    busy: Box<[AtomicBool]>,
+    /// The worker thread kept for each CPU between calls (making one
+    /// costs hundreds of emulated instructions: a heap allocation and a
+    /// 700-byte register image).
+    workers: Box<[SpinLock<Option<Arc<Thread>>>]>,
+}
+
+impl Server {
+    fn stack_top(&self, cpu: u32) -> u64 {
+        self.stacks + (cpu as u64 + 1) * self.stack_size - 8
+    }
+    fn message(&self, cpu: u32) -> u64 {
+        self.msgs + cpu as u64 * MAX_MESSAGE
+    }
+}
+
+/// A call being served: who waits for it, where its reply goes.
+pub struct Pending {
+    caller: Arc<Thread>,
+    server: Arc<Server>,
+    cpu: u32,
+    /// The caller's message buffer and its length (the reply's limit).
+    buf: u64,
+    cap: u64,
+}
+
+struct Slot {
+    seq: u32,
+    server: Option<Arc<Server>>,
+}
+
+/// The server table; handles index it.
+static TABLE: SpinLock<Vec<Slot>> = SpinLock::new(Vec::new());
+
+fn server_of(h: u64) -> Option<Arc<Server>> {
+    let (index, seq) = ((h >> 32) as usize, h as u32);
+    let t = TABLE.lock();
+    let slot = t.get(index)?;
+    (slot.seq == seq).then(|| slot.server.clone()).flatten()
+}
+
+/// Make the calling process a server and park its thread.
+pub fn serve(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(), SyscallError> {
+    let (entry, stacks, stack_size, msgs) = (args[0], args[1], args[2], args[3]);
+    let n = smp::ncpus() as u64;
+    let user =
+        |a: u64, len: u64| a >= USER_BASE && a.checked_add(len).is_some_and(|e| e <= USER_TOP);
+    if !user(entry, 1) || !(4096..=1 << 20).contains(&stack_size) || !user(stacks, n * stack_size) {
+        return Err(SyscallError::InvalidArgument);
+    }
+    let p = &t.process;
+    // The message buffers are written by the kernel during calls: fault
+    // them in now, and refuse memory that is not the server's.
+    p.memory().user_range(msgs, n * MAX_MESSAGE, true)?;
+    let server = Arc::new(Server {
+        process: p.clone(),
+        entry,
+        stacks,
+        stack_size,
+        msgs,
+        busy: (0..n).map(|_| AtomicBool::new(false)).collect(),
+        workers: (0..n).map(|_| SpinLock::new(None)).collect(),
+    });
+    {
+        let mut table = TABLE.lock();
+        if table
+            .iter()
+            .any(|s| s.server.as_ref().is_some_and(|s| s.process.pid == p.pid))
+        {
+            return Err(SyscallError::InvalidArgument);
+        }
+        match table.iter_mut().find(|s| s.server.is_none()) {
+            Some(slot) => slot.server = Some(server),
+            None => table.push(Slot {
+                seq: 1,
+                server: Some(server),
+            }),
+        }
+    }
+    // Park the thread: it keeps the process alive until it is killed.
+    let me = sched::take_current(frame);
+    *p.parked.lock() = Some(me);
+    if p.killed() {
+        super::wake_parked(p);
+    }
+    sched::switch_to_next(frame);
+    Ok(())
+}
+
+/// The handle of process `pid`'s server.
+pub fn lookup(pid: u64) -> Result<u64, SyscallError> {
+    let t = TABLE.lock();
+    t.iter()
+        .enumerate()
+        .find(|(_, s)| {
+            s.server
+                .as_ref()
+                .is_some_and(|s| s.process.pid as u64 == pid)
+        })
+        .map(|(i, s)| handle(i as u32, s.seq))
+        .ok_or(SyscallError::NoSuchProcess)
+}
+
+/// A call from thread `t` on this CPU; `Ok` when the CPU now runs the
+/// server's worker.
+pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(), SyscallError> {
+    let (h, method, arg, buf, len) = (args[0], args[1], args[2], args[3], args[4]);
+    if len > MAX_MESSAGE {
+        return Err(SyscallError::TooLong);
+    }
+    let server = server_of(h).ok_or(SyscallError::StaleHandle)?;
+    if server.process.killed() {
+        return Err(SyscallError::ServerDied);
+    }
+    let mut msg = [0u8; MAX_MESSAGE as usize];
+    if len > 0 {
+        // Writable: the reply comes back here.
+        t.process.memory().user_range(buf, len, true)?;
+        // SAFETY: the range is the caller's memory, mapped (above) in its
+        // address space, which is loaded.
+        msg[..len as usize].copy_from_slice(unsafe {
+            core::slice::from_raw_parts(buf as *const u8, len as usize)
+        });
+    }
+    let cpu = percpu::cpu_id();
+    if server.busy[cpu as usize].swap(true, Ordering::Acquire) {
+        return Err(SyscallError::Busy);
+    }
+    let tid = {
+        let mut s = server.process.state.lock();
+        if s.ended {
+            server.busy[cpu as usize].store(false, Ordering::Release);
+            return Err(SyscallError::ServerDied);
+        }
+        s.threads += 1;
+        s.next_tid += 1;
+        s.next_tid - 1
+    };
+    let at = server.message(cpu);
+    let regs = |f: &mut TrapFrame| {
+        *f = sched::user_frame(
+            server.entry,
+            server.stack_top(cpu),
+            [t.process.pid as u64, method],
+        );
+        f.rdx = arg;
+        f.rcx = at;
+        f.r8 = len;
+    };
+    let worker = match server.workers[cpu as usize].lock().take() {
+        Some(w) => w,
+        None => Thread::new(tid, server.process.clone(), 0, 0, [0, 0]),
+    };
+    worker.set_regs(regs);
+    worker.set_pin(Some(cpu));
+    trace::log(ev::sched::ppc_call(server.process.pid as u64, method));
+    frame.rdx = 0;
+    let caller = sched::take_current(frame);
+    *worker.ppc.lock() = Some(Pending {
+        caller,
+        server: server.clone(),
+        cpu,
+        buf,
+        cap: len,
+    });
+    sched::hand_off(frame, worker);
+    // Now in the server's address space: the message into its buffer
+    // for this CPU (faulted in by `serve`).
+    if len > 0 && server.process.memory().user_range(at, len, true).is_ok() {
+        // SAFETY: the server's buffer for this CPU, mapped writable in its
+        // address space, which `hand_off` loaded.
+        unsafe { core::ptr::copy_nonoverlapping(msg.as_ptr(), at as *mut u8, len as usize) };
+    }
+    Ok(())
+}
+
+/// The end of the call worker `t` serves; `Ok` when the CPU is back with
+/// the caller (or moved on, if the caller was killed meanwhile).
+pub fn ret(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(), SyscallError> {
+    let (result, rlen) = (args[0], args[1]);
+    let pending = t.ppc.lock().take().ok_or(SyscallError::InvalidArgument)?;
+    if rlen > pending.cap {
+        *t.ppc.lock() = Some(pending);
+        return Err(SyscallError::TooLong);
+    }
+    let mut reply = [0u8; MAX_MESSAGE as usize];
+    let at = pending.server.message(pending.cpu);
+    if rlen > 0 {
+        if let Err(e) = t.process.memory().user_range(at, rlen, false) {
+            *t.ppc.lock() = Some(pending);
+            return Err(e);
+        }
+        // SAFETY: the server's buffer, mapped in its address space (loaded).
+        reply[..rlen as usize].copy_from_slice(unsafe {
+            core::slice::from_raw_parts(at as *const u8, rlen as usize)
+        });
+    }
+    trace::log(ev::sched::ppc_return(
+        pending.server.process.pid as u64,
+        result as i64,
+    ));
+    let worker = sched::drop_current().expect("the worker is current");
+    crate::mm::paging::activate_kernel();
+    // The worker waits in the server for the next call on this CPU; it
+    // counts as one of the server's threads only while it serves.
+    let server = pending.server.clone();
+    *server.workers[pending.cpu as usize].lock() = Some(worker);
+    server.busy[pending.cpu as usize].store(false, Ordering::Release);
+    super::count_out(&server.process);
+    let caller = pending.caller;
+    if caller.process.killed() {
+        super::thread_ended(caller);
+        sched::switch_to_next(frame);
+        return Ok(());
+    }
+    let (buf, process) = (pending.buf, caller.process.clone());
+    sched::hand_off(frame, caller);
+    let copied = rlen == 0 || process.memory().user_range(buf, rlen, true).is_ok();
+    if rlen > 0 && copied {
+        // SAFETY: the caller's buffer, mapped writable (just checked) in
+        // its address space, which `hand_off` loaded again.
+        unsafe { core::ptr::copy_nonoverlapping(reply.as_ptr(), buf as *mut u8, rlen as usize) };
+    }
+    frame.rax = result;
+    frame.rdx = if copied { rlen } else { 0 };
+    Ok(())
+}
+
+/// Worker `t` ended without returning (its server faulted, exited or was
+/// killed): fail the call it served.
+pub fn worker_ended(t: &Thread) {
+    let Some(p) = t.ppc.lock().take() else {
+        return;
+    };
+    p.server.busy[p.cpu as usize].store(false, Ordering::Release);
+    p.caller.set_result(SyscallError::ServerDied as i64 as u64);
+    sched::enqueue_on(p.cpu, p.caller);
+}
+
+/// Process `p` has ended: its handle goes stale.
+pub fn process_ended(p: &Process) {
+    let mut t = TABLE.lock();
+    for slot in t.iter_mut() {
+        if slot.server.as_ref().is_some_and(|s| s.process.pid == p.pid) {
+            slot.server = None;
+            slot.seq = slot.seq.wrapping_add(1);
+        }
+    }
+}

@@ -1,0 +1,93 @@
+//! Protected procedure calls (`k42_abi::syscall::ppc`): serving calls
+//! and making them.
+//!
+//! A server maps stacks and message buffers for every CPU and parks its
+//! main thread in [`serve`]; each call then runs `entry(caller, method,
+//! arg, message, len)` on the caller's CPU, which ends with [`reply`].
+
+use core::arch::asm;
+
+use k42_abi::syscall::ppc::MAX_MESSAGE;
+use k42_abi::syscall::{Syscall, SyscallError};
+
+use crate::sys::{syscall3, syscall5};
+
+/// A server's entry: `(caller pid, method, argument, message, length)`.
+pub type Entry = extern "C" fn(u64, u64, u64, *mut u8, u64) -> !;
+
+fn check(r: i64) -> Result<u64, SyscallError> {
+    if r >= 0 {
+        Ok(r as u64)
+    } else {
+        Err(SyscallError::from_raw(r).unwrap_or(SyscallError::InvalidArgument))
+    }
+}
+
+/// Become a server: calls run `entry` on CPU c's stack (`stack_size`
+/// bytes below `stacks + (c + 1) * stack_size`) with CPU c's message
+/// buffer (`MAX_MESSAGE` bytes at `msgs + c * MAX_MESSAGE`). Parks the
+/// calling thread for good; returns only an error.
+pub fn serve(entry: Entry, stacks: u64, stack_size: u64, msgs: u64) -> SyscallError {
+    let r = syscall5(
+        Syscall::PpcServe,
+        [entry as usize as u64, stacks, stack_size, msgs, 0],
+    );
+    SyscallError::from_raw(r).unwrap_or(SyscallError::InvalidArgument)
+}
+
+/// Call the server behind `handle`: `method`, `arg`, and the first `len`
+/// bytes of `msg` as the message, replaced by the reply. Returns the
+/// server's result and the reply's length.
+pub fn call(
+    handle: u64,
+    method: u64,
+    arg: u64,
+    msg: &mut [u8],
+    len: usize,
+) -> Result<(u64, usize), SyscallError> {
+    let len = len.min(msg.len()) as u64;
+    let (ret, reply): (i64, u64);
+    // SAFETY: the system-call site as in `sys::syscall3_raw`; PpcCall
+    // returns the reply length in rdx and may rewrite `msg[..len]`.
+    unsafe {
+        asm!(
+            "ud2",
+            ".byte 0x6b, 0x34, 0x32, 0x73",
+            inlateout("rax") Syscall::PpcCall as u64 => ret,
+            in("rdi") handle,
+            in("rsi") method,
+            inlateout("rdx") arg => reply,
+            in("r10") msg.as_mut_ptr() as u64,
+            in("r8") len,
+            options(nostack),
+        );
+    }
+    check(ret).map(|r| (r, reply as usize))
+}
+
+/// A call with a raw message length, unchecked here (for tests of the
+/// kernel's limit); the raw result.
+pub fn call_raw_len(handle: u64, method: u64, msg: &mut [u8], len: u64) -> i64 {
+    syscall5(
+        Syscall::PpcCall,
+        [handle, method, 0, msg.as_mut_ptr() as u64, len],
+    )
+}
+
+/// End the call this thread serves with `result` (≥ 0, or a negated
+/// `SyscallError` such as `NoSuchMethod`) and the first `len` bytes of
+/// its message buffer as the reply.
+pub fn reply(result: i64, len: usize) -> ! {
+    syscall3(Syscall::PpcReturn, result as u64, len as u64, 0);
+    // PpcReturn never comes back to a worker that served a call.
+    crate::exit(102)
+}
+
+/// The handle of process `pid`'s server (a stand-in for the name
+/// server).
+pub fn lookup(pid: u32) -> Result<u64, SyscallError> {
+    check(syscall3(Syscall::PpcLookup, pid as u64, 0, 0))
+}
+
+/// Longest message.
+pub const MAX: usize = MAX_MESSAGE as usize;
