@@ -82,7 +82,8 @@ fn check_full_boot(vcpus: u32) {
     );
     // The default command line then starts init, which runs init.rc.
     for line in [
-        "hello, world from process 2",
+        "init: nameserver: started in the background (process 2)",
+        "hello, world from process 3",
         "init: 1 program(s) run, 0 failed",
         "k42: init exited with status 0",
     ] {

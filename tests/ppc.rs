@@ -1,5 +1,6 @@
-//! Protected procedure calls (issue 9's first part): a client calls a
-//! server process on its own CPU — echo with a message and a reply, the
+//! Protected procedure calls (issue 9's first part): servers found
+//! through the name server; a client calls a server process on its own
+//! CPU — echo with a message and a reply, the
 //! caller's pid set by the kernel, calls from every vCPU at once — and
 //! every error comes back clean: a bad method, an oversize message, a
 //! stale handle, a bad message address, a server that crashes, exits or
@@ -37,6 +38,29 @@ fn calls_and_errors_on_2_vcpus() {
 #[test]
 fn calls_and_errors_on_4_vcpus() {
     client(4);
+}
+
+#[test]
+fn servers_are_found_by_name() {
+    let (out, _) = boot(
+        2,
+        &[
+            "--cmdline",
+            "test=none init=init init.run=nameserver+&,ppctest+names",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(
+        text.contains("init: nameserver: started in the background"),
+        "{}",
+        describe(&out)
+    );
+    assert!(
+        text.contains("ppctest names: 0 failures: ok"),
+        "{}",
+        describe(&out)
+    );
 }
 
 #[test]

@@ -44,7 +44,8 @@ fn hello_world_from_the_image_init_rc() {
         &out,
         1,
         &[
-            "hello, world from process 2 on CPU",
+            "init: nameserver: started in the background (process 2)",
+            "hello, world from process 3 on CPU",
             "args: hello from-init",
             "init: hello from-init: exited with status 0",
         ],

@@ -5,7 +5,14 @@
 fn main() {
     let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap();
     println!("cargo:rerun-if-changed={dir}/../user.ld");
-    for bin in ["init", "hello", "proctest", "proc-bench", "ppctest"] {
+    for bin in [
+        "init",
+        "hello",
+        "proctest",
+        "proc-bench",
+        "ppctest",
+        "nameserver",
+    ] {
         println!("cargo:rustc-link-arg-bin={bin}=-T{dir}/../user.ld");
         println!("cargo:rustc-link-arg-bin={bin}=--no-pie");
         println!("cargo:rustc-link-arg-bin={bin}=-znoexecstack");

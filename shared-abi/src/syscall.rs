@@ -135,7 +135,9 @@ pub enum Syscall {
     /// returns only an error). Calls run at `rdi` (see [`ppc`]) on the
     /// stack of their CPU: CPU `c`'s is the `rdx` bytes below `rsi + (c +
     /// 1) * rdx`; messages are passed in CPU `c`'s [`ppc::MAX_MESSAGE`]
-    /// bytes at `r10 + c * MAX_MESSAGE`.
+    /// bytes at `r10 + c * MAX_MESSAGE`. With `r8` =
+    /// [`ppc::SERVE_NAME_SERVER`] it becomes the name server (one at a
+    /// time), which everyone finds with `PpcLookup(0)`.
     PpcServe = 18,
     /// Call the server behind handle `rdi` on this CPU: method `rsi`,
     /// argument `rdx`, message `r10`/`r8` (at most [`ppc::MAX_MESSAGE`]
@@ -145,8 +147,9 @@ pub enum Syscall {
     /// End the PPC call this thread serves: result `rdi`, reply of `rsi`
     /// bytes left in this CPU's message buffer.
     PpcReturn = 20,
-    /// The handle of process `rdi`'s server (a stand-in for the name
-    /// server, which is a server itself).
+    /// The handle of process `rdi`'s server, or with `rdi` = 0 the name
+    /// server's (how a program finds the name server; everything else it
+    /// finds there by name).
     PpcLookup = 21,
 }
 
@@ -159,6 +162,22 @@ pub enum Syscall {
 pub mod ppc {
     /// Longest message (and reply).
     pub const MAX_MESSAGE: u64 = 256;
+
+    /// `PpcServe` flag: serve as the name server.
+    pub const SERVE_NAME_SERVER: u64 = 1;
+
+    /// The name server's methods (message: the name, UTF-8).
+    pub mod names {
+        /// Register the name for handle `arg`; `InvalidArgument` if taken
+        /// by another process.
+        pub const REGISTER: u64 = 0;
+        /// The handle registered under the name, or `NoSuchName`.
+        pub const LOOKUP: u64 = 1;
+        /// Drop the name (only its registrant may).
+        pub const UNREGISTER: u64 = 2;
+        /// Longest name.
+        pub const MAX_NAME: usize = 48;
+    }
 
     /// A handle: a slot of the kernel's server table and the sequence
     /// number of the server in it, so that a handle outliving its server
@@ -253,6 +272,8 @@ pub enum SyscallError {
     TooLong = -15,
     /// The server has no such method (servers return this).
     NoSuchMethod = -16,
+    /// The name server has no such name.
+    NoSuchName = -17,
 }
 
 impl SyscallError {
@@ -275,6 +296,7 @@ impl SyscallError {
             -14 => Self::Busy,
             -15 => Self::TooLong,
             -16 => Self::NoSuchMethod,
+            -17 => Self::NoSuchName,
             _ => return None,
         })
     }
@@ -298,6 +320,7 @@ impl SyscallError {
             Self::Busy => "the server is busy on this CPU",
             Self::TooLong => "message too long",
             Self::NoSuchMethod => "no such method",
+            Self::NoSuchName => "no such name",
         }
     }
 }

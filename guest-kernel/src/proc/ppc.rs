@@ -24,7 +24,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use k42_abi::syscall::ppc::{MAX_MESSAGE, handle};
+use k42_abi::syscall::ppc::{MAX_MESSAGE, SERVE_NAME_SERVER, handle};
 use k42_abi::syscall::{SyscallError, USER_BASE, USER_TOP};
 use k42_abi::trace::ev;
 
@@ -107,18 +107,34 @@ pub fn serve(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(
     });
     {
         let mut table = TABLE.lock();
+        if table.is_empty() {
+            // Slot 0 is the name server's.
+            table.push(Slot {
+                seq: 1,
+                server: None,
+            });
+        }
         if table
             .iter()
             .any(|s| s.server.as_ref().is_some_and(|s| s.process.pid == p.pid))
         {
             return Err(SyscallError::InvalidArgument);
         }
-        match table.iter_mut().find(|s| s.server.is_none()) {
-            Some(slot) => slot.server = Some(server),
-            None => table.push(Slot {
-                seq: 1,
-                server: Some(server),
-            }),
+        if args[4] == SERVE_NAME_SERVER {
+            if table[0].server.is_some() {
+                return Err(SyscallError::InvalidArgument);
+            }
+            table[0].server = Some(server);
+        } else if args[4] != 0 {
+            return Err(SyscallError::InvalidArgument);
+        } else {
+            match table.iter_mut().skip(1).find(|s| s.server.is_none()) {
+                Some(slot) => slot.server = Some(server),
+                None => table.push(Slot {
+                    seq: 1,
+                    server: Some(server),
+                }),
+            }
         }
     }
     // Park the thread: it keeps the process alive until it is killed.
@@ -131,9 +147,17 @@ pub fn serve(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(
     Ok(())
 }
 
-/// The handle of process `pid`'s server.
+/// The handle of process `pid`'s server, or (`pid` 0) the name
+/// server's.
 pub fn lookup(pid: u64) -> Result<u64, SyscallError> {
     let t = TABLE.lock();
+    if pid == 0 {
+        return t
+            .first()
+            .filter(|s| s.server.is_some())
+            .map(|s| handle(0, s.seq))
+            .ok_or(SyscallError::NoSuchProcess);
+    }
     t.iter()
         .enumerate()
         .find(|(_, s)| {

@@ -7,7 +7,7 @@
 
 use core::arch::asm;
 
-use k42_abi::syscall::ppc::MAX_MESSAGE;
+use k42_abi::syscall::ppc::{MAX_MESSAGE, names};
 use k42_abi::syscall::{Syscall, SyscallError};
 
 use crate::sys::{syscall3, syscall5};
@@ -28,11 +28,45 @@ fn check(r: i64) -> Result<u64, SyscallError> {
 /// buffer (`MAX_MESSAGE` bytes at `msgs + c * MAX_MESSAGE`). Parks the
 /// calling thread for good; returns only an error.
 pub fn serve(entry: Entry, stacks: u64, stack_size: u64, msgs: u64) -> SyscallError {
+    serve_flags(entry, stacks, stack_size, msgs, 0)
+}
+
+/// [`serve`] with `PpcServe` flags (`SERVE_NAME_SERVER`).
+pub fn serve_flags(
+    entry: Entry,
+    stacks: u64,
+    stack_size: u64,
+    msgs: u64,
+    flags: u64,
+) -> SyscallError {
     let r = syscall5(
         Syscall::PpcServe,
-        [entry as usize as u64, stacks, stack_size, msgs, 0],
+        [entry as usize as u64, stacks, stack_size, msgs, flags],
     );
     SyscallError::from_raw(r).unwrap_or(SyscallError::InvalidArgument)
+}
+
+/// The name server's handle.
+pub fn name_server() -> Result<u64, SyscallError> {
+    check(syscall3(Syscall::PpcLookup, 0, 0, 0))
+}
+
+/// Register `name` for `handle` with the name server.
+pub fn register(name: &str, handle: u64) -> Result<(), SyscallError> {
+    let ns = name_server()?;
+    let mut msg = [0u8; MAX];
+    let n = name.len().min(names::MAX_NAME);
+    msg[..n].copy_from_slice(&name.as_bytes()[..n]);
+    call(ns, names::REGISTER, handle, &mut msg, n).map(|_| ())
+}
+
+/// The handle registered under `name`.
+pub fn resolve(name: &str) -> Result<u64, SyscallError> {
+    let ns = name_server()?;
+    let mut msg = [0u8; MAX];
+    let n = name.len().min(names::MAX_NAME);
+    msg[..n].copy_from_slice(&name.as_bytes()[..n]);
+    call(ns, names::LOOKUP, 0, &mut msg, n).map(|(h, _)| h)
 }
 
 /// Call the server behind `handle`: `method`, `arg`, and the first `len`

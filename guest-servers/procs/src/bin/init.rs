@@ -1,7 +1,9 @@
 //! `init`: process 1. Each argument after its name is one line of the
 //! image's `init.rc`: a program and its arguments. init runs them one
 //! after another, reports how each ended, and exits 0 if all exited 0,
-//! else 1 — which becomes the VM's exit code.
+//! else 1 — which becomes the VM's exit code. A line ending in `&` starts
+//! its program in the background (a server such as `nameserver`): init
+//! does not wait for it, and it ends with init.
 #![no_std]
 #![no_main]
 
@@ -13,6 +15,10 @@ k42_rt::main!(run);
 fn run(start: Start) -> u8 {
     let (mut ran, mut failed) = (0, 0);
     for line in process::args(start.info).skip(1) {
+        let (line, background) = match line.trim_end().strip_suffix('&') {
+            Some(l) => (l.trim_end(), true),
+            None => (line, false),
+        };
         let mut words = line.split_ascii_whitespace();
         let Some(program) = words.next() else {
             continue;
@@ -21,6 +27,16 @@ fn run(start: Start) -> u8 {
         args.arg(program);
         for w in words {
             args.arg(w);
+        }
+        if background {
+            match process::spawn(program, &mut args, Regions::Shared) {
+                Ok(pid) => println!("init: {line}: started in the background (process {pid})"),
+                Err(e) => {
+                    println!("init: {line}: cannot start: {}", e.describe());
+                    failed += 1;
+                }
+            }
+            continue;
         }
         ran += 1;
         let pid = match process::spawn(program, &mut args, Regions::Shared) {

@@ -1,5 +1,7 @@
-//! `ppctest`: protected procedure calls. `ppctest server` serves; `ppctest
-//! client` spawns servers and checks calls, identities and every error;
+//! `ppctest`: protected procedure calls. `ppctest server [NAME]` serves
+//! (registering NAME with the name server); `ppctest client` spawns
+//! servers and checks calls, identities and every error; `ppctest names`
+//! finds a server through the name server (started by init);
 //! `ppctest bench [N]` times N calls from a thread kept on each vCPU
 //! (record `ppc.call`).
 //!
@@ -26,7 +28,8 @@ const STACK: u64 = 4 * PAGE;
 fn run(start: Start) -> u8 {
     let mut args = process::args(start.info).skip(1);
     match args.next() {
-        Some("server") => serve(),
+        Some("server") => serve(args.next()),
+        Some("names") => u8::from(!names()),
         Some("client") => u8::from(!client()),
         Some("bench") => {
             let n = args.next().and_then(|s| s.parse().ok()).unwrap_or(1000);
@@ -59,18 +62,125 @@ extern "C" fn entry(caller: u64, method: u64, arg: u64, msg: *mut u8, len: u64) 
     }
 }
 
-fn serve() -> u8 {
+/// Serve; with a name, a helper thread registers it with the name
+/// server once this process is a server.
+fn serve(name: Option<&'static str>) -> u8 {
     let cpus = process::cpus() as u64;
     let (Ok(stacks), Ok(msgs)) = (
-        process::map_anon(cpus * STACK),
+        process::map_anon((cpus + 1) * STACK),
         process::map_anon(cpus * ppc::MAX as u64),
     ) else {
         println!("ppctest server: cannot map stacks and buffers");
         return 1;
     };
+    if let Some(n) = name {
+        NAME.store(n.as_ptr() as u64, Ordering::Relaxed);
+        NAME_LEN.store(n.len() as u64, Ordering::Relaxed);
+        // The helper's stack is the one past the CPUs'.
+        let top = stacks + (cpus + 1) * STACK - 8;
+        if process::thread_create(register_name, top, 0, None).is_err() {
+            return 1;
+        }
+    }
     let e = ppc::serve(entry, stacks, STACK, msgs);
     println!("ppctest server: serve failed: {}", e.describe());
     1
+}
+
+static NAME: AtomicU64 = AtomicU64::new(0);
+static NAME_LEN: AtomicU64 = AtomicU64::new(0);
+
+extern "C" fn register_name(_: u64) -> ! {
+    // SAFETY: NAME/NAME_LEN describe a &'static str set before this
+    // thread started.
+    let name = unsafe {
+        core::str::from_utf8_unchecked(core::slice::from_raw_parts(
+            NAME.load(Ordering::Relaxed) as *const u8,
+            NAME_LEN.load(Ordering::Relaxed) as usize,
+        ))
+    };
+    let mut round = 0;
+    let h = loop {
+        match ppc::lookup(process::getpid()) {
+            Ok(h) => break h,
+            Err(_) => {
+                relax(round);
+                round += 1;
+            }
+        }
+    };
+    if let Err(e) = ppc::register(name, h) {
+        println!("ppctest server: cannot register {name}: {}", e.describe());
+    }
+    process::thread_exit(0)
+}
+
+/// Servers found by name through the name server (which init started).
+fn names() -> bool {
+    let mut fails = 0;
+    let mut check = |what: &str, ok: bool| {
+        if !ok {
+            println!("ppctest names: {what}: FAILED");
+            fails += 1;
+        }
+    };
+    let mut a = ArgBlock::new();
+    a.arg("ppctest").arg("server").arg("echo");
+    let Ok(pid) = process::spawn("ppctest", &mut a, Regions::Shared) else {
+        println!("ppctest names: cannot start the server: FAILED");
+        return false;
+    };
+    let mut round = 0;
+    let h = loop {
+        match ppc::resolve("echo") {
+            Ok(h) => break Some(h),
+            Err(SyscallError::NoSuchName) if round < 100_000 => {
+                relax(round);
+                round += 1;
+            }
+            Err(e) => {
+                println!("ppctest names: resolving echo: {}", e.describe());
+                break None;
+            }
+        }
+    };
+    let mut msg = [0u8; ppc::MAX];
+    msg[..3].copy_from_slice(b"abc");
+    let echoed = h.map(|h| ppc::call(h, 0, 1, &mut msg, 3));
+    check(
+        "a call through a resolved name",
+        echoed == Some(Ok((2, 3))) && &msg[..3] == b"cba",
+    );
+    check(
+        "an unknown name",
+        ppc::resolve("no-such-service") == Err(SyscallError::NoSuchName),
+    );
+    check(
+        "another process's name",
+        ppc::register("echo", 1) == Err(SyscallError::InvalidArgument),
+    );
+    let ns = ppc::name_server().unwrap_or(0);
+    check(
+        "an unknown name-server method",
+        ppc::call(ns, 77, 0, &mut msg, 3) == Err(SyscallError::NoSuchMethod),
+    );
+    check(
+        "a name of our own",
+        ppc::register("ppctest-client", 5).is_ok(),
+    );
+    check("resolving it", ppc::resolve("ppctest-client") == Ok(5));
+    // The server dies: its name now leads to a stale handle.
+    let _ = process::kill(pid);
+    let _ = process::wait(Some(pid));
+    if let Some(h) = h {
+        check(
+            "a dead server's name",
+            ppc::resolve("echo") == Ok(h)
+                && ppc::call(h, 0, 0, &mut msg, 0) == Err(SyscallError::StaleHandle),
+        );
+    }
+    println!("ppctest names: {fails} failures: {}", verdict(fails == 0));
+    fails == 0
 }
 
 fn verdict(ok: bool) -> &'static str {
