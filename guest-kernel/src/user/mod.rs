@@ -2,10 +2,12 @@
 //! address space, run it in user mode on this CPU until it exits or
 //! faults, and serve its system calls (`k42_abi::syscall`).
 //!
-//! This is the first step of the user-mode work (issue 8 builds processes
-//! on it): a program runs to completion as a call from the kernel, either
-//! on one CPU ([`run`]) or on every CPU at once in one address space
-//! ([`run_everywhere`], how user-level benchmarks of shared data run).
+//! Here a program runs to completion as a call from the kernel, either on
+//! one CPU ([`run`]) or on every CPU at once in one address space
+//! ([`run_everywhere`], how the in-kernel tests and the user-level
+//! benchmarks of shared data run). Processes — scheduled, forked, waited
+//! for — are `proc`; the system-call entry and the calls every program
+//! has are here.
 //!
 //! User address space:
 //!
