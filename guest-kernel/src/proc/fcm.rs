@@ -221,13 +221,12 @@ impl SharedFcm {
     }
 
     /// The stripes that may hold pages.
-    fn used_stripes(&self) -> impl Iterator<Item = &SpinLock<BTreeMap<u64, u64>>> {
+    fn used_stripes(&self) -> impl Iterator<Item = (usize, &SpinLock<BTreeMap<u64, u64>>)> {
         let used = self.used.load(Ordering::Acquire);
         self.stripes
             .iter()
             .enumerate()
             .filter(move |(i, _)| used & 1 << i != 0)
-            .map(|(_, s)| s)
     }
 }
 
@@ -296,7 +295,12 @@ impl Fcm for SharedFcm {
         self.mark(stripe);
         let (pa, writable) = match list.get(&k).copied() {
             None => {
-                let e = match source.in_place(k).filter(|_| !access.writable) {
+                let in_place = if access.writable {
+                    None
+                } else {
+                    source.in_place(k)
+                };
+                let e = match in_place {
                     Some(pa) => pa | NOT_OWNED,
                     None => {
                         if !charge() {
@@ -347,10 +351,7 @@ impl Fcm for SharedFcm {
 
     fn snapshot(&self, protect: &mut dyn FnMut(u64)) -> Contents {
         let mut stripes = Vec::new();
-        for (i, s) in self.stripes.iter().enumerate() {
-            if self.used.load(Ordering::Acquire) & 1 << i == 0 {
-                continue;
-            }
+        for (i, s) in self.used_stripes() {
             let pages = s.lock();
             for (&k, &e) in pages.iter() {
                 if e & NOT_OWNED == 0 {
@@ -377,7 +378,7 @@ impl Fcm for SharedFcm {
     }
 
     fn release_all(&self) {
-        for s in self.used_stripes() {
+        for (_, s) in self.used_stripes() {
             let old = core::mem::take(&mut *s.lock());
             release_pages(&old);
         }

@@ -194,15 +194,20 @@ pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<()
     if server.busy[cpu as usize].swap(true, Ordering::Acquire) {
         return Err(SyscallError::Busy);
     }
+    let cached = server.workers[cpu as usize].lock().take();
     let tid = {
         let mut s = server.process.state.lock();
         if s.ended {
             server.busy[cpu as usize].store(false, Ordering::Release);
             return Err(SyscallError::ServerDied);
         }
+        // A worker counts as one of the server's threads while it serves.
         s.threads += 1;
-        s.next_tid += 1;
-        s.next_tid - 1
+        let tid = s.next_tid;
+        if cached.is_none() {
+            s.next_tid += 1;
+        }
+        tid
     };
     let at = server.message(cpu);
     let regs = |f: &mut TrapFrame| {
@@ -215,10 +220,7 @@ pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<()
         f.rcx = at;
         f.r8 = len;
     };
-    let worker = match server.workers[cpu as usize].lock().take() {
-        Some(w) => w,
-        None => Thread::new(tid, server.process.clone(), 0, 0, [0, 0]),
-    };
+    let worker = cached.unwrap_or_else(|| Thread::new(tid, server.process.clone(), 0, 0, [0, 0]));
     worker.set_regs(regs);
     worker.set_pin(Some(cpu));
     trace::log(ev::sched::ppc_call(server.process.pid as u64, method));

@@ -10,18 +10,10 @@ use core::arch::asm;
 use k42_abi::syscall::ppc::{MAX_MESSAGE, names};
 use k42_abi::syscall::{Syscall, SyscallError};
 
-use crate::sys::{syscall3, syscall5};
+use crate::sys::{sys_result, syscall3, syscall5};
 
 /// A server's entry: `(caller pid, method, argument, message, length)`.
 pub type Entry = extern "C" fn(u64, u64, u64, *mut u8, u64) -> !;
-
-fn check(r: i64) -> Result<u64, SyscallError> {
-    if r >= 0 {
-        Ok(r as u64)
-    } else {
-        Err(SyscallError::from_raw(r).unwrap_or(SyscallError::InvalidArgument))
-    }
-}
 
 /// Become a server: calls run `entry` on CPU c's stack (`stack_size`
 /// bytes below `stacks + (c + 1) * stack_size`) with CPU c's message
@@ -43,12 +35,12 @@ pub fn serve_flags(
         Syscall::PpcServe,
         [entry as usize as u64, stacks, stack_size, msgs, flags],
     );
-    SyscallError::from_raw(r).unwrap_or(SyscallError::InvalidArgument)
+    sys_result(r).err().unwrap_or(SyscallError::InvalidArgument)
 }
 
 /// The name server's handle.
 pub fn name_server() -> Result<u64, SyscallError> {
-    check(syscall3(Syscall::PpcLookup, 0, 0, 0))
+    sys_result(syscall3(Syscall::PpcLookup, 0, 0, 0))
 }
 
 /// Register `name` for `handle` with the name server.
@@ -96,7 +88,7 @@ pub fn call(
             options(nostack),
         );
     }
-    check(ret).map(|r| (r, reply as usize))
+    sys_result(ret).map(|r| (r, reply as usize))
 }
 
 /// A call with a raw message length, unchecked here (for tests of the
@@ -120,7 +112,7 @@ pub fn reply(result: i64, len: usize) -> ! {
 /// The handle of process `pid`'s server (a stand-in for the name
 /// server).
 pub fn lookup(pid: u32) -> Result<u64, SyscallError> {
-    check(syscall3(Syscall::PpcLookup, pid as u64, 0, 0))
+    sys_result(syscall3(Syscall::PpcLookup, pid as u64, 0, 0))
 }
 
 /// Longest message.

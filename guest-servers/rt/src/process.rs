@@ -8,15 +8,7 @@ use k42_abi::syscall::{
     ARGS_OFFSET, ProgramInfo, SPAWN_PIN, SPAWN_REPLICATED, Syscall, SyscallError, status,
 };
 
-use crate::sys::{syscall3, syscall5};
-
-fn check(r: i64) -> Result<u64, SyscallError> {
-    if r >= 0 {
-        Ok(r as u64)
-    } else {
-        Err(SyscallError::from_raw(r).unwrap_or(SyscallError::InvalidArgument))
-    }
-}
+use crate::sys::{sys_result, syscall3, syscall5};
 
 /// The argument-and-environment block the kernel gave this process.
 fn block(info: &'static ProgramInfo) -> &'static [u8] {
@@ -75,6 +67,22 @@ impl ArgBlock {
         self.push_str(a)
     }
 
+    /// Add a number as a decimal argument.
+    pub fn arg_num(&mut self, mut n: u64) -> &mut Self {
+        let mut digits = [0u8; 20];
+        let mut i = digits.len();
+        loop {
+            i -= 1;
+            digits[i] = b'0' + (n % 10) as u8;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        // SAFETY: ASCII digits.
+        self.arg(unsafe { core::str::from_utf8_unchecked(&digits[i..]) })
+    }
+
     /// Add an environment string `KEY=VALUE`.
     pub fn env(&mut self, kv: &str) -> &mut Self {
         if !self.env {
@@ -130,7 +138,7 @@ pub fn spawn_on(
     if let Some(c) = cpu {
         flags |= SPAWN_PIN | (c as u64) << 32;
     }
-    check(syscall5(
+    sys_result(syscall5(
         Syscall::Spawn,
         [
             name.as_ptr() as u64,
@@ -145,7 +153,7 @@ pub fn spawn_on(
 
 /// Copy this process: the child's pid in the parent, 0 in the child.
 pub fn fork() -> Result<u32, SyscallError> {
-    check(syscall3(Syscall::Fork, 0, 0, 0)).map(|p| p as u32)
+    sys_result(syscall3(Syscall::Fork, 0, 0, 0)).map(|p| p as u32)
 }
 
 /// Replace this process's program; returns only on failure.
@@ -161,7 +169,7 @@ pub fn exec(name: &str, args: &mut ArgBlock) -> SyscallError {
             0,
         ],
     );
-    SyscallError::from_raw(r).unwrap_or(SyscallError::InvalidArgument)
+    sys_result(r).err().unwrap_or(SyscallError::InvalidArgument)
 }
 
 /// How a process ended.
@@ -187,7 +195,7 @@ impl Ended {
 
 /// Wait for child `pid` (or any child with `None`) to end.
 pub fn wait(pid: Option<u32>) -> Result<(u32, Ended), SyscallError> {
-    let r = check(syscall3(
+    let r = sys_result(syscall3(
         Syscall::Wait,
         pid.map_or(u64::MAX, u64::from),
         0,
@@ -198,7 +206,7 @@ pub fn wait(pid: Option<u32>) -> Result<(u32, Ended), SyscallError> {
 
 /// End child `pid` (or this process).
 pub fn kill(pid: u32) -> Result<(), SyscallError> {
-    check(syscall3(Syscall::Kill, pid as u64, 0, 0)).map(|_| ())
+    sys_result(syscall3(Syscall::Kill, pid as u64, 0, 0)).map(|_| ())
 }
 
 /// This process's id.
@@ -214,7 +222,7 @@ pub fn thread_create(
     arg: u64,
     cpu: Option<u32>,
 ) -> Result<u32, SyscallError> {
-    check(syscall5(
+    sys_result(syscall5(
         Syscall::ThreadCreate,
         [
             entry as usize as u64,
@@ -227,10 +235,30 @@ pub fn thread_create(
     .map(|t| t as u32)
 }
 
+/// Start threads `1..n`, thread `i` running `worker(arg(i))` kept on
+/// CPU `i % cpus()` with `stack` bytes of stack (all from one new
+/// region), and keep the caller on CPU 0 as thread 0: how a program puts
+/// a thread on every CPU.
+pub fn threads_on_cpus(
+    n: u64,
+    worker: extern "C" fn(u64) -> !,
+    stack: u64,
+    arg: impl Fn(u64) -> u64,
+) -> Result<(), SyscallError> {
+    let cpus = cpus() as u64;
+    pin(Some(0))?;
+    let stacks = map_anon(n.max(1) * stack)?;
+    for i in 1..n {
+        let top = stacks + (i + 1) * stack - 8;
+        thread_create(worker, top, arg(i), Some((i % cpus) as u32))?;
+    }
+    Ok(())
+}
+
 /// Keep the calling thread on `cpu` (moving it there), or let it run
 /// anywhere with `None`.
 pub fn pin(cpu: Option<u32>) -> Result<(), SyscallError> {
-    check(syscall3(
+    sys_result(syscall3(
         Syscall::Pin,
         cpu.map_or(u64::MAX, u64::from),
         0,
@@ -250,7 +278,7 @@ pub fn thread_exit(status: u8) -> ! {
 
 /// Map `len` bytes of zero-filled memory; its address.
 pub fn map_anon(len: u64) -> Result<u64, SyscallError> {
-    check(syscall3(Syscall::MapAnon, len, 0, 0))
+    sys_result(syscall3(Syscall::MapAnon, len, 0, 0))
 }
 
 /// CPUs in the machine.

@@ -55,6 +55,17 @@ pub fn syscall3_raw(nr: u64, a0: u64, a1: u64, a2: u64) -> i64 {
     ret
 }
 
+/// A raw system-call result as a `Result`: ≥ 0 a value, < 0 the error
+/// (a code this ABI does not define counts as `InvalidArgument`).
+pub fn sys_result(r: i64) -> Result<u64, k42_abi::syscall::SyscallError> {
+    use k42_abi::syscall::SyscallError;
+    if r >= 0 {
+        Ok(r as u64)
+    } else {
+        Err(SyscallError::from_raw(r).unwrap_or(SyscallError::InvalidArgument))
+    }
+}
+
 /// End the program with `status`.
 pub fn exit(status: u8) -> ! {
     syscall3(Syscall::Exit, status as u64, 0, 0);

@@ -116,6 +116,10 @@ k42_isr_common:
     mov rdi, rsp
     cld
     call {dispatch}
+    // The way back to whatever the frame at rsp holds (also how the
+    // scheduler first enters a thread: usermode::enter_thread).
+    .global k42_isr_return
+k42_isr_return:
     pop r15
     pop r14
     pop r13

@@ -52,8 +52,9 @@ const OFF_CTX_RSP: usize = offset_of!(PerCpu, arch) + offset_of!(ArchPerCpu, ker
 global_asm!(
     r#"
     .section .text
-    .global k42_enter_user
-k42_enter_user:
+    // enter_user's and enter_thread's start: save the callee-saved
+    // registers and flags on this stack and remember it (gs:ctx).
+    .macro K42_SAVE_KERNEL_CONTEXT
     push rbx
     push rbp
     push r12
@@ -63,6 +64,11 @@ k42_enter_user:
     pushfq
     cli
     mov gs:[{ctx}], rsp
+    .endm
+
+    .global k42_enter_user
+k42_enter_user:
+    K42_SAVE_KERNEL_CONTEXT
     push {user_ds}
     push rsi
     push 0x202
@@ -86,36 +92,14 @@ k42_enter_user:
     swapgs
     iretq
 
+    // Resume the user frame at rdi through the trap stubs' own return
+    // path (restore every register, swapgs, iretq).
     .global k42_enter_thread
 k42_enter_thread:
-    push rbx
-    push rbp
-    push r12
-    push r13
-    push r14
-    push r15
-    pushfq
-    cli
-    mov gs:[{ctx}], rsp
+    K42_SAVE_KERNEL_CONTEXT
     mov rsp, rdi
-    pop r15
-    pop r14
-    pop r13
-    pop r12
-    pop r11
-    pop r10
-    pop r9
-    pop r8
-    pop rbp
-    pop rdi
-    pop rsi
-    pop rdx
-    pop rcx
-    pop rbx
-    pop rax
-    add rsp, 16
-    swapgs
-    iretq
+    jmp k42_isr_return
+    .purgem K42_SAVE_KERNEL_CONTEXT
 
     .global k42_return_to_kernel
 k42_return_to_kernel:

@@ -350,17 +350,8 @@ fn every_cpu(h: u64, n: u64, tsc_khz: Option<u64>) -> bool {
     DONE.store(0, Ordering::Relaxed);
     BAD.store(0, Ordering::Relaxed);
     let record = u64::from(tsc_khz.is_some()) << 16;
-    if process::pin(Some(0)).is_err() {
+    if process::threads_on_cpus(cpus, worker, 16 * PAGE, |i| i | record).is_err() {
         return false;
-    }
-    let Ok(stacks) = process::map_anon(cpus * 16 * PAGE) else {
-        return false;
-    };
-    for i in 1..cpus {
-        let top = stacks + (i + 1) * 16 * PAGE - 8;
-        if process::thread_create(worker, top, i | record, Some(i as u32)).is_err() {
-            return false;
-        }
     }
     GO.store(1, Ordering::Release);
     calls(0, tsc_khz.is_some());

@@ -112,18 +112,9 @@ fn on_every_cpu(name: &'static str, count: u64, tsc_khz: u64, kind: Kind) -> boo
             }
         }
     }
-    if process::pin(Some(0)).is_err() {
+    if let Err(e) = process::threads_on_cpus(cpus, worker, STACK, |i| i) {
+        println!("proc-bench: {name}: threads: {}", e.describe());
         return false;
-    }
-    let Ok(stacks) = process::map_anon(cpus * STACK) else {
-        return false;
-    };
-    for i in 1..cpus {
-        let top = stacks + i * STACK - 8;
-        if let Err(e) = process::thread_create(worker, top, i, Some(i as u32)) {
-            println!("proc-bench: {name}: thread {i}: {}", e.describe());
-            return false;
-        }
     }
     GO.store(1, Ordering::Release);
     body(0);
@@ -169,11 +160,8 @@ extern "C" fn worker(i: u64) -> ! {
 /// A child process with the Process object `regions` whose threads
 /// fault `pages` pages each.
 fn fault_child(pages: u64, regions: Regions) -> bool {
-    let mut nb = [0u8; 24];
     let mut a = ArgBlock::new();
-    a.arg("proc-bench")
-        .arg("faultwork")
-        .arg(fmt(pages, &mut nb));
+    a.arg("proc-bench").arg("faultwork").arg_num(pages);
     a.arg(if regions == Regions::Replicated {
         "replicated"
     } else {
@@ -190,13 +178,11 @@ fn fault_child(pages: u64, regions: Regions) -> bool {
 /// A process kept on each CPU doing `forks` fork+exit+wait cycles.
 fn forks_everywhere(forks: u64) -> bool {
     let cpus = process::cpus();
-    let mut nb = [0u8; 24];
-    let f = fmt(forks, &mut nb);
     let mut pids = [0u32; 256];
     let mut ok = true;
     for c in 0..cpus.min(256) {
         let mut a = ArgBlock::new();
-        a.arg("proc-bench").arg("forkwork").arg(f);
+        a.arg("proc-bench").arg("forkwork").arg_num(forks);
         match process::spawn_on("proc-bench", &mut a, Regions::Shared, Some(c)) {
             Ok(p) => pids[c as usize] = p,
             Err(e) => {
@@ -237,17 +223,4 @@ fn forkwork(n: u64, tsc_khz: u64) -> bool {
     }
     report(n, rdtsc() - t0);
     FAILED.load(Ordering::Relaxed) == 0
-}
-
-fn fmt(mut v: u64, buf: &mut [u8; 24]) -> &str {
-    let mut i = buf.len();
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (v % 10) as u8;
-        v /= 10;
-        if v == 0 {
-            break;
-        }
-    }
-    core::str::from_utf8(&buf[i..]).unwrap_or("0")
 }

@@ -117,6 +117,16 @@ fn spawn(words: &[&str], regions: Regions) -> Result<u32, SyscallError> {
     process::spawn("proctest", &mut a, regions)
 }
 
+/// Spawn `proctest MODE N...`.
+fn spawn_nums(mode: &str, nums: &[u64], regions: Regions) -> Result<u32, SyscallError> {
+    let mut a = ArgBlock::new();
+    a.arg("proctest").arg(mode);
+    for &n in nums {
+        a.arg_num(n);
+    }
+    process::spawn("proctest", &mut a, regions)
+}
+
 /// Spawn `proctest WORDS...`, wait, and check it ended as `want`.
 fn expect_child(words: &[&str], regions: Regions, want: Ended, name: &str) -> bool {
     let got = spawn(words, regions).and_then(|pid| process::wait(Some(pid)));
@@ -264,12 +274,10 @@ fn cycles(n: u64, workers: u64) -> bool {
     let before = process::free_frames();
     let t0 = k42_rt::rdtsc();
     let each = n / workers;
-    let mut nb = [0u8; 24];
-    let words = ["cyclework", Num(each).fmt(&mut nb)];
     let mut ok = true;
     let mut pids = [0u32; 64];
     for p in pids.iter_mut().take(workers as usize) {
-        match spawn(&words, Regions::Shared) {
+        match spawn_nums("cyclework", &[each], Regions::Shared) {
             Ok(pid) => *p = pid,
             Err(e) => {
                 println!("proctest cycles: cannot start a worker: {}", e.describe());
@@ -475,40 +483,18 @@ fn syscalls() -> bool {
 }
 
 fn faults(t: u64, p: u64, regions: Regions) -> bool {
-    let (ts, ps) = (Num(t), Num(p));
-    let mut tb = [0u8; 24];
-    let mut pb = [0u8; 24];
     let name = if regions == Regions::Replicated {
         "replicated"
     } else {
         "shared"
     };
-    let words = ["faultchild", ts.fmt(&mut tb), ps.fmt(&mut pb)];
-    let got = spawn(&words, regions).and_then(|pid| process::wait(Some(pid)));
+    let got = spawn_nums("faultchild", &[t, p], regions).and_then(|pid| process::wait(Some(pid)));
     let ok = matches!(got, Ok((_, Ended::Exited(0))));
     println!(
         "proctest faults: {t} threads x {p} pages, {name} Process: child ended {got:?}: {}",
         verdict(ok)
     );
     ok
-}
-
-/// Decimal formatting into a caller's buffer (no allocator here).
-struct Num(u64);
-impl Num {
-    fn fmt<'a>(&self, buf: &'a mut [u8; 24]) -> &'a str {
-        let mut i = buf.len();
-        let mut v = self.0;
-        loop {
-            i -= 1;
-            buf[i] = b'0' + (v % 10) as u8;
-            v /= 10;
-            if v == 0 {
-                break;
-            }
-        }
-        core::str::from_utf8(&buf[i..]).unwrap_or("0")
-    }
 }
 
 static GO: AtomicU32 = AtomicU32::new(0);
@@ -555,32 +541,16 @@ fn stack_top(base: u64, i: u64) -> u64 {
 }
 
 fn faultchild(t: u64, p: u64) -> u8 {
-    // Thread i on CPU i (mod the CPU count), so that every vCPU faults.
-    let cpus = k42_rt::process::cpus();
-    if process::pin(Some(0)).is_err() {
-        return 1;
-    }
     let Ok(base) = process::map_anon(t * p * PAGE) else {
         println!("proctest faultchild: cannot map {t} x {p} pages");
         return 1;
     };
     BASE.store(base, Ordering::Release);
     PAGES.store(p, Ordering::Release);
-    let Ok(st) = stacks(t) else {
-        println!("proctest faultchild: cannot map stacks");
+    // Thread i on CPU i (mod the CPU count), so that every vCPU faults.
+    if let Err(e) = process::threads_on_cpus(t, fault_worker, STACK, |i| i) {
+        println!("proctest faultchild: threads: {}", e.describe());
         return 1;
-    };
-    for i in 1..t {
-        let made = process::thread_create(
-            fault_worker,
-            stack_top(st, i),
-            i,
-            Some((i % cpus as u64) as u32),
-        );
-        if let Err(e) = made {
-            println!("proctest faultchild: thread {i}: {}", e.describe());
-            return 1;
-        }
     }
     GO.store(1, Ordering::Release);
     touch_slice(0);
