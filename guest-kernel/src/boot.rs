@@ -32,6 +32,8 @@
 //!                             included (1-1024, default 64)
 //! proc.mem=SIZE               most memory one process may touch
 //!                             (default 64M)
+//! file.max=N                  most file memory objects alive at once
+//!                             (1-65536, default 1024)
 //! ```
 
 use k42_abi::{BootInfo, HypercallNr};
@@ -88,6 +90,8 @@ pub struct Options {
     pub proc_max: u32,
     /// Most bytes of memory one process may touch.
     pub proc_mem: u64,
+    /// Most file memory objects alive at once.
+    pub file_max: u32,
 }
 
 /// The `trace.*` options.
@@ -177,6 +181,7 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
         init_run: None,
         proc_max: 64,
         proc_mem: 64 << 20,
+        file_max: 1024,
     };
     for word in cmdline.split_ascii_whitespace() {
         let (key, value) = word.split_once('=').unwrap_or((word, ""));
@@ -303,6 +308,14 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
                     .ok_or(bad(word, "proc.mem= takes a size of at least 64K"))?;
                 true
             }
+            "file.max" => {
+                opts.file_max = value
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=crate::proc::files::MAX_FILES).contains(n))
+                    .ok_or(bad(word, "file.max= takes a number from 1 to 65536"))?;
+                true
+            }
             "probe" => match value {
                 "pvm" | "pvm-register" => {
                     opts.probe_pvm = Some(value == "pvm-register");
@@ -313,7 +326,7 @@ pub fn parse_options(cmdline: &'static str) -> Result<&'static Options, BadOptio
             _ => {
                 return Err(bad(
                     word,
-                    "known options: test=, console=, crash=, bench=, cobj-ops=, probe=, trace.subbuf=, trace.subbufs=, trace.burst=, trace.ticks=, init=, init.run=, proc.max=, proc.mem=",
+                    "known options: test=, console=, crash=, bench=, cobj-ops=, probe=, trace.subbuf=, trace.subbufs=, trace.burst=, trace.ticks=, init=, init.run=, proc.max=, proc.mem=, file.max=",
                 ));
             }
         };

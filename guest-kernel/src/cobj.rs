@@ -23,18 +23,19 @@ const CAPACITY: usize = 32;
 const OBJECTS_PER_PROCESS: usize = 9;
 
 /// Table size: the kernel's own objects, plus (when processes run, with
-/// `init=`) the objects of every process allowed (`proc.max`), twice
+/// `init=`) one page index per file allowed (`file.max`, pooled too) and
+/// the objects of every process allowed (`proc.max`), twice
 /// over: processes' objects are
 /// pooled and reused, never destroyed, so the table holds the most that
 /// were ever alive at once.
 fn capacity() -> usize {
     let opts = crate::boot::options();
-    let procs = if opts.init.is_some() {
-        opts.proc_max as usize
+    let (procs, files) = if opts.init.is_some() {
+        (opts.proc_max as usize, opts.file_max as usize)
     } else {
-        0
+        (0, 0)
     };
-    CAPACITY + 2 * OBJECTS_PER_PROCESS * procs
+    CAPACITY + 2 * OBJECTS_PER_PROCESS * procs + files
 }
 
 /// The kernel as a clustered-object platform.

@@ -61,6 +61,11 @@ impl<T> SpinLock<T> {
         }
     }
 
+    /// The value, through exclusive access (no locking needed).
+    pub fn get_mut(&mut self) -> &mut T {
+        self.value.get_mut()
+    }
+
     /// Take the lock.
     pub fn lock(&self) -> SpinLockGuard<'_, T> {
         let irq = arch::irq_save();
@@ -231,6 +236,17 @@ impl<T> InitOnce<T> {
             }
             arch::cpu_relax();
         }
+    }
+
+    /// Take the value out, leaving the cell unset.
+    pub fn take(&mut self) -> Option<T> {
+        if !core::mem::replace(self.ready.get_mut(), false) {
+            return None;
+        }
+        *self.busy.get_mut() = false;
+        // SAFETY: `ready` said the value was fully written; it is now
+        // unset, so the value is moved out exactly once.
+        Some(unsafe { self.value.get_mut().assume_init_read() })
     }
 
     /// The value, once set.

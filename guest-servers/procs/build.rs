@@ -12,6 +12,9 @@ fn main() {
         "proc-bench",
         "ppctest",
         "nameserver",
+        "fileserver",
+        "fstest",
+        "fs-bench",
     ] {
         println!("cargo:rustc-link-arg-bin={bin}=-T{dir}/../user.ld");
         println!("cargo:rustc-link-arg-bin={bin}=--no-pie");

@@ -16,6 +16,7 @@
 //! | [`hypercall`] | port-I/O hypercalls: numbers, request block, results  |
 //! | [`note`]      | the ABI note every kernel carries in its ELF          |
 //! | [`syscall`]   | system calls from user programs to the kernel         |
+//! | [`fs`]        | the file server's PPC protocol                        |
 //! | [`bench`]     | benchmark result records the guest reports            |
 //! | [`topology`]  | the topology record: nodes, vCPU placement, distances |
 //! | [`trace`]     | trace region layout, event record, event catalogue    |
@@ -24,6 +25,7 @@
 
 pub mod bench;
 pub mod boot;
+pub mod fs;
 pub mod hypercall;
 pub mod layout;
 pub mod note;

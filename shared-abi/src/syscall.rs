@@ -140,9 +140,10 @@ pub enum Syscall {
     /// time), which everyone finds with `PpcLookup(0)`.
     PpcServe = 18,
     /// Call the server behind handle `rdi` on this CPU: method `rsi`,
-    /// argument `rdx`, message `r10`/`r8` (at most [`ppc::MAX_MESSAGE`]
-    /// bytes, replaced by the reply). Returns the server's result in
-    /// `rax` and the reply's length in `rdx`.
+    /// argument `rdx`, message at `r10` of `r8` bits 0–31 bytes, replaced
+    /// by a reply of at most `r8` bits 32–63 bytes (at least the
+    /// message's length; both at most [`ppc::MAX_MESSAGE`]). Returns the
+    /// server's result in `rax` and the reply's length in `rdx`.
     PpcCall = 19,
     /// End the PPC call this thread serves: result `rdi`, reply of `rsi`
     /// bytes left in this CPU's message buffer.
@@ -151,6 +152,64 @@ pub enum Syscall {
     /// server's (how a program finds the name server; everything else it
     /// finds there by name).
     PpcLookup = 21,
+    /// Make a new, empty file memory object (see [`file`]) of kind `rdi`
+    /// ([`file::KIND_SHARED`] or [`file::KIND_DISTRIBUTED`]); returns a
+    /// handle to it with every right.
+    FileCreate = 22,
+    /// Give process `rsi` a handle to the file object behind handle
+    /// `rdi`, with rights `rdx` (a subset of the caller's); returns the
+    /// new handle, valid in that process only.
+    FileGrant = 23,
+    /// Drop handle `rdi` (the object goes when no handle or mapping
+    /// remains).
+    FileClose = 24,
+    /// Read up to `r10` bytes at file offset `rsi` of handle `rdi` into
+    /// `rdx`; returns the bytes read (0 at or past the end).
+    FileRead = 25,
+    /// Write `r10` bytes from `rdx` at file offset `rsi` of handle `rdi`
+    /// (at the end, atomically, with [`file::WRITE_APPEND`] in `r8`);
+    /// returns the offset just past the bytes written.
+    FileWrite = 26,
+    /// The size of the file behind handle `rdi`.
+    FileSize = 27,
+    /// Set the size of the file behind handle `rdi` to `rsi` (cut pages
+    /// go; a grown file reads zeros).
+    FileTruncate = 28,
+    /// Map `rsi` bytes of the file behind handle `rdi` from offset 0,
+    /// writable if `rdx` is 1 (shared: every mapping and every read and
+    /// write see the same pages); returns the address.
+    FileMap = 29,
+    /// The image's module `rdi`: its name copied to `rsi` (at most `rdx`
+    /// bytes, [`MAX_NAME_LEN`] suffices); returns its size, or
+    /// `NoSuchProgram` past the last module.
+    ModuleInfo = 30,
+    /// Read up to `r10` bytes at offset `rsi` of image module `rdi` into
+    /// `rdx`; returns the bytes read.
+    ModuleRead = 31,
+}
+
+/// File memory objects: a file's pages (its FCM, whose page index is a
+/// clustered hash table, shared or distributed) and its size, in the
+/// kernel. A file server makes them and grants handles to its clients,
+/// which then read, write and map the data with no server in the way.
+pub mod file {
+    /// Page index: one table behind one lock.
+    pub const KIND_SHARED: u64 = 0;
+    /// Page index: K42's distributed DHashTable (a master table and a
+    /// local table per CPU that lookups hit without sharing).
+    pub const KIND_DISTRIBUTED: u64 = 1;
+    /// Right: read and map read-only.
+    pub const RIGHT_READ: u64 = 1;
+    /// Right: write, truncate and map writable.
+    pub const RIGHT_WRITE: u64 = 2;
+    /// Right: grant handles to other processes.
+    pub const RIGHT_GRANT: u64 = 4;
+    /// Every right.
+    pub const RIGHTS_ALL: u64 = RIGHT_READ | RIGHT_WRITE | RIGHT_GRANT;
+    /// `FileWrite` flag: write at the end of the file.
+    pub const WRITE_APPEND: u64 = 1;
+    /// Largest file.
+    pub const MAX_SIZE: u64 = 1 << 40;
 }
 
 /// Protected procedure calls: a call into another process's server on
@@ -231,6 +290,16 @@ impl Syscall {
             19 => Self::PpcCall,
             20 => Self::PpcReturn,
             21 => Self::PpcLookup,
+            22 => Self::FileCreate,
+            23 => Self::FileGrant,
+            24 => Self::FileClose,
+            25 => Self::FileRead,
+            26 => Self::FileWrite,
+            27 => Self::FileSize,
+            28 => Self::FileTruncate,
+            29 => Self::FileMap,
+            30 => Self::ModuleInfo,
+            31 => Self::ModuleRead,
             _ => return None,
         })
     }
@@ -274,6 +343,13 @@ pub enum SyscallError {
     NoSuchMethod = -16,
     /// The name server has no such name.
     NoSuchName = -17,
+    /// A file handle this process does not hold (never had, or closed).
+    BadHandle = -18,
+    /// The handle lacks the right for this.
+    NotPermitted = -19,
+    /// The process holds the most handles allowed, or the machine the
+    /// most file objects.
+    TooManyHandles = -20,
 }
 
 impl SyscallError {
@@ -297,6 +373,9 @@ impl SyscallError {
             -15 => Self::TooLong,
             -16 => Self::NoSuchMethod,
             -17 => Self::NoSuchName,
+            -18 => Self::BadHandle,
+            -19 => Self::NotPermitted,
+            -20 => Self::TooManyHandles,
             _ => return None,
         })
     }
@@ -321,6 +400,9 @@ impl SyscallError {
             Self::TooLong => "message too long",
             Self::NoSuchMethod => "no such method",
             Self::NoSuchName => "no such name",
+            Self::BadHandle => "bad file handle",
+            Self::NotPermitted => "not permitted by the handle's rights",
+            Self::TooManyHandles => "too many file handles",
         }
     }
 }

@@ -582,6 +582,20 @@ catalogue! {
         /// One tick of a steady stream.
         tick = 4 instant(cpu: u64, seq: u64);
     }
+    /// File memory objects (the file server's requests themselves are
+    /// `sched:ppc_call`/`ppc_return` with the `k42_abi::fs` method).
+    class fs = 11 {
+        /// A file object was made (kind 0 shared, 1 distributed index).
+        create = 1 instant(pid: u64, kind: u64);
+        /// A read: the bytes read at `offset`.
+        read = 2 instant(pid: u64, offset: u64, bytes: u64);
+        /// A write: `bytes` at `offset` (the end for an append).
+        write = 3 instant(pid: u64, offset: u64, bytes: u64);
+        /// A file's size was set.
+        truncate = 4 instant(pid: u64, size: u64);
+        /// A file was mapped.
+        map = 5 instant(pid: u64, bytes: u64);
+    }
 }
 
 /// The descriptor of event `id`, if the catalogue has one.

@@ -32,6 +32,7 @@ use k42_cobj::ObjRef;
 use k42_cobj::objects::process::{self as pobj, Process as RegionList, Region};
 
 use super::fcm::{self, Access, Fcm, Source};
+use super::files::FileObj;
 
 use crate::mm::pages;
 use crate::mm::paging::{AddressSpace, PageFlags};
@@ -78,10 +79,29 @@ pub struct Memory {
     next_anon: AtomicU64,
 }
 
-/// A region and the FCM behind it.
+/// A region and what is behind it.
 struct Slot {
     region: Region,
-    fcm: ObjRef<dyn Fcm>,
+    backing: Backing,
+}
+
+/// What holds a region's pages.
+enum Backing {
+    /// The process's own FCM (anonymous memory, a program segment).
+    Private(ObjRef<dyn Fcm>),
+    /// A file's memory object, shared with every other mapping and
+    /// handle of the file (and with a forked child).
+    File(Arc<FileObj>),
+}
+
+impl Backing {
+    /// Let go of it: a private FCM goes back to the pool.
+    fn release(self) {
+        match self {
+            Self::Private(fcm) => fcm::retire(fcm),
+            Self::File(f) => f.unmapped(),
+        }
+    }
 }
 
 /// Region-list objects of ended processes, emptied, for new processes to
@@ -141,21 +161,21 @@ impl Memory {
         source: Source,
     ) -> Result<(), SyscallError> {
         let fcm = fcm::create(fcm::Contents::new(source))?;
-        self.add_region_with(start, end, prot, fcm)
+        self.add_region_with(start, end, prot, Backing::Private(fcm))
     }
 
-    /// Add region `[start, end)` with `prot` over FCM object `fcm` (this
+    /// Add region `[start, end)` with `prot` over `backing` (this
     /// memory's from now on, even on failure).
     fn add_region_with(
         &self,
         start: u64,
         end: u64,
         prot: u32,
-        fcm: ObjRef<dyn Fcm>,
+        backing: Backing,
     ) -> Result<(), SyscallError> {
         let mut n = self.nregions.lock();
         if *n >= MAX_REGIONS {
-            fcm::retire(fcm);
+            backing.release();
             return Err(SyscallError::NoMemory);
         }
         let slot = *n;
@@ -166,10 +186,10 @@ impl Memory {
         };
         let cpu = cobj::cpu();
         if !self.regions.call(&cpu.request(), |r| r.add_region(region)) {
-            fcm::retire(fcm);
+            backing.release();
             return Err(SyscallError::InvalidArgument);
         }
-        self.slots[slot].set(Slot { region, fcm });
+        self.slots[slot].set(Slot { region, backing });
         *n += 1;
         Ok(())
     }
@@ -242,7 +262,10 @@ impl Memory {
     /// map it.
     fn install(&self, slot: usize, k: u64, pa: u64, writable: bool) -> Result<(), SyscallError> {
         let s = self.slots[slot].get().expect("region slot set");
-        fcm::call(s.fcm, |f| f.install(k, pa));
+        let Backing::Private(obj) = s.backing else {
+            unreachable!("install is for the process's own regions");
+        };
+        fcm::call(obj, |f| f.install(k, pa));
         self.space
             .lock()
             .set_leaf(
@@ -270,13 +293,38 @@ impl Memory {
         if len == 0 || len > self.limit * PAGE_SIZE {
             return Err(SyscallError::InvalidArgument);
         }
+        let start = self.place(len)?;
+        self.add_region(start, start + len, PROT_READ | PROT_WRITE, Source::Zero)?;
+        Ok(start)
+    }
+
+    /// An address for a new region of `len` bytes (rounded up to pages).
+    fn place(&self, len: u64) -> Result<u64, SyscallError> {
         let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
         // A guard page between regions.
         let start = self.next_anon.fetch_add(len + PAGE_SIZE, Ordering::Relaxed);
         if start + len > USER_TOP - STACK_SIZE {
             return Err(SyscallError::NoMemory);
         }
-        self.add_region(start, start + len, PROT_READ | PROT_WRITE, Source::Zero)?;
+        Ok(start)
+    }
+
+    /// Map the first `len` bytes of `file` (writable if `writable`);
+    /// the address.
+    pub fn map_file(
+        &self,
+        file: Arc<FileObj>,
+        len: u64,
+        writable: bool,
+    ) -> Result<u64, SyscallError> {
+        if len == 0 || len > k42_abi::syscall::file::MAX_SIZE {
+            return Err(SyscallError::InvalidArgument);
+        }
+        let start = self.place(len)?;
+        let end = start + len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let prot = PROT_READ | if writable { PROT_WRITE } else { 0 };
+        file.mapped();
+        self.add_region_with(start, end, prot, Backing::File(file))?;
         Ok(start)
     }
 
@@ -317,27 +365,29 @@ impl Memory {
         // (no allocation here: heap calls cost hundreds of emulated
         // instructions).
         let mut mapped = None;
-        let r = fcm::call(slot.fcm, |f| {
-            f.resolve(k, access, &charge, &mut |j, pa, writable| {
-                let va = region.start + j * PAGE_SIZE;
-                let ok = self
-                    .space
-                    .lock()
-                    .set_leaf(
-                        va,
-                        pa,
-                        PageFlags {
-                            writable,
-                            executable: exec_ok,
-                        },
-                    )
-                    .is_ok();
-                if ok && j == k {
-                    mapped = Some(va);
-                }
-                ok
-            })
-        });
+        let mut map = |j: u64, pa: u64, writable: bool| {
+            let va = region.start + j * PAGE_SIZE;
+            let ok = self
+                .space
+                .lock()
+                .set_leaf(
+                    va,
+                    pa,
+                    PageFlags {
+                        writable,
+                        executable: exec_ok,
+                    },
+                )
+                .is_ok();
+            if ok && j == k {
+                mapped = Some(va);
+            }
+            ok
+        };
+        let r = match &slot.backing {
+            Backing::Private(obj) => fcm::call(*obj, |f| f.resolve(k, access, &charge, &mut map)),
+            Backing::File(file) => file.fault(k, &mut |pa| map(k, pa, access.writable)),
+        };
         if let Some(va) = mapped {
             arch::flush_tlb_page(va);
         }
@@ -371,14 +421,26 @@ impl Memory {
         for slot in 0..n {
             let s = self.slots[slot].get().expect("region slot set");
             let writable = s.region.prot & PROT_WRITE != 0;
-            let obj = fcm::fork_object(s.fcm, &mut |k| {
-                if writable {
-                    self.space
-                        .lock()
-                        .write_protect(s.region.start + k * PAGE_SIZE);
+            let backing = match &s.backing {
+                Backing::Private(obj) => Backing::Private(fcm::fork_object(*obj, &mut |k| {
+                    if writable {
+                        self.space
+                            .lock()
+                            .write_protect(s.region.start + k * PAGE_SIZE);
+                    }
+                })?),
+                // A file mapping is shared: the child maps the same file.
+                Backing::File(f) => {
+                    f.mapped();
+                    Backing::File(f.clone())
                 }
-            })?;
-            child.add_region_with(s.region.start, s.region.end, s.region.prot & PROT_BITS, obj)?;
+            };
+            child.add_region_with(
+                s.region.start,
+                s.region.end,
+                s.region.prot & PROT_BITS,
+                backing,
+            )?;
         }
         arch::flush_tlb();
         child
@@ -396,10 +458,10 @@ impl Drop for Memory {
         // Frames go back now; the emptied objects wait in their pools.
         let n = *self.nregions.lock();
         let cpu = cobj::cpu();
-        for s in self.slots[..n].iter().filter_map(|s| s.get()) {
+        for s in self.slots[..n].iter_mut().filter_map(|s| s.take()) {
             self.regions
                 .call(&cpu.request(), |r| r.remove_region(s.region.start));
-            fcm::retire(s.fcm);
+            s.backing.release();
         }
         LIST_POOL[self.replicated as usize]
             .lock()

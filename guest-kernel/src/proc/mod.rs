@@ -19,6 +19,7 @@
 //! leave the scheduler and the kernel gets init's status.
 
 pub mod fcm;
+pub mod files;
 pub mod mm;
 pub mod ppc;
 pub mod sched;
@@ -62,6 +63,8 @@ pub struct Process {
     kill_status: AtomicU64,
     /// A server's main thread, parked in `PpcServe` for good.
     parked: SpinLock<Option<Arc<Thread>>>,
+    /// Its file handles.
+    files: SpinLock<files::Handles>,
 }
 
 // SAFETY: `memory` is replaced only by exec, which requires the process
@@ -167,6 +170,7 @@ fn make_process(
     parent: u32,
     name: &str,
     mem: Memory,
+    handles: files::Handles,
     first: impl FnOnce(Arc<Process>) -> Arc<Thread>,
 ) -> Arc<Thread> {
     let p = Arc::new(Process {
@@ -184,6 +188,7 @@ fn make_process(
         }),
         kill_status: AtomicU64::new(RUNNING),
         parked: SpinLock::new(None),
+        files: SpinLock::new(handles),
     });
     TABLE.lock().procs.insert(pid, p.clone());
     if let Some(pp) = lookup(parent) {
@@ -227,7 +232,7 @@ fn spawn(parent: u32, name: &str, args: &[u8], flags: u64) -> Result<u32, Syscal
             return Err(e);
         }
     };
-    let t = make_process(pid, parent, name, mem, |p| {
+    let t = make_process(pid, parent, name, mem, files::Handles::default(), |p| {
         Thread::new(1, p, entry, USER_TOP, [k42_abi::syscall::USER_INFO, 0])
     });
     t.set_pin(pin.map(|c| c as u32));
@@ -281,6 +286,9 @@ fn process_ended(p: &Arc<Process>) {
             core::mem::take(&mut s.zombies),
         )
     };
+    // After `ended` (see FileGrant); the objects may go, outside the lock.
+    let handles = p.files.lock().clear();
+    drop(handles);
     for c in children {
         if let Some(cp) = lookup(c) {
             cp.parent.store(0, Ordering::Release);
@@ -454,6 +462,16 @@ pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
                 | Syscall::PpcCall
                 | Syscall::PpcReturn
                 | Syscall::PpcLookup
+                | Syscall::FileCreate
+                | Syscall::FileGrant
+                | Syscall::FileClose
+                | Syscall::FileRead
+                | Syscall::FileWrite
+                | Syscall::FileSize
+                | Syscall::FileTruncate
+                | Syscall::FileMap
+                | Syscall::ModuleInfo
+                | Syscall::ModuleRead
         )
     );
     if !own {
@@ -516,6 +534,18 @@ pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
             Err(e) => Err(e),
         },
         Some(Syscall::PpcLookup) => ppc::lookup(args[0]).map(|h| h as i64),
+        Some(
+            nr @ (Syscall::FileCreate
+            | Syscall::FileGrant
+            | Syscall::FileClose
+            | Syscall::FileRead
+            | Syscall::FileWrite
+            | Syscall::FileSize
+            | Syscall::FileTruncate
+            | Syscall::FileMap
+            | Syscall::ModuleInfo
+            | Syscall::ModuleRead),
+        ) => files::system_call(p, nr, args),
         Some(Syscall::Pin) => match args[0] {
             u64::MAX => {
                 t.set_pin(None);
@@ -557,7 +587,8 @@ fn fork(t: &Arc<Thread>, frame: &TrapFrame) -> Result<i64, SyscallError> {
         }
     };
     let name = p.name.lock().clone();
-    let child = make_process(pid, p.pid, &name, mem, |cp| {
+    let handles = p.files.lock().clone();
+    let child = make_process(pid, p.pid, &name, mem, handles, |cp| {
         let c = Thread::from_frame(1, cp, frame);
         c.set_result(0);
         c

@@ -172,8 +172,12 @@ pub fn lookup(pid: u64) -> Result<u64, SyscallError> {
 /// A call from thread `t` on this CPU; `Ok` when the CPU now runs the
 /// server's worker.
 pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(), SyscallError> {
-    let (h, method, arg, buf, len) = (args[0], args[1], args[2], args[3], args[4]);
-    if len > MAX_MESSAGE {
+    let (h, method, arg, buf) = (args[0], args[1], args[2], args[3]);
+    // The message's length, and the room for the reply (at least the
+    // message's).
+    let len = args[4] & 0xffff_ffff;
+    let cap = len.max(args[4] >> 32);
+    if cap > MAX_MESSAGE {
         return Err(SyscallError::TooLong);
     }
     let server = server_of(h).ok_or(SyscallError::StaleHandle)?;
@@ -181,9 +185,11 @@ pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<()
         return Err(SyscallError::ServerDied);
     }
     let mut msg = [0u8; MAX_MESSAGE as usize];
-    if len > 0 {
+    if cap > 0 {
         // Writable: the reply comes back here.
-        t.process.memory().user_range(buf, len, true)?;
+        t.process.memory().user_range(buf, cap, true)?;
+    }
+    if len > 0 {
         // SAFETY: the range is the caller's memory, mapped (above) in its
         // address space, which is loaded.
         msg[..len as usize].copy_from_slice(unsafe {
@@ -231,7 +237,7 @@ pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<()
         server: server.clone(),
         cpu,
         buf,
-        cap: len,
+        cap,
     });
     sched::hand_off(frame, worker);
     // Now in the server's address space: the message into its buffer

@@ -19,6 +19,9 @@
 //! [`sync`] has a lock and a barrier that wait politely across CPUs.
 #![no_std]
 
+extern crate alloc;
+
+pub mod fs;
 pub mod heap;
 pub mod ppc;
 pub mod process;

@@ -62,8 +62,9 @@ pub fn resolve(name: &str) -> Result<u64, SyscallError> {
 }
 
 /// Call the server behind `handle`: `method`, `arg`, and the first `len`
-/// bytes of `msg` as the message, replaced by the reply. Returns the
-/// server's result and the reply's length.
+/// bytes of `msg` as the message, replaced by the reply (which may fill
+/// `msg`, up to [`MAX`] bytes). Returns the server's result and the
+/// reply's length.
 pub fn call(
     handle: u64,
     method: u64,
@@ -71,10 +72,17 @@ pub fn call(
     msg: &mut [u8],
     len: usize,
 ) -> Result<(u64, usize), SyscallError> {
+    let (ret, reply) = call_raw(handle, method, arg, msg, len);
+    sys_result(ret).map(|r| (r, reply))
+}
+
+/// [`call`] with the raw result (a server's own negative codes kept).
+pub fn call_raw(handle: u64, method: u64, arg: u64, msg: &mut [u8], len: usize) -> (i64, usize) {
     let len = len.min(msg.len()) as u64;
+    let cap = msg.len().min(MAX) as u64;
     let (ret, reply): (i64, u64);
     // SAFETY: the system-call site as in `sys::syscall3_raw`; PpcCall
-    // returns the reply length in rdx and may rewrite `msg[..len]`.
+    // returns the reply length in rdx and may rewrite `msg[..cap]`.
     unsafe {
         asm!(
             "ud2",
@@ -84,11 +92,11 @@ pub fn call(
             in("rsi") method,
             inlateout("rdx") arg => reply,
             in("r10") msg.as_mut_ptr() as u64,
-            in("r8") len,
+            in("r8") len | cap << 32,
             options(nostack),
         );
     }
-    sys_result(ret).map(|r| (r, reply as usize))
+    (ret, reply as usize)
 }
 
 /// A call with a raw message length, unchecked here (for tests of the
@@ -104,7 +112,10 @@ pub fn call_raw_len(handle: u64, method: u64, msg: &mut [u8], len: u64) -> i64 {
 /// `SyscallError` such as `NoSuchMethod`) and the first `len` bytes of
 /// its message buffer as the reply.
 pub fn reply(result: i64, len: usize) -> ! {
-    syscall3(Syscall::PpcReturn, result as u64, len as u64, 0);
+    let r = syscall3(Syscall::PpcReturn, result as u64, len as u64, 0);
+    // Refused (a reply longer than the caller has room for): the caller
+    // gets the error instead.
+    syscall3(Syscall::PpcReturn, r as u64, 0, 0);
     // PpcReturn never comes back to a worker that served a call.
     crate::exit(102)
 }

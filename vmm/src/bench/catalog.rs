@@ -83,6 +83,16 @@ const PROC_CMDLINE: &str = "test=none init=init init.run=proc-bench";
 /// vCPU, 1000 echo calls each.
 const PPC_CMDLINE: &str = "test=none init=init init.run=ppctest+bench+1000";
 
+/// `fs-bench ops`: the name server, the file server, and a thread kept
+/// on each vCPU reading 4 KiB pages of one shared 1 MiB file (2000 reads
+/// each), once with a shared and once with a distributed page index.
+const FS_OPS_CMDLINE: &str =
+    "test=none init=init init.run=nameserver+&,fileserver+&,fs-bench+ops+2000";
+
+/// `fs-bench postmark`: one Postmark instance (Postmark 1.5 defaults:
+/// 500 files, 500 transactions) per vCPU; room for 16 384 files.
+const FS_POSTMARK_CMDLINE: &str = "test=none file.max=16384 init=init init.run=nameserver+&,fileserver+&,fs-bench+postmark+500+500";
+
 /// A user-mode series made of the records called `record`.
 const fn user(label: &'static str, record: &'static str) -> Series {
     Series {
@@ -205,6 +215,25 @@ pub const BENCHMARKS: &[Benchmark] = &[
         timeout_s: 300,
     },
     Benchmark {
+        name: "fs.ops",
+        description: "4 KiB reads of one shared 1 MiB file by a thread kept on each vCPU, through descriptors from the file server: the file's page index (its FCM) shared (one lock) vs distributed (K42's DHashTable) — the seed's Shared vs Distributed FCM figure",
+        cmdline: FS_OPS_CMDLINE,
+        op: "4 KiB reads",
+        series: &[
+            user("shared", "fs.ops.shared"),
+            user("distributed", "fs.ops.distributed"),
+        ],
+        timeout_s: 300,
+    },
+    Benchmark {
+        name: "fs.postmark",
+        description: "Postmark 1.5 (500 files of 500-10,000 bytes, 500 transactions, 512-byte blocks), one instance per vCPU in its own directory, through the file server",
+        cmdline: FS_POSTMARK_CMDLINE,
+        op: "transactions",
+        series: &[user("instance", "fs.postmark")],
+        timeout_s: 600,
+    },
+    Benchmark {
         name: "trace.event3",
         description: "trace events logged from user mode on every vCPU at once, each into its own CPU's buffers: enabled three-word events vs disabled ones (one mask test)",
         cmdline: TRACE_CMDLINE,
@@ -233,6 +262,7 @@ pub const SUITES: &[Suite] = &[
             "proc.syscall",
             "proc.fault",
             "proc.forkwait",
+            "fs.ops",
             "trace.event3",
         ],
     },
@@ -261,6 +291,11 @@ pub const SUITES: &[Suite] = &[
         name: "ppc",
         description: "protected procedure calls: round trips per vCPU count (each CPU calls its own worker of the server)",
         benchmarks: &["ppc.call"],
+    },
+    Suite {
+        name: "fs",
+        description: "the file server and its page cache: shared vs distributed FCM reads, Postmark transactions, per vCPU count",
+        benchmarks: &["fs.ops", "fs.postmark"],
     },
     Suite {
         name: "trace",

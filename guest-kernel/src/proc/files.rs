@@ -1,0 +1,497 @@
+//! File memory objects: a file's pages and size, kept by the kernel so
+//! that every process holding a handle reads, writes and maps the data
+//! itself, with no server in the way (the file server in user mode keeps
+//! only the names: `k42_abi::fs`).
+//!
+//! A file object is the file's FCM. Its page index (file page → frame)
+//! is a clustered hash table, one of two implementations chosen at
+//! creation:
+//!
+//! - shared: one table behind one lock for every CPU;
+//! - distributed: K42's DHashTable, a master table and a table per CPU
+//!   that lookups hit with no shared write, so that CPUs reading the same
+//!   pages do not meet.
+//!
+//! ```text
+//! FileRead/FileWrite/fault ─► handle (this process's table) ─► FileObj
+//!     ─► page index (clustered: shared or distributed) ─► frame
+//! ```
+//!
+//! Readers take no lock: they look pages up and copy. Writers, fills
+//! and truncation are serialised per file by `mutate`. A frame that
+//! truncation cuts from the index is kept until the object goes (every
+//! reader holds the object), so a reader racing a truncation copies old
+//! data, never a frame reused for something else.
+//!
+//! Handles are per process: (slot, sequence number), so that a closed
+//! handle fails with `BadHandle` instead of reaching the slot's next
+//! occupant. Objects live while a handle or a mapping holds them; their
+//! page indexes go back to a pool (making a clustered object costs
+//! milliseconds while the kernel runs emulated).
+
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+
+use k42_abi::layout::PAGE_SIZE;
+use k42_abi::syscall::{Syscall, SyscallError, file};
+use k42_cobj::ObjRef;
+use k42_cobj::objects::dhash::{self, HashTable};
+
+use super::Process;
+use super::mm::{FaultError, Memory};
+use crate::mm::pages;
+use crate::sync::SpinLock;
+use crate::{arch, cobj, smp, trace};
+use k42_abi::trace::ev;
+
+/// The largest `file.max`.
+pub const MAX_FILES: u32 = 65536;
+/// Most handles one process may hold.
+const MAX_HANDLES: usize = 65536;
+/// Most bytes one FileRead or FileWrite moves (the kernel is not
+/// preemptible: a call is kept short, and the caller loops).
+const MAX_IO: u64 = 64 << 10;
+/// Master buckets of a distributed page index.
+const BUCKETS: usize = 16;
+
+/// File objects alive.
+static LIVE: AtomicU32 = AtomicU32::new(0);
+/// Emptied page indexes for new files, by kind.
+static POOL: [SpinLock<Vec<ObjRef<dyn HashTable>>>; 2] = [const { SpinLock::new(Vec::new()) }; 2];
+
+/// A file: its page index and size.
+pub struct FileObj {
+    kind: u64,
+    pages: ObjRef<dyn HashTable>,
+    size: AtomicU64,
+    /// Pages that may be in the index: `[0, bound)`.
+    bound: AtomicU64,
+    /// Serialises writes, fills and truncation; holds the frames
+    /// truncation cut (freed with the object).
+    mutate: SpinLock<Vec<u64>>,
+    /// Mappings of the file in address spaces.
+    maps: AtomicU32,
+}
+
+impl FileObj {
+    fn new(kind: u64) -> Result<Arc<Self>, SyscallError> {
+        let max = crate::boot::options().file_max;
+        if LIVE.fetch_add(1, Ordering::AcqRel) >= max {
+            LIVE.fetch_sub(1, Ordering::AcqRel);
+            return Err(SyscallError::TooManyHandles);
+        }
+        let pooled = POOL[kind as usize].lock().pop();
+        let pages = match pooled {
+            Some(p) => p,
+            None => {
+                let root = if kind == file::KIND_DISTRIBUTED {
+                    dhash::distributed(smp::ncpus() as usize, 1, BUCKETS, cobj::relax)
+                } else {
+                    dhash::shared(None, cobj::relax)
+                };
+                match cobj::system().create(root) {
+                    Some(p) => p,
+                    None => {
+                        LIVE.fetch_sub(1, Ordering::AcqRel);
+                        return Err(SyscallError::TooManyHandles);
+                    }
+                }
+            }
+        };
+        Ok(Arc::new(Self {
+            kind,
+            pages,
+            size: AtomicU64::new(0),
+            bound: AtomicU64::new(0),
+            mutate: SpinLock::new(Vec::new()),
+            maps: AtomicU32::new(0),
+        }))
+    }
+
+    /// The frame of page `k`, if it has one.
+    fn lookup(&self, k: u64) -> Option<u64> {
+        let cpu = cobj::cpu();
+        self.pages.call(&cpu.request(), |t| t.lookup(k))
+    }
+
+    /// The frame of page `k`, made (zeroed) if missing; `mutate` held.
+    fn fill(&self, k: u64) -> Result<u64, SyscallError> {
+        if let Some(pa) = self.lookup(k) {
+            return Ok(pa);
+        }
+        let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
+        let cpu = cobj::cpu();
+        self.pages.call(&cpu.request(), |t| t.insert(k, pa));
+        self.bound.fetch_max(k + 1, Ordering::AcqRel);
+        Ok(pa)
+    }
+
+    /// Cut pages `[from, bound)` out of the index into `cut`; `mutate`
+    /// held.
+    fn cut_from(&self, from: u64, cut: &mut Vec<u64>) {
+        let bound = self.bound.load(Ordering::Acquire);
+        let cpu = cobj::cpu();
+        for k in from..bound {
+            if let Some(pa) = self.pages.call(&cpu.request(), |t| t.remove(k)) {
+                cut.push(pa);
+            }
+        }
+        self.bound.store(from.min(bound), Ordering::Release);
+    }
+
+    /// Zero page `k` from byte `from` on, if the page exists.
+    fn zero_tail(&self, k: u64, from: u64) {
+        if let Some(pa) = self.lookup(k) {
+            // SAFETY: the frame is this file's and in the direct map;
+            // `from < PAGE_SIZE`.
+            unsafe {
+                core::ptr::write_bytes(
+                    (arch::phys_to_virt(pa) + from) as *mut u8,
+                    0,
+                    (PAGE_SIZE - from) as usize,
+                )
+            };
+        }
+    }
+
+    /// Copy up to `len` bytes at `off` to the caller's `buf` (mapped for
+    /// writing); the bytes copied.
+    fn read(&self, off: u64, buf: u64, len: u64) -> u64 {
+        let size = self.size.load(Ordering::Acquire);
+        if off >= size {
+            return 0;
+        }
+        let n = len.min(size - off);
+        let mut done = 0;
+        while done < n {
+            let at = off + done;
+            let (k, inpage) = (at / PAGE_SIZE, at % PAGE_SIZE);
+            let chunk = (PAGE_SIZE - inpage).min(n - done);
+            let dst = (buf + done) as *mut u8;
+            match self.lookup(k) {
+                // SAFETY: the frame is held by this file (and cut frames
+                // stay allocated while the object lives); the caller
+                // checked that `buf..buf + len` is its writable memory,
+                // mapped in the current address space.
+                Some(pa) => unsafe {
+                    core::ptr::copy_nonoverlapping(
+                        (arch::phys_to_virt(pa) + inpage) as *const u8,
+                        dst,
+                        chunk as usize,
+                    )
+                },
+                // SAFETY: as above (a hole reads zeros).
+                None => unsafe { core::ptr::write_bytes(dst, 0, chunk as usize) },
+            }
+            done += chunk;
+        }
+        n
+    }
+
+    /// Copy `len` bytes (at most [`MAX_IO`]) from the caller's `buf`
+    /// (mapped for reading) to `off`, or to the end with `append`: all of
+    /// them, or nothing when memory runs out. The offset past them.
+    fn write(&self, off: u64, buf: u64, len: u64, append: bool) -> Result<u64, SyscallError> {
+        debug_assert!(len <= MAX_IO);
+        let _m = self.mutate.lock();
+        let off = if append {
+            self.size.load(Ordering::Acquire)
+        } else {
+            off
+        };
+        let end = off.checked_add(len).ok_or(SyscallError::InvalidArgument)?;
+        if end > file::MAX_SIZE {
+            return Err(SyscallError::InvalidArgument);
+        }
+        if len == 0 {
+            return Ok(end);
+        }
+        // Every page first (a page made here past the end stays unseen:
+        // reads stop at the size, and growing cuts it).
+        let first = off / PAGE_SIZE;
+        let mut frames = [0u64; (MAX_IO / PAGE_SIZE + 1) as usize];
+        for (i, k) in (first..=(end - 1) / PAGE_SIZE).enumerate() {
+            frames[i] = self.fill(k)?;
+        }
+        let mut done = 0;
+        while done < len {
+            let at = off + done;
+            let inpage = at % PAGE_SIZE;
+            let chunk = (PAGE_SIZE - inpage).min(len - done);
+            let pa = frames[(at / PAGE_SIZE - first) as usize];
+            // SAFETY: the frame is this file's, in the direct map; the
+            // caller checked that `buf..buf + len` is its memory, mapped.
+            unsafe {
+                core::ptr::copy_nonoverlapping(
+                    (buf + done) as *const u8,
+                    (arch::phys_to_virt(pa) + inpage) as *mut u8,
+                    chunk as usize,
+                )
+            };
+            done += chunk;
+        }
+        self.size.fetch_max(end, Ordering::AcqRel);
+        Ok(end)
+    }
+
+    /// Set the size to `new`: pages past it are cut, and the part of the
+    /// last page past either end reads zeros.
+    fn truncate(&self, new: u64) -> Result<(), SyscallError> {
+        if new > file::MAX_SIZE {
+            return Err(SyscallError::InvalidArgument);
+        }
+        let mut cut = self.mutate.lock();
+        let old = self.size.load(Ordering::Acquire);
+        // Bytes past the old end may hold what a mapping wrote there.
+        let keep = new.min(old);
+        if !keep.is_multiple_of(PAGE_SIZE) {
+            self.zero_tail(keep / PAGE_SIZE, keep % PAGE_SIZE);
+        }
+        self.cut_from(keep.div_ceil(PAGE_SIZE), &mut cut);
+        self.size.store(new, Ordering::Release);
+        Ok(())
+    }
+
+    /// Resolve a fault on page `k` of a mapping of the file: map the
+    /// page (made zeroed if missing) with `map(frame)`.
+    pub fn fault(&self, k: u64, map: &mut dyn FnMut(u64) -> bool) -> Result<(), FaultError> {
+        let pa = match self.lookup(k) {
+            Some(pa) => pa,
+            None => {
+                let _m = self.mutate.lock();
+                self.fill(k).map_err(|_| FaultError::OutOfMemory)?
+            }
+        };
+        if map(pa) {
+            Ok(())
+        } else {
+            Err(FaultError::OutOfMemory)
+        }
+    }
+
+    /// One more mapping of the file.
+    pub fn mapped(&self) {
+        self.maps.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// One mapping of the file fewer.
+    pub fn unmapped(&self) {
+        self.maps.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+impl Drop for FileObj {
+    fn drop(&mut self) {
+        // No handle or mapping is left, so no CPU can be in a call on it.
+        let mut cut = core::mem::take(self.mutate.get_mut());
+        self.cut_from(0, &mut cut);
+        for pa in cut {
+            pages::free(pa);
+        }
+        POOL[self.kind as usize].lock().push(self.pages);
+        LIVE.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A process's file handles (a forked child gets a copy: the same
+/// handles to the same objects).
+#[derive(Clone, Default)]
+pub struct Handles {
+    slots: Vec<Slot>,
+    free: Vec<u32>,
+}
+
+#[derive(Clone, Default)]
+struct Slot {
+    seq: u32,
+    entry: Option<(Arc<FileObj>, u64)>,
+}
+
+impl Handles {
+    /// The object and rights behind handle `h`.
+    fn get(&self, h: u64) -> Result<(Arc<FileObj>, u64), SyscallError> {
+        let s = self
+            .slots
+            .get((h >> 32) as usize)
+            .filter(|s| s.seq == h as u32)
+            .ok_or(SyscallError::BadHandle)?;
+        s.entry.clone().ok_or(SyscallError::BadHandle)
+    }
+
+    /// A new handle to `obj` with `rights`.
+    fn insert(&mut self, obj: Arc<FileObj>, rights: u64) -> Result<u64, SyscallError> {
+        let i = match self.free.pop() {
+            Some(i) => i as usize,
+            None if self.slots.len() < MAX_HANDLES => {
+                self.slots.push(Slot::default());
+                self.slots.len() - 1
+            }
+            None => return Err(SyscallError::TooManyHandles),
+        };
+        let s = &mut self.slots[i];
+        s.seq = s.seq.wrapping_add(1).max(1);
+        s.entry = Some((obj, rights));
+        Ok((i as u64) << 32 | s.seq as u64)
+    }
+
+    /// Drop handle `h`.
+    fn close(&mut self, h: u64) -> Result<Arc<FileObj>, SyscallError> {
+        let i = (h >> 32) as usize;
+        let s = self
+            .slots
+            .get_mut(i)
+            .filter(|s| s.seq == h as u32)
+            .ok_or(SyscallError::BadHandle)?;
+        let (obj, _) = s.entry.take().ok_or(SyscallError::BadHandle)?;
+        self.free.push(i as u32);
+        Ok(obj)
+    }
+
+    /// Drop every handle (the process ended).
+    pub fn clear(&mut self) -> Vec<Arc<FileObj>> {
+        self.free.clear();
+        core::mem::take(&mut self.slots)
+            .into_iter()
+            .filter_map(|s| s.entry.map(|(o, _)| o))
+            .collect()
+    }
+}
+
+/// Handle `h` of process `p`, with right `need`.
+fn handle(p: &Process, h: u64, need: u64) -> Result<Arc<FileObj>, SyscallError> {
+    let (obj, rights) = p.files.lock().get(h)?;
+    if rights & need != need {
+        return Err(SyscallError::NotPermitted);
+    }
+    Ok(obj)
+}
+
+/// Image module `i` as (name, bytes).
+fn module(i: u64) -> Result<(&'static str, &'static [u8]), SyscallError> {
+    let m = crate::boot::boot_info()
+        .modules()
+        .get(i as usize)
+        .ok_or(SyscallError::NoSuchProgram)?;
+    let name = m.name().ok_or(SyscallError::NoSuchProgram)?;
+    let bytes = crate::user::module(name).ok_or(SyscallError::NoSuchProgram)?;
+    Ok((name, bytes))
+}
+
+/// Copy `src` to the caller's `[buf, buf + src.len())` (checked here).
+fn copy_out(mem: &Memory, buf: u64, src: &[u8]) -> Result<(), SyscallError> {
+    if src.is_empty() {
+        return Ok(());
+    }
+    mem.user_range(buf, src.len() as u64, true)?;
+    // SAFETY: user_range mapped the range writable in the current (the
+    // caller's) address space.
+    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), buf as *mut u8, src.len()) };
+    Ok(())
+}
+
+/// The file and module system calls of process `p` (`args` as in
+/// `proc::system_call`).
+pub fn system_call(p: &Arc<Process>, nr: Syscall, args: [u64; 5]) -> Result<i64, SyscallError> {
+    let mem = p.memory();
+    match nr {
+        Syscall::FileCreate => {
+            if args[0] > file::KIND_DISTRIBUTED {
+                return Err(SyscallError::InvalidArgument);
+            }
+            let obj = FileObj::new(args[0])?;
+            trace::log(ev::fs::create(p.pid as u64, args[0]));
+            p.files
+                .lock()
+                .insert(obj, file::RIGHTS_ALL)
+                .map(|h| h as i64)
+        }
+        Syscall::FileGrant => {
+            let (obj, rights) = p.files.lock().get(args[0])?;
+            if rights & file::RIGHT_GRANT == 0 {
+                return Err(SyscallError::NotPermitted);
+            }
+            if args[2] & !rights != 0 {
+                return Err(SyscallError::NotPermitted);
+            }
+            let to = super::lookup(args[1].min(u32::MAX as u64) as u32)
+                .ok_or(SyscallError::NoSuchProcess)?;
+            // Under the table's lock: once `ended` is set, the process's
+            // handles are dropped after it (process_ended), never before.
+            let mut table = to.files.lock();
+            if to.state.lock().ended {
+                return Err(SyscallError::NoSuchProcess);
+            }
+            let h = table.insert(obj, args[2])?;
+            Ok(h as i64)
+        }
+        Syscall::FileClose => {
+            let obj = p.files.lock().close(args[0])?;
+            // The object may go now, outside the table's lock.
+            drop(obj);
+            Ok(0)
+        }
+        Syscall::FileRead => {
+            let obj = handle(p, args[0], file::RIGHT_READ)?;
+            let len = args[3].min(MAX_IO);
+            if len == 0 || args[1] >= obj.size.load(Ordering::Acquire) {
+                return Ok(0);
+            }
+            mem.user_range(args[2], len, true)?;
+            let n = obj.read(args[1], args[2], len);
+            trace::log(ev::fs::read(p.pid as u64, args[1], n));
+            Ok(n as i64)
+        }
+        Syscall::FileWrite => {
+            let obj = handle(p, args[0], file::RIGHT_WRITE)?;
+            let len = args[3].min(MAX_IO);
+            if args[4] & !file::WRITE_APPEND != 0 {
+                return Err(SyscallError::InvalidArgument);
+            }
+            if len > 0 {
+                mem.user_range(args[2], len, false)?;
+            }
+            let end = obj.write(args[1], args[2], len, args[4] & file::WRITE_APPEND != 0)?;
+            trace::log(ev::fs::write(p.pid as u64, end - len, len));
+            Ok(end as i64)
+        }
+        Syscall::FileSize => {
+            let obj = handle(p, args[0], 0)?;
+            Ok(obj.size.load(Ordering::Acquire) as i64)
+        }
+        Syscall::FileTruncate => {
+            let obj = handle(p, args[0], file::RIGHT_WRITE)?;
+            obj.truncate(args[1])?;
+            trace::log(ev::fs::truncate(p.pid as u64, args[1]));
+            Ok(0)
+        }
+        Syscall::FileMap => {
+            let writable = match args[2] {
+                0 => false,
+                1 => true,
+                _ => return Err(SyscallError::InvalidArgument),
+            };
+            let need = file::RIGHT_READ | if writable { file::RIGHT_WRITE } else { 0 };
+            let obj = handle(p, args[0], need)?;
+            let a = mem.map_file(obj, args[1], writable)?;
+            trace::log(ev::fs::map(p.pid as u64, args[1]));
+            Ok(a as i64)
+        }
+        Syscall::ModuleInfo => {
+            let (name, bytes) = module(args[0])?;
+            let n = name.len().min(args[2] as usize);
+            copy_out(mem, args[1], &name.as_bytes()[..n])?;
+            Ok(bytes.len() as i64)
+        }
+        Syscall::ModuleRead => {
+            let (_, bytes) = module(args[0])?;
+            let off = (args[1] as usize).min(bytes.len());
+            let n = (args[3] as usize)
+                .min(bytes.len() - off)
+                .min(MAX_IO as usize);
+            copy_out(mem, args[2], &bytes[off..off + n])?;
+            Ok(n as i64)
+        }
+        _ => Err(SyscallError::NoSuchCall),
+    }
+}
