@@ -19,6 +19,7 @@ const REQUIRED_TESTS: &[&str] = &[
     "cobj.swap_under_load",
     "hypercall.errors",
     "hypercall.zero_pages",
+    "hypercall.copy_mem",
     "ipi.ping_pong",
     "mm.frames_all_cpus",
     "mm.heap_all_cpus",
@@ -80,11 +81,16 @@ fn check_full_boot(vcpus: u32) {
         "{}",
         describe(&out)
     );
-    // The default command line then starts init, which runs init.rc.
+    // The default command line then starts init, which runs init.rc:
+    // the name server and the file server, hello, and cat of an image
+    // file through the file server.
     for line in [
         "init: nameserver: started in the background (process 2)",
-        "hello, world from process 3",
-        "init: 1 program(s) run, 0 failed",
+        "init: fileserver: started in the background (process 3)",
+        "hello, world from process 4",
+        "This file came from the image (module fs/etc/motd) through the file server.",
+        "init: cat /etc/motd: exited with status 0",
+        "init: 2 program(s) run, 0 failed",
         "k42: init exited with status 0",
     ] {
         assert!(

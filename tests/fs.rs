@@ -19,9 +19,8 @@ use common::*;
 /// Boot with the name server and a file server (`server` its arguments,
 /// `+`-separated) started by init, then `program`.
 fn with_server(vcpus: u32, server: &str, program: &str, extra: &str) -> std::process::Output {
-    let cmdline = format!(
-        "test=none {extra} init=init init.run=nameserver+&,fileserver{server}+&,{program}"
-    );
+    let cmdline =
+        format!("test=none {extra} init=init init.run=nameserver+&,fileserver{server}+&,{program}");
     boot(vcpus, &["--cmdline", &cmdline]).0
 }
 
@@ -105,8 +104,7 @@ fn a_bad_server_argument_is_named() {
     );
     assert_ne!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(
-        stdout(&out)
-            .contains("fileserver: unknown page index \"sharded\" (shared or distributed)"),
+        stdout(&out).contains("fileserver: unknown page index \"sharded\" (shared or distributed)"),
         "{}",
         describe(&out)
     );

@@ -42,12 +42,15 @@ fn hello_world_from_the_image_init_rc() {
     let (out, _) = boot(2, &["--cmdline", "test=none init=init"]);
     expect_ok(
         &out,
-        1,
+        2,
         &[
             "init: nameserver: started in the background (process 2)",
-            "hello, world from process 3 on CPU",
+            "init: fileserver: started in the background (process 3)",
+            "hello, world from process 4 on CPU",
             "args: hello from-init",
             "init: hello from-init: exited with status 0",
+            "Welcome to k42vmm",
+            "init: cat /etc/motd: exited with status 0",
         ],
     );
 }

@@ -15,6 +15,7 @@ fn main() {
         "fileserver",
         "fstest",
         "fs-bench",
+        "cat",
     ] {
         println!("cargo:rustc-link-arg-bin={bin}=-T{dir}/../user.ld");
         println!("cargo:rustc-link-arg-bin={bin}=--no-pie");

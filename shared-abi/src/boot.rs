@@ -22,7 +22,7 @@ pub const BOOT_MAGIC: u64 = 0x4b34_3242_4f4f_5431; // "K42BOOT1"
 /// Most memory regions a [`BootInfo`] can describe.
 pub const MAX_MEM_REGIONS: usize = 32;
 /// Most boot modules an image can carry.
-pub const MAX_MODULES: usize = 16;
+pub const MAX_MODULES: usize = 64;
 /// Longest kernel command line, in bytes.
 pub const MAX_CMDLINE: usize = 2048;
 /// Longest boot-module name, in bytes.

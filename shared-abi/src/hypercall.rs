@@ -28,6 +28,10 @@ pub const MAX_PANIC_MESSAGE: u64 = 4096;
 pub const MAX_TEST_NAME: u64 = 128;
 /// Most frames one [`HypercallNr::ZeroPages`] call clears.
 pub const MAX_ZERO_PAGES: u64 = 64;
+/// Most segments one [`HypercallNr::CopyMem`] call copies.
+pub const MAX_COPY_SEGMENTS: u64 = 64;
+/// Longest [`HypercallNr::CopyMem`] segment.
+pub const MAX_COPY_SEGMENT: u64 = 4096;
 
 /// The request block a hypercall's port write points at.
 #[derive(
@@ -101,6 +105,14 @@ pub enum HypercallNr {
     /// Returns the count. (A kernel running emulated clears a page at
     /// about a microsecond per 8 bytes; the host does it at memory speed.)
     ZeroPages = 15,
+    /// Copy memory: `args[1]` (at most [`MAX_COPY_SEGMENTS`]) segments,
+    /// each three `u64`s (destination, source, length — at most
+    /// [`MAX_COPY_SEGMENT`]) of guest-physical addresses, at
+    /// guest-physical `args[0]`. Every range is checked before any byte
+    /// is copied. Returns the bytes copied. (As with `ZeroPages`, the
+    /// guest must never aim it at a page table: KVM-PVM's shadow paging
+    /// does not see the host's writes.)
+    CopyMem = 16,
 }
 
 impl HypercallNr {
@@ -121,6 +133,7 @@ impl HypercallNr {
             13 => Self::BenchRecord,
             14 => Self::Nop,
             15 => Self::ZeroPages,
+            16 => Self::CopyMem,
             _ => return None,
         })
     }
@@ -183,7 +196,7 @@ mod tests {
             }
         }
         assert_eq!(HypercallNr::from_raw(0), None);
-        assert_eq!(HypercallNr::from_raw(16), None);
+        assert_eq!(HypercallNr::from_raw(17), None);
     }
 
     #[test]

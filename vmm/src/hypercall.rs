@@ -121,6 +121,7 @@ fn dispatch(
         HypercallNr::BenchRecord => cont(bench_record(shared, args[0], args[1])),
         HypercallNr::Nop => cont(Ok(0)),
         HypercallNr::ZeroPages => cont(zero_pages(shared, args[0], args[1])),
+        HypercallNr::CopyMem => cont(copy_mem(shared, args[0], args[1])),
         HypercallNr::TraceRegister => cont(
             match shared
                 .trace
@@ -200,6 +201,47 @@ fn zero_pages(shared: &VmShared, gpa: u64, count: u64) -> CallResult {
             .map_err(|_| HypercallResult::BadAddress)?;
     }
     Ok(count as i64)
+}
+
+/// Copy the segments listed at `gpa` (`count` triples of destination,
+/// source, length), all checked first so that a bad list changes
+/// nothing.
+fn copy_mem(shared: &VmShared, gpa: u64, count: u64) -> CallResult {
+    if count > abi::MAX_COPY_SEGMENTS {
+        return Err(HypercallResult::TooLong);
+    }
+    let list = shared
+        .ram
+        .read_vec(gpa, count * 24, abi::MAX_COPY_SEGMENTS * 24)
+        .map_err(|_| HypercallResult::BadAddress)?;
+    let word =
+        |c: &[u8], i: usize| u64::from_le_bytes(c[i * 8..i * 8 + 8].try_into().expect("8 bytes"));
+    let segs: Vec<(u64, u64, u64)> = list
+        .chunks_exact(24)
+        .map(|c| (word(c, 0), word(c, 1), word(c, 2)))
+        .collect();
+    if segs.iter().any(|s| s.2 > abi::MAX_COPY_SEGMENT) {
+        return Err(HypercallResult::TooLong);
+    }
+    if segs
+        .iter()
+        .any(|&(d, s, n)| !shared.ram.contains(d, n) || !shared.ram.contains(s, n))
+    {
+        return Err(HypercallResult::BadAddress);
+    }
+    let mut total = 0;
+    for &(d, s, n) in &segs {
+        let bytes = shared
+            .ram
+            .read_vec(s, n, abi::MAX_COPY_SEGMENT)
+            .map_err(|_| HypercallResult::BadAddress)?;
+        shared
+            .ram
+            .write(d, &bytes)
+            .map_err(|_| HypercallResult::BadAddress)?;
+        total += n;
+    }
+    Ok(total as i64)
 }
 
 fn boot_info(shared: &VmShared, gpa: u64, len: u64) -> CallResult {

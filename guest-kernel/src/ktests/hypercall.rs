@@ -145,3 +145,71 @@ fn zero_pages_checks_every_frame_first() -> TestResult {
     Ok(())
 }
 kernel_test!("hypercall.zero_pages", zero_pages_checks_every_frame_first);
+
+/// `CopyMem` copies the segments listed, and refuses a bad list whole: a
+/// segment of it that was fine copies nothing.
+fn copy_mem_checks_every_segment_first() -> TestResult {
+    use HypercallResult::{BadAddress, TooLong};
+    let mem = boot::boot_info().mem_size;
+    let (Some(a), Some(b)) = (
+        crate::mm::pages::alloc_zeroed(),
+        crate::mm::pages::alloc_zeroed(),
+    ) else {
+        return Err("no frames for the test".into());
+    };
+    let (pa, pb) = (
+        arch::phys_to_virt(a) as *mut u64,
+        arch::phys_to_virt(b) as *mut u64,
+    );
+    // SAFETY: both frames are this test's, in the direct map.
+    unsafe {
+        (
+            pa.write_volatile(0x1234_5678),
+            pa.add(100).write_volatile(0x9abc),
+        )
+    };
+    // SAFETY: as above.
+    let read_b = || unsafe { (pb.read_volatile(), pb.add(100).read_volatile()) };
+    let cm = HypercallNr::CopyMem as u32;
+    let pa_of =
+        |l: &[[u64; 3]; 2]| arch::virt_to_phys(core::hint::black_box(l).as_ptr() as u64).unwrap();
+    let good = [[b, a, 8], [b + 800, a + 800, 8]];
+    let with_outside = [[b, a, 8], [mem + (1 << 20), a, 8]];
+    let with_long = [[b, a, 8], [b, a, 4097]];
+    let outside = call(cm, 0, [pa_of(&with_outside), 2, 0, 0]);
+    let long = call(cm, 0, [pa_of(&with_long), 2, 0, 0]);
+    let too_many = call(
+        cm,
+        0,
+        [
+            pa_of(&good),
+            k42_abi::hypercall::MAX_COPY_SEGMENTS + 1,
+            0,
+            0,
+        ],
+    );
+    let bad_list = call(cm, 0, [mem + (1 << 20), 1, 0, 0]);
+    let kept = read_b();
+    let copied = call(cm, 0, [pa_of(&good), 2, 0, 0]);
+    let after = read_b();
+    crate::mm::pages::free(a);
+    crate::mm::pages::free(b);
+    check!(
+        outside == BadAddress as i64,
+        "a range outside RAM got {outside}"
+    );
+    check!(long == TooLong as i64, "a segment over a page got {long}");
+    check!(
+        too_many == TooLong as i64,
+        "too many segments got {too_many}"
+    );
+    check!(
+        bad_list == BadAddress as i64,
+        "a list outside RAM got {bad_list}"
+    );
+    check!(kept == (0, 0), "a refused call copied: {kept:?}");
+    check!(copied == 16, "a good call got {copied}");
+    check!(after == (0x1234_5678, 0x9abc), "not copied: {after:?}");
+    Ok(())
+}
+kernel_test!("hypercall.copy_mem", copy_mem_checks_every_segment_first);

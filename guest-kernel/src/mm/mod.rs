@@ -1,6 +1,7 @@
 //! Memory management: the physical frame allocator, the kernel heap, the
 //! page manager (a clustered object in front of the frame allocator), and
 //! address spaces for user programs.
+pub mod copy;
 pub mod frame;
 pub mod heap;
 pub mod pages;

@@ -204,6 +204,14 @@ impl AddressSpace {
         Some(&mut table(t)[((va >> 12) & 511) as usize])
     }
 
+    /// The physical address `va` maps to, if mapped with at least the
+    /// given access.
+    pub fn translate(&self, va: u64, write: bool) -> Option<u64> {
+        let e = *self.lookup(va)?;
+        (e & PRESENT != 0 && (!write || e & WRITABLE != 0))
+            .then_some((e & ADDR_MASK) | (va & 0xfff))
+    }
+
     /// Whether `va` is mapped with at least the given access.
     pub fn allows(&self, va: u64, write: bool) -> bool {
         self.lookup(va)

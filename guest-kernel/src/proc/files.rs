@@ -40,6 +40,7 @@ use k42_cobj::objects::dhash::{self, HashTable};
 
 use super::Process;
 use super::mm::{FaultError, Memory};
+use crate::mm::copy::{Segment, copy_segments};
 use crate::mm::pages;
 use crate::sync::SpinLock;
 use crate::{arch, cobj, smp, trace};
@@ -143,56 +144,62 @@ impl FileObj {
     /// Zero page `k` from byte `from` on, if the page exists.
     fn zero_tail(&self, k: u64, from: u64) {
         if let Some(pa) = self.lookup(k) {
-            // SAFETY: the frame is this file's and in the direct map;
-            // `from < PAGE_SIZE`.
-            unsafe {
-                core::ptr::write_bytes(
-                    (arch::phys_to_virt(pa) + from) as *mut u8,
-                    0,
-                    (PAGE_SIZE - from) as usize,
-                )
-            };
+            let _ = copy_segments(|push| {
+                push(Segment {
+                    dst: pa + from,
+                    src: zero_page(),
+                    len: PAGE_SIZE - from,
+                });
+                Ok::<(), ()>(())
+            });
         }
     }
 
-    /// Copy up to `len` bytes at `off` to the caller's `buf` (mapped for
-    /// writing); the bytes copied.
-    fn read(&self, off: u64, buf: u64, len: u64) -> u64 {
+    /// Copy up to `len` bytes at `off` to the caller's `buf` (faulted in
+    /// for writing as needed); the bytes copied.
+    fn read(&self, mem: &Memory, off: u64, buf: u64, len: u64) -> Result<u64, SyscallError> {
         let size = self.size.load(Ordering::Acquire);
         if off >= size {
-            return 0;
+            return Ok(0);
         }
         let n = len.min(size - off);
-        let mut done = 0;
-        while done < n {
-            let at = off + done;
-            let (k, inpage) = (at / PAGE_SIZE, at % PAGE_SIZE);
-            let chunk = (PAGE_SIZE - inpage).min(n - done);
-            let dst = (buf + done) as *mut u8;
-            match self.lookup(k) {
-                // SAFETY: the frame is held by this file (and cut frames
-                // stay allocated while the object lives); the caller
-                // checked that `buf..buf + len` is its writable memory,
-                // mapped in the current address space.
-                Some(pa) => unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        (arch::phys_to_virt(pa) + inpage) as *const u8,
-                        dst,
-                        chunk as usize,
-                    )
-                },
-                // SAFETY: as above (a hole reads zeros).
-                None => unsafe { core::ptr::write_bytes(dst, 0, chunk as usize) },
+        copy_segments(|push| {
+            let mut done = 0;
+            while done < n {
+                let (at, va) = (off + done, buf + done);
+                let chunk = chunk_len(at, va, n - done);
+                // A hole reads zeros. (A frame truncation cut stays
+                // allocated while the object lives, so a racing read
+                // copies old data.)
+                let src = self
+                    .lookup(at / PAGE_SIZE)
+                    .map_or(zero_page(), |pa| pa + at % PAGE_SIZE);
+                let dst = mem.user_phys(va, true)?;
+                push(Segment {
+                    dst,
+                    src,
+                    len: chunk,
+                });
+                done += chunk;
             }
-            done += chunk;
-        }
-        n
+            Ok(())
+        })?;
+        Ok(n)
     }
 
-    /// Copy `len` bytes (at most [`MAX_IO`]) from the caller's `buf`
-    /// (mapped for reading) to `off`, or to the end with `append`: all of
-    /// them, or nothing when memory runs out. The offset past them.
-    fn write(&self, off: u64, buf: u64, len: u64, append: bool) -> Result<u64, SyscallError> {
+    /// Copy `len` bytes (at most [`MAX_IO`]) from the caller's `buf` to
+    /// `off`, or to the end with `append`: all of them, or nothing when
+    /// memory runs out or `buf` is not the caller's memory (at most 34
+    /// segments: one batch, copied only once every page is found). The
+    /// offset past them.
+    fn write(
+        &self,
+        mem: &Memory,
+        off: u64,
+        buf: u64,
+        len: u64,
+        append: bool,
+    ) -> Result<u64, SyscallError> {
         debug_assert!(len <= MAX_IO);
         let _m = self.mutate.lock();
         let off = if append {
@@ -214,23 +221,22 @@ impl FileObj {
         for (i, k) in (first..=(end - 1) / PAGE_SIZE).enumerate() {
             frames[i] = self.fill(k)?;
         }
-        let mut done = 0;
-        while done < len {
-            let at = off + done;
-            let inpage = at % PAGE_SIZE;
-            let chunk = (PAGE_SIZE - inpage).min(len - done);
-            let pa = frames[(at / PAGE_SIZE - first) as usize];
-            // SAFETY: the frame is this file's, in the direct map; the
-            // caller checked that `buf..buf + len` is its memory, mapped.
-            unsafe {
-                core::ptr::copy_nonoverlapping(
-                    (buf + done) as *const u8,
-                    (arch::phys_to_virt(pa) + inpage) as *mut u8,
-                    chunk as usize,
-                )
-            };
-            done += chunk;
-        }
+        copy_segments(|push| {
+            let mut done = 0;
+            while done < len {
+                let (at, va) = (off + done, buf + done);
+                let chunk = chunk_len(at, va, len - done);
+                let dst = frames[(at / PAGE_SIZE - first) as usize] + at % PAGE_SIZE;
+                let src = mem.user_phys(va, false)?;
+                push(Segment {
+                    dst,
+                    src,
+                    len: chunk,
+                });
+                done += chunk;
+            }
+            Ok(())
+        })?;
         self.size.fetch_max(end, Ordering::AcqRel);
         Ok(end)
     }
@@ -279,6 +285,25 @@ impl FileObj {
     pub fn unmapped(&self) {
         self.maps.fetch_sub(1, Ordering::AcqRel);
     }
+}
+
+/// Bytes from file offset `at` and user address `va` up to the first
+/// page boundary of either, at most `left`.
+fn chunk_len(at: u64, va: u64, left: u64) -> u64 {
+    (PAGE_SIZE - at % PAGE_SIZE)
+        .min(PAGE_SIZE - va % PAGE_SIZE)
+        .min(left)
+}
+
+/// A page of zeros to copy holes from.
+#[repr(C, align(4096))]
+struct ZeroPage([u8; PAGE_SIZE as usize]);
+
+static ZERO: ZeroPage = ZeroPage([0; PAGE_SIZE as usize]);
+
+/// The physical address of [`ZERO`].
+fn zero_page() -> u64 {
+    arch::virt_to_phys(&ZERO as *const ZeroPage as u64).expect("a kernel static")
 }
 
 impl Drop for FileObj {
@@ -437,8 +462,7 @@ pub fn system_call(p: &Arc<Process>, nr: Syscall, args: [u64; 5]) -> Result<i64,
             if len == 0 || args[1] >= obj.size.load(Ordering::Acquire) {
                 return Ok(0);
             }
-            mem.user_range(args[2], len, true)?;
-            let n = obj.read(args[1], args[2], len);
+            let n = obj.read(mem, args[1], args[2], len)?;
             trace::log(ev::fs::read(p.pid as u64, args[1], n));
             Ok(n as i64)
         }
@@ -448,10 +472,13 @@ pub fn system_call(p: &Arc<Process>, nr: Syscall, args: [u64; 5]) -> Result<i64,
             if args[4] & !file::WRITE_APPEND != 0 {
                 return Err(SyscallError::InvalidArgument);
             }
-            if len > 0 {
-                mem.user_range(args[2], len, false)?;
-            }
-            let end = obj.write(args[1], args[2], len, args[4] & file::WRITE_APPEND != 0)?;
+            let end = obj.write(
+                mem,
+                args[1],
+                args[2],
+                len,
+                args[4] & file::WRITE_APPEND != 0,
+            )?;
             trace::log(ev::fs::write(p.pid as u64, end - len, len));
             Ok(end as i64)
         }

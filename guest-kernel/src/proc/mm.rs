@@ -412,6 +412,24 @@ impl Memory {
         Ok(())
     }
 
+    /// The physical address of the caller's address `va`, faulting the
+    /// page in (for writing, if `write`) when it is not mapped; or
+    /// `BadAddress`.
+    pub fn user_phys(&self, va: u64, write: bool) -> Result<u64, SyscallError> {
+        if !(USER_BASE..USER_TOP).contains(&va) {
+            return Err(SyscallError::BadAddress);
+        }
+        if let Some(pa) = self.space.lock().translate(va, write) {
+            return Ok(pa);
+        }
+        self.fault(va, write, false)
+            .map_err(|_| SyscallError::BadAddress)?;
+        self.space
+            .lock()
+            .translate(va, write)
+            .ok_or(SyscallError::BadAddress)
+    }
+
     /// A copy-on-write copy for a forked child (the caller is the only
     /// thread of this process). This process's writable pages become
     /// read-only until next written.

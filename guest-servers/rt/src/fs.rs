@@ -151,13 +151,17 @@ pub fn module_read(i: usize, off: u64, buf: &mut [u8]) -> Result<usize> {
 /// The file server's handle, once found (0: not yet).
 static SERVER: AtomicU64 = AtomicU64::new(0);
 
-/// Wait until the file server has registered (it may still be starting,
-/// in the background), trying for about `rounds` polite waits.
+/// Wait until the file server has registered (it and the name server
+/// may still be starting, in the background), trying for about `rounds`
+/// polite waits.
 pub fn wait_for_server(rounds: u32) -> Result<u64> {
     let mut round = 0;
     loop {
         match server() {
-            Err(Error::Sys(SyscallError::NoSuchName)) if round < rounds => {
+            // Not registered yet, or the name server not serving yet.
+            Err(Error::Sys(SyscallError::NoSuchName | SyscallError::NoSuchProcess))
+                if round < rounds =>
+            {
                 crate::sync::relax(round);
                 round += 1;
             }

@@ -109,7 +109,19 @@ extern "C" fn register(files: u64) -> ! {
             }
         }
     };
-    match ppc::register(proto::SERVICE, h) {
+    // The name server may still be starting (it is found by PpcLookup(0)
+    // only once it serves).
+    let mut round = 0;
+    let registered = loop {
+        match ppc::register(proto::SERVICE, h) {
+            Err(SyscallError::NoSuchProcess) if round < 100_000 => {
+                relax(round);
+                round += 1;
+            }
+            r => break r,
+        }
+    };
+    match registered {
         Ok(()) => {
             let kind = if KIND.load(Ordering::Relaxed) == file::KIND_SHARED {
                 "shared"
