@@ -23,7 +23,8 @@ const CAPACITY: usize = 32;
 const OBJECTS_PER_PROCESS: usize = 9;
 
 /// Table size: the kernel's own objects, plus (when processes run, with
-/// `init=`) one page index per file allowed (`file.max`, pooled too) and
+/// `init=`) one page index per file allowed (`file.max`) of each kind
+/// (they are pooled by kind), and
 /// the objects of every process allowed (`proc.max`), twice
 /// over: processes' objects are
 /// pooled and reused, never destroyed, so the table holds the most that
@@ -35,7 +36,7 @@ fn capacity() -> usize {
     } else {
         (0, 0)
     };
-    CAPACITY + 2 * OBJECTS_PER_PROCESS * procs + files
+    CAPACITY + 2 * OBJECTS_PER_PROCESS * procs + 2 * files
 }
 
 /// The kernel as a clustered-object platform.

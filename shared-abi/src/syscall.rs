@@ -163,17 +163,21 @@ pub enum Syscall {
     /// Drop handle `rdi` (the object goes when no handle or mapping
     /// remains).
     FileClose = 24,
-    /// Read up to `r10` bytes at file offset `rsi` of handle `rdi` into
-    /// `rdx`; returns the bytes read (0 at or past the end).
+    /// Read up to `r10` bytes (at most [`file::MAX_IO`] per call) at file
+    /// offset `rsi` of handle `rdi` into `rdx`; returns the bytes read (0
+    /// at or past the end).
     FileRead = 25,
-    /// Write `r10` bytes from `rdx` at file offset `rsi` of handle `rdi`
-    /// (at the end, atomically, with [`file::WRITE_APPEND`] in `r8`);
-    /// returns the offset just past the bytes written.
+    /// Write `r10` bytes from `rdx` — at most [`file::MAX_IO`] per call,
+    /// the rest left for the next — at file offset `rsi` of handle `rdi`
+    /// (at the end, atomically, with [`file::WRITE_APPEND`] in `r8`): all
+    /// of them or none. Returns the offset just past the bytes written.
     FileWrite = 26,
     /// The size of the file behind handle `rdi`.
     FileSize = 27,
     /// Set the size of the file behind handle `rdi` to `rsi` (cut pages
-    /// go; a grown file reads zeros).
+    /// leave the file; their frames are freed with the object, so that a
+    /// racing read never copies a reused frame; a grown file reads
+    /// zeros).
     FileTruncate = 28,
     /// Map `rsi` bytes of the file behind handle `rdi` from offset 0,
     /// writable if `rdx` is 1 (shared: every mapping and every read and
@@ -210,6 +214,8 @@ pub mod file {
     pub const WRITE_APPEND: u64 = 1;
     /// Largest file.
     pub const MAX_SIZE: u64 = 1 << 40;
+    /// Most bytes one `FileRead` or `FileWrite` moves.
+    pub const MAX_IO: u64 = 64 << 10;
 }
 
 /// Protected procedure calls: a call into another process's server on

@@ -111,6 +111,33 @@ fn hash_table_is_coherent(root: Box<dyn Root<dyn HashTable>>) {
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     assert_eq!(t.call(&cpu.request(), |h| h.len()), CPUS * 100);
+    // Every key from CPU 1's range on goes, whatever CPU cached it; the
+    // rest stay.
+    let mut gone = t.call(&cpu.request(), |h| h.remove_from(1000));
+    gone.sort_unstable();
+    let mut want: Vec<u64> = (1..CPUS as u64)
+        .flat_map(|c| {
+            (c * 1000..c * 1000 + 200)
+                .filter(|k| k % 2 == 1)
+                .map(|k| k * 3)
+        })
+        .collect();
+    want.sort_unstable();
+    assert_eq!(gone, want);
+    let views: Vec<bool> = on_cpus(&sys, move |cpu| {
+        (0..CPUS as u64 * 1000 + 200).all(|k| {
+            let v = t.call(&cpu.request(), |h| h.lookup(k));
+            v == if k < 200 && k % 2 == 1 {
+                Some(k * 3)
+            } else {
+                None
+            }
+        })
+    });
+    assert!(views.iter().all(|&b| b), "a CPU still saw a removed key");
+    let cpu = unsafe { sys.cpu(0) };
+    cpu.online();
+    assert_eq!(t.call(&cpu.request(), |h| h.len()), 100);
     cpu.destroy(t).unwrap();
 }
 

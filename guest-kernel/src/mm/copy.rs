@@ -73,10 +73,11 @@ fn copy(segs: &[Segment], bytes: u64) {
     if !by_host {
         for s in segs {
             // SAFETY: the caller vouches for every segment: both ranges
-            // are RAM it may copy between (in the direct map), not
-            // overlapping.
+            // are RAM it may copy between (in the direct map). They may
+            // overlap (a buffer in a mapping of the file itself): `copy`
+            // allows that.
             unsafe {
-                core::ptr::copy_nonoverlapping(
+                core::ptr::copy(
                     arch::phys_to_virt(s.src) as *const u8,
                     arch::phys_to_virt(s.dst) as *mut u8,
                     s.len as usize,

@@ -58,6 +58,13 @@ fn share_count(pa: u64) -> &'static AtomicU16 {
     &shares()[(pa / PAGE_SIZE) as usize]
 }
 
+/// Hold frame `pa` for a while (one more sharer), so that it is not freed
+/// until [`release`]d even if its owners let go meanwhile. For a frame no
+/// one ever releases (an image page mapped in place) the pair is a no-op.
+pub(super) fn pin(pa: u64) {
+    share_count(pa).fetch_add(1, Ordering::AcqRel);
+}
+
 /// Drop one owner's hold on frame `pa`; the last one frees it.
 pub(super) fn release(pa: u64) {
     let s = share_count(pa);

@@ -31,7 +31,7 @@
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use k42_abi::layout::PAGE_SIZE;
 use k42_abi::syscall::{Syscall, SyscallError, file};
@@ -52,7 +52,7 @@ pub const MAX_FILES: u32 = 65536;
 const MAX_HANDLES: usize = 65536;
 /// Most bytes one FileRead or FileWrite moves (the kernel is not
 /// preemptible: a call is kept short, and the caller loops).
-const MAX_IO: u64 = 64 << 10;
+const MAX_IO: u64 = file::MAX_IO;
 /// Master buckets of a distributed page index.
 const BUCKETS: usize = 16;
 
@@ -66,13 +66,12 @@ pub struct FileObj {
     kind: u64,
     pages: ObjRef<dyn HashTable>,
     size: AtomicU64,
-    /// Pages that may be in the index: `[0, bound)`.
-    bound: AtomicU64,
     /// Serialises writes, fills and truncation; holds the frames
     /// truncation cut (freed with the object).
     mutate: SpinLock<Vec<u64>>,
-    /// Mappings of the file in address spaces.
-    maps: AtomicU32,
+    /// The file was ever mapped writable: bytes past its end may then
+    /// hold what a mapping stored there, which growing must clear.
+    mapped_writable: AtomicBool,
 }
 
 impl FileObj {
@@ -104,9 +103,8 @@ impl FileObj {
             kind,
             pages,
             size: AtomicU64::new(0),
-            bound: AtomicU64::new(0),
             mutate: SpinLock::new(Vec::new()),
-            maps: AtomicU32::new(0),
+            mapped_writable: AtomicBool::new(false),
         }))
     }
 
@@ -124,21 +122,27 @@ impl FileObj {
         let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
         let cpu = cobj::cpu();
         self.pages.call(&cpu.request(), |t| t.insert(k, pa));
-        self.bound.fetch_max(k + 1, Ordering::AcqRel);
         Ok(pa)
     }
 
-    /// Cut pages `[from, bound)` out of the index into `cut`; `mutate`
+    /// Cut pages `from` and up out of the index into `cut`; `mutate`
     /// held.
     fn cut_from(&self, from: u64, cut: &mut Vec<u64>) {
-        let bound = self.bound.load(Ordering::Acquire);
         let cpu = cobj::cpu();
-        for k in from..bound {
-            if let Some(pa) = self.pages.call(&cpu.request(), |t| t.remove(k)) {
-                cut.push(pa);
-            }
+        cut.extend(self.pages.call(&cpu.request(), |t| t.remove_from(from)));
+    }
+
+    /// The size grows from `old`: make the bytes past `old` read zeros
+    /// (only a writable mapping can have stored anything there); `mutate`
+    /// held.
+    fn clear_past(&self, old: u64, cut: &mut Vec<u64>) {
+        if !self.mapped_writable.load(Ordering::Acquire) {
+            return;
         }
-        self.bound.store(from.min(bound), Ordering::Release);
+        if !old.is_multiple_of(PAGE_SIZE) {
+            self.zero_tail(old / PAGE_SIZE, old % PAGE_SIZE);
+        }
+        self.cut_from(old.div_ceil(PAGE_SIZE), cut);
     }
 
     /// Zero page `k` from byte `from` on, if the page exists.
@@ -189,9 +193,15 @@ impl FileObj {
 
     /// Copy `len` bytes (at most [`MAX_IO`]) from the caller's `buf` to
     /// `off`, or to the end with `append`: all of them, or nothing when
-    /// memory runs out or `buf` is not the caller's memory (at most 34
-    /// segments: one batch, copied only once every page is found). The
-    /// offset past them.
+    /// memory runs out or `buf` is not the caller's memory. The offset
+    /// past them.
+    ///
+    /// The caller's pages are found (and faulted in) before `mutate` is
+    /// taken — the buffer may be a mapping of this very file, whose
+    /// faults take `mutate` — and each is held with one more share
+    /// (`fcm::pin`) until copied, so that another thread of the process
+    /// breaking copy-on-write, and a forked child exiting, cannot free a
+    /// frame this copy still reads.
     fn write(
         &self,
         mem: &Memory,
@@ -201,12 +211,44 @@ impl FileObj {
         append: bool,
     ) -> Result<u64, SyscallError> {
         debug_assert!(len <= MAX_IO);
-        let _m = self.mutate.lock();
-        let off = if append {
-            self.size.load(Ordering::Acquire)
+        // The caller's pages, in order: at most 17 for 64 KiB.
+        let mut src = [0u64; (MAX_IO / PAGE_SIZE + 1) as usize];
+        let first_va = buf & !(PAGE_SIZE - 1);
+        let npages = if len == 0 {
+            0
         } else {
-            off
+            ((buf + len - 1) / PAGE_SIZE - buf / PAGE_SIZE + 1) as usize
         };
+        for i in 0..npages {
+            match mem.user_phys(first_va + i as u64 * PAGE_SIZE, false) {
+                Ok(pa) => {
+                    src[i] = pa;
+                    super::fcm::pin(pa);
+                }
+                Err(e) => {
+                    unpin_all(&src[..i]);
+                    return Err(e);
+                }
+            }
+        }
+        let r = self.write_pinned(off, buf, len, append, &src[..npages]);
+        unpin_all(&src[..npages]);
+        r
+    }
+
+    /// [`Self::write`] with the caller's pages found and held: `src[i]`
+    /// is the frame of the page `i` pages past `buf`'s.
+    fn write_pinned(
+        &self,
+        off: u64,
+        buf: u64,
+        len: u64,
+        append: bool,
+        src: &[u64],
+    ) -> Result<u64, SyscallError> {
+        let mut cut = self.mutate.lock();
+        let size = self.size.load(Ordering::Acquire);
+        let off = if append { size } else { off };
         let end = off.checked_add(len).ok_or(SyscallError::InvalidArgument)?;
         if end > file::MAX_SIZE {
             return Err(SyscallError::InvalidArgument);
@@ -214,29 +256,31 @@ impl FileObj {
         if len == 0 {
             return Ok(end);
         }
+        if end > size {
+            self.clear_past(size, &mut cut);
+        }
         // Every page first (a page made here past the end stays unseen:
-        // reads stop at the size, and growing cuts it).
+        // reads stop at the size).
         let first = off / PAGE_SIZE;
         let mut frames = [0u64; (MAX_IO / PAGE_SIZE + 1) as usize];
         for (i, k) in (first..=(end - 1) / PAGE_SIZE).enumerate() {
             frames[i] = self.fill(k)?;
         }
-        copy_segments(|push| {
+        let first_va = buf / PAGE_SIZE;
+        let _ = copy_segments(|push| {
             let mut done = 0;
             while done < len {
                 let (at, va) = (off + done, buf + done);
                 let chunk = chunk_len(at, va, len - done);
-                let dst = frames[(at / PAGE_SIZE - first) as usize] + at % PAGE_SIZE;
-                let src = mem.user_phys(va, false)?;
                 push(Segment {
-                    dst,
-                    src,
+                    dst: frames[(at / PAGE_SIZE - first) as usize] + at % PAGE_SIZE,
+                    src: src[(va / PAGE_SIZE - first_va) as usize] + va % PAGE_SIZE,
                     len: chunk,
                 });
                 done += chunk;
             }
-            Ok(())
-        })?;
+            Ok::<(), ()>(())
+        });
         self.size.fetch_max(end, Ordering::AcqRel);
         Ok(end)
     }
@@ -249,12 +293,14 @@ impl FileObj {
         }
         let mut cut = self.mutate.lock();
         let old = self.size.load(Ordering::Acquire);
-        // Bytes past the old end may hold what a mapping wrote there.
-        let keep = new.min(old);
-        if !keep.is_multiple_of(PAGE_SIZE) {
-            self.zero_tail(keep / PAGE_SIZE, keep % PAGE_SIZE);
+        if new < old {
+            if !new.is_multiple_of(PAGE_SIZE) {
+                self.zero_tail(new / PAGE_SIZE, new % PAGE_SIZE);
+            }
+            self.cut_from(new.div_ceil(PAGE_SIZE), &mut cut);
+        } else if new > old {
+            self.clear_past(old, &mut cut);
         }
-        self.cut_from(keep.div_ceil(PAGE_SIZE), &mut cut);
         self.size.store(new, Ordering::Release);
         Ok(())
     }
@@ -276,14 +322,10 @@ impl FileObj {
         }
     }
 
-    /// One more mapping of the file.
-    pub fn mapped(&self) {
-        self.maps.fetch_add(1, Ordering::AcqRel);
-    }
-
-    /// One mapping of the file fewer.
-    pub fn unmapped(&self) {
-        self.maps.fetch_sub(1, Ordering::AcqRel);
+    /// The file is mapped writable (from now on, growing it clears what
+    /// lies past its end).
+    pub fn mapped_writable(&self) {
+        self.mapped_writable.store(true, Ordering::Release);
     }
 }
 
@@ -304,6 +346,13 @@ static ZERO: ZeroPage = ZeroPage([0; PAGE_SIZE as usize]);
 /// The physical address of [`ZERO`].
 fn zero_page() -> u64 {
     arch::virt_to_phys(&ZERO as *const ZeroPage as u64).expect("a kernel static")
+}
+
+/// Let go of the caller's pages a write held.
+fn unpin_all(frames: &[u64]) {
+    for &pa in frames {
+        super::fcm::release(pa);
+    }
 }
 
 impl Drop for FileObj {

@@ -99,7 +99,7 @@ impl Backing {
     fn release(self) {
         match self {
             Self::Private(fcm) => fcm::retire(fcm),
-            Self::File(f) => f.unmapped(),
+            Self::File(_) => {}
         }
     }
 }
@@ -298,15 +298,28 @@ impl Memory {
         Ok(start)
     }
 
-    /// An address for a new region of `len` bytes (rounded up to pages).
+    /// An address for a new region of `len` bytes (rounded up to pages);
+    /// the space is taken only when it fits.
     fn place(&self, len: u64) -> Result<u64, SyscallError> {
         let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
-        // A guard page between regions.
-        let start = self.next_anon.fetch_add(len + PAGE_SIZE, Ordering::Relaxed);
-        if start + len > USER_TOP - STACK_SIZE {
-            return Err(SyscallError::NoMemory);
+        let mut start = self.next_anon.load(Ordering::Relaxed);
+        loop {
+            // A guard page between regions.
+            let next = start
+                .checked_add(len)
+                .filter(|&end| end <= USER_TOP - STACK_SIZE)
+                .and_then(|end| end.checked_add(PAGE_SIZE))
+                .ok_or(SyscallError::NoMemory)?;
+            match self.next_anon.compare_exchange_weak(
+                start,
+                next,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return Ok(start),
+                Err(now) => start = now,
+            }
         }
-        Ok(start)
     }
 
     /// Map the first `len` bytes of `file` (writable if `writable`);
@@ -323,7 +336,9 @@ impl Memory {
         let start = self.place(len)?;
         let end = start + len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
         let prot = PROT_READ | if writable { PROT_WRITE } else { 0 };
-        file.mapped();
+        if writable {
+            file.mapped_writable();
+        }
         self.add_region_with(start, end, prot, Backing::File(file))?;
         Ok(start)
     }
@@ -448,10 +463,7 @@ impl Memory {
                     }
                 })?),
                 // A file mapping is shared: the child maps the same file.
-                Backing::File(f) => {
-                    f.mapped();
-                    Backing::File(f.clone())
-                }
+                Backing::File(f) => Backing::File(f.clone()),
             };
             child.add_region_with(
                 s.region.start,

@@ -113,13 +113,16 @@ pub fn file_truncate(h: u64, size: u64) -> Result<()> {
     Ok(())
 }
 
-/// Map the first `len` bytes of `h`'s file; the mapping.
-pub fn file_map(h: u64, len: usize, writable: bool) -> Result<&'static mut [u8]> {
+/// Map the first `len` bytes of `h`'s file (writable if `writable`);
+/// the mapping's address. The bytes stay mapped for the process's life
+/// (there is no unmapping) and are shared with every other mapping,
+/// reader and writer of the file (POSIX `MAP_SHARED`): other threads and
+/// processes may change them at any time, so the caller decides how to
+/// access them (volatile or atomic, or as a slice while it knows no one
+/// writes).
+pub fn file_map(h: u64, len: usize, writable: bool) -> Result<*mut u8> {
     let a = sys_result(syscall3(Syscall::FileMap, h, len as u64, writable as u64))?;
-    // SAFETY: the kernel mapped `len` bytes (rounded up to pages) at `a`
-    // for this process, for good (there is no unmapping); other mappings
-    // of the file share the bytes, as with POSIX MAP_SHARED.
-    Ok(unsafe { core::slice::from_raw_parts_mut(a as *mut u8, len) })
+    Ok(a as *mut u8)
 }
 
 /// Image module `i`: its name and size (`NoSuchProgram` past the last).
@@ -416,16 +419,25 @@ pub fn pread(fd: usize, buf: &mut [u8], off: u64) -> Result<usize> {
 pub fn write(fd: usize, buf: &[u8]) -> Result<usize> {
     let f = fd_get(fd)?;
     let mut pos = f.pos;
+    let mut done = 0;
     for chunk in buf.chunks(MAX_IO) {
-        // Each call writes all of its chunk or nothing.
-        pos = file_write(f.handle, pos, chunk, f.append)?;
+        // Each call writes all of its chunk or nothing; after a failure
+        // what was written counts (a short write), as in POSIX.
+        match file_write(f.handle, pos, chunk, f.append) {
+            Ok(end) => {
+                pos = end;
+                done += chunk.len();
+            }
+            Err(e) if done == 0 => return Err(e),
+            Err(_) => break,
+        }
     }
     fd_set_pos(fd, pos);
-    Ok(buf.len())
+    Ok(done)
 }
 
 /// Bytes one FileRead or FileWrite call moves at most.
-pub const MAX_IO: usize = 64 << 10;
+pub const MAX_IO: usize = file::MAX_IO as usize;
 
 /// Where [`seek`] counts from.
 #[derive(Clone, Copy, Debug)]
@@ -458,8 +470,9 @@ pub fn ftruncate(fd: usize, size: u64) -> Result<()> {
     file_truncate(fd_get(fd)?.handle, size)
 }
 
-/// Map the first `len` bytes of the file behind `fd`, shared.
-pub fn mmap(fd: usize, len: usize, writable: bool) -> Result<&'static mut [u8]> {
+/// Map the first `len` bytes of the file behind `fd`, shared (see
+/// [`file_map`]).
+pub fn mmap(fd: usize, len: usize, writable: bool) -> Result<*mut u8> {
     file_map(fd_get(fd)?.handle, len, writable)
 }
 

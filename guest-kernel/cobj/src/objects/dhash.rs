@@ -30,6 +30,9 @@ pub trait HashTable: Send + Sync {
     fn insert(&self, key: u64, value: u64) -> Option<u64>;
     fn lookup(&self, key: u64) -> Option<u64>;
     fn remove(&self, key: u64) -> Option<u64>;
+    /// Remove every entry whose key is `from` or more; their values.
+    /// (Work in proportion to the entries, never to the key range.)
+    fn remove_from(&self, from: u64) -> Vec<u64>;
     /// Entries in the table.
     fn len(&self) -> usize;
     /// Whether the table has no entries.
@@ -64,6 +67,9 @@ impl HashTable for SharedRep {
     }
     fn remove(&self, key: u64) -> Option<u64> {
         self.0.lock().remove(&key)
+    }
+    fn remove_from(&self, from: u64) -> Vec<u64> {
+        self.0.lock().split_off(&from).into_values().collect()
     }
     fn len(&self) -> usize {
         self.0.lock().len()
@@ -199,6 +205,21 @@ impl HashTable for DistRep {
             local.remove(&key);
         });
         Some(e.value)
+    }
+
+    fn remove_from(&self, from: u64) -> Vec<u64> {
+        let s = &*self.state;
+        let mut out = Vec::new();
+        for b in s.master.iter() {
+            let mut bucket = b.lock_with(s.relax);
+            for (key, e) in bucket.split_off(&from) {
+                s.each_replica(&e, |local| {
+                    local.remove(&key);
+                });
+                out.push(e.value);
+            }
+        }
+        out
     }
 
     fn len(&self) -> usize {
