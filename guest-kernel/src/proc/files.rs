@@ -464,6 +464,23 @@ fn copy_out(mem: &Memory, buf: u64, src: &[u8]) -> Result<(), SyscallError> {
     Ok(())
 }
 
+/// Whether `nr` is one of the calls [`system_call`] serves.
+pub fn serves(nr: Syscall) -> bool {
+    matches!(
+        nr,
+        Syscall::FileCreate
+            | Syscall::FileGrant
+            | Syscall::FileClose
+            | Syscall::FileRead
+            | Syscall::FileWrite
+            | Syscall::FileSize
+            | Syscall::FileTruncate
+            | Syscall::FileMap
+            | Syscall::ModuleInfo
+            | Syscall::ModuleRead
+    )
+}
+
 /// The file and module system calls of process `p` (`args` as in
 /// `proc::system_call`).
 pub fn system_call(p: &Arc<Process>, nr: Syscall, args: [u64; 5]) -> Result<i64, SyscallError> {

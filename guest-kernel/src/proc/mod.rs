@@ -462,18 +462,8 @@ pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
                 | Syscall::PpcCall
                 | Syscall::PpcReturn
                 | Syscall::PpcLookup
-                | Syscall::FileCreate
-                | Syscall::FileGrant
-                | Syscall::FileClose
-                | Syscall::FileRead
-                | Syscall::FileWrite
-                | Syscall::FileSize
-                | Syscall::FileTruncate
-                | Syscall::FileMap
-                | Syscall::ModuleInfo
-                | Syscall::ModuleRead
         )
-    );
+    ) || Syscall::from_raw(frame.rax).is_some_and(files::serves);
     if !own {
         return None;
     }
@@ -534,18 +524,7 @@ pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
             Err(e) => Err(e),
         },
         Some(Syscall::PpcLookup) => ppc::lookup(args[0]).map(|h| h as i64),
-        Some(
-            nr @ (Syscall::FileCreate
-            | Syscall::FileGrant
-            | Syscall::FileClose
-            | Syscall::FileRead
-            | Syscall::FileWrite
-            | Syscall::FileSize
-            | Syscall::FileTruncate
-            | Syscall::FileMap
-            | Syscall::ModuleInfo
-            | Syscall::ModuleRead),
-        ) => files::system_call(p, nr, args),
+        Some(nr) if files::serves(nr) => files::system_call(p, nr, args),
         Some(Syscall::Pin) => match args[0] {
             u64::MAX => {
                 t.set_pin(None);

@@ -10,6 +10,8 @@ use core::arch::asm;
 use k42_abi::syscall::ppc::{MAX_MESSAGE, names};
 use k42_abi::syscall::{Syscall, SyscallError};
 
+use core::sync::atomic::{AtomicUsize, Ordering};
+
 use crate::sys::{sys_result, syscall3, syscall5};
 
 /// A server's entry: `(caller pid, method, argument, message, length)`.
@@ -128,3 +130,58 @@ pub fn lookup(pid: u32) -> Result<u64, SyscallError> {
 
 /// Longest message.
 pub const MAX: usize = MAX_MESSAGE as usize;
+
+/// The name and the report of [`register_when_serving`] (one per process).
+static REG_NAME: AtomicUsize = AtomicUsize::new(0);
+static REG_LEN: AtomicUsize = AtomicUsize::new(0);
+static REG_DONE: AtomicUsize = AtomicUsize::new(0);
+
+/// Start a thread (on the stack whose top is `stack_top`) that waits
+/// until this process serves — call [`serve`] next — then registers
+/// `name` for its handle with the name server (waiting for the name
+/// server too, should it still be starting), and calls `done` with the
+/// outcome. Once per process.
+pub fn register_when_serving(
+    name: &'static str,
+    stack_top: u64,
+    done: fn(Result<(), SyscallError>),
+) -> Result<(), SyscallError> {
+    REG_NAME.store(name.as_ptr() as usize, Ordering::Relaxed);
+    REG_LEN.store(name.len(), Ordering::Relaxed);
+    REG_DONE.store(done as usize, Ordering::Release);
+    crate::process::thread_create(registrar, stack_top, 0, None).map(|_| ())
+}
+
+extern "C" fn registrar(_: u64) -> ! {
+    // SAFETY: REG_NAME/REG_LEN describe the &'static str and REG_DONE the
+    // fn pointer stored before this thread was started.
+    let (name, done) = unsafe {
+        (
+            core::str::from_utf8_unchecked(core::slice::from_raw_parts(
+                REG_NAME.load(Ordering::Relaxed) as *const u8,
+                REG_LEN.load(Ordering::Relaxed),
+            )),
+            core::mem::transmute::<usize, fn(Result<(), SyscallError>)>(
+                REG_DONE.load(Ordering::Acquire),
+            ),
+        )
+    };
+    let pid = crate::process::getpid();
+    let mut handle = 0;
+    crate::sync::wait_until(|| match lookup(pid) {
+        Ok(h) => {
+            handle = h;
+            true
+        }
+        Err(_) => false,
+    });
+    let mut result = Err(SyscallError::NoSuchProcess);
+    let mut tries = 0u32;
+    crate::sync::wait_until(|| {
+        result = register(name, handle);
+        tries += 1;
+        result != Err(SyscallError::NoSuchProcess) || tries > 100_000
+    });
+    done(result);
+    crate::process::thread_exit(0)
+}

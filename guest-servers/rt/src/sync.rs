@@ -22,6 +22,15 @@ pub fn relax(round: u32) {
     }
 }
 
+/// Wait politely (see [`relax`]) until `ready()` holds.
+pub fn wait_until(mut ready: impl FnMut() -> bool) {
+    let mut round = 0;
+    while !ready() {
+        relax(round);
+        round += 1;
+    }
+}
+
 /// A test-and-test-and-set lock.
 pub struct SpinLock<T> {
     locked: AtomicBool,

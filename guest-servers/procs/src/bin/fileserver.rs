@@ -31,7 +31,6 @@ use k42_abi::fs::{self as proto, FsError, KIND_DIR, KIND_FILE, Stat, open};
 use k42_abi::syscall::{SyscallError, file};
 use k42_rt::fs::{self as rtfs, Error};
 use k42_rt::sync::SpinLock;
-use k42_rt::sync::relax;
 use k42_rt::{Start, ppc, println, process};
 use zerocopy::IntoBytes;
 
@@ -86,11 +85,15 @@ fn run(start: Start) -> u8 {
         println!("fileserver: cannot map stacks and buffers");
         return 1;
     };
-    // A helper registers the name once this process serves (the stack
-    // past the CPUs').
+    // A helper registers the name once this process serves (on the
+    // stack past the CPUs').
+    FILES.store(files, Ordering::Relaxed);
     let top = stacks + (cpus + 1) * STACK - 8;
-    if process::thread_create(register, top, files, None).is_err() {
-        println!("fileserver: cannot start its registration thread");
+    if let Err(e) = ppc::register_when_serving(proto::SERVICE, top, registered) {
+        println!(
+            "fileserver: cannot start its registration thread: {}",
+            e.describe()
+        );
         return 1;
     }
     let e = ppc::serve(entry, stacks, STACK, msgs);
@@ -98,38 +101,19 @@ fn run(start: Start) -> u8 {
     1
 }
 
-extern "C" fn register(files: u64) -> ! {
-    let mut round = 0;
-    let h = loop {
-        match ppc::lookup(process::getpid()) {
-            Ok(h) => break h,
-            Err(_) => {
-                relax(round);
-                round += 1;
-            }
-        }
-    };
-    // The name server may still be starting (it is found by PpcLookup(0)
-    // only once it serves).
-    let mut round = 0;
-    let registered = loop {
-        match ppc::register(proto::SERVICE, h) {
-            Err(SyscallError::NoSuchProcess) if round < 100_000 => {
-                relax(round);
-                round += 1;
-            }
-            r => break r,
-        }
-    };
-    match registered {
+/// Files filled from the image (for the ready line).
+static FILES: AtomicU64 = AtomicU64::new(0);
+
+fn registered(r: Result<(), SyscallError>) {
+    match r {
         Ok(()) => {
             let kind = if KIND.load(Ordering::Relaxed) == file::KIND_SHARED {
                 "shared"
             } else {
                 "distributed"
             };
+            let files = FILES.load(Ordering::Relaxed);
             println!("fileserver: ready ({files} files from the image, {kind} page index)");
-            process::thread_exit(0)
         }
         Err(e) => {
             println!(
@@ -284,6 +268,17 @@ impl Tree {
         }
     }
 
+    /// `p`'s directory, last name and inode (`NotFound` if it is not
+    /// there).
+    fn entry<'p>(&mut self, p: &'p str) -> R<(u64, &'p str, u64)> {
+        let (dir, name) = self.parent(p)?;
+        let ino = *self
+            .dir_mut(dir)
+            .get(name)
+            .ok_or(Error::Fs(FsError::NotFound))?;
+        Ok((dir, name, ino))
+    }
+
     fn dir_mut(&mut self, ino: u64) -> &mut BTreeMap<String, u64> {
         match self.nodes.get_mut(&ino) {
             Some(Node::Dir(d)) => d,
@@ -391,19 +386,18 @@ fn open_file(p: &str, flags: u64, caller: u64) -> R<(u64, Stat)> {
             Ok((granted, size))
         })();
         match step {
-            Ok((granted, size)) => {
-                return Ok((
-                    granted,
-                    Stat {
-                        ino,
-                        kind: KIND_FILE as u64,
-                        size,
-                    },
-                ));
-            }
+            Ok((granted, size)) => return Ok((granted, file_stat(ino, size))),
             Err(Error::Sys(SyscallError::BadHandle)) => continue,
             Err(e) => return Err(e),
         }
+    }
+}
+
+fn file_stat(ino: u64, size: u64) -> Stat {
+    Stat {
+        ino,
+        kind: KIND_FILE as u64,
+        size,
     }
 }
 
@@ -425,13 +419,7 @@ fn stat(p: &str) -> R<Stat> {
             }
         };
         match rtfs::file_size(h) {
-            Ok(size) => {
-                return Ok(Stat {
-                    ino,
-                    kind: KIND_FILE as u64,
-                    size,
-                });
-            }
+            Ok(size) => return Ok(file_stat(ino, size)),
             Err(Error::Sys(SyscallError::BadHandle)) => continue,
             Err(e) => return Err(e),
         }
@@ -478,11 +466,7 @@ fn readdir(p: &str, from: u64, out: &mut [u8; ppc::MAX], used: &mut usize) -> R<
 fn unlink(p: &str) -> R<u64> {
     let h = {
         let mut t = TREE.lock();
-        let (dir, name) = t.parent(p)?;
-        let ino = *t
-            .dir_mut(dir)
-            .get(name)
-            .ok_or(Error::Fs(FsError::NotFound))?;
+        let (dir, name, ino) = t.entry(p)?;
         let Some(Node::File(h)) = t.nodes.get(&ino) else {
             return Err(Error::Fs(FsError::IsADirectory));
         };
@@ -498,11 +482,7 @@ fn unlink(p: &str) -> R<u64> {
 
 fn rmdir(p: &str) -> R<u64> {
     let mut t = TREE.lock();
-    let (dir, name) = t.parent(p)?;
-    let ino = *t
-        .dir_mut(dir)
-        .get(name)
-        .ok_or(Error::Fs(FsError::NotFound))?;
+    let (dir, name, ino) = t.entry(p)?;
     match t.nodes.get(&ino) {
         Some(Node::Dir(d)) if !d.is_empty() => return Err(Error::Fs(FsError::NotEmpty)),
         Some(Node::Dir(_)) => {}
@@ -516,11 +496,7 @@ fn rmdir(p: &str) -> R<u64> {
 fn rename(from: &str, to: &str) -> R<u64> {
     let replaced = {
         let mut t = TREE.lock();
-        let (fdir, fname) = t.parent(from)?;
-        let ino = *t
-            .dir_mut(fdir)
-            .get(fname)
-            .ok_or(Error::Fs(FsError::NotFound))?;
+        let (fdir, fname, ino) = t.entry(from)?;
         let (tdir, tname) = t.parent(to)?;
         let is_dir = matches!(t.nodes.get(&ino), Some(Node::Dir(_)));
         // A directory may not move under itself.

@@ -29,7 +29,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use k42_abi::bench::{BenchMode, BenchRecord};
 use k42_rt::fs::{self, O_APPEND, O_CREATE, O_DISTRIBUTED_INDEX, O_READ, O_SHARED_INDEX, O_WRITE};
 use k42_rt::process;
-use k42_rt::sync::relax;
+use k42_rt::sync::wait_until;
 use k42_rt::{Start, bench_record, println, rdtsc};
 
 k42_rt::main!(run);
@@ -159,11 +159,7 @@ fn everywhere(job: Job) -> bool {
     }
     GO.store(1, Ordering::Release);
     body(0);
-    let mut round = 0;
-    while DONE.load(Ordering::Acquire) < cpus as u32 {
-        relax(round);
-        round += 1;
-    }
+    wait_until(|| DONE.load(Ordering::Acquire) >= cpus as u32);
     FAILED.load(Ordering::Relaxed) == 0
 }
 
@@ -173,11 +169,7 @@ extern "C" fn worker(i: u64) -> ! {
 }
 
 fn body(i: u64) {
-    let mut round = 0;
-    while GO.load(Ordering::Acquire) == 0 {
-        relax(round);
-        round += 1;
-    }
+    wait_until(|| GO.load(Ordering::Acquire) != 0);
     if JOB.load(Ordering::Relaxed) == Job::Ops as u32 {
         ops_body(i);
     } else {
@@ -261,9 +253,8 @@ fn postmark(files: u64, tx: u64) -> bool {
     everywhere(Job::Postmark)
 }
 
-/// Write `size` bytes to a new file at `path` in 512-byte blocks.
-fn pm_create(path: &str, size: u64, block: &[u8]) -> fs::Result<()> {
-    let fd = fs::open(path, O_READ | O_WRITE | O_CREATE)?;
+/// Write `size` bytes to `fd` in 512-byte blocks, then close it.
+fn write_blocks(fd: usize, size: u64, block: &[u8]) -> fs::Result<()> {
     let mut left = size as usize;
     while left > 0 {
         let n = left.min(PM_BLOCK);
@@ -271,6 +262,11 @@ fn pm_create(path: &str, size: u64, block: &[u8]) -> fs::Result<()> {
         left -= n;
     }
     fs::close(fd)
+}
+
+/// A new file of `size` bytes at `path`.
+fn pm_create(path: &str, size: u64, block: &[u8]) -> fs::Result<()> {
+    write_blocks(fs::open(path, O_READ | O_WRITE | O_CREATE)?, size, block)
 }
 
 fn pm_read(path: &str) -> fs::Result<()> {
@@ -281,14 +277,7 @@ fn pm_read(path: &str) -> fs::Result<()> {
 }
 
 fn pm_append(path: &str, size: u64, block: &[u8]) -> fs::Result<()> {
-    let fd = fs::open(path, O_WRITE | O_APPEND)?;
-    let mut left = size as usize;
-    while left > 0 {
-        let n = left.min(PM_BLOCK);
-        fs::write(fd, &block[..n])?;
-        left -= n;
-    }
-    fs::close(fd)
+    write_blocks(fs::open(path, O_WRITE | O_APPEND)?, size, block)
 }
 
 fn postmark_body(i: u64) {

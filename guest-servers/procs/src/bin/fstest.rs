@@ -37,7 +37,7 @@ use k42_rt::fs::{
     self, Error, O_APPEND, O_CREATE, O_EXCLUSIVE, O_READ, O_TRUNCATE, O_WRITE, Whence,
 };
 use k42_rt::process::{self, ArgBlock, Ended, Regions};
-use k42_rt::sync::relax;
+use k42_rt::sync::wait_until;
 use k42_rt::{Start, ppc, println};
 
 k42_rt::main!(run);
@@ -565,11 +565,7 @@ fn stress(rounds: u64) {
         return;
     }
     stress_body(0);
-    let mut round = 0;
-    while DONE.load(Ordering::Acquire) < cpus as u32 {
-        relax(round);
-        round += 1;
-    }
+    wait_until(|| DONE.load(Ordering::Acquire) >= cpus as u32);
     // The shared log: every (thread, round) record exactly once, whole.
     match slurp("/s/log") {
         Ok(log) => {

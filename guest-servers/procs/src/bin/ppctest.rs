@@ -74,11 +74,9 @@ fn serve(name: Option<&'static str>) -> u8 {
         return 1;
     };
     if let Some(n) = name {
-        NAME.store(n.as_ptr() as u64, Ordering::Relaxed);
-        NAME_LEN.store(n.len() as u64, Ordering::Relaxed);
         // The helper's stack is the one past the CPUs'.
         let top = stacks + (cpus + 1) * STACK - 8;
-        if process::thread_create(register_name, top, 0, None).is_err() {
+        if ppc::register_when_serving(n, top, registered).is_err() {
             return 1;
         }
     }
@@ -87,32 +85,10 @@ fn serve(name: Option<&'static str>) -> u8 {
     1
 }
 
-static NAME: AtomicU64 = AtomicU64::new(0);
-static NAME_LEN: AtomicU64 = AtomicU64::new(0);
-
-extern "C" fn register_name(_: u64) -> ! {
-    // SAFETY: NAME/NAME_LEN describe a &'static str set before this
-    // thread started.
-    let name = unsafe {
-        core::str::from_utf8_unchecked(core::slice::from_raw_parts(
-            NAME.load(Ordering::Relaxed) as *const u8,
-            NAME_LEN.load(Ordering::Relaxed) as usize,
-        ))
-    };
-    let mut round = 0;
-    let h = loop {
-        match ppc::lookup(process::getpid()) {
-            Ok(h) => break h,
-            Err(_) => {
-                relax(round);
-                round += 1;
-            }
-        }
-    };
-    if let Err(e) = ppc::register(name, h) {
-        println!("ppctest server: cannot register {name}: {}", e.describe());
+fn registered(r: Result<(), SyscallError>) {
+    if let Err(e) = r {
+        println!("ppctest server: cannot register: {}", e.describe());
     }
-    process::thread_exit(0)
 }
 
 /// Servers found by name through the name server (which init started).

@@ -17,7 +17,7 @@ use core::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use k42_abi::bench::{BenchMode, BenchRecord};
 use k42_rt::process::{self, ArgBlock, Ended, Regions};
-use k42_rt::sync::relax;
+use k42_rt::sync::wait_until;
 use k42_rt::{Start, bench_record, println, rdtsc};
 
 k42_rt::main!(run);
@@ -118,21 +118,13 @@ fn on_every_cpu(name: &'static str, count: u64, tsc_khz: u64, kind: Kind) -> boo
     }
     GO.store(1, Ordering::Release);
     body(0);
-    let mut round = 0;
-    while DONE.load(Ordering::Acquire) < cpus as u32 {
-        relax(round);
-        round += 1;
-    }
+    wait_until(|| DONE.load(Ordering::Acquire) >= cpus as u32);
     FAILED.load(Ordering::Relaxed) == 0
 }
 
 /// The measured part of worker `i`.
 fn body(i: u64) {
-    let mut round = 0;
-    while GO.load(Ordering::Acquire) == 0 {
-        relax(round);
-        round += 1;
-    }
+    wait_until(|| GO.load(Ordering::Acquire) != 0);
     let n = COUNT.load(Ordering::Relaxed);
     if KIND.load(Ordering::Relaxed) == Kind::Syscall as u32 {
         let t0 = rdtsc();
