@@ -23,7 +23,7 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use crate::{arch, percpu, smp};
 
@@ -37,6 +37,10 @@ const WAITER_WORDS: usize = k42_abi::MAX_VCPUS.div_ceil(64);
 /// waiters halt until the unlocker wakes one of them.
 pub struct SpinLock<T> {
     locked: AtomicBool,
+    /// CPUs registered (or registering) in `waiters`: an unlock with none
+    /// skips the scan, the common case and most of an unlock's emulated
+    /// instructions.
+    waiting: AtomicU32,
     waiters: [AtomicU64; WAITER_WORDS],
     value: UnsafeCell<T>,
 }
@@ -56,6 +60,7 @@ impl<T> SpinLock<T> {
     pub const fn new(value: T) -> Self {
         Self {
             locked: AtomicBool::new(false),
+            waiting: AtomicU32::new(0),
             waiters: [const { AtomicU64::new(0) }; WAITER_WORDS],
             value: UnsafeCell::new(value),
         }
@@ -97,13 +102,19 @@ impl<T> SpinLock<T> {
                 round = round.saturating_add(1);
                 continue;
             }
+            // Counted before the bit is set and the lock tried again: an
+            // unlocker that reads no waiters stored `false` before this
+            // CPU's try, which then succeeds.
+            self.waiting.fetch_add(1, Ordering::SeqCst);
             word.fetch_or(bit, Ordering::SeqCst);
             if !self.locked.swap(true, Ordering::SeqCst) {
                 word.fetch_and(!bit, Ordering::Relaxed);
+                self.waiting.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
             // Halt until an unlocker takes our bit (it then IPIs us).
             smp::wait_until(|| word.load(Ordering::SeqCst) & bit == 0);
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
             arch::disable_interrupts();
         }
     }
@@ -111,6 +122,9 @@ impl<T> SpinLock<T> {
     /// Release the lock and wake one waiter, if any.
     fn unlock(&self) {
         self.locked.store(false, Ordering::SeqCst);
+        if self.waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
         let me = percpu::cpu_id() as usize;
         // Start after this CPU so that waiters are woken round-robin.
         for i in 0..WAITER_WORDS {
