@@ -63,6 +63,11 @@ pub fn copy_segments<E>(
     r
 }
 
+/// Copy one segment.
+pub fn copy_one(s: Segment) {
+    copy(&[s], s.len);
+}
+
 /// Copy `segs` (`bytes` in all): by the host when worth it.
 fn copy(segs: &[Segment], bytes: u64) {
     let by_host = bytes >= HOST_MIN && {

@@ -40,7 +40,7 @@ use k42_cobj::objects::dhash::{self, HashTable};
 
 use super::Process;
 use super::mm::{FaultError, Memory};
-use crate::mm::copy::{Segment, copy_segments};
+use crate::mm::copy::{Segment, copy_one, copy_segments};
 use crate::mm::pages;
 use crate::sync::SpinLock;
 use crate::{arch, cobj, smp, trace};
@@ -148,13 +148,10 @@ impl FileObj {
     /// Zero page `k` from byte `from` on, if the page exists.
     fn zero_tail(&self, k: u64, from: u64) {
         if let Some(pa) = self.lookup(k) {
-            let _ = copy_segments(|push| {
-                push(Segment {
-                    dst: pa + from,
-                    src: zero_page(),
-                    len: PAGE_SIZE - from,
-                });
-                Ok::<(), ()>(())
+            copy_one(Segment {
+                dst: pa + from,
+                src: zero_page(),
+                len: PAGE_SIZE - from,
             });
         }
     }
@@ -167,6 +164,9 @@ impl FileObj {
             return Ok(0);
         }
         let n = len.min(size - off);
+        if n == 0 {
+            return Ok(0);
+        }
         copy_segments(|push| {
             let mut done = 0;
             while done < n {
@@ -524,11 +524,7 @@ pub fn system_call(p: &Arc<Process>, nr: Syscall, args: [u64; 5]) -> Result<i64,
         }
         Syscall::FileRead => {
             let obj = handle(p, args[0], file::RIGHT_READ)?;
-            let len = args[3].min(MAX_IO);
-            if len == 0 || args[1] >= obj.size.load(Ordering::Acquire) {
-                return Ok(0);
-            }
-            let n = obj.read(mem, args[1], args[2], len)?;
+            let n = obj.read(mem, args[1], args[2], args[3].min(MAX_IO))?;
             trace::log(ev::fs::read(p.pid as u64, args[1], n));
             Ok(n as i64)
         }

@@ -442,43 +442,41 @@ fn copy_in(mem: &Memory, ptr: u64, len: u64, max: u64) -> Result<Vec<u8>, Syscal
 pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
     // The calls every user program has go to `user::system_call` without
     // a detour (the null call is the benchmark of this path).
+    let call = Syscall::from_raw(frame.rax)?;
     let own = matches!(
-        Syscall::from_raw(frame.rax),
-        Some(
-            Syscall::Exit
-                | Syscall::ThreadExit
-                | Syscall::GetPid
-                | Syscall::Spawn
-                | Syscall::Fork
-                | Syscall::Exec
-                | Syscall::Wait
-                | Syscall::Kill
-                | Syscall::ThreadCreate
-                | Syscall::MapAnon
-                | Syscall::FreeFrames
-                | Syscall::Pin
-                | Syscall::Yield
-                | Syscall::PpcServe
-                | Syscall::PpcCall
-                | Syscall::PpcReturn
-                | Syscall::PpcLookup
-        )
-    ) || Syscall::from_raw(frame.rax).is_some_and(files::serves);
+        call,
+        Syscall::Exit
+            | Syscall::ThreadExit
+            | Syscall::GetPid
+            | Syscall::Spawn
+            | Syscall::Fork
+            | Syscall::Exec
+            | Syscall::Wait
+            | Syscall::Kill
+            | Syscall::ThreadCreate
+            | Syscall::MapAnon
+            | Syscall::FreeFrames
+            | Syscall::Pin
+            | Syscall::Yield
+            | Syscall::PpcServe
+            | Syscall::PpcCall
+            | Syscall::PpcReturn
+            | Syscall::PpcLookup
+    ) || files::serves(call);
     if !own {
         return None;
     }
     let t = sched::current()?.clone();
     let p = &t.process;
-    let nr = frame.rax;
     let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
-    let ret: Result<i64, SyscallError> = match Syscall::from_raw(nr) {
-        Some(Syscall::Exit) => {
+    let ret: Result<i64, SyscallError> = match call {
+        Syscall::Exit => {
             p.kill_with(args[0].min(status::EXITED_MAX));
             drop(t);
             end_current(frame);
             return Some(());
         }
-        Some(Syscall::ThreadExit) => {
+        Syscall::ThreadExit => {
             {
                 let s = p.state.lock();
                 if s.threads == 1 {
@@ -489,43 +487,43 @@ pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
             end_current(frame);
             return Some(());
         }
-        Some(Syscall::GetPid) => Ok(p.pid as i64),
-        Some(Syscall::Spawn) => (|| {
+        Syscall::GetPid => Ok(p.pid as i64),
+        Syscall::Spawn => (|| {
             let mem = p.memory();
             let name = copy_in(mem, args[0], args[1], MAX_NAME_LEN)?;
             let name = core::str::from_utf8(&name).map_err(|_| SyscallError::InvalidArgument)?;
             let block = copy_in(mem, args[2], args[3], MAX_ARGS_LEN)?;
             spawn(p.pid, name, &block, args[4]).map(|pid| pid as i64)
         })(),
-        Some(Syscall::Fork) => fork(&t, frame),
-        Some(Syscall::Exec) => match exec(&t, args, frame) {
+        Syscall::Fork => fork(&t, frame),
+        Syscall::Exec => match exec(&t, args, frame) {
             Ok(()) => return Some(()),
             Err(e) => Err(e),
         },
-        Some(Syscall::Wait) => match wait(&t, args[0], frame) {
+        Syscall::Wait => match wait(&t, args[0], frame) {
             Ok(Some(word)) => Ok(word as i64),
             Ok(None) => return Some(()),
             Err(e) => Err(e),
         },
-        Some(Syscall::Kill) => kill(p, args[0]).map(|()| 0),
-        Some(Syscall::ThreadCreate) => thread_create(p, args),
-        Some(Syscall::MapAnon) => p.memory().map_anon(args[0]).map(|a| a as i64),
-        Some(Syscall::FreeFrames) => Ok(mm::free_frames() as i64),
-        Some(Syscall::PpcServe) => match ppc::serve(&t, args, frame) {
+        Syscall::Kill => kill(p, args[0]).map(|()| 0),
+        Syscall::ThreadCreate => thread_create(p, args),
+        Syscall::MapAnon => p.memory().map_anon(args[0]).map(|a| a as i64),
+        Syscall::FreeFrames => Ok(mm::free_frames() as i64),
+        Syscall::PpcServe => match ppc::serve(&t, args, frame) {
             Ok(()) => return Some(()),
             Err(e) => Err(e),
         },
-        Some(Syscall::PpcCall) => match ppc::call(&t, args, frame) {
+        Syscall::PpcCall => match ppc::call(&t, args, frame) {
             Ok(()) => return Some(()),
             Err(e) => Err(e),
         },
-        Some(Syscall::PpcReturn) => match ppc::ret(&t, args, frame) {
+        Syscall::PpcReturn => match ppc::ret(&t, args, frame) {
             Ok(()) => return Some(()),
             Err(e) => Err(e),
         },
-        Some(Syscall::PpcLookup) => ppc::lookup(args[0]).map(|h| h as i64),
-        Some(nr) if files::serves(nr) => files::system_call(p, nr, args),
-        Some(Syscall::Pin) => match args[0] {
+        Syscall::PpcLookup => ppc::lookup(args[0]).map(|h| h as i64),
+        nr if files::serves(nr) => files::system_call(p, nr, args),
+        Syscall::Pin => match args[0] {
             u64::MAX => {
                 t.set_pin(None);
                 Ok(0)
@@ -537,7 +535,7 @@ pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
             }
             _ => Err(SyscallError::InvalidArgument),
         },
-        Some(Syscall::Yield) => {
+        Syscall::Yield => {
             frame.rax = 0;
             if sched::yield_current(frame) {
                 // The yielding thread gets 0 when it next runs.

@@ -10,8 +10,6 @@ use core::arch::asm;
 use k42_abi::syscall::ppc::{MAX_MESSAGE, names};
 use k42_abi::syscall::{Syscall, SyscallError};
 
-use core::sync::atomic::{AtomicUsize, Ordering};
-
 use crate::sys::{sys_result, syscall3, syscall5};
 
 /// A server's entry: `(caller pid, method, argument, message, length)`.
@@ -132,9 +130,8 @@ pub fn lookup(pid: u32) -> Result<u64, SyscallError> {
 pub const MAX: usize = MAX_MESSAGE as usize;
 
 /// The name and the report of [`register_when_serving`] (one per process).
-static REG_NAME: AtomicUsize = AtomicUsize::new(0);
-static REG_LEN: AtomicUsize = AtomicUsize::new(0);
-static REG_DONE: AtomicUsize = AtomicUsize::new(0);
+type Registration = (&'static str, fn(Result<(), SyscallError>));
+static REGISTRATION: crate::sync::SpinLock<Option<Registration>> = crate::sync::SpinLock::new(None);
 
 /// Start a thread (on the stack whose top is `stack_top`) that waits
 /// until this process serves — call [`serve`] next — then registers
@@ -146,25 +143,13 @@ pub fn register_when_serving(
     stack_top: u64,
     done: fn(Result<(), SyscallError>),
 ) -> Result<(), SyscallError> {
-    REG_NAME.store(name.as_ptr() as usize, Ordering::Relaxed);
-    REG_LEN.store(name.len(), Ordering::Relaxed);
-    REG_DONE.store(done as usize, Ordering::Release);
+    *REGISTRATION.lock() = Some((name, done));
     crate::process::thread_create(registrar, stack_top, 0, None).map(|_| ())
 }
 
 extern "C" fn registrar(_: u64) -> ! {
-    // SAFETY: REG_NAME/REG_LEN describe the &'static str and REG_DONE the
-    // fn pointer stored before this thread was started.
-    let (name, done) = unsafe {
-        (
-            core::str::from_utf8_unchecked(core::slice::from_raw_parts(
-                REG_NAME.load(Ordering::Relaxed) as *const u8,
-                REG_LEN.load(Ordering::Relaxed),
-            )),
-            core::mem::transmute::<usize, fn(Result<(), SyscallError>)>(
-                REG_DONE.load(Ordering::Acquire),
-            ),
-        )
+    let Some((name, done)) = *REGISTRATION.lock() else {
+        crate::process::thread_exit(1)
     };
     let pid = crate::process::getpid();
     let mut handle = 0;
