@@ -1,7 +1,9 @@
 //! Protected procedure calls (issue 9's first part): servers found
 //! through the name server; a client calls a server process on its own
 //! CPU — echo with a message and a reply, the
-//! caller's pid set by the kernel, calls from every vCPU at once — and
+//! caller's pid set by the kernel, calls from every vCPU at once, a
+//! call that waits its turn behind another thread's preempted call on
+//! the same CPU (the kernel's single attempt says `Busy`) — and
 //! every error comes back clean: a bad method, an oversize message, a
 //! stale handle, a bad message address, a server that crashes, exits or
 //! is killed during or before a call.

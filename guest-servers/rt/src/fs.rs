@@ -186,8 +186,7 @@ pub fn server() -> Result<u64> {
 }
 
 /// Call the file server: `method`, `arg`, message `msg[..len]`; the
-/// result and the reply's length. A CPU whose server worker is busy
-/// (preempted in another caller's call) is retried after a yield.
+/// result and the reply's length.
 pub fn request(
     method: u64,
     arg: u64,
@@ -195,24 +194,17 @@ pub fn request(
     len: usize,
 ) -> Result<(u64, usize)> {
     let h = server()?;
-    let mut round = 0;
-    loop {
-        let (r, n) = ppc::call_raw(h, method, arg, msg, len);
-        if r >= 0 {
-            return Ok((r as u64, n));
+    let (r, n) = ppc::call_raw(h, method, arg, msg, len);
+    if r >= 0 {
+        return Ok((r as u64, n));
+    }
+    match Error::from_raw(r) {
+        e @ Error::Sys(SyscallError::StaleHandle | SyscallError::ServerDied) => {
+            // A restarted server is found again next time.
+            SERVER.store(0, Ordering::Release);
+            Err(e)
         }
-        match Error::from_raw(r) {
-            Error::Sys(SyscallError::Busy) => {
-                crate::yield_now(round);
-                round += 1;
-            }
-            e @ Error::Sys(SyscallError::StaleHandle | SyscallError::ServerDied) => {
-                // A restarted server is found again next time.
-                SERVER.store(0, Ordering::Release);
-                return Err(e);
-            }
-            e => return Err(e),
-        }
+        e => Err(e),
     }
 }
 

@@ -77,7 +77,30 @@ pub fn call(
 }
 
 /// [`call`] with the raw result (a server's own negative codes kept).
+///
+/// The kernel runs one call per server per CPU; a call that finds the
+/// server's worker for this CPU busy (preempted in another thread's
+/// call) waits its turn, yielding, instead of failing with `Busy`.
 pub fn call_raw(handle: u64, method: u64, arg: u64, msg: &mut [u8], len: usize) -> (i64, usize) {
+    let mut round = 0;
+    loop {
+        let (ret, reply) = call_once_raw(handle, method, arg, msg, len);
+        if ret != SyscallError::Busy as i64 {
+            return (ret, reply);
+        }
+        crate::yield_now(round);
+        round += 1;
+    }
+}
+
+/// One `PpcCall`: [`call_raw`] that returns `Busy` rather than waiting.
+pub fn call_once_raw(
+    handle: u64,
+    method: u64,
+    arg: u64,
+    msg: &mut [u8],
+    len: usize,
+) -> (i64, usize) {
     let len = len.min(msg.len()) as u64;
     let cap = msg.len().min(MAX) as u64;
     let (ret, reply): (i64, u64);

@@ -6,8 +6,8 @@
 //! (record `ppc.call`).
 //!
 //! Server methods: 0 echo (reverses the message, returns arg + 1), 1 the
-//! caller's pid, 2 crash, 3 exit(7) from inside the call; others
-//! `NoSuchMethod`.
+//! caller's pid, 2 crash, 3 exit(7) from inside the call, 4 spin for
+//! `arg` ms (a long call to preempt); others `NoSuchMethod`.
 #![no_std]
 #![no_main]
 
@@ -17,7 +17,7 @@ use k42_abi::bench::{BenchMode, BenchRecord};
 use k42_abi::syscall::SyscallError;
 use k42_rt::ppc;
 use k42_rt::process::{self, ArgBlock, Ended, Regions};
-use k42_rt::sync::relax;
+use k42_rt::sync::{relax, wait_until};
 use k42_rt::{Start, bench_record, println, rdtsc};
 
 k42_rt::main!(run);
@@ -28,7 +28,10 @@ const STACK: u64 = 4 * PAGE;
 fn run(start: Start) -> u8 {
     let mut args = process::args(start.info).skip(1);
     match args.next() {
-        Some("server") => serve(args.next()),
+        Some("server") => {
+            SERVER_TSC_KHZ.store(start.info.tsc_khz, Ordering::Relaxed);
+            serve(args.next())
+        }
         Some("names") => u8::from(!names()),
         Some("client") => u8::from(!client()),
         Some("bench") => {
@@ -58,6 +61,13 @@ extern "C" fn entry(caller: u64, method: u64, arg: u64, msg: *mut u8, len: u64) 
             ppc::reply(0, 0)
         }
         3 => k42_rt::exit(7),
+        4 => {
+            let end = rdtsc() + arg * SERVER_TSC_KHZ.load(Ordering::Relaxed);
+            while rdtsc() < end {
+                core::hint::spin_loop();
+            }
+            ppc::reply(0, 0)
+        }
         _ => ppc::reply(SyscallError::NoSuchMethod as i64, 0),
     }
 }
@@ -222,6 +232,7 @@ fn client() -> bool {
             == SyscallError::BadAddress as i64,
     );
     check("calls from every CPU at once", every_cpu(h, 50, None));
+    check("a call waiting for a busy worker", busy_worker(h));
     // The server dies in a call: the caller gets an error, not a hang.
     check(
         "a server crashing in a call",
@@ -264,6 +275,57 @@ fn client() -> bool {
     }
     println!("ppctest client: {fails} failures: {}", verdict(fails == 0));
     fails == 0
+}
+
+/// The server's TSC rate (kHz), for method 4.
+static SERVER_TSC_KHZ: AtomicU64 = AtomicU64::new(0);
+
+/// `busy_worker`'s long call: 1 once started, 2 once it returned Ok.
+static SLOW: AtomicU32 = AtomicU32::new(0);
+
+extern "C" fn slow_caller(h: u64) -> ! {
+    SLOW.store(1, Ordering::Release);
+    let ok = ppc::call(h, 4, 300, &mut [0u8; 8], 0) == Ok((0, 0));
+    SLOW.store(if ok { 2 } else { 3 }, Ordering::Release);
+    process::thread_exit(0)
+}
+
+/// Two threads kept on CPU 0: one in a 300 ms call (its worker preempted
+/// by the timer), the other calling the same server. The kernel's answer
+/// to a single attempt is `Busy`; `ppc::call` waits its turn and
+/// succeeds; the long call completes.
+fn busy_worker(h: u64) -> bool {
+    let Ok(stack) = process::map_anon(4 * PAGE) else {
+        return false;
+    };
+    if process::pin(Some(0)).is_err() {
+        return false;
+    }
+    SLOW.store(0, Ordering::Relaxed);
+    if process::thread_create(slow_caller, stack + 4 * PAGE - 8, h, Some(0)).is_err() {
+        return false;
+    }
+    let mut msg = [0u8; ppc::MAX];
+    let mut busy = false;
+    // Let the other thread start its call, then try once at a time
+    // until its worker is found busy (or its call is over).
+    wait_until(|| SLOW.load(Ordering::Acquire) != 0);
+    while SLOW.load(Ordering::Acquire) == 1 {
+        k42_rt::yield_now(0);
+        let (r, _) = ppc::call_once_raw(h, 0, 0, &mut msg, 0);
+        if r == SyscallError::Busy as i64 {
+            busy = true;
+            break;
+        }
+    }
+    msg[..2].copy_from_slice(b"ab");
+    let waited = ppc::call(h, 0, 9, &mut msg, 2) == Ok((10, 2)) && &msg[..2] == b"ba";
+    wait_until(|| SLOW.load(Ordering::Acquire) >= 2);
+    let _ = process::pin(None);
+    if !busy {
+        println!("ppctest client: the long call never found its worker busy");
+    }
+    busy && waited && SLOW.load(Ordering::Acquire) == 2
 }
 
 static HANDLE: AtomicU64 = AtomicU64::new(0);
