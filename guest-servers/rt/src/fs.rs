@@ -158,19 +158,11 @@ static SERVER: AtomicU64 = AtomicU64::new(0);
 /// may still be starting, in the background), trying for about `rounds`
 /// polite waits.
 pub fn wait_for_server(rounds: u32) -> Result<u64> {
-    let mut round = 0;
-    loop {
-        match server() {
-            // Not registered yet, or the name server not serving yet.
-            Err(Error::Sys(SyscallError::NoSuchName | SyscallError::NoSuchProcess))
-                if round < rounds =>
-            {
-                crate::sync::relax(round);
-                round += 1;
-            }
-            r => return r,
-        }
+    if SERVER.load(Ordering::Acquire) == 0 {
+        let h = ppc::wait_for_name(proto::SERVICE, rounds)?;
+        SERVER.store(h, Ordering::Release);
     }
+    server()
 }
 
 /// The file server's handle (found through the name server once).

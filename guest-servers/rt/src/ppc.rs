@@ -61,6 +61,22 @@ pub fn resolve(name: &str) -> Result<u64, SyscallError> {
     call(ns, names::LOOKUP, 0, &mut msg, n).map(|(h, _)| h)
 }
 
+/// The handle registered under `name`, waiting (about `rounds` polite
+/// waits at most) while it is not registered yet or the name server is
+/// not serving yet — both may still be starting in the background.
+pub fn wait_for_name(name: &str, rounds: u32) -> Result<u64, SyscallError> {
+    let mut round = 0;
+    loop {
+        match resolve(name) {
+            Err(SyscallError::NoSuchName | SyscallError::NoSuchProcess) if round < rounds => {
+                crate::sync::relax(round);
+                round += 1;
+            }
+            r => return r,
+        }
+    }
+}
+
 /// Call the server behind `handle`: `method`, `arg`, and the first `len`
 /// bytes of `msg` as the message, replaced by the reply (which may fill
 /// `msg`, up to [`MAX`] bytes). Returns the server's result and the

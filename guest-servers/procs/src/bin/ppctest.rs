@@ -116,18 +116,12 @@ fn names() -> bool {
         println!("ppctest names: cannot start the server: FAILED");
         return false;
     };
-    let mut round = 0;
-    let h = loop {
-        match ppc::resolve("echo") {
-            Ok(h) => break Some(h),
-            Err(SyscallError::NoSuchName) if round < 100_000 => {
-                relax(round);
-                round += 1;
-            }
-            Err(e) => {
-                println!("ppctest names: resolving echo: {}", e.describe());
-                break None;
-            }
+    // The name server and the echo server may both still be starting.
+    let h = match ppc::wait_for_name("echo", 100_000) {
+        Ok(h) => Some(h),
+        Err(e) => {
+            println!("ppctest names: resolving echo: {}", e.describe());
+            None
         }
     };
     let mut msg = [0u8; ppc::MAX];
