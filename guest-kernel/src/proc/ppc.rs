@@ -22,7 +22,9 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::mem::MaybeUninit;
+use core::ptr;
+use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
 
 use k42_abi::syscall::ppc::{MAX_MESSAGE, SERVE_NAME_SERVER, handle};
 use k42_abi::syscall::{SyscallError, USER_BASE, USER_TOP};
@@ -46,7 +48,41 @@ pub struct Server {
     /// The worker thread kept for each CPU between calls (making one
     /// costs hundreds of emulated instructions: a heap allocation and a
     /// 700-byte register image).
-    workers: Box<[SpinLock<Option<Arc<Thread>>>]>,
+    workers: Box<[WorkerSlot]>,
+}
+
+/// One CPU's idle worker: an `Option<Arc<Thread>>` held as a raw
+/// pointer, moved in and out by one atomic swap each (a lock and unlock
+/// cost ~50 µs with the kernel emulated; only the CPU that owns the
+/// server's `busy` flag for this slot touches it, but the swap keeps it
+/// sound regardless).
+struct WorkerSlot(AtomicPtr<Thread>);
+
+impl WorkerSlot {
+    fn new() -> Self {
+        Self(AtomicPtr::new(ptr::null_mut()))
+    }
+
+    fn take(&self) -> Option<Arc<Thread>> {
+        let p = self.0.swap(ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: a non-null pointer here came from `Arc::into_raw` in
+        // `put`, and the swap took it out: this is its only owner.
+        (!p.is_null()).then(|| unsafe { Arc::from_raw(p) })
+    }
+
+    fn put(&self, t: Arc<Thread>) {
+        let old = self.0.swap(Arc::into_raw(t).cast_mut(), Ordering::AcqRel);
+        if !old.is_null() {
+            // SAFETY: as in `take`: the swap made this the only owner.
+            drop(unsafe { Arc::from_raw(old) });
+        }
+    }
+}
+
+impl Drop for WorkerSlot {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
 }
 
 impl Server {
@@ -103,7 +139,7 @@ pub fn serve(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(
         stack_size,
         msgs,
         busy: (0..n).map(|_| AtomicBool::new(false)).collect(),
-        workers: (0..n).map(|_| SpinLock::new(None)).collect(),
+        workers: (0..n).map(|_| WorkerSlot::new()).collect(),
     });
     {
         let mut table = TABLE.lock();
@@ -184,23 +220,25 @@ pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<()
     if server.process.killed() {
         return Err(SyscallError::ServerDied);
     }
-    let mut msg = [0u8; MAX_MESSAGE as usize];
+    // Not zeroed: only its first `len` bytes are written and read.
+    let mut msg = MaybeUninit::<[u8; MAX_MESSAGE as usize]>::uninit();
     if cap > 0 {
         // Writable: the reply comes back here.
         t.process.memory().user_range(buf, cap, true)?;
     }
     if len > 0 {
         // SAFETY: the range is the caller's memory, mapped (above) in its
-        // address space, which is loaded.
-        msg[..len as usize].copy_from_slice(unsafe {
-            core::slice::from_raw_parts(buf as *const u8, len as usize)
-        });
+        // address space, which is loaded; `msg` has room for `len` ≤
+        // MAX_MESSAGE bytes.
+        unsafe {
+            core::ptr::copy_nonoverlapping(buf as *const u8, msg.as_mut_ptr().cast(), len as usize)
+        };
     }
     let cpu = percpu::cpu_id();
     if server.busy[cpu as usize].swap(true, Ordering::Acquire) {
         return Err(SyscallError::Busy);
     }
-    let cached = server.workers[cpu as usize].lock().take();
+    let cached = server.workers[cpu as usize].take();
     let tid = {
         let mut s = server.process.state.lock();
         if s.ended {
@@ -232,7 +270,7 @@ pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<()
     trace::log(ev::sched::ppc_call(server.process.pid as u64, method));
     frame.rdx = 0;
     let caller = sched::take_current(frame);
-    *worker.ppc.lock() = Some(Pending {
+    *worker.ppc() = Some(Pending {
         caller,
         server: server.clone(),
         cpu,
@@ -244,8 +282,11 @@ pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<()
     // for this CPU (faulted in by `serve`).
     if len > 0 && server.process.memory().user_range(at, len, true).is_ok() {
         // SAFETY: the server's buffer for this CPU, mapped writable in its
-        // address space, which `hand_off` loaded.
-        unsafe { core::ptr::copy_nonoverlapping(msg.as_ptr(), at as *mut u8, len as usize) };
+        // address space, which `hand_off` loaded; `msg`'s first `len`
+        // bytes were written above.
+        unsafe {
+            core::ptr::copy_nonoverlapping(msg.as_ptr().cast::<u8>(), at as *mut u8, len as usize)
+        };
     }
     Ok(())
 }
@@ -254,22 +295,28 @@ pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<()
 /// the caller (or moved on, if the caller was killed meanwhile).
 pub fn ret(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(), SyscallError> {
     let (result, rlen) = (args[0], args[1]);
-    let pending = t.ppc.lock().take().ok_or(SyscallError::InvalidArgument)?;
+    let pending = t.ppc().take().ok_or(SyscallError::InvalidArgument)?;
     if rlen > pending.cap {
-        *t.ppc.lock() = Some(pending);
+        *t.ppc() = Some(pending);
         return Err(SyscallError::TooLong);
     }
-    let mut reply = [0u8; MAX_MESSAGE as usize];
+    // Not zeroed: only its first `rlen` bytes are written and read.
+    let mut reply = MaybeUninit::<[u8; MAX_MESSAGE as usize]>::uninit();
     let at = pending.server.message(pending.cpu);
     if rlen > 0 {
         if let Err(e) = t.process.memory().user_range(at, rlen, false) {
-            *t.ppc.lock() = Some(pending);
+            *t.ppc() = Some(pending);
             return Err(e);
         }
-        // SAFETY: the server's buffer, mapped in its address space (loaded).
-        reply[..rlen as usize].copy_from_slice(unsafe {
-            core::slice::from_raw_parts(at as *const u8, rlen as usize)
-        });
+        // SAFETY: the server's buffer, mapped in its address space
+        // (loaded); `rlen` ≤ cap ≤ MAX_MESSAGE fits `reply`.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                at as *const u8,
+                reply.as_mut_ptr().cast(),
+                rlen as usize,
+            )
+        };
     }
     trace::log(ev::sched::ppc_return(
         pending.server.process.pid as u64,
@@ -280,7 +327,7 @@ pub fn ret(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(),
     // The worker waits in the server for the next call on this CPU; it
     // counts as one of the server's threads only while it serves.
     let server = pending.server.clone();
-    *server.workers[pending.cpu as usize].lock() = Some(worker);
+    server.workers[pending.cpu as usize].put(worker);
     server.busy[pending.cpu as usize].store(false, Ordering::Release);
     super::count_out(&server.process);
     let caller = pending.caller;
@@ -294,8 +341,15 @@ pub fn ret(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(),
     let copied = rlen == 0 || process.memory().user_range(buf, rlen, true).is_ok();
     if rlen > 0 && copied {
         // SAFETY: the caller's buffer, mapped writable (just checked) in
-        // its address space, which `hand_off` loaded again.
-        unsafe { core::ptr::copy_nonoverlapping(reply.as_ptr(), buf as *mut u8, rlen as usize) };
+        // its address space, which `hand_off` loaded again; `reply`'s
+        // first `rlen` bytes were written above.
+        unsafe {
+            core::ptr::copy_nonoverlapping(
+                reply.as_ptr().cast::<u8>(),
+                buf as *mut u8,
+                rlen as usize,
+            )
+        };
     }
     frame.rax = result;
     frame.rdx = if copied { rlen } else { 0 };
@@ -305,7 +359,7 @@ pub fn ret(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(),
 /// Worker `t` ended without returning (its server faulted, exited or was
 /// killed): fail the call it served.
 pub fn worker_ended(t: &Thread) {
-    let Some(p) = t.ppc.lock().take() else {
+    let Some(p) = t.ppc().take() else {
         return;
     };
     p.server.busy[p.cpu as usize].store(false, Ordering::Release);

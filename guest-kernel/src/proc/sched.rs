@@ -49,8 +49,6 @@ pub struct Thread {
     pub process: Arc<Process>,
     /// The CPU it must run on (+1), or 0: any.
     pin: AtomicU32,
-    /// The PPC call this thread serves (a server's worker), if any.
-    pub ppc: SpinLock<Option<super::ppc::Pending>>,
     saved: UnsafeCell<Saved>,
 }
 
@@ -58,6 +56,8 @@ pub struct Thread {
 struct Saved {
     fpu: FpuState,
     frame: TrapFrame,
+    /// The PPC call this thread serves (a server's worker), if any.
+    ppc: Option<super::ppc::Pending>,
 }
 
 // SAFETY: `saved` is touched only by the one CPU that owns the thread at
@@ -76,10 +76,10 @@ impl Thread {
             tid,
             process,
             pin: AtomicU32::new(0),
-            ppc: SpinLock::new(None),
             saved: UnsafeCell::new(Saved {
                 fpu: FpuState::initial(),
                 frame,
+                ppc: None,
             }),
         })
     }
@@ -115,6 +115,14 @@ impl Thread {
     /// worker's arguments).
     pub fn set_regs(&self, f: impl FnOnce(&mut TrapFrame)) {
         f(&mut self.saved().frame);
+    }
+
+    /// The PPC call this thread serves, if it is a server's worker. Only
+    /// the thread's owner may call this (a lock here cost ~50 µs a call
+    /// with the kernel emulated).
+    #[allow(clippy::mut_from_ref)]
+    pub fn ppc(&self) -> &mut Option<super::ppc::Pending> {
+        &mut self.saved().ppc
     }
 
     /// Set the saved `rax` (a blocked system call's result). Only the
