@@ -57,6 +57,42 @@ pub fn activate_kernel() {
     unsafe { arch::load_page_table(KERNEL_ROOT.load(Ordering::Relaxed)) };
 }
 
+/// The leaf entry for `va` in the address space whose root table is
+/// `root` (0 where a table above it is missing), read without the space's
+/// lock: entries are single aligned words, written whole, and a new table
+/// is linked in only once it is clear. The caller keeps the space alive
+/// (its tables are freed only when it drops).
+fn leaf_entry(root: u64, va: u64) -> u64 {
+    let mut t = root;
+    for level in [39u32, 30, 21, 12] {
+        let at = arch::phys_to_virt(t) as *const u64;
+        // SAFETY: `t` is a page-table frame of a live address space (the
+        // caller's promise), mapped in the direct map; the index is < 512.
+        let entry = unsafe { at.add(((va >> level) & 511) as usize).read_volatile() };
+        if level == 12 || entry & PRESENT == 0 {
+            return entry;
+        }
+        t = entry & ADDR_MASK;
+    }
+    unreachable!()
+}
+
+/// The physical address `va` maps to in the live address space whose
+/// root table is `root`, if mapped with at least the given access; read
+/// without its lock (see [`leaf_entry`]): a page being mapped meanwhile
+/// may read as unmapped, never the other way round.
+pub fn translate_in(root: u64, va: u64, write: bool) -> Option<u64> {
+    let e = leaf_entry(root, va);
+    (e & PRESENT != 0 && (!write || e & WRITABLE != 0)).then_some((e & ADDR_MASK) | (va & 0xfff))
+}
+
+/// Load the live address space whose root table is `root` on this CPU.
+pub fn activate_root(root: u64) {
+    // SAFETY: every address space's upper half is the kernel's, so the
+    // kernel stays mapped; the caller keeps the space alive while loaded.
+    unsafe { arch::load_page_table(root) };
+}
+
 /// Access rights of a user page.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct PageFlags {
@@ -210,12 +246,6 @@ impl AddressSpace {
         let e = *self.lookup(va)?;
         (e & PRESENT != 0 && (!write || e & WRITABLE != 0))
             .then_some((e & ADDR_MASK) | (va & 0xfff))
-    }
-
-    /// Whether `va` is mapped with at least the given access.
-    pub fn allows(&self, va: u64, write: bool) -> bool {
-        self.lookup(va)
-            .is_some_and(|&mut e| e & PRESENT != 0 && (!write || e & WRITABLE != 0))
     }
 
     /// Physical address of the root table.
