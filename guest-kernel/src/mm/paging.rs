@@ -89,7 +89,8 @@ pub fn translate_in(root: u64, va: u64, write: bool) -> Option<u64> {
 /// Load the live address space whose root table is `root` on this CPU.
 pub fn activate_root(root: u64) {
     // SAFETY: every address space's upper half is the kernel's, so the
-    // kernel stays mapped; the caller keeps the space alive while loaded.
+    // kernel stays mapped; its lower half holds only that space's user
+    // pages; the caller keeps the space alive while loaded.
     unsafe { arch::load_page_table(root) };
 }
 
@@ -240,14 +241,6 @@ impl AddressSpace {
         Some(&mut table(t)[((va >> 12) & 511) as usize])
     }
 
-    /// The physical address `va` maps to, if mapped with at least the
-    /// given access.
-    pub fn translate(&self, va: u64, write: bool) -> Option<u64> {
-        let e = *self.lookup(va)?;
-        (e & PRESENT != 0 && (!write || e & WRITABLE != 0))
-            .then_some((e & ADDR_MASK) | (va & 0xfff))
-    }
-
     /// Physical address of the root table.
     pub fn root(&self) -> u64 {
         self.root
@@ -255,9 +248,7 @@ impl AddressSpace {
 
     /// Load this address space on this CPU.
     pub fn activate(&self) {
-        // SAFETY: the upper half is the kernel's, so the kernel stays
-        // mapped; the lower half holds only this space's user pages.
-        unsafe { arch::load_page_table(self.root) };
+        activate_root(self.root);
     }
 }
 

@@ -419,12 +419,7 @@ impl Memory {
         }
         let mut va = ptr & !(PAGE_SIZE - 1);
         while va < end {
-            // Without the space's lock (~50 µs emulated): callers act for
-            // a thread of this process (live), so its tables stay.
-            if paging::translate_in(self.root, va, write).is_none() {
-                self.fault(va, write, false)
-                    .map_err(|_| SyscallError::BadAddress)?;
-            }
+            self.mapped(va, write)?;
             va += PAGE_SIZE;
         }
         Ok(())
@@ -437,15 +432,23 @@ impl Memory {
         if !(USER_BASE..USER_TOP).contains(&va) {
             return Err(SyscallError::BadAddress);
         }
+        self.mapped(va, write)
+    }
+
+    /// The frame behind user address `va` (checked by the caller),
+    /// faulted in if it is not mapped with the access. The page tables
+    /// are read without the space's lock (~50 µs emulated): callers act
+    /// for a thread of this process, which keeps it and its tables live.
+    /// Inlined: the hit is on every user buffer a system call or PPC
+    /// checks, where each emulated instruction costs about a microsecond.
+    #[inline(always)]
+    fn mapped(&self, va: u64, write: bool) -> Result<u64, SyscallError> {
         if let Some(pa) = paging::translate_in(self.root, va, write) {
             return Ok(pa);
         }
         self.fault(va, write, false)
             .map_err(|_| SyscallError::BadAddress)?;
-        self.space
-            .lock()
-            .translate(va, write)
-            .ok_or(SyscallError::BadAddress)
+        paging::translate_in(self.root, va, write).ok_or(SyscallError::BadAddress)
     }
 
     /// A copy-on-write copy for a forked child (the caller is the only

@@ -156,25 +156,21 @@ static SERVER: AtomicU64 = AtomicU64::new(0);
 
 /// Wait until the file server has registered (it and the name server
 /// may still be starting, in the background), trying for about `rounds`
-/// polite waits.
+/// polite waits; its handle, found once.
 pub fn wait_for_server(rounds: u32) -> Result<u64> {
-    if SERVER.load(Ordering::Acquire) == 0 {
-        let h = ppc::wait_for_name(proto::SERVICE, rounds)?;
-        SERVER.store(h, Ordering::Release);
-    }
-    server()
-}
-
-/// The file server's handle (found through the name server once).
-pub fn server() -> Result<u64> {
     match SERVER.load(Ordering::Acquire) {
         0 => {
-            let h = ppc::resolve(proto::SERVICE)?;
+            let h = ppc::wait_for_name(proto::SERVICE, rounds)?;
             SERVER.store(h, Ordering::Release);
             Ok(h)
         }
         h => Ok(h),
     }
+}
+
+/// The file server's handle (found through the name server once).
+pub fn server() -> Result<u64> {
+    wait_for_server(0)
 }
 
 /// Call the file server: `method`, `arg`, message `msg[..len]`; the
@@ -190,14 +186,15 @@ pub fn request(
     if r >= 0 {
         return Ok((r as u64, n));
     }
-    match Error::from_raw(r) {
-        e @ Error::Sys(SyscallError::StaleHandle | SyscallError::ServerDied) => {
-            // A restarted server is found again next time.
-            SERVER.store(0, Ordering::Release);
-            Err(e)
-        }
-        e => Err(e),
+    let e = Error::from_raw(r);
+    if matches!(
+        e,
+        Error::Sys(SyscallError::StaleHandle | SyscallError::ServerDied)
+    ) {
+        // A restarted server is found again next time.
+        SERVER.store(0, Ordering::Release);
     }
+    Err(e)
 }
 
 /// A message holding `path`.
