@@ -7,6 +7,7 @@
 //!                     │           pinning and memory binding
 //!                     ├─ memory   guest RAM layout per node and checked access
 //!                     ├─ loader   kernel ELF, modules, boot page tables, BootInfo
+//!                     ├─ run_state what the main, vCPU and hypercall code share
 //!                     ├─ vcpu     one thread per vCPU: create, configure, run, kick
 //!                     │   ├─ cpuid     per-vCPU CPUID (APIC ids, hypervisor bit)
 //!                     │   ├─ hypercall port-I/O hypercalls (shared-abi)
@@ -34,6 +35,7 @@ pub mod loader;
 pub mod memory;
 pub mod platform;
 pub mod report;
+pub mod run_state;
 pub mod serial;
 pub mod topology;
 pub mod trace;

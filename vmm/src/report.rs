@@ -40,7 +40,7 @@ pub struct Report {
     /// The host's KVM and how guest supervisor code ran on it.
     pub platform: crate::platform::PlatformReport,
     /// In-kernel test results, in the order they were reported.
-    pub tests: Vec<crate::vm::TestRecord>,
+    pub tests: Vec<TestRecord>,
     /// Benchmark results the guest reported, in order.
     pub bench: Vec<BenchResult>,
     /// Exits to k42vmm per vCPU, by reason.
@@ -54,6 +54,15 @@ pub struct Report {
     /// What the trace collector saw (with `--trace` or `--trace-socket`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<crate::trace::collector::TraceReport>,
+}
+
+/// One in-kernel test result, as reported by the guest.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct TestRecord {
+    pub name: String,
+    pub passed: bool,
+    pub ms: f64,
+    pub vcpu: u32,
 }
 
 /// One benchmark measurement from the guest.

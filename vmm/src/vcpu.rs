@@ -21,9 +21,9 @@ use libc::{c_int, c_void, siginfo_t};
 use crate::exit::ExitReason;
 use crate::hypercall::{self, Outcome};
 use crate::loader::BootLayout;
+use crate::run_state::VmShared;
 use crate::serial::Com1;
 use crate::topology::pin;
-use crate::vm::VmShared;
 
 thread_local! {
     static KVM_RUN: Cell<*mut kvm_run> = const { Cell::new(std::ptr::null_mut()) };
@@ -74,17 +74,12 @@ pub fn vcpu_thread(shared: &VmShared, index: u32) -> VcpuStats {
         ..Default::default()
     };
     shared.register_thread(index);
-    match shared.plan.vcpu[index as usize].host_cpu {
-        Some(cpu) => match pin::pin_current_thread(cpu) {
-            Ok(cpus) => stats.affinity = Some(cpus),
-            Err(e) => {
-                shared.exit.decide(ExitReason::HostError(format!(
-                    "vCPU {index}: cannot pin its thread: {e}"
-                )));
-                return stats;
-            }
-        },
-        None => stats.affinity = pin::current_affinity().ok(),
+    match pin_thread(shared, index) {
+        Ok(affinity) => stats.affinity = affinity,
+        Err(e) => {
+            shared.exit.decide(ExitReason::HostError(e));
+            return stats;
+        }
     }
     let mut vcpu = match create(shared, index) {
         Ok(v) => v,
@@ -107,6 +102,17 @@ pub fn vcpu_thread(shared: &VmShared, index: u32) -> VcpuStats {
     stats
 }
 
+/// Pin the calling thread as the plan says for vCPU `index`; the affinity read back.
+fn pin_thread(shared: &VmShared, index: u32) -> Result<Option<Vec<u32>>, String> {
+    match shared.plan.vcpu[index as usize].host_cpu {
+        Some(cpu) => pin::pin_current_thread(cpu)
+            .map(Some)
+            .map_err(|e| format!("vCPU {index}: cannot pin its thread: {e}")),
+        None => Ok(pin::current_affinity().ok()),
+    }
+}
+
+/// Create vCPU `index` and configure it; vCPU 0 also reads the guest TSC frequency.
 fn create(shared: &VmShared, index: u32) -> Result<VcpuFd, String> {
     let vcpu = shared
         .vm
@@ -142,7 +148,23 @@ pub fn configure(
     let cpuid = crate::cpuid::for_vcpu(supported, index, vcpus);
     vcpu.set_cpuid2(&cpuid)
         .map_err(|e| format!("KVM_SET_CPUID2: {e}"))?;
+    set_msrs(vcpu)?;
+    set_long_mode(vcpu, layout)?;
+    set_entry_regs(vcpu, layout, index)?;
+    set_lint(vcpu)?;
+    if index != 0 {
+        // With the in-kernel irqchip an AP starts in wait-for-SIPI; this
+        // guest starts APs directly in long mode instead.
+        vcpu.set_mp_state(kvm_mp_state {
+            mp_state: KVM_MP_STATE_RUNNABLE,
+        })
+        .map_err(|e| format!("KVM_SET_MP_STATE: {e}"))?;
+    }
+    Ok(())
+}
 
+/// Fast strings on, and write-back as the default memory type.
+fn set_msrs(vcpu: &VcpuFd) -> Result<(), String> {
     const MSR_IA32_MISC_ENABLE: u32 = 0x1a0;
     const MISC_ENABLE_FAST_STRING: u64 = 1;
     const MSR_MTRR_DEF_TYPE: u32 = 0x2ff;
@@ -163,7 +185,11 @@ pub fn configure(
     if set != entries.len() {
         return Err(format!("KVM_SET_MSRS set {set} of {} MSRs", entries.len()));
     }
+    Ok(())
+}
 
+/// 64-bit kernel segments, the boot GDT, and paging on the boot page tables.
+fn set_long_mode(vcpu: &VcpuFd, layout: &BootLayout) -> Result<(), String> {
     let mut sregs = vcpu
         .get_sregs()
         .map_err(|e| format!("KVM_GET_SREGS: {e}"))?;
@@ -202,8 +228,11 @@ pub fn configure(
     sregs.cr4 = 0x6a0; // OSXMMEXCPT | OSFXSR | PGE | PAE
     sregs.efer = 0xd01; // NXE | LMA | LME | SCE
     vcpu.set_sregs(&sregs)
-        .map_err(|e| format!("KVM_SET_SREGS: {e}"))?;
+        .map_err(|e| format!("KVM_SET_SREGS: {e}"))
+}
 
+/// Entry point, boot stack, arguments (vCPU index, boot magic) and a clean FPU.
+fn set_entry_regs(vcpu: &VcpuFd, layout: &BootLayout, index: u32) -> Result<(), String> {
     let regs = kvm_regs {
         rip: layout.entry,
         rsp: layout.stack_top(index),
@@ -219,18 +248,7 @@ pub fn configure(
         mxcsr: 0x1f80,
         ..Default::default()
     };
-    vcpu.set_fpu(&fpu)
-        .map_err(|e| format!("KVM_SET_FPU: {e}"))?;
-    set_lint(vcpu)?;
-    if index != 0 {
-        // With the in-kernel irqchip an AP starts in wait-for-SIPI; this
-        // guest starts APs directly in long mode instead.
-        vcpu.set_mp_state(kvm_mp_state {
-            mp_state: KVM_MP_STATE_RUNNABLE,
-        })
-        .map_err(|e| format!("KVM_SET_MP_STATE: {e}"))?;
-    }
-    Ok(())
+    vcpu.set_fpu(&fpu).map_err(|e| format!("KVM_SET_FPU: {e}"))
 }
 
 /// LINT0 as ExtINT and LINT1 as NMI, as firmware would leave them.
@@ -265,108 +283,15 @@ enum Next {
     ErrorInRax(i64),
 }
 
+/// Run the vCPU until the VM stops: enter the guest, decode each exit, act on it.
 fn run_loop(shared: &VmShared, vcpu: &mut VcpuFd, index: u32, stats: &mut VcpuStats) {
     loop {
         if shared.exit.is_stopping() {
             return;
         }
-        if !stats.ran {
-            stats.ran = true;
-            if index == 0 {
-                shared.clock.mark_kernel_entry();
-            }
-        }
+        note_first_entry(shared, index, stats);
         let next = match vcpu.run() {
-            Ok(VcpuExit::IoOut(port, data)) => {
-                if port == k42_abi::hypercall::PORT {
-                    stats.count("hypercall");
-                    match <[u8; 4]>::try_from(data) {
-                        Ok(b) => match hypercall::handle(shared, index, u32::from_le_bytes(b)) {
-                            Outcome::Continue => Next::Continue,
-                            Outcome::Stop => Next::Stop,
-                            Outcome::BadBlock(code) => Next::ErrorInRax(code),
-                        },
-                        Err(_) => {
-                            Next::ErrorInRax(k42_abi::HypercallResult::InvalidArgument as i64)
-                        }
-                    }
-                } else if Com1::owns(port) {
-                    stats.count("serial");
-                    if let Some(&b) = data.first() {
-                        shared
-                            .serial
-                            .lock()
-                            .unwrap_or_else(|p| p.into_inner())
-                            .write(port, b);
-                    }
-                    Next::Continue
-                } else {
-                    stats.count("io-other");
-                    Next::Continue
-                }
-            }
-            Ok(VcpuExit::IoIn(port, data)) => {
-                if Com1::owns(port) {
-                    stats.count("serial");
-                    let v = shared
-                        .serial
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .read(port);
-                    data.fill(0);
-                    data[0] = v;
-                } else {
-                    stats.count("io-other");
-                    data.fill(0xff);
-                }
-                Next::Continue
-            }
-            Ok(VcpuExit::MmioRead(addr, _)) | Ok(VcpuExit::MmioWrite(addr, _)) => {
-                stats.count("mmio");
-                Next::Fault(
-                    "MMIO",
-                    format!(
-                        "the guest accessed guest-physical address {addr:#x}, which is not RAM"
-                    ),
-                )
-            }
-            Ok(VcpuExit::Shutdown) => {
-                stats.count("shutdown");
-                Next::TripleFault
-            }
-            Ok(VcpuExit::Hlt) => {
-                stats.count("hlt");
-                Next::Fault(
-                    "HLT",
-                    "the vCPU halted with no way to wake (HLT exit)".into(),
-                )
-            }
-            Ok(VcpuExit::InternalError) => {
-                stats.count("internal-error");
-                Next::Fault("internal-error", String::new())
-            }
-            Ok(VcpuExit::FailEntry(reason, cpu)) => {
-                stats.count("fail-entry");
-                Next::Fault(
-                    "fail-entry",
-                    format!("KVM could not enter the guest (reason {reason:#x}, host CPU {cpu})"),
-                )
-            }
-            Ok(VcpuExit::SystemEvent(kind, _)) => {
-                stats.count("system-event");
-                Next::Fault(
-                    "system-event",
-                    format!("the guest raised system event {kind} (reset or crash)"),
-                )
-            }
-            Ok(VcpuExit::Intr) => {
-                stats.count("interrupted");
-                Next::Continue
-            }
-            Ok(other) => {
-                stats.count("other");
-                Next::Fault("unexpected-exit", format!("unexpected VM exit {other:?}"))
-            }
+            Ok(exit) => decode_exit(shared, index, stats, exit),
             Err(e) if e.errno() == libc::EINTR => {
                 stats.count("interrupted");
                 vcpu.set_kvm_immediate_exit(0);
@@ -375,41 +300,159 @@ fn run_loop(shared: &VmShared, vcpu: &mut VcpuFd, index: u32, stats: &mut VcpuSt
             Err(e) if e.errno() == libc::EAGAIN => Next::Continue,
             Err(e) => Next::HostError(format!("KVM_RUN on vCPU {index}: {e}")),
         };
-        match next {
-            Next::Continue => {}
-            Next::Stop => return,
-            Next::ErrorInRax(code) => {
-                if let Err(e) = set_rax(vcpu, code) {
-                    shared
-                        .exit
-                        .decide(ExitReason::HostError(format!("vCPU {index}: {e}")));
-                    return;
-                }
+        if !act(shared, vcpu, index, next) {
+            return;
+        }
+    }
+}
+
+/// On the first entry, note that the vCPU ran (and, for vCPU 0, the kernel entry time).
+fn note_first_entry(shared: &VmShared, index: u32, stats: &mut VcpuStats) {
+    if !stats.ran {
+        stats.ran = true;
+        if index == 0 {
+            shared.clock.mark_kernel_entry();
+        }
+    }
+}
+
+/// Count one exit and decide what it means.
+fn decode_exit(shared: &VmShared, index: u32, stats: &mut VcpuStats, exit: VcpuExit) -> Next {
+    match exit {
+        VcpuExit::IoOut(port, data) => io_out(shared, index, stats, port, data),
+        VcpuExit::IoIn(port, data) => {
+            io_in(shared, stats, port, data);
+            Next::Continue
+        }
+        VcpuExit::MmioRead(addr, _) | VcpuExit::MmioWrite(addr, _) => {
+            stats.count("mmio");
+            Next::Fault(
+                "MMIO",
+                format!("the guest accessed guest-physical address {addr:#x}, which is not RAM"),
+            )
+        }
+        VcpuExit::Shutdown => {
+            stats.count("shutdown");
+            Next::TripleFault
+        }
+        VcpuExit::Hlt => {
+            stats.count("hlt");
+            Next::Fault(
+                "HLT",
+                "the vCPU halted with no way to wake (HLT exit)".into(),
+            )
+        }
+        VcpuExit::InternalError => {
+            stats.count("internal-error");
+            Next::Fault("internal-error", String::new())
+        }
+        VcpuExit::FailEntry(reason, cpu) => {
+            stats.count("fail-entry");
+            Next::Fault(
+                "fail-entry",
+                format!("KVM could not enter the guest (reason {reason:#x}, host CPU {cpu})"),
+            )
+        }
+        VcpuExit::SystemEvent(kind, _) => {
+            stats.count("system-event");
+            Next::Fault(
+                "system-event",
+                format!("the guest raised system event {kind} (reset or crash)"),
+            )
+        }
+        VcpuExit::Intr => {
+            stats.count("interrupted");
+            Next::Continue
+        }
+        other => {
+            stats.count("other");
+            Next::Fault("unexpected-exit", format!("unexpected VM exit {other:?}"))
+        }
+    }
+}
+
+/// A port write: a hypercall, COM1 output, or ignored.
+fn io_out(shared: &VmShared, index: u32, stats: &mut VcpuStats, port: u16, data: &[u8]) -> Next {
+    if port == k42_abi::hypercall::PORT {
+        stats.count("hypercall");
+        match <[u8; 4]>::try_from(data) {
+            Ok(b) => match hypercall::handle(shared, index, u32::from_le_bytes(b)) {
+                Outcome::Continue => Next::Continue,
+                Outcome::Stop => Next::Stop,
+                Outcome::BadBlock(code) => Next::ErrorInRax(code),
+            },
+            Err(_) => Next::ErrorInRax(k42_abi::HypercallResult::InvalidArgument as i64),
+        }
+    } else if Com1::owns(port) {
+        stats.count("serial");
+        if let Some(&b) = data.first() {
+            shared
+                .serial
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .write(port, b);
+        }
+        Next::Continue
+    } else {
+        stats.count("io-other");
+        Next::Continue
+    }
+}
+
+/// A port read: COM1 input, or all ones.
+fn io_in(shared: &VmShared, stats: &mut VcpuStats, port: u16, data: &mut [u8]) {
+    if Com1::owns(port) {
+        stats.count("serial");
+        let v = shared
+            .serial
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .read(port);
+        data.fill(0);
+        data[0] = v;
+    } else {
+        stats.count("io-other");
+        data.fill(0xff);
+    }
+}
+
+/// Act on a decoded exit; false when the vCPU must leave its run loop.
+fn act(shared: &VmShared, vcpu: &mut VcpuFd, index: u32, next: Next) -> bool {
+    match next {
+        Next::Continue => true,
+        Next::Stop => false,
+        Next::ErrorInRax(code) => match set_rax(vcpu, code) {
+            Ok(()) => true,
+            Err(e) => {
+                shared
+                    .exit
+                    .decide(ExitReason::HostError(format!("vCPU {index}: {e}")));
+                false
             }
-            Next::TripleFault => {
-                shared.exit.decide(ExitReason::TripleFault {
-                    vcpu: index,
-                    dump: register_dump(vcpu),
-                });
-                return;
-            }
-            Next::Fault(kind, what) => {
-                let what = if kind == "internal-error" {
-                    internal_error(vcpu)
-                } else {
-                    what
-                };
-                shared.exit.decide(ExitReason::Fault {
-                    vcpu: index,
-                    what,
-                    dump: register_dump(vcpu),
-                });
-                return;
-            }
-            Next::HostError(msg) => {
-                shared.exit.decide(ExitReason::HostError(msg));
-                return;
-            }
+        },
+        Next::TripleFault => {
+            shared.exit.decide(ExitReason::TripleFault {
+                vcpu: index,
+                dump: register_dump(vcpu),
+            });
+            false
+        }
+        Next::Fault(kind, what) => {
+            let what = if kind == "internal-error" {
+                internal_error(vcpu)
+            } else {
+                what
+            };
+            shared.exit.decide(ExitReason::Fault {
+                vcpu: index,
+                what,
+                dump: register_dump(vcpu),
+            });
+            false
+        }
+        Next::HostError(msg) => {
+            shared.exit.decide(ExitReason::HostError(msg));
+            false
         }
     }
 }

@@ -24,179 +24,32 @@
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicI32, AtomicU32, Ordering};
-use std::sync::{Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
 
 use event_manager::{EventManager, EventOps, EventSet, Events, MutEventSubscriber, SubscriberOps};
-use k42_abi::Topology;
 use k42_image::Image;
-use kvm_bindings::CpuId;
-use kvm_ioctls::VmFd;
-use serde::{Deserialize, Serialize};
 use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::config::VmConfig;
 use crate::error::VmmError;
-use crate::exit::{ExitLatch, ExitReason};
+use crate::exit::ExitReason;
 use crate::kvm::{self, KvmVm};
-use crate::loader::{self, BootLayout};
+use crate::loader;
 use crate::memory::GuestRam;
 use crate::platform::{self, PlatformReport};
-use crate::report::{BenchResult, REPORT_SCHEMA, Report, VcpuExits};
+use crate::report::{REPORT_SCHEMA, Report, VcpuExits};
+use crate::run_state::VmShared;
 use crate::serial::Com1;
 use crate::topology::{self, Plan, cpulist, pin};
 use crate::trace::collector::TraceReport;
-use crate::trace::{TraceHub, ctf, live};
+use crate::trace::{TraceError, TraceHub, ctf, live};
 use crate::vcpu::{self, VcpuStats};
 
 /// Stack size of each vCPU thread (they run no deep recursion).
 const VCPU_THREAD_STACK: usize = 256 << 10;
-
-/// One in-kernel test result, as reported by the guest.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
-pub struct TestRecord {
-    pub name: String,
-    pub passed: bool,
-    pub ms: f64,
-    pub vcpu: u32,
-}
-
-/// A one-way gate the application processors wait at until vCPU 0 opens
-/// it (or the run ends first and cancels it).
-#[derive(Default)]
-pub struct Gate {
-    state: Mutex<GateState>,
-    cv: Condvar,
-}
-
-#[derive(Default, Clone, Copy, PartialEq, Eq)]
-enum GateState {
-    #[default]
-    Closed,
-    Open,
-    Cancelled,
-}
-
-impl Gate {
-    /// Open the gate; false if it was not closed.
-    pub fn open(&self) -> bool {
-        self.set(GateState::Open)
-    }
-
-    /// Cancel the gate so that waiters give up.
-    pub fn cancel(&self) {
-        self.set(GateState::Cancelled);
-    }
-
-    fn set(&self, to: GateState) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        if *s != GateState::Closed {
-            return false;
-        }
-        *s = to;
-        self.cv.notify_all();
-        true
-    }
-
-    /// Wait until the gate opens (true) or is cancelled (false).
-    pub fn wait(&self) -> bool {
-        let mut s = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while *s == GateState::Closed {
-            s = self.cv.wait(s).unwrap_or_else(|p| p.into_inner());
-        }
-        *s == GateState::Open
-    }
-}
-
-/// Milestones of a run, measured from process start.
-pub struct RunClock {
-    pub started: Instant,
-    kernel_entry: OnceLock<Instant>,
-    all_online: OnceLock<Instant>,
-}
-
-impl RunClock {
-    fn ms(&self, at: Option<&Instant>) -> Option<f64> {
-        at.map(|t| t.duration_since(self.started).as_secs_f64() * 1e3)
-    }
-
-    /// vCPU 0 is about to enter the guest for the first time.
-    pub fn mark_kernel_entry(&self) {
-        let _ = self.kernel_entry.set(Instant::now());
-    }
-}
-
-/// State shared by the main thread and every vCPU thread of one VM.
-pub struct VmShared<'a> {
-    pub vm: &'a VmFd,
-    pub ram: &'a GuestRam,
-    pub layout: &'a BootLayout,
-    pub supported_cpuid: &'a CpuId,
-    pub vcpus: u32,
-    /// The placement plan: each vCPU thread pins itself by it.
-    pub plan: &'a Plan,
-    /// The topology record the guest fetches.
-    pub topology: &'a Topology,
-    /// Guest TSC frequency, read by vCPU 0 before it first runs.
-    pub tsc_khz: OnceLock<u32>,
-    pub exit: ExitLatch,
-    pub ap_gate: Gate,
-    pub serial: Mutex<Com1>,
-    pub clock: RunClock,
-    /// Where the guest's trace registration meets the collector.
-    pub trace: &'a TraceHub,
-    online: Vec<AtomicBool>,
-    online_count: AtomicU32,
-    tests: Mutex<Vec<TestRecord>>,
-    bench: Mutex<Vec<BenchResult>>,
-    /// The guest's boot-time calibration: (spin iterations, ns).
-    pub guest_spin: OnceLock<(u64, u64)>,
-    threads: Mutex<Vec<Option<libc::pthread_t>>>,
-    finished: AtomicU32,
-}
-
-impl VmShared<'_> {
-    /// Record the calling thread as vCPU `index`'s, so it can be kicked.
-    pub fn register_thread(&self, index: u32) {
-        // SAFETY: pthread_self has no preconditions.
-        let me = unsafe { libc::pthread_self() };
-        self.threads.lock().unwrap_or_else(|p| p.into_inner())[index as usize] = Some(me);
-    }
-
-    /// vCPU `index` reports itself online; false if it already had.
-    pub fn mark_online(&self, index: u32) -> bool {
-        if self.online[index as usize].swap(true, Ordering::SeqCst) {
-            return false;
-        }
-        if self.online_count.fetch_add(1, Ordering::SeqCst) + 1 == self.vcpus {
-            let _ = self.clock.all_online.set(Instant::now());
-        }
-        true
-    }
-
-    /// Keep an in-kernel test result for the report.
-    pub fn record_test(&self, t: TestRecord) {
-        self.tests.lock().unwrap_or_else(|p| p.into_inner()).push(t);
-    }
-
-    /// Keep a guest benchmark result for the report.
-    pub fn record_bench(&self, b: BenchResult) {
-        self.bench.lock().unwrap_or_else(|p| p.into_inner()).push(b);
-    }
-
-    /// Send the kick signal to every registered vCPU thread.
-    fn kick_all(&self) {
-        let threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        for t in threads.iter().flatten() {
-            // SAFETY: `t` is a thread of this scope that has not been joined
-            // (joining happens after the kick loop), so the id is valid; a
-            // finished thread just yields ESRCH.
-            unsafe { libc::pthread_kill(*t, vcpu::kick_signal()) };
-        }
-    }
-}
 
 /// The end of a run.
 pub struct RunResult {
@@ -208,9 +61,63 @@ pub struct RunResult {
     pub trace_error: Option<String>,
 }
 
+/// What the threads of a run left behind once they all stopped.
+struct Stopped {
+    /// One entry per vCPU thread started, in vCPU order.
+    stats: Vec<VcpuStats>,
+    /// vCPUs that were still running at a timeout, with their state.
+    still_running: Vec<(u32, String)>,
+    /// The trace collector's result, if it ran.
+    trace: Option<Result<TraceReport, String>>,
+    /// Host nanoseconds per spin-loop iteration.
+    host_ns_per_spin: f64,
+}
+
 /// Boot `config.image` and run it to the end.
 pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
     let image = Image::open(&config.image)?;
+    check_config(config)?;
+    let (_, plan) = topology::plan_for_host(Path::new("/"), &config.placement())?;
+    let server = prepare_trace(config)?;
+    let trace_hub = TraceHub::new(config.trace.clone());
+    let kvm = kvm::open()?;
+    let ram = create_ram(&plan, config.prefault)?;
+    let vm = create_vm(kvm, &ram, plan.vcpus)?;
+    let cmdline = config
+        .cmdline
+        .clone()
+        .unwrap_or_else(|| image.manifest.cmdline.clone());
+    let layout = loader::load(&ram, &image, plan.vcpus, &cmdline)?;
+    warn_about_plan(&plan);
+    let serial = Com1::new(&vm.fd, Box::new(std::io::stdout()))
+        .map_err(|e| VmmError::Host(format!("COM1: {e}")))?;
+    let shared = VmShared::new(&vm, &ram, &layout, &plan, &trace_hub, serial, started)?;
+    install_signal_handlers()?;
+    let stopped = run_threads(&shared, config.timeout, server);
+    shared.flush_serial();
+    let ended = Instant::now();
+    let reason = shared.exit.reason().unwrap_or(ExitReason::HostError(
+        "the run ended without a decision".into(),
+    ));
+    let report = make_report(
+        config,
+        &image.manifest.name,
+        cmdline,
+        &shared,
+        &stopped,
+        &reason,
+        ended,
+    );
+    Ok(RunResult {
+        reason,
+        report,
+        still_running: stopped.still_running,
+        trace_error: stopped.trace.and_then(|r| r.err()),
+    })
+}
+
+/// Refuse a vCPU count or memory size no plan could satisfy.
+fn check_config(config: &VmConfig) -> Result<(), VmmError> {
     match config.vcpus {
         Some(0) => return Err(VmmError::TooFewVcpus),
         Some(v) if v as usize > k42_abi::MAX_VCPUS => {
@@ -227,22 +134,31 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
     {
         return Err(VmmError::MemoryNotAligned(m));
     }
-    let (_, plan) = topology::plan_for_host(Path::new("/"), &config.placement())?;
-    let vcpus = plan.vcpus;
-    // Refuse a bad trace directory or socket before booting anything.
+    Ok(())
+}
+
+/// Create the trace directory and bind the live socket, refusing bad ones before booting.
+fn prepare_trace(config: &VmConfig) -> Result<Option<live::Server>, VmmError> {
     if let Some(d) = &config.trace.dir {
         ctf::create_dir(d)?;
     }
-    let server = match &config.trace.socket {
+    Ok(match &config.trace.socket {
         Some(p) => Some(live::Server::bind(p)?),
         None => None,
-    };
-    let trace_hub = TraceHub::new(config.trace.clone());
-    let kvm = kvm::open()?;
+    })
+}
+
+/// Map guest RAM, one share per guest node, placed as the plan says.
+fn create_ram(plan: &Plan, prefault: bool) -> Result<GuestRam, VmmError> {
     let node_sizes: Vec<u64> = plan.nodes.iter().map(|n| n.memory_bytes).collect();
     let ram = GuestRam::with_nodes(&node_sizes)?;
-    place_memory(&ram, &plan, config.prefault)?;
-    let vm = KvmVm::create(kvm, &ram)?;
+    place_memory(&ram, plan, prefault)?;
+    Ok(ram)
+}
+
+/// Create the VM over `ram` and check that its KVM allows `vcpus` vCPUs.
+fn create_vm(kvm: kvm_ioctls::Kvm, ram: &GuestRam, vcpus: u32) -> Result<KvmVm, VmmError> {
+    let vm = KvmVm::create(kvm, ram)?;
     if vcpus > vm.max_vcpus {
         return Err(VmmError::TooManyVcpus {
             requested: vcpus,
@@ -250,198 +166,197 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
             why: "this host's KVM allows",
         });
     }
-    let cmdline = config
-        .cmdline
-        .clone()
-        .unwrap_or_else(|| image.manifest.cmdline.clone());
-    let layout = loader::load(&ram, &image, vcpus, &cmdline)?;
+    Ok(vm)
+}
+
+/// Print the plan's overcommit warning and notes.
+fn warn_about_plan(plan: &Plan) {
     if let Some(w) = plan.overcommit_warning() {
         eprintln!("k42vmm: warning: {w}");
     }
     for note in &plan.notes {
         eprintln!("k42vmm: note: {note}");
     }
-    let topology = plan.to_record();
-    let serial = Com1::new(&vm.fd, Box::new(std::io::stdout()))
-        .map_err(|e| VmmError::Host(format!("COM1: {e}")))?;
-    let shared = VmShared {
-        vm: &vm.fd,
-        ram: &ram,
-        layout: &layout,
-        supported_cpuid: &vm.supported_cpuid,
-        vcpus,
-        plan: &plan,
-        topology: &topology,
-        tsc_khz: OnceLock::new(),
-        exit: ExitLatch::new().map_err(|e| VmmError::Host(format!("eventfd: {e}")))?,
-        ap_gate: Gate::default(),
-        serial: Mutex::new(serial),
-        clock: RunClock {
-            started,
-            kernel_entry: OnceLock::new(),
-            all_online: OnceLock::new(),
-        },
-        trace: &trace_hub,
-        online: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
-        online_count: AtomicU32::new(0),
-        tests: Mutex::new(Vec::new()),
-        bench: Mutex::new(Vec::new()),
-        guest_spin: OnceLock::new(),
-        threads: Mutex::new(vec![None; vcpus as usize]),
-        finished: AtomicU32::new(0),
-    };
-    install_signal_handlers()?;
-    let host_ns = OnceLock::new();
+}
 
-    let (stats, trace_result) = std::thread::scope(|s| {
-        let collector = if trace_hub.options.enabled() {
-            let shared = &shared;
-            let spawned = std::thread::Builder::new()
-                .name("trace".into())
-                .spawn_scoped(s, move || {
-                    crate::trace::collector::run(shared.trace, shared.ram, &shared.tsc_khz, server)
-                });
-            match spawned {
-                Ok(h) => Some(h),
-                Err(e) => {
-                    shared.exit.decide(ExitReason::HostError(format!(
-                        "cannot start the trace collector thread: {e}"
-                    )));
-                    None
-                }
-            }
-        } else {
-            None
-        };
-        let mut handles = Vec::with_capacity(vcpus as usize);
-        for i in 0..vcpus {
-            let shared = &shared;
-            let spawned = std::thread::Builder::new()
-                .name(format!("vcpu{i}"))
-                .stack_size(VCPU_THREAD_STACK)
-                .spawn_scoped(s, move || {
-                    let st = vcpu::vcpu_thread(shared, i);
-                    shared.finished.fetch_add(1, Ordering::SeqCst);
-                    st
-                });
-            match spawned {
-                Ok(h) => handles.push(h),
-                Err(e) => {
-                    shared.exit.decide(ExitReason::HostError(format!(
-                        "cannot start the thread of vCPU {i}: {e}"
-                    )));
-                    break;
-                }
-            }
-        }
+/// Start the threads, run the event loop until the run ends, stop the vCPUs, drain the trace.
+fn run_threads(
+    shared: &VmShared,
+    timeout: Option<Duration>,
+    server: Option<live::Server>,
+) -> Stopped {
+    std::thread::scope(|s| {
+        let collector = spawn_collector(s, shared, server);
+        let handles = spawn_vcpus(s, shared);
         // Time the spin loop on the host while the vCPUs get going, to
         // compare with the guest's calibration.
-        let host_spin = platform::host_ns_per_spin();
-        let _ = host_ns.set(host_spin);
-        if let Err(e) = main_loop(&shared, config.timeout) {
+        let host_ns_per_spin = platform::host_ns_per_spin();
+        if let Err(e) = main_loop(shared, timeout) {
             shared
                 .exit
                 .decide(ExitReason::HostError(format!("event loop: {e}")));
         }
         shared.ap_gate.cancel();
-        // Kick until every vCPU thread has left its run loop; re-kick now
-        // and then in case a kick raced with a thread entering KVM_RUN.
-        let all = handles.len() as u32;
-        'kick: loop {
-            shared.kick_all();
-            for _ in 0..50 {
-                if shared.finished.load(Ordering::SeqCst) == all {
-                    break 'kick;
-                }
-                std::thread::sleep(Duration::from_micros(100));
+        let stats = stop_vcpus(shared, handles);
+        let trace = finish_trace(shared, collector);
+        let still_running = stats
+            .iter()
+            .filter_map(|s| s.final_state.clone().map(|f| (s.index, f)))
+            .collect();
+        Stopped {
+            stats,
+            still_running,
+            trace,
+            host_ns_per_spin,
+        }
+    })
+}
+
+/// Start the trace collector thread if tracing is on; failing to start it ends the run.
+fn spawn_collector<'scope>(
+    s: &'scope Scope<'scope, '_>,
+    shared: &'scope VmShared,
+    server: Option<live::Server>,
+) -> Option<ScopedJoinHandle<'scope, Result<TraceReport, TraceError>>> {
+    if !shared.trace.options.enabled() {
+        return None;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("trace".into())
+        .spawn_scoped(s, move || {
+            crate::trace::collector::run(shared.trace, shared.ram, &shared.tsc_khz, server)
+        });
+    match spawned {
+        Ok(h) => Some(h),
+        Err(e) => {
+            shared.exit.decide(ExitReason::HostError(format!(
+                "cannot start the trace collector thread: {e}"
+            )));
+            None
+        }
+    }
+}
+
+/// Start one thread per vCPU; failing to start one ends the run and starts no more.
+fn spawn_vcpus<'scope>(
+    s: &'scope Scope<'scope, '_>,
+    shared: &'scope VmShared,
+) -> Vec<ScopedJoinHandle<'scope, VcpuStats>> {
+    let mut handles = Vec::with_capacity(shared.vcpus as usize);
+    for i in 0..shared.vcpus {
+        let spawned = std::thread::Builder::new()
+            .name(format!("vcpu{i}"))
+            .stack_size(VCPU_THREAD_STACK)
+            .spawn_scoped(s, move || {
+                let st = vcpu::vcpu_thread(shared, i);
+                shared.mark_finished();
+                st
+            });
+        match spawned {
+            Ok(h) => handles.push(h),
+            Err(e) => {
+                shared.exit.decide(ExitReason::HostError(format!(
+                    "cannot start the thread of vCPU {i}: {e}"
+                )));
+                break;
             }
         }
-        let stats: Vec<VcpuStats> = handles
-            .into_iter()
-            .enumerate()
-            .map(|(i, h)| {
-                h.join().unwrap_or(VcpuStats {
-                    index: i as u32,
-                    ..Default::default()
-                })
-            })
-            .collect();
-        // Every vCPU is out of the guest: the collector drains the rest.
-        let ended = shared
-            .exit
-            .reason()
-            .map_or_else(|| "the run ended".to_string(), |r| describe(&r, &[]));
-        shared.trace.finish(ended);
-        let trace: Option<Result<TraceReport, String>> = collector.map(|h| {
-            h.join()
-                .unwrap_or_else(|_| {
-                    Err(crate::trace::TraceError::Read(
-                        Default::default(),
-                        "the trace collector crashed".into(),
-                    ))
-                })
-                .map_err(|e| e.to_string())
-        });
-        (stats, trace)
-    });
-    shared
-        .serial
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .flush();
-    let ended = Instant::now();
-    let reason = shared.exit.reason().unwrap_or(ExitReason::HostError(
-        "the run ended without a decision".into(),
-    ));
+    }
+    handles
+}
 
-    let online_vcpus: Vec<u32> = (0..vcpus)
-        .filter(|&i| shared.online[i as usize].load(Ordering::SeqCst))
-        .collect();
-    let still_running: Vec<(u32, String)> = stats
-        .iter()
-        .filter_map(|s| s.final_state.clone().map(|f| (s.index, f)))
-        .collect();
-    let report = Report {
+/// Kick until every vCPU thread has left its run loop, then join them.
+fn stop_vcpus(shared: &VmShared, handles: Vec<ScopedJoinHandle<'_, VcpuStats>>) -> Vec<VcpuStats> {
+    // Re-kick now and then in case a kick raced with a thread entering
+    // KVM_RUN.
+    let all = handles.len() as u32;
+    'kick: loop {
+        shared.kick_all(vcpu::kick_signal());
+        for _ in 0..50 {
+            if shared.finished() == all {
+                break 'kick;
+            }
+            std::thread::sleep(Duration::from_micros(100));
+        }
+    }
+    handles
+        .into_iter()
+        .enumerate()
+        .map(|(i, h)| {
+            h.join().unwrap_or(VcpuStats {
+                index: i as u32,
+                ..Default::default()
+            })
+        })
+        .collect()
+}
+
+/// With every vCPU out of the guest, let the collector drain the rest; its result.
+fn finish_trace(
+    shared: &VmShared,
+    collector: Option<ScopedJoinHandle<'_, Result<TraceReport, TraceError>>>,
+) -> Option<Result<TraceReport, String>> {
+    let ended = shared
+        .exit
+        .reason()
+        .map_or_else(|| "the run ended".to_string(), |r| describe(&r, &[]));
+    shared.trace.finish(ended);
+    collector.map(|h| {
+        h.join()
+            .unwrap_or_else(|_| {
+                Err(TraceError::Read(
+                    Default::default(),
+                    "the trace collector crashed".into(),
+                ))
+            })
+            .map_err(|e| e.to_string())
+    })
+}
+
+/// The run report: what was booted, how it ended, and what each vCPU did.
+fn make_report(
+    config: &VmConfig,
+    image_name: &str,
+    cmdline: String,
+    shared: &VmShared,
+    stopped: &Stopped,
+    reason: &ExitReason,
+    ended: Instant,
+) -> Report {
+    let plan = shared.plan;
+    let online_vcpus = shared.online_vcpus();
+    Report {
         schema: REPORT_SCHEMA,
         k42vmm_version: env!("CARGO_PKG_VERSION").to_string(),
         image: config.image.display().to_string(),
-        image_name: image.manifest.name.clone(),
+        image_name: image_name.to_string(),
         cmdline,
         exit_code: reason.code(),
         exit_reason: reason.kind().to_string(),
-        exit_message: describe(&reason, &still_running),
-        vcpus,
+        exit_message: describe(reason, &stopped.still_running),
+        vcpus: shared.vcpus,
         memory_bytes: plan.memory_bytes,
         host_cpus: plan.usable_host_cpus.len() as u32,
         overcommitted: plan.overcommitted,
         tsc_khz: shared.tsc_khz.get().copied(),
-        ms_to_kernel_entry: shared.clock.ms(shared.clock.kernel_entry.get()),
-        ms_to_all_online: shared.clock.ms(shared.clock.all_online.get()),
-        ms_to_exit: ended.duration_since(started).as_secs_f64() * 1e3,
+        ms_to_kernel_entry: shared.clock.ms_to_kernel_entry(),
+        ms_to_all_online: shared.clock.ms_to_all_online(),
+        ms_to_exit: ended.duration_since(shared.clock.started).as_secs_f64() * 1e3,
         vcpus_online: online_vcpus.len() as u32,
         online_vcpus,
-        platform: PlatformReport::new(
-            shared.guest_spin.get().copied(),
-            host_ns.get().copied().unwrap_or(0.0),
-        ),
-        tests: shared
-            .tests
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
-        bench: shared
-            .bench
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone(),
-        vcpu_exits: stats
+        platform: PlatformReport::new(shared.guest_spin.get().copied(), stopped.host_ns_per_spin),
+        tests: shared.tests(),
+        bench: shared.bench_results(),
+        vcpu_exits: stopped
+            .stats
             .iter()
             .map(|s| VcpuExits {
                 vcpu: s.index,
                 exits: s.exits.iter().map(|(k, v)| (k.to_string(), *v)).collect(),
             })
             .collect(),
-        vcpu_affinity: stats
+        vcpu_affinity: stopped
+            .stats
             .iter()
             .map(|s| {
                 s.affinity
@@ -450,14 +365,11 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
             })
             .collect(),
         placement: plan.clone(),
-        trace: trace_result.as_ref().and_then(|r| r.as_ref().ok().cloned()),
-    };
-    Ok(RunResult {
-        reason,
-        report,
-        still_running,
-        trace_error: trace_result.and_then(|r| r.err()),
-    })
+        trace: stopped
+            .trace
+            .as_ref()
+            .and_then(|r| r.as_ref().ok().cloned()),
+    }
 }
 
 /// Bind each guest node's RAM to its host node as the plan says, before
@@ -615,21 +527,4 @@ fn main_loop(shared: &VmShared, timeout: Option<Duration>) -> std::io::Result<()
     };
     SIGNAL_EVENT_FD.store(-1, Ordering::SeqCst);
     result
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn gate_opens_once() {
-        let g = Gate::default();
-        assert!(g.open());
-        assert!(!g.open());
-        assert!(g.wait());
-        let c = Gate::default();
-        c.cancel();
-        assert!(!c.wait());
-        assert!(!c.open());
-    }
 }

@@ -180,12 +180,44 @@ pub fn plan(
         .filter(|c| allowed.contains(c))
         .collect();
     let numa = req.numa.clone().unwrap_or(NumaPolicy::Auto);
-    let spec_vcpus = match &numa {
+    let vcpus = vcpu_count(req, &numa, &usable)?;
+    let (pin_text, host_cpu) = pin_vcpus(host, &usable, req, vcpus)?;
+    let overcommitted = is_overcommitted(&host_cpu, usable.len());
+    let numa_text = match &req.numa {
+        Some(n) => n.to_string(),
+        None => "auto (default)".into(),
+    };
+    let groups = group_vcpus(host, &numa, &numa_text, &host_cpu)?;
+    let (memory, sizes) = node_sizes(&groups, req.memory, &numa_text)?;
+    let (nodes, node_of_vcpu, notes) = guest_nodes(host, &numa, groups, &sizes, vcpus);
+    let vcpu = vcpu_placements(host, &host_cpu, &node_of_vcpu);
+    let distances = node_distances(host, &nodes);
+    Ok(Plan {
+        vcpus,
+        memory_bytes: memory,
+        pin: pin_text,
+        numa: numa_text,
+        usable_host_cpus: usable,
+        overcommitted,
+        vcpu,
+        nodes,
+        distances,
+        notes,
+    })
+}
+
+/// The vCPUs a `--numa` SPEC's nodes hold, if it is one.
+fn spec_vcpus(numa: &NumaPolicy) -> Option<usize> {
+    match numa {
         NumaPolicy::Spec(nodes) => Some(nodes.iter().map(|n| n.vcpus.len()).sum::<usize>()),
         _ => None,
-    };
+    }
+}
+
+/// The vCPU count: `--vcpus`, else an explicit `--pin`'s or the SPEC's, else the usable CPUs.
+fn vcpu_count(req: &PlacementRequest, numa: &NumaPolicy, usable: &[u32]) -> Result<u32, PlanError> {
     let explicit = req.pin.as_ref().and_then(PinPolicy::explicit_cpus);
-    let vcpus = match (req.vcpus, explicit, spec_vcpus) {
+    let vcpus = match (req.vcpus, explicit, spec_vcpus(numa)) {
         (Some(v), _, _) => v as usize,
         (None, Some(cpus), _) => cpus.len(),
         (None, None, Some(n)) => n,
@@ -203,9 +235,16 @@ pub fn plan(
             limit: k42_abi::MAX_VCPUS,
         });
     }
-    let vcpus = vcpus as u32;
+    Ok(vcpus as u32)
+}
 
-    // 1. vCPU → host CPU.
+/// Step 1, vCPU → host CPU: the `--pin` text and each vCPU's host CPU (`None`: unpinned).
+fn pin_vcpus(
+    host: &HostTopology,
+    usable: &[u32],
+    req: &PlacementRequest,
+    vcpus: u32,
+) -> Result<(String, Vec<Option<u32>>), PlanError> {
     let (pin, pin_text) = match &req.pin {
         Some(p) => (p.clone(), p.to_string()),
         None if vcpus as usize <= usable.len() => (PinPolicy::Auto, "auto (default)".into()),
@@ -214,7 +253,7 @@ pub fn plan(
     let host_cpu: Vec<Option<u32>> = match &pin {
         PinPolicy::None => vec![None; vcpus as usize],
         PinPolicy::Auto => {
-            let order = auto_order(host, &usable);
+            let order = auto_order(host, usable);
             if order.is_empty() {
                 return Err(PlanError::NoUsableCpu);
             }
@@ -232,58 +271,90 @@ pub fn plan(
                 });
             }
             for &cpu in cpus {
-                check_cpu(host, &usable, &pin_text, cpu)?;
+                check_cpu(host, usable, &pin_text, cpu)?;
             }
             cpus.iter().copied().map(Some).collect()
         }
     };
-    let host_node_of = |cpu: Option<u32>| cpu.and_then(|c| host.cpu(c)).map(|c| c.node);
-    let pinned = host_cpu.iter().all(Option::is_some);
-    let overcommitted = if pinned {
+    Ok((pin_text, host_cpu))
+}
+
+/// Overcommitted: pinned vCPUs sharing a host CPU, or more vCPUs than `usable` CPUs.
+fn is_overcommitted(host_cpu: &[Option<u32>], usable: usize) -> bool {
+    if host_cpu.iter().all(Option::is_some) {
         let mut per_cpu: BTreeMap<u32, u32> = BTreeMap::new();
         for c in host_cpu.iter().flatten() {
             *per_cpu.entry(*c).or_default() += 1;
         }
         per_cpu.values().any(|&n| n > 1)
     } else {
-        vcpus as usize > usable.len()
-    };
+        host_cpu.len() > usable
+    }
+}
 
-    // 2. vCPU → guest node, and each node's host node (SPEC host= or the
-    //    majority of its vCPUs).
-    let numa_text = match &req.numa {
-        Some(n) => n.to_string(),
-        None => "auto (default)".into(),
-    };
-    let single_host_node = (host.numa && host.nodes.len() == 1).then(|| host.nodes[0].id);
-    let majority = |members: &[u32]| -> Option<u32> {
-        let mut count: BTreeMap<u32, u32> = BTreeMap::new();
-        for &v in members {
-            if let Some(n) = host_node_of(host_cpu[v as usize]) {
-                *count.entry(n).or_default() += 1;
-            }
+/// The host node of host CPU `cpu`, if it is pinned and online.
+fn host_node_of(host: &HostTopology, cpu: Option<u32>) -> Option<u32> {
+    cpu.and_then(|c| host.cpu(c)).map(|c| c.node)
+}
+
+/// The host node most of `members` run on (lowest on a tie), else the host's only node.
+fn majority(host: &HostTopology, host_cpu: &[Option<u32>], members: &[u32]) -> Option<u32> {
+    let mut count: BTreeMap<u32, u32> = BTreeMap::new();
+    for &v in members {
+        if let Some(n) = host_node_of(host, host_cpu[v as usize]) {
+            *count.entry(n).or_default() += 1;
         }
-        let best = count.values().copied().max();
-        count
-            .iter()
-            .find(|&(_, &c)| Some(c) == best)
-            .map(|(&n, _)| n)
-            .or(single_host_node)
+    }
+    let best = count.values().copied().max();
+    count
+        .iter()
+        .find(|&(_, &c)| Some(c) == best)
+        .map(|(&n, _)| n)
+        .or(single_host_node(host))
+}
+
+/// The host's node when it is NUMA with exactly one node.
+fn single_host_node(host: &HostTopology) -> Option<u32> {
+    (host.numa && host.nodes.len() == 1).then(|| host.nodes[0].id)
+}
+
+/// The vCPUs of one guest node before its memory is sized.
+struct NodeGroup {
+    /// Its vCPUs, ascending.
+    members: Vec<u32>,
+    /// The host node it stands for.
+    host_node: Option<u32>,
+    /// Its memory, if the SPEC gives it.
+    memory: Option<u64>,
+}
+
+/// Step 2, vCPU → guest node and its host node (SPEC `host=` or its vCPUs' majority).
+fn group_vcpus(
+    host: &HostTopology,
+    numa: &NumaPolicy,
+    numa_text: &str,
+    host_cpu: &[Option<u32>],
+) -> Result<Vec<NodeGroup>, PlanError> {
+    let vcpus = host_cpu.len() as u32;
+    let pinned = host_cpu.iter().all(Option::is_some);
+    let group = |members: Vec<u32>, host_node: Option<u32>, memory: Option<u64>| NodeGroup {
+        members,
+        host_node,
+        memory,
     };
-    // (members, host node, memory if given)
-    let mut groups: Vec<(Vec<u32>, Option<u32>, Option<u64>)> = Vec::new();
-    match &numa {
-        NumaPolicy::Off => groups.push(((0..vcpus).collect(), None, None)),
+    let mut groups: Vec<NodeGroup> = Vec::new();
+    match numa {
+        NumaPolicy::Off => groups.push(group((0..vcpus).collect(), None, None)),
         NumaPolicy::Auto if !pinned => {
-            groups.push(((0..vcpus).collect(), single_host_node, None));
+            groups.push(group((0..vcpus).collect(), single_host_node(host), None));
         }
         NumaPolicy::Auto => {
             let mut by_host: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
             for v in 0..vcpus {
-                let n = host_node_of(host_cpu[v as usize]).expect("pinned CPUs are online");
+                let n = host_node_of(host, host_cpu[v as usize]).expect("pinned CPUs are online");
                 by_host.entry(n).or_default().push(v);
             }
-            groups.extend(by_host.into_iter().map(|(n, m)| (m, Some(n), None)));
+            groups.extend(by_host.into_iter().map(|(n, m)| group(m, Some(n), None)));
         }
         &NumaPolicy::Nodes(n) => {
             if n > vcpus {
@@ -293,15 +364,15 @@ pub fn plan(
                 let members: Vec<u32> = (0..vcpus)
                     .filter(|&i| (i as u64 * n as u64 / vcpus as u64) as u32 == g)
                     .collect();
-                let h = majority(&members);
-                groups.push((members, h, None));
+                let h = majority(host, host_cpu, &members);
+                groups.push(group(members, h, None));
             }
         }
         NumaPolicy::Spec(nodes) => {
-            let given = spec_vcpus.unwrap_or(0);
+            let given = spec_vcpus(numa).unwrap_or(0);
             if given != vcpus as usize {
                 return Err(PlanError::SpecVcpus {
-                    numa: numa_text,
+                    numa: numa_text.to_string(),
                     given,
                     vcpus,
                 });
@@ -316,7 +387,7 @@ pub fn plan(
                         };
                         if let Some(why) = why {
                             return Err(PlanError::BadHostNode {
-                                numa: numa_text,
+                                numa: numa_text.to_string(),
                                 node: g,
                                 host: h,
                                 why,
@@ -324,24 +395,31 @@ pub fn plan(
                         }
                         Some(h)
                     }
-                    None => majority(&node.vcpus),
+                    None => majority(host, host_cpu, &node.vcpus),
                 };
-                groups.push((node.vcpus.clone(), h, node.mem));
+                groups.push(group(node.vcpus.clone(), h, node.mem));
             }
         }
     }
+    Ok(groups)
+}
 
-    // 3. Memory per node: given sizes first, the rest split evenly.
-    let given: u64 = groups.iter().filter_map(|g| g.2).sum();
-    let unsized_nodes = groups.iter().filter(|g| g.2.is_none()).count();
-    let memory = match req.memory {
+/// Step 3, the VM's memory and each node's: given sizes first, the rest split evenly.
+fn node_sizes(
+    groups: &[NodeGroup],
+    requested: Option<u64>,
+    numa_text: &str,
+) -> Result<(u64, Vec<u64>), PlanError> {
+    let given: u64 = groups.iter().filter_map(|g| g.memory).sum();
+    let unsized_nodes = groups.iter().filter(|g| g.memory.is_none()).count();
+    let memory = match requested {
         Some(m) => m,
         None if unsized_nodes == 0 => given,
         None => DEFAULT_MEMORY,
     };
     if (unsized_nodes == 0 && given != memory) || given > memory {
         return Err(PlanError::SpecMemory {
-            numa: numa_text,
+            numa: numa_text.to_string(),
             given: given >> 20,
             memory: memory >> 20,
         });
@@ -362,18 +440,28 @@ pub fn plan(
     let sizes: Vec<u64> = groups
         .iter()
         .map(|g| {
-            g.2.unwrap_or_else(|| shares.next().expect("one share per unsized node"))
+            g.memory
+                .unwrap_or_else(|| shares.next().expect("one share per unsized node"))
         })
         .collect();
-    let ranges = node_ranges(&sizes);
+    Ok((memory, sizes))
+}
 
-    // 4. Nodes, memory binding and notes.
+/// Step 4, the guest nodes with RAM and binding, each vCPU's node, and notes.
+fn guest_nodes(
+    host: &HostTopology,
+    numa: &NumaPolicy,
+    groups: Vec<NodeGroup>,
+    sizes: &[u64],
+    vcpus: u32,
+) -> (Vec<GuestNode>, Vec<u32>, Vec<String>) {
+    let ranges = node_ranges(sizes);
     let mut notes = Vec::new();
     let mut node_of_vcpu = vec![0u32; vcpus as usize];
     let nodes: Vec<GuestNode> = groups
         .into_iter()
         .enumerate()
-        .map(|(g, (members, host_node, _))| {
+        .map(|(g, NodeGroup { members, host_node, .. })| {
             for &v in &members {
                 node_of_vcpu[v as usize] = g as u32;
             }
@@ -398,41 +486,35 @@ pub fn plan(
             }
         })
         .collect();
+    (nodes, node_of_vcpu, notes)
+}
 
-    // 5. Groups and distances.
-    let core_group = dense_groups(&host_cpu, |c| host.cpu(c).map(|c| c.core));
-    let llc_group = dense_groups(&host_cpu, |c| host.cpu(c).map(|c| c.llc));
-    let vcpu = (0..vcpus as usize)
+/// Step 5a, each vCPU's placement with its SMT (core) and LLC groups.
+fn vcpu_placements(
+    host: &HostTopology,
+    host_cpu: &[Option<u32>],
+    node_of_vcpu: &[u32],
+) -> Vec<VcpuPlacement> {
+    let core_group = dense_groups(host_cpu, |c| host.cpu(c).map(|c| c.core));
+    let llc_group = dense_groups(host_cpu, |c| host.cpu(c).map(|c| c.llc));
+    (0..host_cpu.len())
         .map(|i| VcpuPlacement {
             vcpu: i as u32,
             host_cpu: host_cpu[i],
-            host_node: host_node_of(host_cpu[i]),
+            host_node: host_node_of(host, host_cpu[i]),
             guest_node: node_of_vcpu[i],
             core_group: core_group[i],
             llc_group: llc_group[i],
         })
-        .collect();
-    let distances = nodes
+        .collect()
+}
+
+/// Step 5b, the guest node distance matrix.
+fn node_distances(host: &HostTopology, nodes: &[GuestNode]) -> Vec<Vec<u8>> {
+    nodes
         .iter()
-        .map(|a| {
-            nodes
-                .iter()
-                .map(|b| guest_distance(host, a, b))
-                .collect::<Vec<u8>>()
-        })
-        .collect();
-    Ok(Plan {
-        vcpus,
-        memory_bytes: memory,
-        pin: pin_text,
-        numa: numa_text,
-        usable_host_cpus: usable,
-        overcommitted,
-        vcpu,
-        nodes,
-        distances,
-        notes,
-    })
+        .map(|a| nodes.iter().map(|b| guest_distance(host, a, b)).collect())
+        .collect()
 }
 
 /// The usable CPUs in `auto` order: node by node; within a node the first
