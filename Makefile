@@ -21,7 +21,18 @@ K42VMM     := target/release/k42vmm
 BASELINES  := bench/baselines
 NIGHTLY    := target/bench/nightly
 
-.PHONY: all setup kernel image vmm run test lint unit-test bench-boot bench-platform bench nightly bench-accept bench-trace clean
+# The guest packages, built for $(GUEST) (the only list of them; the root
+# Cargo.toml's default-members leaves them out). The user programs are
+# every package under guest-servers/ but the runtime k42-rt: the package
+# name is the first `name =` of each Cargo.toml. Each needs its
+# no-debug-info profile in the root Cargo.toml (check-guest-profiles).
+GUEST_USER_PACKAGES := $(shell awk -F'"' 'FNR == 1 { p = 1 } p && /^name *=/ { print $$2; p = 0 }' \
+	$(filter-out guest-servers/rt/Cargo.toml,$(wildcard guest-servers/*/Cargo.toml)))
+GUEST_PACKAGES      := k42-kernel $(GUEST_USER_PACKAGES)
+# Linted for $(GUEST) too: the guest packages and the libraries only they link.
+GUEST_LINT_PACKAGES := $(GUEST_PACKAGES) k42-rt k42-trace
+
+.PHONY: all setup kernel image vmm run test lint check-guest-profiles unit-test bench-boot bench-platform bench nightly bench-accept bench-trace clean
 
 all: image vmm
 
@@ -33,7 +44,7 @@ setup:
 		apt-get install -y -q babeltrace2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q babeltrace2 >/dev/null; }; }
 
 kernel: setup
-	$(CARGO) build -p k42-kernel -p k42-usertest -p k42-platform-bench -p k42-cobj-bench -p k42-trace-bench -p k42-procs --target $(GUEST) --release
+	$(CARGO) build $(addprefix -p ,$(GUEST_PACKAGES)) --target $(GUEST) --release
 
 image: kernel
 	$(CARGO) run -q --release -p k42-image --bin k42-mkimage -- images/default.toml -o $(IMAGE)
@@ -44,10 +55,18 @@ vmm:
 run: image vmm
 	$(K42VMM) run $(IMAGE)
 
-lint: setup
+lint: setup check-guest-profiles
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --all-targets -- -D warnings
-	$(CARGO) clippy -p k42-kernel -p k42-rt -p k42-usertest -p k42-platform-bench -p k42-cobj-bench -p k42-trace-bench -p k42-procs -p k42-trace --target $(GUEST) --release -- -D warnings
+	$(CARGO) clippy $(addprefix -p ,$(GUEST_LINT_PACKAGES)) --target $(GUEST) --release -- -D warnings
+
+# Every user program travels in the boot image without debug info: its
+# package needs `strip = "debuginfo"` in the root Cargo.toml.
+check-guest-profiles:
+	@for p in $(GUEST_USER_PACKAGES); do \
+		awk -v s="[profile.release.package.$$p]" '$$0 == s { p = 1; next } /^\[/ { p = 0 } p && /^strip *= *"debuginfo"/ { f = 1 } END { exit !f }' Cargo.toml || \
+		{ echo "Cargo.toml: user program package $$p has no [profile.release.package.$$p] with strip = \"debuginfo\""; exit 1; }; \
+	done
 
 unit-test: image
 	$(CARGO) test --release

@@ -274,11 +274,15 @@ impl<E: CpuEnv> System<E> {
     pub fn root_name<I: ?Sized + 'static>(&self, obj: ObjRef<I>) -> &'static str {
         let e = &self.entries[obj.idx as usize];
         let _g = e.lock.lock(&self.env);
-        // SAFETY: the lock keeps the root from being swapped or dropped.
-        match e.state.load(Ordering::Acquire) {
-            NORMAL => unsafe { root_ref::<I>(e.root.load(Ordering::Acquire)) }.name(),
-            _ => "(changing)",
+        if e.state.load(Ordering::Acquire) != NORMAL {
+            return "(changing)";
         }
+        // SAFETY: NORMAL under the entry's lock: `root` is the live
+        // RootBox<I> that `create` or `replace` stored, and a swap or a
+        // destruction must take this lock to leave NORMAL before it frees
+        // it, so it outlives this borrow (which ends with the guard).
+        let root = unsafe { root_ref::<I>(e.root.load(Ordering::Acquire)) };
+        root.name()
     }
 
     #[cold]

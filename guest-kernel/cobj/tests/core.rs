@@ -43,6 +43,7 @@ fn clustered_reps_serve_groups_of_cpus() {
     assert_eq!(reps[0], reps[3], "CPUs 0-3 share a rep");
     assert_eq!(reps[4], reps[7], "CPUs 4-7 share a rep");
     assert_ne!(reps[0], reps[4]);
+    // SAFETY: on_cpus has joined its threads, so this thread alone stands in for CPU 0.
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     assert_eq!(c.call(&cpu.request(), |rep| rep.value()), 8);
@@ -84,6 +85,7 @@ fn swap_under_a_storm_loses_and_duplicates_nothing() {
             d2.fetch_add(1, Ordering::Release);
         }
     });
+    // SAFETY: on_cpus has joined its threads, so this thread alone stands in for CPU 0.
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     let per_cpu: i64 = (0..ADDS).map(|i| 1 + (i & 1)).sum();
@@ -113,6 +115,7 @@ impl Root<dyn Counter> for NoFormats {
 #[test]
 fn swap_without_a_common_format_is_refused() {
     let sys = system(1);
+    // SAFETY: the test's only thread stands in for CPU 0 and holds no other token.
     let cpu = unsafe { sys.cpu(0) };
     let c = sys.create(counter::shared(None)).unwrap();
     c.call(&cpu.request(), |rep| rep.add(5));
@@ -143,6 +146,8 @@ fn interposition_counts_every_call() {
     let c = sys.create(counter::partitioned(3, 1)).unwrap();
     let calls = Arc::new(AtomicI64::new(0));
     {
+        // SAFETY: no other thread runs yet; this token is dropped at the end of the
+        // block, before on_cpus hands CPU 0 to its own thread.
         let cpu = unsafe { sys.cpu(0) };
         c.call(&cpu.request(), |rep| rep.add(10));
         let calls2 = calls.clone();
@@ -154,6 +159,7 @@ fn interposition_counts_every_call() {
             c.call(&cpu.request(), |rep| rep.add(1));
         }
     });
+    // SAFETY: on_cpus has joined its threads, so this thread alone stands in for CPU 0.
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     assert_eq!(calls.load(Ordering::Relaxed), 300);
@@ -232,6 +238,7 @@ fn destruction_waits_for_calls_in_progress() {
 #[test]
 fn a_destroyed_entry_is_reused() {
     let sys = system(1);
+    // SAFETY: the test's only thread stands in for CPU 0 and holds no other token.
     let cpu = unsafe { sys.cpu(0) };
     let mut refs = Vec::new();
     for _ in 0..64 {

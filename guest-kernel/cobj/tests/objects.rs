@@ -20,6 +20,8 @@ use k42_cobj::{ObjRef, Root};
 const CPUS: usize = 4;
 
 fn finish<I: ?Sized + 'static>(sys: &std::sync::Arc<k42_cobj::System<ThreadEnv>>, obj: ObjRef<I>) {
+    // SAFETY: every caller has let on_cpus join its threads first, so this thread
+    // alone stands in for CPU 0.
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     cpu.destroy(obj).unwrap();
@@ -41,6 +43,7 @@ fn page_manager_hands_out_each_page_once(root: Box<dyn Root<dyn PageManager>>, p
     let all: Vec<u64> = got.iter().flatten().copied().collect();
     let unique: HashSet<u64> = all.iter().copied().collect();
     assert_eq!(unique.len(), all.len(), "a page was handed out twice");
+    // SAFETY: on_cpus has joined its threads, so this thread alone stands in for CPU 0.
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     let r = cpu.request();
@@ -108,6 +111,7 @@ fn hash_table_is_coherent(root: Box<dyn Root<dyn HashTable>>) {
         views.iter().all(|&b| b),
         "a CPU saw a stale or missing value: {views:?}"
     );
+    // SAFETY: on_cpus has joined its threads, so this thread alone stands in for CPU 0.
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     assert_eq!(t.call(&cpu.request(), |h| h.len()), CPUS * 100);
@@ -135,6 +139,7 @@ fn hash_table_is_coherent(root: Box<dyn Root<dyn HashTable>>) {
         })
     });
     assert!(views.iter().all(|&b| b), "a CPU still saw a removed key");
+    // SAFETY: on_cpus has joined its threads, so this thread alone stands in for CPU 0.
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     assert_eq!(t.call(&cpu.request(), |h| h.len()), 100);
@@ -164,6 +169,8 @@ fn process_regions_are_coherent(root: Box<dyn Root<dyn Process>>) {
     let removed_upto = Arc::new(AtomicU64::new(0));
     let r2 = removed_upto.clone();
     {
+        // SAFETY: no other thread runs yet; this token is dropped at the end of the
+        // block, before on_cpus hands CPU 0 to its own thread.
         let cpu = unsafe { sys.cpu(0) };
         let r = cpu.request();
         for i in 0..64 {
@@ -207,6 +214,7 @@ fn process_regions_are_coherent(root: Box<dyn Root<dyn Process>>) {
             }
         }
     });
+    // SAFETY: on_cpus has joined its threads, so this thread alone stands in for CPU 0.
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     assert_eq!(p.call(&cpu.request(), |pr| pr.regions()), 32);
@@ -234,6 +242,7 @@ fn counters_agree() {
             }
             c.call(&cpu.request(), |k| k.add(-1));
         });
+        // SAFETY: on_cpus has joined its threads, so this thread alone stands in for CPU 0.
         let cpu = unsafe { sys.cpu(0) };
         cpu.online();
         assert_eq!(
@@ -265,6 +274,7 @@ fn adaptive_counter_swaps_under_load_and_counts_exactly() {
             }
         }
     });
+    // SAFETY: on_cpus has joined its threads, so this thread alone stands in for CPU 0.
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     assert_eq!(c.call(&cpu.request(), |k| k.value()), CPUS as i64 * 100_000);
@@ -287,6 +297,8 @@ fn adaptive_policy_swaps_once_after_the_threshold() {
         counter::partitioned(n, 1)
     }));
     {
+        // SAFETY: no other thread runs yet; this token is dropped at the end of the
+        // block, before on_cpus hands CPU 0 to its own thread.
         let cpu = unsafe { sys.cpu(0) };
         assert!(adaptive.poll(&cpu).is_none(), "no contention yet");
         contention.record();
@@ -311,6 +323,7 @@ fn adaptive_policy_swaps_once_after_the_threshold() {
     assert_eq!(swaps.load(Ordering::Relaxed), 1);
     assert!(adaptive.swapped());
     assert_eq!(sys.root_name(c), "partitioned");
+    // SAFETY: on_cpus has joined its threads, so this thread alone stands in for CPU 0.
     let cpu = unsafe { sys.cpu(0) };
     cpu.online();
     assert_eq!(c.call(&cpu.request(), |k| k.value()), CPUS as i64 * 20_000);
@@ -350,6 +363,7 @@ fn watched_lock_counts_rounds_waited() {
 #[test]
 fn swaps_between_every_pair_keep_state() {
     let sys = system(2);
+    // SAFETY: the test's only thread stands in for CPU 0 and holds no other token.
     let cpu = unsafe { sys.cpu(0) };
     let pages: Vec<u64> = (0..100).collect();
     let pm = sys

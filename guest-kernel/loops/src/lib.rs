@@ -9,9 +9,6 @@
 
 use core::arch::asm;
 
-/// Instructions executed per iteration of [`spin`].
-pub const SPIN_INSTRUCTIONS_PER_ITERATION: u64 = 4;
-
 /// Run a dependent chain of integer operations `iterations` times (add,
 /// rotate, decrement, branch) and return the accumulator, so the work
 /// cannot be skipped.

@@ -326,7 +326,10 @@ fn fork() -> bool {
         Ok(0) => {
             // SAFETY: as above, in the child's own copy.
             unsafe { p.write_volatile(7) };
-            process_exit(unsafe { p.read_volatile() } as u8);
+            // SAFETY: as above: the child is single-threaded too, and `p`
+            // points at its own copy of the static.
+            let value = unsafe { p.read_volatile() };
+            process_exit(value as u8);
         }
         Ok(pid) => pid,
         Err(e) => {
