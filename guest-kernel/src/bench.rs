@@ -10,7 +10,7 @@
 //! disabled, next to an empty loop, in supervisor mode and (the figures
 //! that matter on KVM-PVM hosts) in user mode, on every CPU at once.
 
-use k42_abi::HypercallNr;
+use k42_abi::Hypercall;
 use k42_abi::bench::{BenchMode, BenchRecord};
 use k42_abi::layout::PAGE_SIZE;
 
@@ -25,10 +25,10 @@ const CALIBRATION_ITERATIONS: u64 = 64;
 /// Send one result to k42vmm.
 pub fn report(rec: &BenchRecord) {
     let pa = arch::virt_to_phys(rec as *const BenchRecord as u64).expect("record in kernel memory");
-    let r = arch::hypercall(
-        HypercallNr::BenchRecord,
-        [pa, core::mem::size_of::<BenchRecord>() as u64, 0, 0],
-    );
+    let r = arch::hypercall(Hypercall::bench_record(
+        pa,
+        core::mem::size_of::<BenchRecord>() as u64,
+    ));
     assert!(r == 0, "the BenchRecord hypercall failed with {r}");
 }
 
@@ -55,10 +55,7 @@ pub fn calibrate() {
     let ns = timed(|| {
         core::hint::black_box(k42_loops::spin(CALIBRATION_ITERATIONS));
     });
-    arch::hypercall(
-        HypercallNr::PlatformInfo,
-        [CALIBRATION_ITERATIONS, ns, 0, 0],
-    );
+    arch::hypercall(Hypercall::platform_info(CALIBRATION_ITERATIONS, ns));
 }
 
 /// Sizes of the platform benchmark.
@@ -92,7 +89,7 @@ pub fn platform(sizes: &PlatformSizes) -> Result<(), &'static str> {
 
     let ns = timed(|| {
         for _ in 0..s.hypercalls {
-            arch::hypercall(HypercallNr::Nop, [0; 4]);
+            arch::hypercall(Hypercall::nop());
         }
     });
     report_supervisor("platform.hypercall", s.hypercalls, ns);

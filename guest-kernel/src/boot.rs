@@ -36,7 +36,7 @@
 //!                             (1-65536, default 1024)
 //! ```
 
-use k42_abi::{BootInfo, HypercallNr};
+use k42_abi::{BootInfo, Hypercall};
 
 use crate::arch;
 use crate::sync::InitOnce;
@@ -120,10 +120,10 @@ fn parse_size(s: &str) -> Option<u64> {
 pub fn fetch_boot_info() -> &'static BootInfo {
     let fetched = BOOT_INFO.init_in_place(|slot| {
         let pa = arch::virt_to_phys(slot as u64).expect("boot info in kernel memory");
-        let r = arch::hypercall(
-            HypercallNr::BootInfo,
-            [pa, core::mem::size_of::<BootInfo>() as u64, 0, 0],
-        );
+        let r = arch::hypercall(Hypercall::boot_info(
+            pa,
+            core::mem::size_of::<BootInfo>() as u64,
+        ));
         if r != 0 {
             return Err("the BootInfo hypercall failed");
         }
@@ -137,6 +137,20 @@ pub fn fetch_boot_info() -> &'static BootInfo {
 /// The boot info (after `fetch_boot_info`).
 pub fn boot_info() -> &'static BootInfo {
     BOOT_INFO.get().expect("boot info fetched at boot")
+}
+
+/// The bytes of the boot module named `name`.
+pub fn module_bytes(name: &str) -> Option<&'static [u8]> {
+    let m = boot_info()
+        .modules()
+        .iter()
+        .find(|m| m.name() == Some(name))?;
+    // SAFETY: k42vmm loaded the module there, in RAM reserved for it and
+    // never handed to the frame allocator, and nothing writes it; it is
+    // mapped in the direct map.
+    Some(unsafe {
+        core::slice::from_raw_parts(arch::phys_to_virt(m.start) as *const u8, m.len as usize)
+    })
 }
 
 /// An unknown or malformed command-line option.

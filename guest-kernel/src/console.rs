@@ -10,7 +10,7 @@ use core::fmt::{self, Write};
 use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
-use k42_abi::HypercallNr;
+use k42_abi::Hypercall;
 
 use crate::arch;
 
@@ -28,9 +28,9 @@ pub fn write_str(s: &str) {
     }
     if USE_HYPERCALL.load(Ordering::Acquire) {
         let pa = arch::virt_to_phys(s.as_ptr() as u64).expect("console text in kernel memory");
-        arch::hypercall(HypercallNr::ConsoleWrite, [pa, s.len() as u64, 0, 0]);
+        arch::hypercall(Hypercall::console_write(pa, s.len() as u64));
     } else {
-        arch::x86_64::serial::write_str(s);
+        arch::serial_write(s);
     }
 }
 

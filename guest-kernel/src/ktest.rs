@@ -12,7 +12,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 use core::fmt::Write;
 
-use k42_abi::HypercallNr;
+use k42_abi::Hypercall;
 use k42_abi::trace::ev;
 
 use crate::arch;
@@ -120,10 +120,12 @@ pub fn run(tests: &[&'static KernelTest]) -> usize {
         }
         let pa =
             arch::virt_to_phys(t.name.as_ptr() as u64).expect("test names are in the kernel image");
-        arch::hypercall(
-            HypercallNr::TestResult,
-            [pa, t.name.len() as u64, result.is_ok() as u64, ns],
-        );
+        arch::hypercall(Hypercall::test_result(
+            pa,
+            t.name.len() as u64,
+            result.is_ok(),
+            ns,
+        ));
     }
     crate::trace::log(ev::boot::tests_end(failed as u64));
     failed

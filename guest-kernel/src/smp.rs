@@ -14,10 +14,10 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU32, Ordering};
 
-use k42_abi::HypercallNr;
+use k42_abi::Hypercall;
 use k42_abi::trace::ev;
 
-use crate::arch::{self, x86_64::interrupts::VECTOR_WAKEUP};
+use crate::arch::{self, VECTOR_WAKEUP};
 use crate::{percpu, trace};
 
 static ONLINE: AtomicU32 = AtomicU32::new(0);
@@ -44,7 +44,7 @@ pub fn init(ncpus: u32) {
 
 /// Ask k42vmm to start every application processor, all at once.
 pub fn start_aps() {
-    let r = arch::hypercall(HypercallNr::StartAps, [0; 4]);
+    let r = arch::hypercall(Hypercall::start_aps());
     assert!(r == 0, "the StartAps hypercall failed with {r}");
 }
 
@@ -53,7 +53,7 @@ pub fn start_aps() {
 pub fn mark_online() {
     let me = percpu::cpu_id();
     trace::log(ev::boot::cpu_online(me as u64));
-    let r = arch::hypercall(HypercallNr::CpuOnline, [me as u64, 0, 0, 0]);
+    let r = arch::hypercall(Hypercall::cpu_online(me));
     assert!(r == 0, "the CpuOnline hypercall failed with {r}");
     if ONLINE.fetch_add(1, Ordering::AcqRel) + 1 == ncpus() && me != 0 {
         arch::send_ipi(0, VECTOR_WAKEUP);

@@ -7,7 +7,7 @@
 //! other CPUs start; after that it is read-only. A CPU's own node is one
 //! GS-relative load: [`crate::percpu::node_id`].
 
-use k42_abi::HypercallNr;
+use k42_abi::Hypercall;
 use k42_abi::topology::Topology;
 
 use crate::sync::InitOnce;
@@ -21,10 +21,10 @@ static TOPOLOGY: InitOnce<Topology> = InitOnce::new();
 pub fn fetch(vcpus: u32) -> &'static Topology {
     let fetched = TOPOLOGY.init_in_place(|slot| {
         let pa = arch::virt_to_phys(slot as u64).expect("topology record in kernel memory");
-        let r = arch::hypercall(
-            HypercallNr::Topology,
-            [pa, core::mem::size_of::<Topology>() as u64, 0, 0],
-        );
+        let r = arch::hypercall(Hypercall::topology(
+            pa,
+            core::mem::size_of::<Topology>() as u64,
+        ));
         if r != 0 {
             return Err("the Topology hypercall failed");
         }

@@ -124,7 +124,8 @@ pub struct BootInfo {
     pub n_regions: u32,
     /// Guest TSC frequency in kHz, as the VMM read it from KVM.
     pub tsc_khz: u64,
-    /// Total guest RAM in bytes.
+    /// Total guest RAM in bytes (not where it ends: see
+    /// [`BootInfo::ram_end`]).
     pub mem_size: u64,
     /// Guest-physical range of the kernel image (start, end exclusive).
     pub kernel_start: u64,
@@ -160,6 +161,19 @@ impl BootInfo {
     /// The valid part of the memory map.
     pub fn regions(&self) -> &[MemRegion] {
         &self.regions[..(self.n_regions as usize).min(MAX_MEM_REGIONS)]
+    }
+
+    /// End (exclusive) of guest RAM: the highest end among the memory
+    /// map's regions. No address at or past it is RAM; below it, RAM has
+    /// holes (the 32-bit MMIO hole from [`crate::layout::LOW_RAM_END`] to
+    /// [`crate::layout::HIGH_RAM_BASE`] when there is more than 3 GiB), so
+    /// this is not [`Self::mem_size`].
+    pub fn ram_end(&self) -> u64 {
+        self.regions()
+            .iter()
+            .map(|r| r.start.saturating_add(r.len))
+            .max()
+            .unwrap_or(0)
     }
 
     /// The valid boot modules.
@@ -209,6 +223,35 @@ mod tests {
         let mut m = BootModule::default();
         m.name[..5].copy_from_slice(b"hello");
         assert_eq!(m.name(), Some("hello"));
+    }
+
+    #[test]
+    fn ram_end_is_the_highest_region_end() {
+        use crate::layout::{HIGH_RAM_BASE, LOW_RAM_END};
+        let mut bi = BootInfo::empty();
+        assert_eq!(bi.ram_end(), 0);
+        let regions = [
+            (0x1000, 0x1f_f000, MemRegionKind::BootData),
+            (0x20_0000, 0x40_0000, MemRegionKind::Kernel),
+            (0x60_0000, LOW_RAM_END - 0x60_0000, MemRegionKind::Usable),
+            (HIGH_RAM_BASE, 2 << 30, MemRegionKind::Usable),
+        ];
+        for (slot, &(start, len, kind)) in bi.regions.iter_mut().zip(&regions) {
+            *slot = MemRegion {
+                start,
+                len,
+                kind: kind as u32,
+                reserved: 0,
+            };
+        }
+        // Only the valid entries count.
+        bi.n_regions = 3;
+        assert_eq!(bi.ram_end(), LOW_RAM_END);
+        bi.n_regions = 4;
+        // 5 GiB of RAM ends at 6 GiB, not at mem_size.
+        bi.mem_size = 5 << 30;
+        assert_eq!(bi.ram_end(), 6 << 30);
+        assert_eq!(bi.ram_end(), crate::layout::ram_end(bi.mem_size));
     }
 
     #[test]

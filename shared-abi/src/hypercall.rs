@@ -2,14 +2,22 @@
 //!
 //! Protocol (one VM exit per call):
 //!
-//! 1. The guest fills a [`HypercallBlock`] (8-byte aligned, in RAM below
-//!    4 GiB; each CPU keeps its own) with a [`HypercallNr`] and arguments.
-//! 2. It writes the block's guest-physical address as a 32-bit value to
-//!    I/O port [`PORT`] (`out dx, eax`).
-//! 3. The VMM validates everything — the block address, the number, every
+//! 1. The guest fills a [`HypercallBlock`] (aligned to [`BLOCK_ALIGN`],
+//!    anywhere in RAM; each call its own) with a [`HypercallNr`] and
+//!    arguments.
+//! 2. It writes the block's guest-physical address in units of
+//!    [`BLOCK_ALIGN`] — `pa >> BLOCK_SHIFT`, see [`port_value`] — as a
+//!    32-bit value to I/O port [`PORT`] (`out dx, eax`). Every address of
+//!    the largest guest's RAM ([`crate::layout::MAX_RAM_END`]) fits, so no
+//!    block is ever out of reach; a value is never truncated: an address
+//!    that has no port value is refused by the guest before the `out`.
+//! 3. The VMM takes the block at `value << BLOCK_SHIFT` ([`block_address`])
+//!    and validates everything — the block address, the number, every
 //!    address and length among the arguments — performs the call and stores
 //!    a [`HypercallResult`] code (≥ 0 success, < 0 error) in `result`
-//!    before the `out` instruction completes.
+//!    before the `out` instruction completes. When the block itself does
+//!    not lie in RAM it stores the error code in `rax` instead (which
+//!    otherwise keeps the port value).
 //!
 //! Buffers named in arguments are guest-physical ranges that must lie
 //! entirely in guest RAM. The VMM never crashes on a malformed call: it
@@ -33,11 +41,36 @@ pub const MAX_COPY_SEGMENTS: u64 = 64;
 /// Longest [`HypercallNr::CopyMem`] segment.
 pub const MAX_COPY_SEGMENT: u64 = 4096;
 
+/// log2 of [`BLOCK_ALIGN`]: the port value is a block's guest-physical
+/// address shifted right by this.
+pub const BLOCK_SHIFT: u32 = 7;
+/// Alignment (and size) of a [`HypercallBlock`], the unit of port values.
+pub const BLOCK_ALIGN: u64 = 1 << BLOCK_SHIFT;
+
+/// The port value that names a block at guest-physical `pa`; `None` when
+/// `pa` is not [`BLOCK_ALIGN`]-aligned or lies beyond what 32 bits of
+/// [`BLOCK_ALIGN`] units reach (never RAM: see below).
+pub const fn port_value(pa: u64) -> Option<u32> {
+    if !pa.is_multiple_of(BLOCK_ALIGN) || pa >> BLOCK_SHIFT > u32::MAX as u64 {
+        None
+    } else {
+        Some((pa >> BLOCK_SHIFT) as u32)
+    }
+}
+
+/// Guest-physical address of the block a port value names.
+pub const fn block_address(value: u32) -> u64 {
+    (value as u64) << BLOCK_SHIFT
+}
+
+// Every block in the largest guest's RAM has a port value.
+const _: () = assert!(crate::layout::MAX_RAM_END >> BLOCK_SHIFT <= u32::MAX as u64);
+
 /// The request block a hypercall's port write points at.
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, Immutable, KnownLayout,
 )]
-#[repr(C, align(8))]
+#[repr(C, align(128))]
 pub struct HypercallBlock {
     /// A [`HypercallNr`] value.
     pub nr: u32,
@@ -48,9 +81,27 @@ pub struct HypercallBlock {
     /// Written by the VMM: ≥ 0 on success, a negative [`HypercallResult`]
     /// on failure.
     pub result: i64,
+    /// Zero (fills the block to its alignment; k42vmm checks it like
+    /// `reserved`).
+    pub pad: [u64; 10],
 }
 
-const _: () = assert!(core::mem::size_of::<HypercallBlock>() == 48);
+const _: () = assert!(core::mem::size_of::<HypercallBlock>() == BLOCK_ALIGN as usize);
+const _: () = assert!(core::mem::align_of::<HypercallBlock>() == BLOCK_ALIGN as usize);
+
+impl HypercallBlock {
+    /// A block for call number `nr` (raw, so that tests can send numbers
+    /// the ABI does not define) with `args`; every other field zero.
+    pub const fn new(nr: u32, args: [u64; 4]) -> Self {
+        Self {
+            nr,
+            reserved: 0,
+            args,
+            result: 0,
+            pad: [0; 10],
+        }
+    }
+}
 
 /// Offset of `result` in the block, for the VMM's write-back.
 pub const RESULT_OFFSET: u64 = 40;
@@ -139,6 +190,99 @@ impl HypercallNr {
     }
 }
 
+/// A hypercall and its arguments, made by one constructor per call, so
+/// that what each argument slot means is written once (here) and not at
+/// every call site.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Hypercall {
+    pub nr: HypercallNr,
+    pub args: [u64; 4],
+}
+
+impl Hypercall {
+    const fn new(nr: HypercallNr, args: [u64; 4]) -> Self {
+        Self { nr, args }
+    }
+
+    /// [`HypercallNr::ConsoleWrite`]: `len` bytes of UTF-8 at `pa`.
+    pub const fn console_write(pa: u64, len: u64) -> Self {
+        Self::new(HypercallNr::ConsoleWrite, [pa, len, 0, 0])
+    }
+
+    /// [`HypercallNr::Shutdown`] with exit code `code`.
+    pub const fn shutdown(code: u8) -> Self {
+        Self::new(HypercallNr::Shutdown, [code as u64, 0, 0, 0])
+    }
+
+    /// [`HypercallNr::Panic`]: message of `len` bytes at `pa`.
+    pub const fn panic(pa: u64, len: u64) -> Self {
+        Self::new(HypercallNr::Panic, [pa, len, 0, 0])
+    }
+
+    /// [`HypercallNr::BootInfo`] into `len` bytes at `pa`.
+    pub const fn boot_info(pa: u64, len: u64) -> Self {
+        Self::new(HypercallNr::BootInfo, [pa, len, 0, 0])
+    }
+
+    /// [`HypercallNr::CpuOnline`] for vCPU `cpu`.
+    pub const fn cpu_online(cpu: u32) -> Self {
+        Self::new(HypercallNr::CpuOnline, [cpu as u64, 0, 0, 0])
+    }
+
+    /// [`HypercallNr::StartAps`].
+    pub const fn start_aps() -> Self {
+        Self::new(HypercallNr::StartAps, [0; 4])
+    }
+
+    /// [`HypercallNr::Yield`] after waiting `round` rounds.
+    pub const fn yield_host(round: u32) -> Self {
+        Self::new(HypercallNr::Yield, [round as u64, 0, 0, 0])
+    }
+
+    /// [`HypercallNr::TestResult`]: test named by `len` bytes at `pa`,
+    /// whether it `passed`, in `ns` nanoseconds.
+    pub const fn test_result(pa: u64, len: u64, passed: bool, ns: u64) -> Self {
+        Self::new(HypercallNr::TestResult, [pa, len, passed as u64, ns])
+    }
+
+    /// [`HypercallNr::Topology`] into `len` bytes at `pa`.
+    pub const fn topology(pa: u64, len: u64) -> Self {
+        Self::new(HypercallNr::Topology, [pa, len, 0, 0])
+    }
+
+    /// [`HypercallNr::TraceRegister`]: the region of `len` bytes at `pa`.
+    pub const fn trace_register(pa: u64, len: u64) -> Self {
+        Self::new(HypercallNr::TraceRegister, [pa, len, 0, 0])
+    }
+
+    /// [`HypercallNr::PlatformInfo`]: `iterations` of the calibration
+    /// loop took `ns` nanoseconds.
+    pub const fn platform_info(iterations: u64, ns: u64) -> Self {
+        Self::new(HypercallNr::PlatformInfo, [iterations, ns, 0, 0])
+    }
+
+    /// [`HypercallNr::BenchRecord`]: `len` bytes at `pa`.
+    pub const fn bench_record(pa: u64, len: u64) -> Self {
+        Self::new(HypercallNr::BenchRecord, [pa, len, 0, 0])
+    }
+
+    /// [`HypercallNr::Nop`].
+    pub const fn nop() -> Self {
+        Self::new(HypercallNr::Nop, [0; 4])
+    }
+
+    /// [`HypercallNr::ZeroPages`]: `count` frame addresses listed at
+    /// `list_pa`.
+    pub const fn zero_pages(list_pa: u64, count: u64) -> Self {
+        Self::new(HypercallNr::ZeroPages, [list_pa, count, 0, 0])
+    }
+
+    /// [`HypercallNr::CopyMem`]: `count` segments listed at `list_pa`.
+    pub const fn copy_mem(list_pa: u64, count: u64) -> Self {
+        Self::new(HypercallNr::CopyMem, [list_pa, count, 0, 0])
+    }
+}
+
 /// Error codes a hypercall can return (negated in `result`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(i64)]
@@ -197,6 +341,37 @@ mod tests {
         }
         assert_eq!(HypercallNr::from_raw(0), None);
         assert_eq!(HypercallNr::from_raw(17), None);
+    }
+
+    #[test]
+    fn port_values_reach_all_ram() {
+        use crate::layout::{HIGH_RAM_BASE, MAX_RAM_END};
+        assert_eq!(port_value(0x1000), Some(0x20));
+        assert_eq!(block_address(0x20), 0x1000);
+        assert_eq!(port_value(0x1004), None);
+        assert_eq!(port_value(0x1040), None);
+        let top = MAX_RAM_END - BLOCK_ALIGN;
+        assert_eq!(port_value(top).map(block_address), Some(top));
+        let high = HIGH_RAM_BASE + 0x80;
+        assert_eq!(port_value(high).map(block_address), Some(high));
+        assert_eq!(block_address(u32::MAX), (1 << 39) - BLOCK_ALIGN);
+        assert_eq!(port_value(1 << 39), None);
+        assert_eq!(port_value(!(BLOCK_ALIGN - 1)), None);
+    }
+
+    #[test]
+    fn block_is_its_alignment() {
+        let b = HypercallBlock::new(HypercallNr::Nop as u32, [1, 2, 3, 4]);
+        assert_eq!(b.as_bytes().len(), BLOCK_ALIGN as usize);
+        assert_eq!(HypercallBlock::read_from_bytes(b.as_bytes()).unwrap(), b);
+        assert_eq!(
+            b,
+            HypercallBlock {
+                nr: 14,
+                args: [1, 2, 3, 4],
+                ..Default::default()
+            }
+        );
     }
 
     #[test]

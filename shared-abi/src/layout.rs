@@ -37,6 +37,25 @@ pub const LOW_RAM_END: u64 = 0xC000_0000;
 /// Start of RAM above the 32-bit MMIO hole.
 pub const HIGH_RAM_BASE: u64 = 0x1_0000_0000;
 
+/// Most guest RAM, in GiB, the ABI provides for (k42vmm's `--memory`
+/// limit): every RAM address, [`ram_end`]`(MAX_RAM)` included, fits a
+/// hypercall port value (see [`crate::hypercall`]).
+pub const MAX_RAM_GIB: u64 = 256;
+/// Most guest RAM in bytes.
+pub const MAX_RAM: u64 = MAX_RAM_GIB << 30;
+/// End (exclusive) of guest-physical RAM with the most RAM.
+pub const MAX_RAM_END: u64 = ram_end(MAX_RAM);
+
+/// End (exclusive) of guest-physical RAM for `size` bytes of RAM: RAM
+/// beyond [`LOW_RAM_END`] continues at [`HIGH_RAM_BASE`].
+pub const fn ram_end(size: u64) -> u64 {
+    if size <= LOW_RAM_END {
+        size
+    } else {
+        HIGH_RAM_BASE + (size - LOW_RAM_END)
+    }
+}
+
 /// Virtual base of the direct map of all guest RAM.
 pub const PHYS_MAP_BASE: u64 = 0xffff_8000_0000_0000;
 /// Virtual base of the kernel image mapping (`KERNEL_VIRT_BASE + pa`).
@@ -61,4 +80,17 @@ pub const fn phys_to_virt(pa: u64) -> u64 {
 /// Guest-physical address of a kernel-image virtual address.
 pub const fn kernel_virt_to_phys(va: u64) -> u64 {
     va - KERNEL_VIRT_BASE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ram_end_skips_the_hole() {
+        assert_eq!(ram_end(512 << 20), 512 << 20);
+        assert_eq!(ram_end(LOW_RAM_END), LOW_RAM_END);
+        assert_eq!(ram_end(4 << 30), HIGH_RAM_BASE + (1 << 30));
+        assert_eq!(MAX_RAM_END, 257 << 30);
+    }
 }

@@ -34,12 +34,12 @@ pub mod topology;
 pub mod trace;
 
 pub use boot::{BootInfo, BootModule, MemRegion, MemRegionKind};
-pub use hypercall::{HypercallBlock, HypercallNr, HypercallResult};
+pub use hypercall::{Hypercall, HypercallBlock, HypercallNr, HypercallResult};
 pub use note::KernelAbiNote;
 pub use topology::Topology;
 
 /// Version of every layout and constant in this crate.
-pub const ABI_VERSION: u32 = 8;
+pub const ABI_VERSION: u32 = 9;
 
 /// The largest vCPU count the ABI supports (x2APIC ids 0..=254; 255 is the
 /// xAPIC broadcast id, kept free so both APIC modes stay valid).

@@ -49,8 +49,9 @@ impl VmConfig {
 pub const DEFAULT_MEMORY: u64 = 512 << 20;
 
 /// Largest guest RAM k42vmm accepts, in GiB (bounded by the boot page
-/// tables' room in the boot-data area).
-pub const MAX_MEMORY_GIB: u64 = 256;
+/// tables' room in the boot-data area, and the ABI's limit: every RAM
+/// address has a hypercall port value).
+pub const MAX_MEMORY_GIB: u64 = k42_abi::layout::MAX_RAM_GIB;
 
 /// Host CPUs this process may use (the benchmarks' default vCPU count;
 /// `k42vmm run` counts usable CPUs from the host topology instead).

@@ -1,9 +1,9 @@
 //! Hypercall handling: decode the request block a guest `out` points at,
 //! validate every field, act, and write the result code back.
 //!
-//! Nothing a guest writes can crash k42vmm: an unusable block address gets
-//! its error code in `rax`; a bad number, address, length or value gets a
-//! negative [`HypercallResult`] in the block.
+//! Nothing a guest writes can crash k42vmm: a port value naming a block
+//! outside RAM gets its error code in `rax`; a bad number, address, length
+//! or value gets a negative [`HypercallResult`] in the block.
 
 use std::io::Write;
 use std::time::Duration;
@@ -15,8 +15,8 @@ use k42_abi::hypercall::{
 use zerocopy::{FromBytes, IntoBytes};
 
 use crate::exit::ExitReason;
-use crate::report::BenchResult;
-use crate::vm::{TestRecord, VmShared};
+use crate::report::{BenchResult, TestRecord};
+use crate::run_state::VmShared;
 
 /// What the vCPU does after a hypercall.
 #[derive(Debug, PartialEq, Eq)]
@@ -30,18 +30,21 @@ pub enum Outcome {
 
 type CallResult = Result<i64, HypercallResult>;
 
-/// Handle the hypercall whose block is at guest-physical `block_gpa`,
-/// made by vCPU `vcpu`.
-pub fn handle(shared: &VmShared, vcpu: u32, block_gpa: u32) -> Outcome {
-    let gpa = block_gpa as u64;
-    let size = std::mem::size_of::<HypercallBlock>();
-    let mut raw = [0u8; 48];
-    if !gpa.is_multiple_of(8) || shared.ram.read(gpa, &mut raw[..size]).is_err() {
+/// Handle the hypercall whose port value is `value` (the block's
+/// guest-physical address in units of its alignment), made by vCPU `vcpu`.
+pub fn handle(shared: &VmShared, vcpu: u32, value: u32) -> Outcome {
+    // Aligned by construction; a block outside RAM (past its end, or in
+    // the MMIO hole) is refused.
+    let gpa = abi::block_address(value);
+    let mut raw = [0u8; std::mem::size_of::<HypercallBlock>()];
+    if shared.ram.read(gpa, &mut raw).is_err() {
         return Outcome::BadBlock(HypercallResult::BadAddress as i64);
     }
-    let block = HypercallBlock::read_from_bytes(&raw[..size]).expect("size checked");
+    let block = HypercallBlock::read_from_bytes(&raw).expect("size checked");
     let (result, outcome) = match HypercallNr::from_raw(block.nr) {
-        _ if block.reserved != 0 => (Err(HypercallResult::InvalidArgument), Outcome::Continue),
+        _ if block.reserved != 0 || block.pad != [0; 10] => {
+            (Err(HypercallResult::InvalidArgument), Outcome::Continue)
+        }
         None => (Err(HypercallResult::NoSuchCall), Outcome::Continue),
         Some(nr) => dispatch(shared, vcpu, nr, &block.args),
     };
@@ -258,7 +261,7 @@ fn boot_info(shared: &VmShared, gpa: u64, len: u64) -> CallResult {
 }
 
 fn topology(shared: &VmShared, gpa: u64, len: u64) -> CallResult {
-    let record = shared.topology;
+    let record = &shared.topology;
     if len != std::mem::size_of_val(record) as u64 {
         return Err(HypercallResult::InvalidArgument);
     }

@@ -9,7 +9,7 @@
 //! paging does not see the host's writes): callers copy into user data
 //! pages and file pages only.
 
-use k42_abi::hypercall::{HypercallNr, MAX_COPY_SEGMENT, MAX_COPY_SEGMENTS};
+use k42_abi::hypercall::{Hypercall, MAX_COPY_SEGMENT, MAX_COPY_SEGMENTS};
 
 use core::mem::MaybeUninit;
 
@@ -73,7 +73,7 @@ fn copy(segs: &[Segment], bytes: u64) {
     let by_host = bytes >= HOST_MIN && {
         let list = core::hint::black_box(segs.as_ptr()) as u64;
         let pa = arch::virt_to_phys(list).expect("copy lists live in kernel memory");
-        arch::hypercall(HypercallNr::CopyMem, [pa, segs.len() as u64, 0, 0]) == bytes as i64
+        arch::hypercall(Hypercall::copy_mem(pa, segs.len() as u64)) == bytes as i64
     };
     if !by_host {
         for s in segs {

@@ -336,3 +336,16 @@ pub fn free(pa: u64) {
     }
     panic!("freeing frame {pa:#x}, which the allocator does not manage");
 }
+
+/// A zero-filled frame kept for the kernel's life, as a `T` (a table of
+/// atomics, say, too large or too many for the heap): `None` when memory
+/// is out.
+pub fn alloc_forever<T: zerocopy::FromZeros + Sync>() -> Option<&'static T> {
+    const { assert!(core::mem::size_of::<T>() <= PAGE_SIZE as usize) };
+    const { assert!(core::mem::align_of::<T>() <= PAGE_SIZE as usize) };
+    let pa = alloc_zeroed()?;
+    // SAFETY: a zero-filled, page-aligned frame that is never freed,
+    // mapped in the direct map, large and aligned enough for `T` (checked
+    // above), for which all zeros is a valid value (`FromZeros`).
+    Some(unsafe { &*(arch::phys_to_virt(pa) as *const T) })
+}

@@ -26,7 +26,7 @@ use alloc::vec::Vec;
 use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
-use k42_abi::{HypercallNr, MAX_VCPUS};
+use k42_abi::{Hypercall, MAX_VCPUS};
 
 use k42_abi::layout::PAGE_SIZE;
 use k42_cobj::ObjRef;
@@ -121,7 +121,7 @@ pub fn free(pa: u64) {
         return;
     }
     let list_pa = arch::virt_to_phys(frames.as_ptr() as u64).expect("a kernel static");
-    let cleared = arch::hypercall(HypercallNr::ZeroPages, [list_pa, BATCH as u64, 0, 0]);
+    let cleared = arch::hypercall(Hypercall::zero_pages(list_pa, BATCH as u64));
     let tag = if cleared == BATCH as i64 { ZERO } else { 0 };
     let cpu = cobj::cpu();
     pages().call(&cpu.request(), |pm| {
@@ -160,4 +160,41 @@ pub fn free_pages() -> usize {
             .iter()
             .map(|d| d.n.load(Ordering::Relaxed))
             .sum::<usize>()
+}
+
+/// Write `bytes` at byte `offset` of frame `pa`, which the caller holds
+/// (allocated from this page manager and not yet freed).
+///
+/// # Panics
+/// If the bytes do not fit in the page.
+pub fn write_frame(pa: u64, offset: u64, bytes: &[u8]) {
+    assert!(
+        pa.is_multiple_of(PAGE_SIZE) && offset + bytes.len() as u64 <= PAGE_SIZE,
+        "write of {} bytes at {offset} of frame {pa:#x}",
+        bytes.len()
+    );
+    // SAFETY: a page-aligned frame of RAM the caller holds, reached
+    // through the direct map; the range lies in it (checked above).
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            bytes.as_ptr(),
+            (crate::arch::phys_to_virt(pa) + offset) as *mut u8,
+            bytes.len(),
+        )
+    };
+}
+
+/// Copy frame `from` whole into frame `to` (both held by the caller;
+/// `from` may be shared, read-only, with others).
+pub fn copy_frame(from: u64, to: u64) {
+    assert!(from.is_multiple_of(PAGE_SIZE) && to.is_multiple_of(PAGE_SIZE) && from != to);
+    // SAFETY: two distinct page-aligned RAM frames in the direct map, the
+    // destination the caller's alone.
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            crate::arch::phys_to_virt(from) as *const u8,
+            crate::arch::phys_to_virt(to) as *mut u8,
+            PAGE_SIZE as usize,
+        )
+    };
 }
