@@ -123,6 +123,8 @@ fn traced_boot(vcpus: u32) {
     ] {
         assert!(count(class) > 0, "no {class} event");
     }
+    // System calls are logged only when asked for.
+    assert_eq!(count("syscall:"), 0, "syscall events without asking");
 
     // trace stats agrees.
     let s = stats_json(&dir);
@@ -177,6 +179,62 @@ fn trace_on_64_vcpus() {
 /// A guest that logs far faster than the collector drains: small buffers,
 /// a slow collector, a long burst. Every event is either in the trace or
 /// counted as lost, and the counts agree everywhere.
+/// With the `syscall` class on, every system call of a process shows in
+/// the trace by name, entry and exit paired, like `strace`.
+#[test]
+fn system_calls_are_traced_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("trace");
+    let (out, _) = boot(
+        2,
+        &[
+            "--trace",
+            dir.to_str().unwrap(),
+            "--trace-mask",
+            "syscall",
+            "--cmdline",
+            "test=none init=init init.run=hello+traced",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let (events, _) = babeltrace(&dir);
+    let lines: Vec<&str> = events.lines().collect();
+    assert!(
+        lines.iter().all(|l| l.contains("syscall:")),
+        "only the syscall class was asked for"
+    );
+    let count = |needle: &str| lines.iter().filter(|l| l.contains(needle)).count();
+    // hello's console write, by name (babeltrace2 prints the enum label),
+    // with its result: the bytes written.
+    let write_enter = count("syscall:enter");
+    assert!(write_enter > 0, "no syscall:enter event:\n{events}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("syscall:exit") && l.contains("\"program.write\"")),
+        "no program.write exit in:\n{events}"
+    );
+    for name in [
+        "process.spawn",
+        "process.wait",
+        "process.exit",
+        "program.write",
+    ] {
+        assert!(
+            count(&format!("\"{name}\"")) > 0,
+            "no {name} call in the trace"
+        );
+    }
+    // Every call that returned logged its exit: a wait that blocked and
+    // an exit do not return, the rest do.
+    assert!(count("syscall:exit") <= write_enter);
+    let s = stats_json(&dir);
+    assert_eq!(
+        s["classes"]["syscall"].as_u64().unwrap(),
+        lines.len() as u64
+    );
+}
+
 #[test]
 fn overload_losses_are_exact() {
     let tmp = tempfile::tempdir().unwrap();

@@ -31,16 +31,18 @@ mod probe;
 mod proc;
 mod smp;
 mod sync;
+mod syscall;
 mod time;
 mod topology;
 mod trace;
 mod user;
+mod usertrap;
 
 use core::fmt::Write;
 use core::sync::atomic::Ordering;
 
 use k42_abi::trace::ev;
-use k42_abi::{HypercallNr, KernelAbiNote};
+use k42_abi::{Hypercall, KernelAbiNote};
 
 use crate::arch::x86_64::{apic, gdt, interrupts};
 use crate::boot::Crash;
@@ -82,6 +84,7 @@ fn boot_cpu_main(magic: u64) -> ! {
     let topo = topology::fetch(bi.vcpus);
     check_cpu_features();
     interrupts::init();
+    usertrap::init();
     apic::init_cpu(interrupts::VECTOR_SPURIOUS, interrupts::VECTOR_TIMER);
     time::init(bi.tsc_khz);
     bench::calibrate();
@@ -249,7 +252,7 @@ fn provoke(crash: Crash) {
 /// Stop the VM with exit code `code`.
 pub fn shutdown(code: u8) -> ! {
     trace::log(ev::boot::shutdown(code as u64));
-    arch::hypercall(HypercallNr::Shutdown, [code as u64, 0, 0, 0]);
+    arch::hypercall(Hypercall::shutdown(code));
     arch::halt_forever()
 }
 
@@ -267,15 +270,10 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     if me.panicking.swap(true, Ordering::SeqCst) {
         // A panic while reporting a panic: stop without formatting.
         let msg = "panic while panicking";
-        arch::hypercall(
-            HypercallNr::Panic,
-            [
-                arch::virt_to_phys(msg.as_ptr() as u64).unwrap_or(0),
-                msg.len() as u64,
-                0,
-                0,
-            ],
-        );
+        arch::hypercall(Hypercall::panic(
+            arch::virt_to_phys(msg.as_ptr() as u64).unwrap_or(0),
+            msg.len() as u64,
+        ));
         arch::halt_forever();
     }
     let mut buf = console::FixedBuf::<1024>::new();
@@ -285,6 +283,6 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     }
     let msg = buf.as_str();
     let pa = arch::virt_to_phys(msg.as_ptr() as u64).unwrap_or(0);
-    arch::hypercall(HypercallNr::Panic, [pa, msg.len() as u64, 0, 0]);
+    arch::hypercall(Hypercall::panic(pa, msg.len() as u64));
     arch::halt_forever()
 }

@@ -13,7 +13,7 @@ use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
 use ::x86_64::registers::model_specific::GsBase;
 use k42_abi::MAX_VCPUS;
 
-use crate::arch::x86_64::usermode::ArchPerCpu;
+use crate::arch::ArchPerCpu;
 use crate::smp::CallRequest;
 
 /// One CPU's kernel-private state.
@@ -95,10 +95,23 @@ pub fn current() -> &'static PerCpu {
     }
 }
 
-/// This CPU's index.
+/// This CPU's index: one load from `gs:[offset of id]` (on every
+/// system call's path, where each emulated instruction counts).
 #[inline]
 pub fn cpu_id() -> u32 {
-    current().id()
+    let id: u32;
+    // SAFETY: GS points at this CPU's PerCpu (set by `init` before any
+    // caller runs); `id` is an AtomicU32 at that offset, and an aligned
+    // 32-bit load is a relaxed atomic load on x86.
+    unsafe {
+        asm!(
+            "mov {:e}, gs:[{off}]",
+            out(reg) id,
+            off = const core::mem::offset_of!(PerCpu, id),
+            options(nostack, readonly, preserves_flags),
+        );
+    }
+    id
 }
 
 /// This CPU's NUMA node: one load from `gs:[offset of node]`.
@@ -122,4 +135,91 @@ pub fn node_id() -> u32 {
 /// Another CPU's per-CPU data.
 pub fn of(cpu: u32) -> &'static PerCpu {
     &PERCPU[cpu as usize]
+}
+
+/// Proof that the holder stays on this CPU, not preempted by other
+/// kernel code, until the token goes: what [`CpuLocal`] access needs.
+///
+/// The kernel has no preemption and no migration: kernel code runs from
+/// a trap or a CPU's own boot path to its end on one CPU, and an
+/// interrupt taken in the kernel never switches to other kernel code. So
+/// today the token is free to get ([`NoPreempt::here`]); it is the one
+/// place to turn into a guard that disables preemption if the kernel
+/// ever becomes preemptible. It is not `Send`: it cannot move to another
+/// CPU.
+pub struct NoPreempt(core::marker::PhantomData<*const ()>);
+
+impl NoPreempt {
+    /// This CPU, until the token is dropped (see the type).
+    #[inline(always)]
+    pub fn here() -> Self {
+        Self(core::marker::PhantomData)
+    }
+}
+
+/// A value per CPU that only its own CPU touches ("only this CPU touches
+/// it" state: the scheduler's current thread, the kernel-run program).
+/// Like a `Cell` per CPU: values move in and out whole ([`CpuLocal::replace`],
+/// [`CpuLocal::take`], [`CpuLocal::set`], [`CpuLocal::get_clone`]), no
+/// reference into the slot is ever handed out, so nothing — not an
+/// interrupt handler on the same CPU — can hold one while another access
+/// runs. Each access needs a [`NoPreempt`]: the caller stays on this CPU.
+pub struct CpuLocal<T> {
+    slots: [core::cell::UnsafeCell<T>; MAX_VCPUS],
+}
+
+// SAFETY: slot `i` is touched only by CPU `i` (every access indexes by
+// this CPU's id and runs on it, pinned by the NoPreempt token), and each
+// access is one whole move in or out with no reference kept (see the
+// type), so no two accesses to a slot overlap; values move between CPUs
+// only by being sent (`T: Send`).
+unsafe impl<T: Send> Sync for CpuLocal<T> {}
+
+impl<T> CpuLocal<Option<T>> {
+    /// Every CPU's value starts as `None`.
+    pub const fn none() -> Self {
+        Self {
+            slots: [const { core::cell::UnsafeCell::new(None) }; MAX_VCPUS],
+        }
+    }
+
+    /// Take this CPU's value, leaving `None`.
+    #[inline]
+    pub fn take(&self, proof: &NoPreempt) -> Option<T> {
+        self.replace(proof, None)
+    }
+}
+
+impl<U> CpuLocal<Option<alloc::sync::Arc<U>>> {
+    /// Another reference to this CPU's `Arc`, if it has one.
+    #[inline]
+    pub fn get_clone(&self, proof: &NoPreempt) -> Option<alloc::sync::Arc<U>> {
+        let slot = self.slot(proof);
+        // SAFETY: this CPU's slot (see the Sync impl); the shared
+        // reference lives only while `Arc::clone` runs, which increments
+        // a count and calls no other code, so no other access to the slot
+        // can overlap it.
+        unsafe { (*slot).clone() }
+    }
+}
+
+impl<T> CpuLocal<T> {
+    #[inline(always)]
+    fn slot(&self, _proof: &NoPreempt) -> *mut T {
+        self.slots[cpu_id() as usize].get()
+    }
+
+    /// Put `value` in this CPU's slot; the old value.
+    #[inline]
+    pub fn replace(&self, proof: &NoPreempt, value: T) -> T {
+        // SAFETY: this CPU's slot, with no reference into it live (see
+        // the type): a plain move in and out.
+        unsafe { core::ptr::replace(self.slot(proof), value) }
+    }
+
+    /// Put `value` in this CPU's slot, dropping the old value.
+    #[inline]
+    pub fn set(&self, proof: &NoPreempt, value: T) {
+        drop(self.replace(proof, value));
+    }
 }

@@ -23,7 +23,9 @@
 
 use core::cell::UnsafeCell;
 use core::ops::{Deref, DerefMut};
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicPtr, AtomicU32, AtomicU64, Ordering};
+
+use alloc::sync::Arc;
 
 use crate::{arch, percpu, smp};
 
@@ -271,5 +273,115 @@ impl<T> InitOnce<T> {
         } else {
             None
         }
+    }
+}
+
+/// An `Option<Arc<T>>` moved in and out with one atomic swap each, no
+/// lock (a lock and unlock cost ~50 µs with the kernel emulated).
+pub struct ArcSlot<T>(AtomicPtr<T>);
+
+impl<T> ArcSlot<T> {
+    /// An empty slot.
+    pub const fn new() -> Self {
+        Self(AtomicPtr::new(core::ptr::null_mut()))
+    }
+
+    /// Take what the slot holds.
+    pub fn take(&self) -> Option<Arc<T>> {
+        let p = self.0.swap(core::ptr::null_mut(), Ordering::AcqRel);
+        // SAFETY: a non-null pointer here came from `Arc::into_raw` in
+        // `put`, and the swap took it out: this is its only owner.
+        (!p.is_null()).then(|| unsafe { Arc::from_raw(p) })
+    }
+
+    /// Put `v` in the slot, dropping what it held.
+    pub fn put(&self, v: Arc<T>) {
+        let old = self.0.swap(Arc::into_raw(v).cast_mut(), Ordering::AcqRel);
+        if !old.is_null() {
+            // SAFETY: as in `take`: the swap made this the only owner.
+            drop(unsafe { Arc::from_raw(old) });
+        }
+    }
+}
+
+impl<T> Default for ArcSlot<T> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<T> Drop for ArcSlot<T> {
+    fn drop(&mut self) {
+        drop(self.take());
+    }
+}
+
+// SAFETY: the slot owns an `Arc<T>`; sharing it moves that Arc between
+// threads, which `Arc<T>` allows when `T: Send + Sync`.
+unsafe impl<T: Send + Sync> Sync for ArcSlot<T> {}
+// SAFETY: as above.
+unsafe impl<T: Send + Sync> Send for ArcSlot<T> {}
+
+/// A value used by one owner at a time, where ownership passes between
+/// CPUs by other means (a thread's saved registers: whichever CPU holds
+/// the thread). [`ExclusiveCell::borrow`] checks with one atomic swap that
+/// nobody else is using it — and panics if someone is, which is a bug —
+/// so no lock is needed and no misuse is undefined behaviour.
+pub struct ExclusiveCell<T> {
+    busy: AtomicBool,
+    value: UnsafeCell<T>,
+}
+
+// SAFETY: the value is reached only through `borrow`, which hands out one
+// guard at a time (the `busy` flag, taken with acquire and released with
+// release ordering, so each owner sees the last one's writes); the value
+// moves between threads, hence `T: Send`.
+unsafe impl<T: Send> Sync for ExclusiveCell<T> {}
+
+impl<T> ExclusiveCell<T> {
+    pub const fn new(value: T) -> Self {
+        Self {
+            busy: AtomicBool::new(false),
+            value: UnsafeCell::new(value),
+        }
+    }
+
+    /// The value, for as long as the guard lives.
+    ///
+    /// # Panics
+    /// If the value is borrowed already (two owners at once: a bug).
+    #[inline]
+    pub fn borrow(&self) -> ExclusiveGuard<'_, T> {
+        assert!(
+            !self.busy.swap(true, Ordering::Acquire),
+            "ExclusiveCell used by two owners at once"
+        );
+        ExclusiveGuard { cell: self }
+    }
+}
+
+/// Access to an [`ExclusiveCell`]'s value.
+pub struct ExclusiveGuard<'a, T> {
+    cell: &'a ExclusiveCell<T>,
+}
+
+impl<T> Deref for ExclusiveGuard<'_, T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        // SAFETY: this guard is the only one (the `busy` flag).
+        unsafe { &*self.cell.value.get() }
+    }
+}
+
+impl<T> DerefMut for ExclusiveGuard<'_, T> {
+    fn deref_mut(&mut self) -> &mut T {
+        // SAFETY: this guard is the only one (the `busy` flag).
+        unsafe { &mut *self.cell.value.get() }
+    }
+}
+
+impl<T> Drop for ExclusiveGuard<'_, T> {
+    fn drop(&mut self) {
+        self.cell.busy.store(false, Ordering::Release);
     }
 }

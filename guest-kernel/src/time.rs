@@ -17,7 +17,7 @@ static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 pub fn init(tsc_khz: u64) {
     TSC_KHZ.store(tsc_khz, Ordering::Relaxed);
     NS_MULT.store((1_000_000u64 << 32) / tsc_khz, Ordering::Relaxed);
-    arch::set_handler(arch::x86_64::interrupts::VECTOR_TIMER, on_timer);
+    arch::set_handler(arch::VECTOR_TIMER, on_timer);
 }
 
 fn on_timer(_: &mut arch::TrapFrame) {

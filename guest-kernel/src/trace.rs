@@ -15,7 +15,7 @@
 //!
 //! Until registration the mask pointer points at a zero word, so early
 //! events cost one test and go nowhere. The same buffers are mapped into
-//! user programs (see [`map_into`]), which log through `k42-trace` too.
+//! user programs (see [`user_view`]), which log through `k42-trace` too.
 //!
 //! Command line: `trace.subbuf=SIZE` (default 16K, a power of two from 4K
 //! to 16M) and `trace.subbufs=N` (default 4, a power of two from 2 to 64)
@@ -23,12 +23,11 @@
 
 use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
 
-use k42_abi::HypercallNr;
+use k42_abi::Hypercall;
 use k42_abi::layout::PAGE_SIZE;
 use k42_abi::trace::{Class, Event, MASK_OFFSET, REGION_HEADER_SIZE, REGION_MAGIC, RegionHeader};
 use k42_trace::{BufferSet, Geometry, Local};
 
-use crate::mm::paging::{AddressSpace, MapError, PageFlags};
 use crate::{arch, percpu};
 
 /// Default sub-buffer size (log2).
@@ -150,7 +149,7 @@ pub fn init(pa: u64, g: Geometry, ncpus: u32) -> Result<(), Refused> {
             .trace_area
             .store(arch::phys_to_virt(area) as *mut u8, Ordering::Relaxed);
     }
-    let r = arch::hypercall(HypercallNr::TraceRegister, [pa, len, 0, 0]);
+    let r = arch::hypercall(Hypercall::trace_register(pa, len));
     if r != 0 {
         for cpu in 0..ncpus {
             percpu::of(cpu)
@@ -168,18 +167,19 @@ pub fn init(pa: u64, g: Geometry, ncpus: u32) -> Result<(), Refused> {
     Ok(())
 }
 
-/// Map the trace region into a user address space at
-/// `k42_abi::trace::USER_VIEW_BASE`, laid out as in guest-physical memory:
-/// the header read-only (it holds the geometry and the mask), and the
-/// areas read-write: every CPU's, or with `only_cpu` just that CPU's (a
-/// program instance on CPU `c` logs into area `c`). Returns false when
-/// tracing is not registered.
-pub fn map_into(space: &mut AddressSpace, only_cpu: Option<u32>) -> Result<bool, MapError> {
+/// The pages of the trace region a user program sees from
+/// `k42_abi::trace::USER_VIEW_BASE`, laid out as in guest-physical
+/// memory, as (offset, physical address, writable): the header read-only
+/// (it holds the geometry and the mask), then the areas read-write: every
+/// CPU's, or with `only_cpu` just that CPU's (a program instance on CPU
+/// `c` logs into area `c`). `None` when tracing is not registered. The
+/// address spaces that map them are built in `user` (kernel-run
+/// programs).
+pub fn user_view(only_cpu: Option<u32>) -> Option<impl Iterator<Item = (u64, u64, bool)>> {
     let pa = REGION.load(Ordering::Relaxed);
     if pa == 0 {
-        return Ok(false);
+        return None;
     }
-    let va = k42_abi::trace::USER_VIEW_BASE;
     let area = geometry().area_size();
     // The header, then every CPU's area or just the one the program runs
     // on (at its usual place): mapping all of them for each one-CPU
@@ -189,14 +189,10 @@ pub fn map_into(space: &mut AddressSpace, only_cpu: Option<u32>) -> Result<bool,
         None => REGION_HEADER_SIZE..region_size(geometry(), crate::smp::ncpus()),
     };
     let header = 0..REGION_HEADER_SIZE;
-    for range in [header, areas] {
-        for off in range.step_by(PAGE_SIZE as usize) {
-            let flags = PageFlags {
-                writable: off >= REGION_HEADER_SIZE,
-                executable: false,
-            };
-            space.map_shared(va + off, pa + off, flags)?;
-        }
-    }
-    Ok(true)
+    Some(
+        header
+            .chain(areas)
+            .step_by(PAGE_SIZE as usize)
+            .map(move |off| (off, pa + off, off >= REGION_HEADER_SIZE)),
+    )
 }

@@ -77,120 +77,180 @@ pub const PROGRAM_INFO_MAGIC: u64 = 0x4b34_3250_524f_4731; // "K42PROG1"
 
 const _: () = assert!(core::mem::size_of::<ProgramInfo>() == 96);
 
-/// System call numbers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-#[repr(u64)]
-pub enum Syscall {
-    /// End the program with status `rdi` (0..=255).
-    Exit = 0,
-    /// Write `rsi` bytes of UTF-8 at `rdi` to the console.
-    Write = 1,
-    /// Report a benchmark result: a [`crate::bench::BenchRecord`] at
-    /// `rdi`, `rsi` its size. The kernel forwards it to k42vmm.
-    BenchRecord = 2,
-    /// Return the index of the CPU the caller runs on.
-    GetCpu = 3,
-    /// Do nothing and return 0 (measures the system-call round trip).
-    Null = 4,
-    /// The caller has waited `rdi` rounds for another CPU: give the host
-    /// CPU away for a while (backs off as `rdi` grows).
-    Yield = 5,
-    /// Where the trace region is mapped for this program
-    /// ([`crate::trace::USER_VIEW_BASE`]), or 0 when tracing is off.
-    TraceView = 6,
-    /// Start a new process running program `rdi`/`rsi` (name bytes) with
-    /// the argument block `rdx`/`r10` (format of [`ARGS_OFFSET`]) and
-    /// flags `r8` ([`SPAWN_REPLICATED`]); returns its pid.
-    Spawn = 7,
-    /// Copy this (single-threaded) process, memory copy-on-write; returns
-    /// the child's pid in the parent and 0 in the child.
-    Fork = 8,
-    /// Replace this (single-threaded) process's program: name `rdi`/`rsi`,
-    /// argument block `rdx`/`r10`. Returns only on failure.
-    Exec = 9,
-    /// Wait for child `rdi` (or any child when `rdi` is `u64::MAX`) to
-    /// end; returns `pid << 16 | status word` ([`status`]).
-    Wait = 10,
-    /// End process `rdi` (only the caller's children, or itself); its
-    /// status word becomes [`status::KILLED`].
-    Kill = 11,
-    /// The caller's process id.
-    GetPid = 12,
-    /// Start a thread in this process at `rdi` with stack top `rsi` and
-    /// argument `rdx` (in `rdi`), kept on CPU `r10 - 1` if `r10` is not
-    /// 0; returns its thread id.
-    ThreadCreate = 13,
-    /// End the calling thread (the process ends with status `rdi` when
-    /// it was the last).
-    ThreadExit = 14,
-    /// Map `rdi` bytes of zero-filled memory (rounded up to pages,
-    /// allocated on first touch); returns the address.
-    MapAnon = 15,
-    /// Free page frames in the whole machine (for leak checks).
-    FreeFrames = 16,
-    /// Keep the calling thread on CPU `rdi` from now on (moving it there
-    /// first), or let it run anywhere again with `u64::MAX`.
-    Pin = 17,
-    /// Become a PPC server and park the calling thread for good (it
-    /// returns only an error). Calls run at `rdi` (see [`ppc`]) on the
-    /// stack of their CPU: CPU `c`'s is the `rdx` bytes below `rsi + (c +
-    /// 1) * rdx`; messages are passed in CPU `c`'s [`ppc::MAX_MESSAGE`]
-    /// bytes at `r10 + c * MAX_MESSAGE`. With `r8` =
-    /// [`ppc::SERVE_NAME_SERVER`] it becomes the name server (one at a
-    /// time), which everyone finds with `PpcLookup(0)`.
-    PpcServe = 18,
-    /// Call the server behind handle `rdi` on this CPU: method `rsi`,
-    /// argument `rdx`, message at `r10` of `r8` bits 0–31 bytes, replaced
-    /// by a reply of at most `r8` bits 32–63 bytes (at least the
-    /// message's length; both at most [`ppc::MAX_MESSAGE`]). Returns the
-    /// server's result in `rax` and the reply's length in `rdx`.
-    PpcCall = 19,
-    /// End the PPC call this thread serves: result `rdi`, reply of `rsi`
-    /// bytes left in this CPU's message buffer.
-    PpcReturn = 20,
-    /// The handle of process `rdi`'s server, or with `rdi` = 0 the name
-    /// server's (how a program finds the name server; everything else it
-    /// finds there by name).
-    PpcLookup = 21,
-    /// Make a new, empty file memory object (see [`file`]) of kind `rdi`
-    /// ([`file::KIND_SHARED`] or [`file::KIND_DISTRIBUTED`]); returns a
-    /// handle to it with every right.
-    FileCreate = 22,
-    /// Give process `rsi` a handle to the file object behind handle
-    /// `rdi`, with rights `rdx` (a subset of the caller's); returns the
-    /// new handle, valid in that process only.
-    FileGrant = 23,
-    /// Drop handle `rdi` (the object goes when no handle or mapping
-    /// remains).
-    FileClose = 24,
-    /// Read up to `r10` bytes (at most [`file::MAX_IO`] per call) at file
-    /// offset `rsi` of handle `rdi` into `rdx`; returns the bytes read (0
-    /// at or past the end).
-    FileRead = 25,
-    /// Write `r10` bytes from `rdx` — at most [`file::MAX_IO`] per call,
-    /// the rest left for the next — at file offset `rsi` of handle `rdi`
-    /// (at the end, atomically, with [`file::WRITE_APPEND`] in `r8`): all
-    /// of them or none. Returns the offset just past the bytes written.
-    FileWrite = 26,
-    /// The size of the file behind handle `rdi`.
-    FileSize = 27,
-    /// Set the size of the file behind handle `rdi` to `rsi` (cut pages
-    /// leave the file; their frames are freed with the object, so that a
-    /// racing read never copies a reused frame; a grown file reads
-    /// zeros).
-    FileTruncate = 28,
-    /// Map `rsi` bytes of the file behind handle `rdi` from offset 0,
-    /// writable if `rdx` is 1 (shared: every mapping and every read and
-    /// write see the same pages); returns the address.
-    FileMap = 29,
-    /// The image's module `rdi`: its name copied to `rsi` (at most `rdx`
-    /// bytes, [`MAX_NAME_LEN`] suffices); returns its size, or
-    /// `NoSuchProgram` past the last module.
-    ModuleInfo = 30,
-    /// Read up to `r10` bytes at offset `rsi` of image module `rdi` into
-    /// `rdx`; returns the bytes read.
-    ModuleRead = 31,
+/// The system-call table: every call's number, name, handler and
+/// argument count, defined once. It expands to
+/// `$callback! { $( $(#[doc])* Name = number => area::handler(argc); )* }`,
+/// and everything else follows from it: the [`Syscall`] enum, its
+/// [`Syscall::name`] and [`Syscall::arg_count`] here; the kernel's dispatch
+/// (`guest-kernel/src/syscall/`, which calls `area::handler` with an
+/// `[u64; argc]` — a missing handler or a wrong count does not compile);
+/// the runtime's raw wrappers (`k42_rt::sys::raw`).
+///
+/// Adding a system call: a line here, and its handler in the kernel's
+/// `syscall/<area>.rs`.
+#[macro_export]
+macro_rules! for_each_syscall {
+    ($callback:ident) => {
+        $callback! {
+        /// End the program with status `rdi` (0..=255).
+        Exit = 0 => process::exit(1);
+        /// Write `rsi` bytes of UTF-8 at `rdi` to the console.
+        Write = 1 => program::write(2);
+        /// Report a benchmark result: a [`crate::bench::BenchRecord`] at
+        /// `rdi`, `rsi` its size. The kernel forwards it to k42vmm.
+        BenchRecord = 2 => program::bench_record(2);
+        /// Return the index of the CPU the caller runs on.
+        GetCpu = 3 => program::get_cpu(0);
+        /// Do nothing and return 0 (measures the system-call round trip).
+        Null = 4 => program::null(0);
+        /// The caller has waited `rdi` rounds for another CPU: give the host
+        /// CPU away for a while (backs off as `rdi` grows).
+        Yield = 5 => program::yield_now(1);
+        /// Where the trace region is mapped for this program
+        /// ([`crate::trace::USER_VIEW_BASE`]), or 0 when tracing is off.
+        TraceView = 6 => program::trace_view(0);
+        /// Start a new process running program `rdi`/`rsi` (name bytes) with
+        /// the argument block `rdx`/`r10` (format of [`ARGS_OFFSET`]) and
+        /// flags `r8` ([`SPAWN_REPLICATED`]); returns its pid.
+        Spawn = 7 => process::spawn(5);
+        /// Copy this (single-threaded) process, memory copy-on-write; returns
+        /// the child's pid in the parent and 0 in the child.
+        Fork = 8 => process::fork(0);
+        /// Replace this (single-threaded) process's program: name `rdi`/`rsi`,
+        /// argument block `rdx`/`r10`. Returns only on failure.
+        Exec = 9 => process::exec(4);
+        /// Wait for child `rdi` (or any child when `rdi` is `u64::MAX`) to
+        /// end; returns `pid << 16 | status word` ([`status`]).
+        Wait = 10 => process::wait(1);
+        /// End process `rdi` (only the caller's children, or itself); its
+        /// status word becomes [`status::KILLED`].
+        Kill = 11 => process::kill(1);
+        /// The caller's process id.
+        GetPid = 12 => process::get_pid(0);
+        /// Start a thread in this process at `rdi` with stack top `rsi` and
+        /// argument `rdx` (in `rdi`), kept on CPU `r10 - 1` if `r10` is not
+        /// 0; returns its thread id.
+        ThreadCreate = 13 => process::thread_create(4);
+        /// End the calling thread (the process ends with status `rdi` when
+        /// it was the last).
+        ThreadExit = 14 => process::thread_exit(1);
+        /// Map `rdi` bytes of zero-filled memory (rounded up to pages,
+        /// allocated on first touch); returns the address.
+        MapAnon = 15 => process::map_anon(1);
+        /// Free page frames in the whole machine (for leak checks).
+        FreeFrames = 16 => process::free_frames(0);
+        /// Keep the calling thread on CPU `rdi` from now on (moving it there
+        /// first), or let it run anywhere again with `u64::MAX`.
+        Pin = 17 => process::pin(1);
+        /// Become a PPC server and park the calling thread for good (it
+        /// returns only an error). Calls run at `rdi` (see [`ppc`]) on the
+        /// stack of their CPU: CPU `c`'s is the `rdx` bytes below `rsi + (c +
+        /// 1) * rdx`; messages are passed in CPU `c`'s [`ppc::MAX_MESSAGE`]
+        /// bytes at `r10 + c * MAX_MESSAGE`. With `r8` =
+        /// [`ppc::SERVE_NAME_SERVER`] it becomes the name server (one at a
+        /// time), which everyone finds with `PpcLookup(0)`.
+        PpcServe = 18 => ppc::serve(5);
+        /// Call the server behind handle `rdi` on this CPU: method `rsi`,
+        /// argument `rdx`, message at `r10` of `r8` bits 0–31 bytes, replaced
+        /// by a reply of at most `r8` bits 32–63 bytes (at least the
+        /// message's length; both at most [`ppc::MAX_MESSAGE`]). Returns the
+        /// server's result in `rax` and the reply's length in `rdx`.
+        PpcCall = 19 => ppc::call(5);
+        /// End the PPC call this thread serves: result `rdi`, reply of `rsi`
+        /// bytes left in this CPU's message buffer.
+        PpcReturn = 20 => ppc::ret(2);
+        /// The handle of process `rdi`'s server, or with `rdi` = 0 the name
+        /// server's (how a program finds the name server; everything else it
+        /// finds there by name).
+        PpcLookup = 21 => ppc::lookup(1);
+        /// Make a new, empty file memory object (see [`file`]) of kind `rdi`
+        /// ([`file::KIND_SHARED`] or [`file::KIND_DISTRIBUTED`]); returns a
+        /// handle to it with every right.
+        FileCreate = 22 => file::create(1);
+        /// Give process `rsi` a handle to the file object behind handle
+        /// `rdi`, with rights `rdx` (a subset of the caller's); returns the
+        /// new handle, valid in that process only.
+        FileGrant = 23 => file::grant(3);
+        /// Drop handle `rdi` (the object goes when no handle or mapping
+        /// remains).
+        FileClose = 24 => file::close(1);
+        /// Read up to `r10` bytes (at most [`file::MAX_IO`] per call) at file
+        /// offset `rsi` of handle `rdi` into `rdx`; returns the bytes read (0
+        /// at or past the end).
+        FileRead = 25 => file::read(4);
+        /// Write `r10` bytes from `rdx` — at most [`file::MAX_IO`] per call,
+        /// the rest left for the next — at file offset `rsi` of handle `rdi`
+        /// (at the end, atomically, with [`file::WRITE_APPEND`] in `r8`): all
+        /// of them or none. Returns the offset just past the bytes written.
+        FileWrite = 26 => file::write(5);
+        /// The size of the file behind handle `rdi`.
+        FileSize = 27 => file::size(1);
+        /// Set the size of the file behind handle `rdi` to `rsi` (cut pages
+        /// leave the file; their frames are freed with the object, so that a
+        /// racing read never copies a reused frame; a grown file reads
+        /// zeros).
+        FileTruncate = 28 => file::truncate(2);
+        /// Map `rsi` bytes of the file behind handle `rdi` from offset 0,
+        /// writable if `rdx` is 1 (shared: every mapping and every read and
+        /// write see the same pages); returns the address.
+        FileMap = 29 => file::map(3);
+        /// The image's module `rdi`: its name copied to `rsi` (at most `rdx`
+        /// bytes, [`MAX_NAME_LEN`] suffices); returns its size, or
+        /// `NoSuchProgram` past the last module.
+        ModuleInfo = 30 => file::module_info(3);
+        /// Read up to `r10` bytes at offset `rsi` of image module `rdi` into
+        /// `rdx`; returns the bytes read.
+        ModuleRead = 31 => file::module_read(4);
+        }
+    };
 }
+
+macro_rules! define_syscalls {
+    ($( $(#[doc = $doc:literal])* $name:ident = $nr:literal => $area:ident :: $handler:ident ($argc:literal); )*) => {
+        /// System call numbers (see [`for_each_syscall`]).
+        #[derive(Clone, Copy, Debug, PartialEq, Eq)]
+        #[repr(u64)]
+        pub enum Syscall {
+            $( $(#[doc = $doc])* $name = $nr, )*
+        }
+
+        impl Syscall {
+            /// Every system call, in number order.
+            pub const ALL: &[Syscall] = &[$(Syscall::$name),*];
+
+            /// The call numbered `raw`, if there is one.
+            #[inline]
+            pub const fn from_raw(raw: u64) -> Option<Self> {
+                match raw {
+                    $( $nr => Some(Self::$name), )*
+                    _ => None,
+                }
+            }
+
+            /// Its name in traces and messages: `area.handler`, e.g.
+            /// `file.read`.
+            pub const fn name(self) -> &'static str {
+                match self { $( Self::$name => concat!(stringify!($area), ".", stringify!($handler)), )* }
+            }
+
+            /// The call named `name` (as [`Syscall::name`] gives it).
+            pub fn by_name(name: &str) -> Option<Self> {
+                Self::ALL.iter().copied().find(|c| c.name() == name)
+            }
+
+            /// How many argument registers it reads (`rdi`, `rsi`, `rdx`,
+            /// `r10`, `r8`, in that order).
+            pub const fn arg_count(self) -> usize {
+                match self { $( Self::$name => $argc, )* }
+            }
+        }
+    };
+}
+
+for_each_syscall!(define_syscalls);
+
+/// Most arguments a system call takes.
+pub const MAX_ARGS: usize = 5;
 
 /// File memory objects: a file's pages (its FCM, whose page index is a
 /// clustered hash table, shared or distributed) and its size, in the
@@ -269,46 +329,6 @@ pub mod status {
     pub const KILLED: u64 = 0x200;
     /// Killed because it ran out of memory (its limit or the machine's).
     pub const OUT_OF_MEMORY: u64 = 0x300;
-}
-
-impl Syscall {
-    pub fn from_raw(raw: u64) -> Option<Self> {
-        Some(match raw {
-            0 => Self::Exit,
-            1 => Self::Write,
-            2 => Self::BenchRecord,
-            3 => Self::GetCpu,
-            4 => Self::Null,
-            5 => Self::Yield,
-            6 => Self::TraceView,
-            7 => Self::Spawn,
-            8 => Self::Fork,
-            9 => Self::Exec,
-            10 => Self::Wait,
-            11 => Self::Kill,
-            12 => Self::GetPid,
-            13 => Self::ThreadCreate,
-            14 => Self::ThreadExit,
-            15 => Self::MapAnon,
-            16 => Self::FreeFrames,
-            17 => Self::Pin,
-            18 => Self::PpcServe,
-            19 => Self::PpcCall,
-            20 => Self::PpcReturn,
-            21 => Self::PpcLookup,
-            22 => Self::FileCreate,
-            23 => Self::FileGrant,
-            24 => Self::FileClose,
-            25 => Self::FileRead,
-            26 => Self::FileWrite,
-            27 => Self::FileSize,
-            28 => Self::FileTruncate,
-            29 => Self::FileMap,
-            30 => Self::ModuleInfo,
-            31 => Self::ModuleRead,
-            _ => return None,
-        })
-    }
 }
 
 /// Errors a system call returns (negated in `rax`).
@@ -410,5 +430,24 @@ impl SyscallError {
             Self::NotPermitted => "not permitted by the handle's rights",
             Self::TooManyHandles => "too many file handles",
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_table_numbers_calls_densely_and_names_them_once() {
+        for (i, &c) in Syscall::ALL.iter().enumerate() {
+            assert_eq!(c as u64, i as u64, "{c:?} is out of order");
+            assert_eq!(Syscall::from_raw(i as u64), Some(c));
+            assert_eq!(Syscall::by_name(c.name()), Some(c));
+            assert!(c.arg_count() <= MAX_ARGS);
+        }
+        assert_eq!(Syscall::from_raw(Syscall::ALL.len() as u64), None);
+        assert_eq!(Syscall::from_raw(u64::MAX), None);
+        assert_eq!(Syscall::FileRead.name(), "file.read");
+        assert_eq!(Syscall::PpcCall.arg_count(), 5);
     }
 }

@@ -316,6 +316,20 @@ pub enum FieldType {
     I64,
     /// Unsigned, shown in hexadecimal.
     Hex,
+    /// A system-call number ([`crate::syscall::Syscall`]), shown by its
+    /// name from the system-call table.
+    Syscall,
+}
+
+impl FieldType {
+    /// How a word of this type reads: a number, or a system call's name
+    /// (`file.read`; an unknown number as `#99`).
+    pub fn name_of(self, word: u64) -> Option<&'static str> {
+        match self {
+            Self::Syscall => crate::syscall::Syscall::from_raw(word).map(|c| c.name()),
+            _ => None,
+        }
+    }
 }
 
 /// One payload field.
@@ -367,6 +381,9 @@ macro_rules! __trace_field_ty {
     (i64) => {
         i64
     };
+    (syscall) => {
+        u64
+    };
 }
 
 #[doc(hidden)]
@@ -380,6 +397,9 @@ macro_rules! __trace_field_kind {
     };
     (i64) => {
         $crate::trace::FieldType::I64
+    };
+    (syscall) => {
+        $crate::trace::FieldType::Syscall
     };
 }
 
@@ -596,6 +616,17 @@ catalogue! {
         /// A file was mapped.
         map = 5 instant(pid: u64, bytes: u64);
     }
+    /// System calls, as `strace` shows them (off unless asked for: a
+    /// trace mask of `all` or naming `syscall`). Numbers are
+    /// `k42_abi::syscall::Syscall`; trace tools print its name.
+    class syscall = 12 {
+        /// A call: its number and first three argument registers.
+        enter = 1 instant(nr: syscall, a0: hex, a1: hex, a2: hex);
+        /// The call returned to its caller on this CPU with `result` (< 0:
+        /// a `SyscallError`). A call that blocked or handed the CPU to
+        /// another thread (wait, PPC) has no exit event here.
+        exit = 2 instant(nr: syscall, result: i64);
+    }
 }
 
 /// The descriptor of event `id`, if the catalogue has one.
@@ -616,6 +647,16 @@ pub fn class_by_name(name: &str) -> Option<Class> {
 /// Mask of every class in the catalogue.
 pub fn all_classes_mask() -> u64 {
     CLASSES.iter().fold(0, |m, (c, _)| m | c.bit())
+}
+
+/// Classes logged only when asked for by name or with `all` (they are
+/// frequent enough to crowd out the rest): `syscall`.
+pub const OFF_BY_DEFAULT: u64 = class::syscall.bit();
+
+/// The mask a trace starts with when none is given: every class but
+/// [`OFF_BY_DEFAULT`].
+pub fn default_mask() -> u64 {
+    all_classes_mask() & !OFF_BY_DEFAULT
 }
 
 /// Parse a class list: `all`, `none`, a hexadecimal mask (`0x…`), or

@@ -6,6 +6,7 @@ pub mod frame;
 pub mod heap;
 pub mod pages;
 pub mod paging;
+pub mod user;
 
 use k42_abi::MemRegionKind;
 

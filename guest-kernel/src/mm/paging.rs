@@ -46,11 +46,6 @@ pub fn init() {
     );
 }
 
-/// Physical address of the kernel's page tables.
-pub fn kernel_root() -> u64 {
-    KERNEL_ROOT.load(Ordering::Relaxed)
-}
-
 /// Switch this CPU back to the kernel's page tables.
 pub fn activate_kernel() {
     // SAFETY: the boot page tables map the whole kernel and direct map.
@@ -249,6 +244,21 @@ impl AddressSpace {
     /// Load this address space on this CPU.
     pub fn activate(&self) {
         activate_root(self.root);
+    }
+
+    /// Run user code at `entry` with stack `rsp` and `rdi`..`r10` = `args`
+    /// in this address space on this CPU until it returns to the kernel
+    /// (`arch::return_to_kernel`); its status. The kernel's space is
+    /// loaded again afterwards.
+    pub fn run_user(&self, entry: u64, rsp: u64, args: [u64; 4]) -> u64 {
+        self.activate();
+        // SAFETY: an AddressSpace maps only user pages in its lower half
+        // (what its owner put there) and the kernel's upper half
+        // supervisor-only (`new`), so user code reaches nothing of the
+        // kernel; it is loaded for the whole run.
+        let status = unsafe { arch::enter_user(entry, rsp, args) };
+        activate_kernel();
+        status
     }
 }
 

@@ -19,7 +19,6 @@ use alloc::boxed::Box;
 use alloc::collections::BTreeMap;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicU16, AtomicU32, Ordering};
 
 use k42_abi::layout::PAGE_SIZE;
@@ -28,8 +27,8 @@ use k42_cobj::ObjRef;
 use k42_cobj::env::CpuEnv;
 use k42_cobj::root::{Rep, Root};
 
-use super::mm::FaultError;
-use crate::mm::pages;
+use super::memory::FaultError;
+use crate::mm::{frame, pages};
 use crate::sync::{InitOnce, SpinLock};
 use crate::{arch, cobj};
 
@@ -39,23 +38,27 @@ const FAULT_AROUND: u64 = 8;
 /// Tag in an FCM's page list: the frame is not the FCM's (an image page).
 const NOT_OWNED: u64 = 1;
 
-/// Extra sharers of each frame (0: one owner), by frame number.
-static SHARES: InitOnce<Box<[AtomicU16]>> = InitOnce::new();
+/// Share counts per page of the table: one frame of counters each.
+const SHARES_PER_CHUNK: usize = (PAGE_SIZE / 2) as usize;
 
-fn shares() -> &'static [AtomicU16] {
+/// Extra sharers of each frame (0: one owner), by frame number, in
+/// chunks of a frame each: one array would need a heap block of 2 bytes
+/// per page of RAM (128 MiB at 256 GiB), far more than the kernel heap.
+static SHARES: InitOnce<Box<[&'static [AtomicU16; SHARES_PER_CHUNK]]>> = InitOnce::new();
+
+fn shares() -> &'static [&'static [AtomicU16; SHARES_PER_CHUNK]] {
     SHARES.get_or_init(|| {
-        let top = crate::boot::boot_info()
-            .regions()
-            .iter()
-            .map(|r| r.start + r.len)
-            .max()
-            .unwrap_or(0);
-        (0..top / PAGE_SIZE).map(|_| AtomicU16::new(0)).collect()
+        let top = crate::boot::boot_info().ram_end();
+        let chunks = (top / PAGE_SIZE).div_ceil(SHARES_PER_CHUNK as u64);
+        (0..chunks)
+            .map(|_| frame::alloc_forever().expect("memory for the frame share counts"))
+            .collect()
     })
 }
 
 fn share_count(pa: u64) -> &'static AtomicU16 {
-    &shares()[(pa / PAGE_SIZE) as usize]
+    let f = (pa / PAGE_SIZE) as usize;
+    &shares()[f / SHARES_PER_CHUNK][f % SHARES_PER_CHUNK]
 }
 
 /// Hold frame `pa` for a while (one more sharer), so that it is not freed
@@ -122,25 +125,17 @@ pub struct Access {
 }
 
 /// An FCM's contents, moved whole between FCMs (a new region's, a fork
-/// child's): its source and its page lists, by stripe.
+/// child's): its page lists, by stripe. Where new pages come from (the
+/// [`Source`]) is the region's, passed to every [`Fcm::resolve`].
+#[derive(Default)]
 pub struct Contents {
-    source: Source,
     stripes: Vec<(usize, BTreeMap<u64, u64>)>,
-}
-
-impl Contents {
-    /// No pages yet.
-    pub fn new(source: Source) -> Self {
-        Self {
-            source,
-            stripes: Vec::new(),
-        }
-    }
 }
 
 /// The FCM interface.
 pub trait Fcm: Send + Sync {
-    /// Resolve page `k` for `access`: find it, fill it (charging each new
+    /// Resolve page `k` for `access`: find it, fill it from `source`
+    /// (charging each new
     /// private page with `charge`, which may refuse), or copy it on
     /// write, then `map(k, frame, writable)` it — and any neighbours
     /// mapped with it — while the page list is locked.
@@ -148,6 +143,7 @@ pub trait Fcm: Send + Sync {
         &self,
         k: u64,
         access: Access,
+        source: &Source,
         charge: &dyn Fn() -> bool,
         map: &mut dyn FnMut(u64, u64, bool) -> bool,
     ) -> Result<(), FaultError>;
@@ -172,10 +168,6 @@ pub trait Fcm: Send + Sync {
 /// while it allocates, fills and maps the page: most of a millisecond
 /// when emulated).
 struct SharedFcm {
-    /// Where pages come from. Written only by `reset`, which is called
-    /// only on an FCM that no thread can reach yet (fresh from the pool,
-    /// or a fork child's before its region is published).
-    source: UnsafeCell<Source>,
     /// Page index in the region → frame (| NOT_OWNED), by stripe.
     stripes: [SpinLock<BTreeMap<u64, u64>>; STRIPES],
     /// Stripes that may hold pages (bit per stripe), so that going over
@@ -183,10 +175,6 @@ struct SharedFcm {
     /// two, and each lock costs tens of emulated instructions.
     used: AtomicU32,
 }
-
-// SAFETY: `source` is written only while no other CPU can reach the FCM
-// (see the field); everything else is behind locks.
-unsafe impl Sync for SharedFcm {}
 
 /// Page lists per FCM.
 const STRIPES: usize = 16;
@@ -200,17 +188,11 @@ fn stripe_of(k: u64) -> usize {
 impl SharedFcm {
     fn new(contents: Contents) -> Self {
         let f = Self {
-            source: UnsafeCell::new(Source::Zero),
             stripes: [const { SpinLock::new(BTreeMap::new()) }; STRIPES],
             used: AtomicU32::new(0),
         };
         f.reset(contents);
         f
-    }
-
-    fn source(&self) -> &Source {
-        // SAFETY: see the field: no writer while the FCM is reachable.
-        unsafe { &*self.source.get() }
     }
 
     /// Put `e` at page `k`.
@@ -266,22 +248,13 @@ impl Source {
             let (from, to) = (lo.max(at), (lo + PAGE_SIZE).min(at + file.len() as u64));
             if from < to {
                 let src = &file[(from - at) as usize..(to - at) as usize];
-                // SAFETY: the frame is ours and mapped in the direct map;
-                // `from - lo + len <= PAGE_SIZE`.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        src.as_ptr(),
-                        (arch::phys_to_virt(pa) + (from - lo)) as *mut u8,
-                        src.len(),
-                    )
-                };
+                pages::write_frame(pa, from - lo, src);
             }
             for &(va, value) in self.relocs_in(k) {
                 let off = va & (PAGE_SIZE - 1);
-                // SAFETY: the frame is ours; relocations are 8-byte
-                // aligned (checked by elf::Program), so this word lies in
-                // the page.
-                unsafe { ((arch::phys_to_virt(pa) + off) as *mut u64).write_unaligned(value) };
+                // Relocations are 8-byte aligned (checked by
+                // elf::Program): the word lies in the page.
+                pages::write_frame(pa, off, &value.to_le_bytes());
             }
         }
         Ok(pa)
@@ -293,10 +266,10 @@ impl Fcm for SharedFcm {
         &self,
         k: u64,
         access: Access,
+        source: &Source,
         charge: &dyn Fn() -> bool,
         map: &mut dyn FnMut(u64, u64, bool) -> bool,
     ) -> Result<(), FaultError> {
-        let source = self.source();
         let stripe = stripe_of(k);
         let mut list = self.stripes[stripe].lock();
         self.mark(stripe);
@@ -330,15 +303,8 @@ impl Fcm for SharedFcm {
                     return Err(FaultError::OutOfMemory);
                 }
                 let new = pages::alloc_zeroed().ok_or(FaultError::OutOfMemory)?;
-                // SAFETY: both frames are in the direct map; `new` is ours
-                // and `e` is held (shared) by this FCM.
-                unsafe {
-                    core::ptr::copy_nonoverlapping(
-                        arch::phys_to_virt(e) as *const u8,
-                        arch::phys_to_virt(new) as *mut u8,
-                        PAGE_SIZE as usize,
-                    )
-                };
+                // `e` is held (shared) by this FCM; `new` is ours.
+                pages::copy_frame(e, new);
                 list.insert(k, new);
                 release(e);
                 (new, true)
@@ -368,16 +334,11 @@ impl Fcm for SharedFcm {
             }
             stripes.push((i, pages.clone()));
         }
-        Contents {
-            source: self.source().clone(),
-            stripes,
-        }
+        Contents { stripes }
     }
 
     fn reset(&self, contents: Contents) {
         self.release_all();
-        // SAFETY: see the field: the caller alone can reach this FCM.
-        unsafe { *self.source.get() = contents.source };
         for (i, pages) in contents.stripes {
             *self.stripes[i].lock() = pages;
             self.mark(i);
@@ -460,7 +421,7 @@ impl Root<dyn Fcm> for SharedRoot {
 /// gone).
 static POOL: SpinLock<Vec<ObjRef<dyn Fcm>>> = SpinLock::new(Vec::new());
 
-/// An FCM object with `source` and `pages`: one from the pool, or new.
+/// An FCM object with `contents`: one from the pool, or new.
 pub fn create(contents: Contents) -> Result<ObjRef<dyn Fcm>, SyscallError> {
     if let Some(obj) = POOL.lock().pop() {
         call(obj, |f| f.reset(contents));

@@ -34,14 +34,15 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use k42_abi::layout::PAGE_SIZE;
-use k42_abi::syscall::{Syscall, SyscallError, file};
+use k42_abi::syscall::{SyscallError, file};
 use k42_cobj::ObjRef;
 use k42_cobj::objects::dhash::{self, HashTable};
 
 use super::Process;
-use super::mm::{FaultError, Memory};
+use super::memory::{FaultError, Memory};
+use super::sched::Thread;
 use crate::mm::copy::{Segment, copy_one, copy_segments};
-use crate::mm::pages;
+use crate::mm::{pages, user};
 use crate::sync::SpinLock;
 use crate::{arch, cobj, smp, trace};
 use k42_abi::trace::ev;
@@ -452,135 +453,122 @@ fn module(i: u64) -> Result<(&'static str, &'static [u8]), SyscallError> {
     Ok((name, bytes))
 }
 
-/// Copy `src` to the caller's `[buf, buf + src.len())` (checked here).
-fn copy_out(mem: &Memory, buf: u64, src: &[u8]) -> Result<(), SyscallError> {
-    if src.is_empty() {
-        return Ok(());
+/// `FileCreate`: a new file object of index kind `kind`; a handle with
+/// every right.
+pub fn create(t: &Thread, kind: u64) -> Result<u64, SyscallError> {
+    let p = &t.process;
+    if kind > file::KIND_DISTRIBUTED {
+        return Err(SyscallError::InvalidArgument);
     }
-    mem.user_range(buf, src.len() as u64, true)?;
-    // SAFETY: user_range mapped the range writable in the current (the
-    // caller's) address space.
-    unsafe { core::ptr::copy_nonoverlapping(src.as_ptr(), buf as *mut u8, src.len()) };
+    let obj = FileObj::new(kind)?;
+    trace::log(ev::fs::create(p.pid as u64, kind));
+    p.files.lock().insert(obj, file::RIGHTS_ALL)
+}
+
+/// `FileGrant`: give process `to` a handle to `h`'s object with
+/// `rights` (a subset of the caller's).
+pub fn grant(t: &Thread, h: u64, to: u64, rights: u64) -> Result<u64, SyscallError> {
+    let p = &t.process;
+    let (obj, have) = p.files.lock().get(h)?;
+    if have & file::RIGHT_GRANT == 0 || rights & !have != 0 {
+        return Err(SyscallError::NotPermitted);
+    }
+    let to = super::lookup(to.min(u32::MAX as u64) as u32).ok_or(SyscallError::NoSuchProcess)?;
+    // Under the table's lock: once `ended` is set, the process's
+    // handles are dropped after it (process_ended), never before.
+    let mut table = to.files.lock();
+    if to.state.lock().ended {
+        return Err(SyscallError::NoSuchProcess);
+    }
+    table.insert(obj, rights)
+}
+
+/// `FileClose`.
+pub fn close(t: &Thread, h: u64) -> Result<(), SyscallError> {
+    let p = &t.process;
+    let obj = p.files.lock().close(h)?;
+    // The object may go now, outside the table's lock.
+    drop(obj);
     Ok(())
 }
 
-/// Whether `nr` is one of the calls [`system_call`] serves.
-pub fn serves(nr: Syscall) -> bool {
-    matches!(
-        nr,
-        Syscall::FileCreate
-            | Syscall::FileGrant
-            | Syscall::FileClose
-            | Syscall::FileRead
-            | Syscall::FileWrite
-            | Syscall::FileSize
-            | Syscall::FileTruncate
-            | Syscall::FileMap
-            | Syscall::ModuleInfo
-            | Syscall::ModuleRead
-    )
+/// `FileRead`: up to `len` bytes (at most `MAX_IO`) at `off` into the
+/// caller's `buf`; the bytes read.
+pub fn read(t: &Thread, h: u64, off: u64, buf: u64, len: u64) -> Result<u64, SyscallError> {
+    let p = &t.process;
+    let obj = handle(p, h, file::RIGHT_READ)?;
+    let n = obj.read(t.memory(), off, buf, len.min(MAX_IO))?;
+    trace::log(ev::fs::read(p.pid as u64, off, n));
+    Ok(n)
 }
 
-/// The file and module system calls of process `p` (`args` as in
-/// `proc::system_call`).
-pub fn system_call(p: &Arc<Process>, nr: Syscall, args: [u64; 5]) -> Result<i64, SyscallError> {
-    let mem = p.memory();
-    match nr {
-        Syscall::FileCreate => {
-            if args[0] > file::KIND_DISTRIBUTED {
-                return Err(SyscallError::InvalidArgument);
-            }
-            let obj = FileObj::new(args[0])?;
-            trace::log(ev::fs::create(p.pid as u64, args[0]));
-            p.files
-                .lock()
-                .insert(obj, file::RIGHTS_ALL)
-                .map(|h| h as i64)
-        }
-        Syscall::FileGrant => {
-            let (obj, rights) = p.files.lock().get(args[0])?;
-            if rights & file::RIGHT_GRANT == 0 {
-                return Err(SyscallError::NotPermitted);
-            }
-            if args[2] & !rights != 0 {
-                return Err(SyscallError::NotPermitted);
-            }
-            let to = super::lookup(args[1].min(u32::MAX as u64) as u32)
-                .ok_or(SyscallError::NoSuchProcess)?;
-            // Under the table's lock: once `ended` is set, the process's
-            // handles are dropped after it (process_ended), never before.
-            let mut table = to.files.lock();
-            if to.state.lock().ended {
-                return Err(SyscallError::NoSuchProcess);
-            }
-            let h = table.insert(obj, args[2])?;
-            Ok(h as i64)
-        }
-        Syscall::FileClose => {
-            let obj = p.files.lock().close(args[0])?;
-            // The object may go now, outside the table's lock.
-            drop(obj);
-            Ok(0)
-        }
-        Syscall::FileRead => {
-            let obj = handle(p, args[0], file::RIGHT_READ)?;
-            let n = obj.read(mem, args[1], args[2], args[3].min(MAX_IO))?;
-            trace::log(ev::fs::read(p.pid as u64, args[1], n));
-            Ok(n as i64)
-        }
-        Syscall::FileWrite => {
-            let obj = handle(p, args[0], file::RIGHT_WRITE)?;
-            let len = args[3].min(MAX_IO);
-            if args[4] & !file::WRITE_APPEND != 0 {
-                return Err(SyscallError::InvalidArgument);
-            }
-            let end = obj.write(
-                mem,
-                args[1],
-                args[2],
-                len,
-                args[4] & file::WRITE_APPEND != 0,
-            )?;
-            trace::log(ev::fs::write(p.pid as u64, end - len, len));
-            Ok(end as i64)
-        }
-        Syscall::FileSize => {
-            let obj = handle(p, args[0], 0)?;
-            Ok(obj.size.load(Ordering::Acquire) as i64)
-        }
-        Syscall::FileTruncate => {
-            let obj = handle(p, args[0], file::RIGHT_WRITE)?;
-            obj.truncate(args[1])?;
-            trace::log(ev::fs::truncate(p.pid as u64, args[1]));
-            Ok(0)
-        }
-        Syscall::FileMap => {
-            let writable = match args[2] {
-                0 => false,
-                1 => true,
-                _ => return Err(SyscallError::InvalidArgument),
-            };
-            let need = file::RIGHT_READ | if writable { file::RIGHT_WRITE } else { 0 };
-            let obj = handle(p, args[0], need)?;
-            let a = mem.map_file(obj, args[1], writable)?;
-            trace::log(ev::fs::map(p.pid as u64, args[1]));
-            Ok(a as i64)
-        }
-        Syscall::ModuleInfo => {
-            let (name, bytes) = module(args[0])?;
-            let n = name.len().min(args[2] as usize);
-            copy_out(mem, args[1], &name.as_bytes()[..n])?;
-            Ok(bytes.len() as i64)
-        }
-        Syscall::ModuleRead => {
-            let (_, bytes) = module(args[0])?;
-            let off = (args[1] as usize).min(bytes.len());
-            let n = (args[3] as usize)
-                .min(bytes.len() - off)
-                .min(MAX_IO as usize);
-            copy_out(mem, args[2], &bytes[off..off + n])?;
-            Ok(n as i64)
-        }
-        _ => Err(SyscallError::NoSuchCall),
+/// `FileWrite`: `len` bytes (at most `MAX_IO`) of the caller's `buf` at
+/// `off` (or the end, with `WRITE_APPEND`); the offset past them.
+pub fn write(
+    t: &Thread,
+    h: u64,
+    off: u64,
+    buf: u64,
+    len: u64,
+    flags: u64,
+) -> Result<u64, SyscallError> {
+    let p = &t.process;
+    let obj = handle(p, h, file::RIGHT_WRITE)?;
+    let len = len.min(MAX_IO);
+    if flags & !file::WRITE_APPEND != 0 {
+        return Err(SyscallError::InvalidArgument);
     }
+    let append = flags & file::WRITE_APPEND != 0;
+    let end = obj.write(t.memory(), off, buf, len, append)?;
+    trace::log(ev::fs::write(p.pid as u64, end - len, len));
+    Ok(end)
+}
+
+/// `FileSize`.
+pub fn size(t: &Thread, h: u64) -> Result<u64, SyscallError> {
+    let p = &t.process;
+    Ok(handle(p, h, 0)?.size.load(Ordering::Acquire))
+}
+
+/// `FileTruncate`.
+pub fn truncate(t: &Thread, h: u64, size: u64) -> Result<(), SyscallError> {
+    let p = &t.process;
+    handle(p, h, file::RIGHT_WRITE)?.truncate(size)?;
+    trace::log(ev::fs::truncate(p.pid as u64, size));
+    Ok(())
+}
+
+/// `FileMap`: `len` bytes of the file from offset 0, writable if
+/// `writable` is 1; the address.
+pub fn map(t: &Thread, h: u64, len: u64, writable: u64) -> Result<u64, SyscallError> {
+    let p = &t.process;
+    let writable = match writable {
+        0 => false,
+        1 => true,
+        _ => return Err(SyscallError::InvalidArgument),
+    };
+    let need = file::RIGHT_READ | if writable { file::RIGHT_WRITE } else { 0 };
+    let obj = handle(p, h, need)?;
+    let a = t.memory().map_file(obj, len, writable)?;
+    trace::log(ev::fs::map(p.pid as u64, len));
+    Ok(a)
+}
+
+/// `ModuleInfo`: module `i`'s name into the caller's `buf` (at most
+/// `cap` bytes); its size.
+pub fn module_info(t: &Thread, i: u64, buf: u64, cap: u64) -> Result<u64, SyscallError> {
+    let (name, bytes) = module(i)?;
+    let n = name.len().min(cap as usize);
+    user::copy_out(t.memory(), buf, &name.as_bytes()[..n])?;
+    Ok(bytes.len() as u64)
+}
+
+/// `ModuleRead`: up to `len` bytes (at most `MAX_IO`) at `off` of module
+/// `i` into the caller's `buf`; the bytes read.
+pub fn module_read(t: &Thread, i: u64, off: u64, buf: u64, len: u64) -> Result<u64, SyscallError> {
+    let (_, bytes) = module(i)?;
+    let off = (off as usize).min(bytes.len());
+    let n = (len as usize).min(bytes.len() - off).min(MAX_IO as usize);
+    user::copy_out(t.memory(), buf, &bytes[off..off + n])?;
+    Ok(n as u64)
 }

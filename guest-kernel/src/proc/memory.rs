@@ -30,6 +30,7 @@ use k42_abi::syscall::{
 };
 use k42_cobj::ObjRef;
 use k42_cobj::objects::process::{self as pobj, Process as RegionList, Region};
+use zerocopy::IntoBytes;
 
 use super::fcm::{self, Access, Fcm, Source};
 use super::files::FileObj;
@@ -87,8 +88,9 @@ struct Slot {
 
 /// What holds a region's pages.
 enum Backing {
-    /// The process's own FCM (anonymous memory, a program segment).
-    Private(ObjRef<dyn Fcm>),
+    /// The process's own FCM (anonymous memory, a program segment), and
+    /// where its new pages come from.
+    Private(ObjRef<dyn Fcm>, Source),
     /// A file's memory object, shared with every other mapping and
     /// handle of the file (and with a forked child).
     File(Arc<FileObj>),
@@ -98,7 +100,7 @@ impl Backing {
     /// Let go of it: a private FCM goes back to the pool.
     fn release(self) {
         match self {
-            Self::Private(fcm) => fcm::retire(fcm),
+            Self::Private(fcm, _) => fcm::retire(fcm),
             Self::File(_) => {}
         }
     }
@@ -160,8 +162,8 @@ impl Memory {
         prot: u32,
         source: Source,
     ) -> Result<(), SyscallError> {
-        let fcm = fcm::create(fcm::Contents::new(source))?;
-        self.add_region_with(start, end, prot, Backing::Private(fcm))
+        let fcm = fcm::create(fcm::Contents::default())?;
+        self.add_region_with(start, end, prot, Backing::Private(fcm, source))
     }
 
     /// Add region `[start, end)` with `prot` over `backing` (this
@@ -237,18 +239,10 @@ impl Memory {
         info.args_len = args.len() as u32;
         mem.charge()?;
         let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
-        let page = arch::phys_to_virt(pa);
-        // SAFETY: the frame is ours, mapped in the direct map; the info
-        // block and the argument block (at most MAX_ARGS_LEN bytes,
-        // checked by the caller) fit in the page.
-        unsafe {
-            (page as *mut ProgramInfo).write(info);
-            core::ptr::copy_nonoverlapping(
-                args.as_ptr(),
-                (page + ARGS_OFFSET) as *mut u8,
-                args.len(),
-            );
-        }
+        // The argument block is at most MAX_ARGS_LEN bytes (checked by
+        // the caller): both fit in the page.
+        pages::write_frame(pa, 0, info.as_bytes());
+        pages::write_frame(pa, ARGS_OFFSET, args);
         mem.install(slot, 0, pa, false)?;
         // Every program starts by pushing on its stack: give it the top
         // page now rather than through a fault.
@@ -262,7 +256,7 @@ impl Memory {
     /// map it.
     fn install(&self, slot: usize, k: u64, pa: u64, writable: bool) -> Result<(), SyscallError> {
         let s = self.slots[slot].get().expect("region slot set");
-        let Backing::Private(obj) = s.backing else {
+        let Backing::Private(obj, _) = s.backing else {
             unreachable!("install is for the process's own regions");
         };
         fcm::call(obj, |f| f.install(k, pa));
@@ -401,7 +395,9 @@ impl Memory {
             ok
         };
         let r = match &slot.backing {
-            Backing::Private(obj) => fcm::call(*obj, |f| f.resolve(k, access, &charge, &mut map)),
+            Backing::Private(obj, source) => {
+                fcm::call(*obj, |f| f.resolve(k, access, source, &charge, &mut map))
+            }
             Backing::File(file) => file.fault(k, &mut |pa| map(k, pa, access.writable)),
         };
         if let Some(va) = mapped {
@@ -461,13 +457,16 @@ impl Memory {
             let s = self.slots[slot].get().expect("region slot set");
             let writable = s.region.prot & PROT_WRITE != 0;
             let backing = match &s.backing {
-                Backing::Private(obj) => Backing::Private(fcm::fork_object(*obj, &mut |k| {
-                    if writable {
-                        self.space
-                            .lock()
-                            .write_protect(s.region.start + k * PAGE_SIZE);
-                    }
-                })?),
+                Backing::Private(obj, source) => Backing::Private(
+                    fcm::fork_object(*obj, &mut |k| {
+                        if writable {
+                            self.space
+                                .lock()
+                                .write_protect(s.region.start + k * PAGE_SIZE);
+                        }
+                    })?,
+                    source.clone(),
+                ),
                 // A file mapping is shared: the child maps the same file.
                 Backing::File(f) => Backing::File(f.clone()),
             };
@@ -491,6 +490,10 @@ impl Memory {
 
 impl Drop for Memory {
     fn drop(&mut self) {
+        // Its page tables are about to go: never leave them loaded.
+        if arch::current_page_table() == self.root {
+            paging::activate_kernel();
+        }
         // Frames go back now; the emptied objects wait in their pools.
         let n = *self.nregions.lock();
         let cpu = cobj::cpu();
@@ -508,4 +511,12 @@ impl Drop for Memory {
 /// Free page frames in the machine.
 pub fn free_frames() -> u64 {
     crate::mm::frame::free_frames() + pages::free_pages() as u64
+}
+
+impl crate::mm::user::UserSpace for Memory {
+    #[inline(always)]
+    fn user_frame(&self, va: u64, write: bool) -> Result<u64, SyscallError> {
+        // `mm::user` checked that `va` lies in user space.
+        self.mapped(va, write)
+    }
 }

@@ -1,5 +1,5 @@
 //! Processes: user programs from the image, each in its own address
-//! space ([`mm::Memory`]), with threads scheduled on every CPU
+//! space ([`memory::Memory`]), with threads scheduled on every CPU
 //! ([`sched`]), a parent that waits for them, and faults that end the
 //! process, never the kernel.
 //!
@@ -17,10 +17,11 @@
 //! (`init=` on the command line) is started by [`run_init`]; when it ends,
 //! every remaining process is killed, and once all are gone the CPUs
 //! leave the scheduler and the kernel gets init's status.
+#![deny(unsafe_code)]
 
 pub mod fcm;
 pub mod files;
-pub mod mm;
+pub mod memory;
 pub mod ppc;
 pub mod sched;
 
@@ -28,18 +29,17 @@ use alloc::collections::BTreeMap;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use k42_abi::syscall::{
-    MAX_ARGS_LEN, MAX_NAME_LEN, ProgramInfo, SPAWN_PIN, SPAWN_REPLICATED, Syscall, SyscallError,
-    USER_BASE, USER_TOP, status,
+    MAX_ARGS_LEN, ProgramInfo, SPAWN_PIN, SPAWN_REPLICATED, SyscallError, USER_BASE, USER_TOP,
+    status,
 };
 
-use crate::arch::x86_64::interrupts::TrapFrame;
+use crate::arch::TrapFrame;
 use crate::sync::SpinLock;
 use crate::{arch, percpu, smp};
-use mm::Memory;
+use memory::Memory;
 use sched::Thread;
 
 /// The largest `proc.max`.
@@ -54,9 +54,6 @@ pub struct Process {
     pub name: SpinLock<String>,
     /// Parent's pid; 0 when the parent has ended.
     parent: AtomicU32,
-    /// Its memory; replaced by exec (single-threaded only), dropped when
-    /// the last thread ends.
-    memory: UnsafeCell<Option<Arc<Memory>>>,
     state: SpinLock<State>,
     /// The status word the process ends with once killed (or exiting
     /// while other threads run); RUNNING otherwise.
@@ -66,13 +63,6 @@ pub struct Process {
     /// Its file handles.
     files: SpinLock<files::Handles>,
 }
-
-// SAFETY: `memory` is replaced only by exec, which requires the process
-// to have one thread (the caller), and cleared only when its last thread
-// has ended; every other access is a read by one of its threads.
-unsafe impl Sync for Process {}
-// SAFETY: as above.
-unsafe impl Send for Process {}
 
 struct State {
     threads: u32,
@@ -86,17 +76,21 @@ struct State {
 }
 
 impl Process {
-    /// Its memory (while it has threads).
-    pub fn memory(&self) -> &Memory {
-        // SAFETY: see the Sync impl; called only by the process's own
-        // threads (or while scheduling one of them in), so it is set.
-        unsafe { (*self.memory.get()).as_deref() }.expect("a live process has memory")
-    }
-
     /// Whether it has been killed (its threads end at their next kernel
     /// entry or when next scheduled).
     pub fn killed(&self) -> bool {
         self.kill_status.load(Ordering::Acquire) != RUNNING
+    }
+
+    /// End the process with exit status `code` (its threads end at their
+    /// next kernel entry or when next scheduled).
+    pub fn exit_with(&self, code: u64) {
+        self.kill_with(code.min(status::EXITED_MAX));
+    }
+
+    /// Threads it has now.
+    pub fn thread_count(&self) -> u32 {
+        self.state.lock().threads
     }
 
     fn kill_with(&self, word: u64) {
@@ -163,21 +157,20 @@ fn reaped(pid: u32) {
     t.live -= 1;
 }
 
-/// Make process `pid` (reserved) with memory `mem`, its first thread at
-/// `entry`; returns the thread, not yet queued.
+/// Make process `pid` (reserved) with memory `mem`; returns its first
+/// thread (made by `first`), not yet queued.
 fn make_process(
     pid: u32,
     parent: u32,
     name: &str,
     mem: Memory,
     handles: files::Handles,
-    first: impl FnOnce(Arc<Process>) -> Arc<Thread>,
+    first: impl FnOnce(Arc<Process>, Arc<Memory>) -> Arc<Thread>,
 ) -> Arc<Thread> {
     let p = Arc::new(Process {
         pid,
         name: SpinLock::new(String::from(name)),
         parent: AtomicU32::new(parent),
-        memory: UnsafeCell::new(Some(Arc::new(mem))),
         state: SpinLock::new(State {
             threads: 1,
             next_tid: 2,
@@ -194,7 +187,7 @@ fn make_process(
     if let Some(pp) = lookup(parent) {
         pp.state.lock().children.push(pid);
     }
-    first(p)
+    first(p, Arc::new(mem))
 }
 
 /// The program info for a new process.
@@ -208,7 +201,7 @@ fn info() -> ProgramInfo {
 
 /// Start program `name` with argument block `args` as a child of
 /// `parent`; returns the new pid.
-fn spawn(parent: u32, name: &str, args: &[u8], flags: u64) -> Result<u32, SyscallError> {
+pub fn spawn(parent: u32, name: &str, args: &[u8], flags: u64) -> Result<u32, SyscallError> {
     let file = crate::user::module(name).ok_or(SyscallError::NoSuchProgram)?;
     let pin = (flags & SPAWN_PIN != 0).then_some(flags >> 32);
     if flags & 0xffff_ffff & !(SPAWN_REPLICATED | SPAWN_PIN) != 0
@@ -232,8 +225,8 @@ fn spawn(parent: u32, name: &str, args: &[u8], flags: u64) -> Result<u32, Syscal
             return Err(e);
         }
     };
-    let t = make_process(pid, parent, name, mem, files::Handles::default(), |p| {
-        Thread::new(1, p, entry, USER_TOP, [k42_abi::syscall::USER_INFO, 0])
+    let t = make_process(pid, parent, name, mem, files::Handles::default(), |p, m| {
+        Thread::new(1, p, m, entry, USER_TOP, [k42_abi::syscall::USER_INFO, 0])
     });
     t.set_pin(pin.map(|c| c as u32));
     crate::trace::log(k42_abi::trace::ev::sched::spawn(pid as u64, parent as u64));
@@ -269,14 +262,8 @@ fn process_ended(p: &Arc<Process>) {
         RUNNING => status::KILLED,
         w => w,
     };
-    // SAFETY: no thread of `p` is left, so nothing else touches its
-    // memory; this CPU runs in the kernel's address space (the caller
-    // switched away from it).
-    let mem = unsafe { (*p.memory.get()).take() };
-    if arch::current_page_table() != crate::mm::paging::kernel_root() {
-        crate::mm::paging::activate_kernel();
-    }
-    drop(mem);
+    // Its memory went with its last thread (a server's, with its
+    // workers, below).
     ppc::process_ended(p);
     let (children, zombies) = {
         let mut s = p.state.lock();
@@ -354,7 +341,7 @@ fn kill_all() {
 /// a page fault, where it means something).
 fn report_fault(p: &Process, vector: u8, rip: u64, address: u64, error: u64) {
     let name = p.name.lock().clone();
-    let what = arch::x86_64::interrupts::exception_name(vector);
+    let what = arch::exception_name(vector);
     if vector == 14 {
         crate::println!(
             "k42: process {} ({name}) killed by {what} at rip {rip:#x}, address {address:#x}, error {error:#x}",
@@ -380,7 +367,7 @@ pub fn on_user_exception(frame: &mut TrapFrame, address: u64) -> bool {
     if vector == PAGE_FAULT {
         let write = frame.error_code & 2 != 0;
         let exec = frame.error_code & 16 != 0;
-        match t.process.memory().fault(address, write, exec) {
+        match t.memory().fault(address, write, exec) {
             Ok(()) => {
                 crate::trace::log(k42_abi::trace::ev::sched::fault(
                     t.process.pid as u64,
@@ -388,7 +375,7 @@ pub fn on_user_exception(frame: &mut TrapFrame, address: u64) -> bool {
                 ));
                 return true;
             }
-            Err(mm::FaultError::OutOfMemory) => {
+            Err(memory::FaultError::OutOfMemory) => {
                 crate::println!(
                     "k42: process {} ({}) killed: out of memory at address {:#x}",
                     t.process.pid,
@@ -396,20 +383,24 @@ pub fn on_user_exception(frame: &mut TrapFrame, address: u64) -> bool {
                     address
                 );
                 t.process.kill_with(status::OUT_OF_MEMORY);
+                // The last reference but the CPU's goes before the thread
+                // ends, so that its memory is freed before the parent hears.
+                drop(t);
                 end_current(frame);
                 return true;
             }
-            Err(mm::FaultError::Segv) => {}
+            Err(memory::FaultError::Segv) => {}
         }
     }
     report_fault(&t.process, vector, frame.rip, address, frame.error_code);
     t.process.kill_with(status::FAULT | vector as u64);
+    drop(t);
     end_current(frame);
     true
 }
 
 /// End the current thread and run the next one.
-fn end_current(frame: &mut TrapFrame) {
+pub fn end_current(frame: &mut TrapFrame) {
     let t = sched::drop_current().expect("a current thread");
     let others = t.process.state.lock().threads > 1;
     if others {
@@ -420,143 +411,14 @@ fn end_current(frame: &mut TrapFrame) {
     sched::switch_to_next(frame);
 }
 
-/// Copy a user string or block in: `[ptr, ptr + len)` of the current
-/// process, at most `max` bytes.
-fn copy_in(mem: &Memory, ptr: u64, len: u64, max: u64) -> Result<Vec<u8>, SyscallError> {
-    if len > max {
-        return Err(SyscallError::InvalidArgument);
-    }
-    if len == 0 {
-        return Ok(Vec::new());
-    }
-    mem.user_range(ptr, len, false)?;
-    // SAFETY: user_range mapped every page of the range for reading in
-    // the current (this process's) address space; it stays mapped while
-    // this thread is in the kernel.
-    Ok(unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) }.to_vec())
-}
-
-/// A system call from a process thread on this CPU; `None` if no process
-/// thread runs here. Writes the result into `frame.rax` itself, unless
-/// the call switched to another thread.
-pub fn system_call(frame: &mut TrapFrame) -> Option<()> {
-    // The calls every user program has go to `user::system_call` without
-    // a detour (the null call is the benchmark of this path).
-    let call = Syscall::from_raw(frame.rax)?;
-    let own = matches!(
-        call,
-        Syscall::Exit
-            | Syscall::ThreadExit
-            | Syscall::GetPid
-            | Syscall::Spawn
-            | Syscall::Fork
-            | Syscall::Exec
-            | Syscall::Wait
-            | Syscall::Kill
-            | Syscall::ThreadCreate
-            | Syscall::MapAnon
-            | Syscall::FreeFrames
-            | Syscall::Pin
-            | Syscall::Yield
-            | Syscall::PpcServe
-            | Syscall::PpcCall
-            | Syscall::PpcReturn
-            | Syscall::PpcLookup
-    ) || files::serves(call);
-    if !own {
-        return None;
-    }
-    let t = sched::current()?.clone();
-    let p = &t.process;
-    let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
-    let ret: Result<i64, SyscallError> = match call {
-        Syscall::Exit => {
-            p.kill_with(args[0].min(status::EXITED_MAX));
-            drop(t);
-            end_current(frame);
-            return Some(());
-        }
-        Syscall::ThreadExit => {
-            {
-                let s = p.state.lock();
-                if s.threads == 1 {
-                    p.kill_with(args[0].min(status::EXITED_MAX));
-                }
-            }
-            drop(t);
-            end_current(frame);
-            return Some(());
-        }
-        Syscall::GetPid => Ok(p.pid as i64),
-        Syscall::Spawn => (|| {
-            let mem = p.memory();
-            let name = copy_in(mem, args[0], args[1], MAX_NAME_LEN)?;
-            let name = core::str::from_utf8(&name).map_err(|_| SyscallError::InvalidArgument)?;
-            let block = copy_in(mem, args[2], args[3], MAX_ARGS_LEN)?;
-            spawn(p.pid, name, &block, args[4]).map(|pid| pid as i64)
-        })(),
-        Syscall::Fork => fork(&t, frame),
-        Syscall::Exec => match exec(&t, args, frame) {
-            Ok(()) => return Some(()),
-            Err(e) => Err(e),
-        },
-        Syscall::Wait => match wait(&t, args[0], frame) {
-            Ok(Some(word)) => Ok(word as i64),
-            Ok(None) => return Some(()),
-            Err(e) => Err(e),
-        },
-        Syscall::Kill => kill(p, args[0]).map(|()| 0),
-        Syscall::ThreadCreate => thread_create(p, args),
-        Syscall::MapAnon => p.memory().map_anon(args[0]).map(|a| a as i64),
-        Syscall::FreeFrames => Ok(mm::free_frames() as i64),
-        Syscall::PpcServe => match ppc::serve(&t, args, frame) {
-            Ok(()) => return Some(()),
-            Err(e) => Err(e),
-        },
-        Syscall::PpcCall => match ppc::call(&t, args, frame) {
-            Ok(()) => return Some(()),
-            Err(e) => Err(e),
-        },
-        Syscall::PpcReturn => match ppc::ret(&t, args, frame) {
-            Ok(()) => return Some(()),
-            Err(e) => Err(e),
-        },
-        Syscall::PpcLookup => ppc::lookup(args[0]).map(|h| h as i64),
-        nr if files::serves(nr) => files::system_call(p, nr, args),
-        Syscall::Pin => match args[0] {
-            u64::MAX => {
-                t.set_pin(None);
-                Ok(0)
-            }
-            c if c < smp::ncpus() as u64 => {
-                frame.rax = 0;
-                sched::pin_current(frame, Some(c as u32));
-                return Some(());
-            }
-            _ => Err(SyscallError::InvalidArgument),
-        },
-        Syscall::Yield => {
-            frame.rax = 0;
-            if sched::yield_current(frame) {
-                // The yielding thread gets 0 when it next runs.
-                return Some(());
-            }
-            arch::backoff(args[0].min(u32::MAX as u64) as u32);
-            Ok(0)
-        }
-        _ => return None,
-    };
-    frame.rax = ret.unwrap_or_else(|e| e as i64) as u64;
-    Some(())
-}
-
-fn fork(t: &Arc<Thread>, frame: &TrapFrame) -> Result<i64, SyscallError> {
+/// Fork thread `t`'s (single-threaded) process; the child's pid.
+pub fn fork(t: &Arc<Thread>, frame: &TrapFrame) -> Result<u32, SyscallError> {
     let p = &t.process;
     if p.state.lock().threads > 1 {
         return Err(SyscallError::MultiThreaded);
     }
     let pid = reserve_pid()?;
-    let mem = match p.memory().fork() {
+    let mem = match t.memory().fork() {
         Ok(m) => m,
         Err(e) => {
             unreserve();
@@ -565,48 +427,62 @@ fn fork(t: &Arc<Thread>, frame: &TrapFrame) -> Result<i64, SyscallError> {
     };
     let name = p.name.lock().clone();
     let handles = p.files.lock().clone();
-    let child = make_process(pid, p.pid, &name, mem, handles, |cp| {
-        let c = Thread::from_frame(1, cp, frame);
+    let child = make_process(pid, p.pid, &name, mem, handles, |cp, m| {
+        let c = Thread::from_frame(1, cp, m, frame);
         c.set_result(0);
         c
     });
     crate::trace::log(k42_abi::trace::ev::sched::spawn(pid as u64, p.pid as u64));
     sched::enqueue(child);
-    Ok(pid as i64)
+    Ok(pid)
 }
 
-fn exec(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(), SyscallError> {
+/// Replace thread `t`'s (single-threaded) process's program with `name`
+/// and argument block `block`; on success `frame` starts the new one.
+pub fn exec(
+    t: &Arc<Thread>,
+    name: &str,
+    block: &[u8],
+    frame: &mut TrapFrame,
+) -> Result<(), SyscallError> {
     let p = &t.process;
     if p.state.lock().threads > 1 {
         return Err(SyscallError::MultiThreaded);
     }
-    let old = p.memory();
-    let name = copy_in(old, args[0], args[1], MAX_NAME_LEN)?;
-    let name = core::str::from_utf8(&name).map_err(|_| SyscallError::InvalidArgument)?;
-    let block = copy_in(old, args[2], args[3], MAX_ARGS_LEN)?;
     let file = crate::user::module(name).ok_or(SyscallError::NoSuchProgram)?;
     let (mem, entry) = Memory::load(
         file,
-        &block,
+        block,
         info(),
-        old.replicated(),
+        t.memory().replicated(),
         crate::boot::options().proc_mem,
     )?;
+    // The caller gives way to a new thread with the same id in the new
+    // memory (the thread count stays); the old memory goes with the last
+    // reference to the old thread.
     crate::mm::paging::activate_kernel();
-    // SAFETY: the process has one thread, the caller, which is in the
-    // kernel: nothing else uses its memory while it is replaced.
-    let old = unsafe { (*p.memory.get()).replace(Arc::new(mem)) };
-    drop(old);
     *p.name.lock() = String::from(name);
-    p.memory().activate();
-    *frame = sched::user_frame(entry, USER_TOP, [k42_abi::syscall::USER_INFO, 0]);
-    crate::arch::x86_64::usermode::FpuState::initial().restore();
+    let new = Thread::new(
+        t.tid,
+        p.clone(),
+        Arc::new(mem),
+        entry,
+        USER_TOP,
+        [k42_abi::syscall::USER_INFO, 0],
+    );
+    new.set_pin(t.pinned());
+    drop(sched::drop_current());
+    sched::hand_off(frame, new);
     Ok(())
 }
 
 /// Wait for a child; `Ok(None)` when the thread blocked (and this CPU
 /// switched to another thread).
-fn wait(t: &Arc<Thread>, which: u64, frame: &mut TrapFrame) -> Result<Option<u64>, SyscallError> {
+pub fn wait(
+    t: &Arc<Thread>,
+    which: u64,
+    frame: &mut TrapFrame,
+) -> Result<Option<u64>, SyscallError> {
     let p = &t.process;
     let want = if which == u64::MAX { 0 } else { which as u32 };
     if which != u64::MAX && (which == 0 || which > u32::MAX as u64) {
@@ -636,7 +512,8 @@ fn wait(t: &Arc<Thread>, which: u64, frame: &mut TrapFrame) -> Result<Option<u64
     Ok(None)
 }
 
-fn kill(p: &Arc<Process>, pid: u64) -> Result<(), SyscallError> {
+/// Kill process `pid`: the caller's child, or itself.
+pub fn kill(p: &Arc<Process>, pid: u64) -> Result<(), SyscallError> {
     let pid = u32::try_from(pid).map_err(|_| SyscallError::NoSuchProcess)?;
     let target = lookup(pid).ok_or(SyscallError::NoSuchProcess)?;
     if pid != p.pid && target.parent.load(Ordering::Acquire) != p.pid {
@@ -651,12 +528,20 @@ fn kill(p: &Arc<Process>, pid: u64) -> Result<(), SyscallError> {
     Ok(())
 }
 
-fn thread_create(p: &Arc<Process>, args: [u64; 5]) -> Result<i64, SyscallError> {
-    let (entry, stack) = (args[0], args[1]);
+/// A new thread of `p` in `memory` (its memory) at `entry` with stack `stack` and argument `arg`,
+/// kept on CPU `pin - 1` unless `pin` is 0; its thread id.
+pub fn thread_create(
+    p: &Arc<Process>,
+    memory: Arc<Memory>,
+    entry: u64,
+    stack: u64,
+    arg: u64,
+    pin: u64,
+) -> Result<u32, SyscallError> {
     if !(USER_BASE..USER_TOP).contains(&entry) || !(USER_BASE..=USER_TOP).contains(&stack) {
         return Err(SyscallError::BadAddress);
     }
-    let pin = args[3].checked_sub(1);
+    let pin = pin.checked_sub(1);
     if pin.is_some_and(|c| c >= smp::ncpus() as u64) {
         return Err(SyscallError::InvalidArgument);
     }
@@ -669,10 +554,10 @@ fn thread_create(p: &Arc<Process>, args: [u64; 5]) -> Result<i64, SyscallError> 
         s.next_tid += 1;
         s.next_tid - 1
     };
-    let t = Thread::new(tid, p.clone(), entry, stack, [args[2], 0]);
+    let t = Thread::new(tid, p.clone(), memory, entry, stack, [arg, 0]);
     t.set_pin(pin.map(|c| c as u32));
     sched::enqueue(t);
-    Ok(tid as i64)
+    Ok(tid)
 }
 
 /// Run `program` as process 1 with argument block `args` on every CPU
@@ -698,11 +583,9 @@ pub fn describe_status(word: u64) -> String {
     let mut s = String::new();
     let _ = match word {
         0..=status::EXITED_MAX => write!(s, "exited with status {word}"),
-        w if w & !0xff == status::FAULT => write!(
-            s,
-            "killed by {}",
-            arch::x86_64::interrupts::exception_name((w & 0xff) as u8)
-        ),
+        w if w & !0xff == status::FAULT => {
+            write!(s, "killed by {}", arch::exception_name((w & 0xff) as u8))
+        }
         status::KILLED => write!(s, "killed"),
         status::OUT_OF_MEMORY => write!(s, "killed: out of memory"),
         w => write!(s, "ended with status word {w:#x}"),

@@ -23,22 +23,26 @@ use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::mem::MaybeUninit;
-use core::ptr;
-use core::sync::atomic::{AtomicBool, AtomicPtr, Ordering};
+use core::sync::atomic::{AtomicBool, Ordering};
 
 use k42_abi::syscall::ppc::{MAX_MESSAGE, SERVE_NAME_SERVER, handle};
 use k42_abi::syscall::{SyscallError, USER_BASE, USER_TOP};
 use k42_abi::trace::ev;
 
 use super::Process;
+use super::memory::Memory;
 use super::sched::{self, Thread};
-use crate::arch::x86_64::interrupts::TrapFrame;
-use crate::sync::SpinLock;
+use crate::arch::TrapFrame;
+use crate::mm::user;
+use crate::sync::{ArcSlot, SpinLock};
 use crate::{percpu, smp, trace};
 
 /// A registered server.
 pub struct Server {
     process: Arc<Process>,
+    /// The server process's memory (its workers run in it; a server is
+    /// never exec'd: it has its parked thread besides the caller).
+    memory: Arc<Memory>,
     entry: u64,
     stacks: u64,
     stack_size: u64,
@@ -51,39 +55,9 @@ pub struct Server {
     workers: Box<[WorkerSlot]>,
 }
 
-/// One CPU's idle worker: an `Option<Arc<Thread>>` held as a raw
-/// pointer, moved in and out by one atomic swap each (a lock and unlock
-/// cost ~50 µs with the kernel emulated; only the CPU that owns the
-/// server's `busy` flag for this slot touches it, but the swap keeps it
-/// sound regardless).
-struct WorkerSlot(AtomicPtr<Thread>);
-
-impl WorkerSlot {
-    fn new() -> Self {
-        Self(AtomicPtr::new(ptr::null_mut()))
-    }
-
-    fn take(&self) -> Option<Arc<Thread>> {
-        let p = self.0.swap(ptr::null_mut(), Ordering::AcqRel);
-        // SAFETY: a non-null pointer here came from `Arc::into_raw` in
-        // `put`, and the swap took it out: this is its only owner.
-        (!p.is_null()).then(|| unsafe { Arc::from_raw(p) })
-    }
-
-    fn put(&self, t: Arc<Thread>) {
-        let old = self.0.swap(Arc::into_raw(t).cast_mut(), Ordering::AcqRel);
-        if !old.is_null() {
-            // SAFETY: as in `take`: the swap made this the only owner.
-            drop(unsafe { Arc::from_raw(old) });
-        }
-    }
-}
-
-impl Drop for WorkerSlot {
-    fn drop(&mut self) {
-        drop(self.take());
-    }
-}
+/// One CPU's idle worker, moved in and out by one atomic swap each (a
+/// lock and unlock cost ~50 µs with the kernel emulated).
+type WorkerSlot = ArcSlot<Thread>;
 
 impl Server {
     fn stack_top(&self, cpu: u32) -> u64 {
@@ -131,9 +105,10 @@ pub fn serve(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(
     let p = &t.process;
     // The message buffers are written by the kernel during calls: fault
     // them in now, and refuse memory that is not the server's.
-    p.memory().user_range(msgs, n * MAX_MESSAGE, true)?;
+    t.memory().user_range(msgs, n * MAX_MESSAGE, true)?;
     let server = Arc::new(Server {
         process: p.clone(),
+        memory: t.memory_arc(),
         entry,
         stacks,
         stack_size,
@@ -220,19 +195,12 @@ pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<()
     if server.process.killed() {
         return Err(SyscallError::ServerDied);
     }
-    // Not zeroed: only its first `len` bytes are written and read.
-    let mut msg = MaybeUninit::<[u8; MAX_MESSAGE as usize]>::uninit();
-    if cap > 0 {
-        // Writable: the reply comes back here.
-        t.process.memory().user_range(buf, cap, true)?;
-    }
-    if len > 0 {
-        // SAFETY: the range is the caller's memory, mapped (above) in its
-        // address space, which is loaded; `msg` has room for `len` ≤
-        // MAX_MESSAGE bytes.
-        unsafe {
-            core::ptr::copy_nonoverlapping(buf as *const u8, msg.as_mut_ptr().cast(), len as usize)
-        };
+    let mut room = MaybeUninit::<[u8; MAX_MESSAGE as usize]>::uninit();
+    let mem = t.memory();
+    // Resolved writable: the reply comes back here.
+    let msg = user::read_uninit(mem, buf, len, true, &mut room)?;
+    if cap > len {
+        mem.user_range(buf + len, cap - len, true)?;
     }
     let cpu = percpu::cpu_id();
     if server.busy[cpu as usize].swap(true, Ordering::Acquire) {
@@ -264,60 +232,61 @@ pub fn call(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<()
         f.rcx = at;
         f.r8 = len;
     };
-    let worker = cached.unwrap_or_else(|| Thread::new(tid, server.process.clone(), 0, 0, [0, 0]));
-    worker.set_regs(regs);
+    let worker = cached.unwrap_or_else(|| {
+        Thread::new(
+            tid,
+            server.process.clone(),
+            server.memory.clone(),
+            0,
+            0,
+            [0, 0],
+        )
+    });
     worker.set_pin(Some(cpu));
     trace::log(ev::sched::ppc_call(server.process.pid as u64, method));
     frame.rdx = 0;
     let caller = sched::take_current(frame);
-    *worker.ppc() = Some(Pending {
-        caller,
-        server: server.clone(),
-        cpu,
-        buf,
-        cap,
-    });
+    worker.start_call(
+        regs,
+        Pending {
+            caller,
+            server: server.clone(),
+            cpu,
+            buf,
+            cap,
+        },
+    );
     sched::hand_off(frame, worker);
-    // Now in the server's address space: the message into its buffer
-    // for this CPU (faulted in by `serve`).
-    if len > 0 && server.process.memory().user_range(at, len, true).is_ok() {
-        // SAFETY: the server's buffer for this CPU, mapped writable in its
-        // address space, which `hand_off` loaded; `msg`'s first `len`
-        // bytes were written above.
-        unsafe {
-            core::ptr::copy_nonoverlapping(msg.as_ptr().cast::<u8>(), at as *mut u8, len as usize)
-        };
+    // The message into the server's buffer for this CPU (faulted in by
+    // `serve`).
+    if len > 0 {
+        let _ = user::copy_out(&*server.memory, at, msg);
     }
     Ok(())
 }
 
 /// The end of the call worker `t` serves; `Ok` when the CPU is back with
 /// the caller (or moved on, if the caller was killed meanwhile).
-pub fn ret(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(), SyscallError> {
-    let (result, rlen) = (args[0], args[1]);
-    let pending = t.ppc().take().ok_or(SyscallError::InvalidArgument)?;
+pub fn ret(
+    t: &Arc<Thread>,
+    result: u64,
+    rlen: u64,
+    frame: &mut TrapFrame,
+) -> Result<(), SyscallError> {
+    let pending = t.take_ppc().ok_or(SyscallError::InvalidArgument)?;
     if rlen > pending.cap {
-        *t.ppc() = Some(pending);
+        t.set_ppc(Some(pending));
         return Err(SyscallError::TooLong);
     }
-    // Not zeroed: only its first `rlen` bytes are written and read.
-    let mut reply = MaybeUninit::<[u8; MAX_MESSAGE as usize]>::uninit();
+    let mut room = MaybeUninit::<[u8; MAX_MESSAGE as usize]>::uninit();
     let at = pending.server.message(pending.cpu);
-    if rlen > 0 {
-        if let Err(e) = t.process.memory().user_range(at, rlen, false) {
-            *t.ppc() = Some(pending);
+    let reply = match user::read_uninit(t.memory(), at, rlen, false, &mut room) {
+        Ok(r) => r,
+        Err(e) => {
+            t.set_ppc(Some(pending));
             return Err(e);
         }
-        // SAFETY: the server's buffer, mapped in its address space
-        // (loaded); `rlen` ≤ cap ≤ MAX_MESSAGE fits `reply`.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                at as *const u8,
-                reply.as_mut_ptr().cast(),
-                rlen as usize,
-            )
-        };
-    }
+    };
     trace::log(ev::sched::ppc_return(
         pending.server.process.pid as u64,
         result as i64,
@@ -336,21 +305,9 @@ pub fn ret(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(),
         sched::switch_to_next(frame);
         return Ok(());
     }
-    let (buf, process) = (pending.buf, caller.process.clone());
+    let (buf, memory) = (pending.buf, caller.memory_arc());
     sched::hand_off(frame, caller);
-    let copied = rlen == 0 || process.memory().user_range(buf, rlen, true).is_ok();
-    if rlen > 0 && copied {
-        // SAFETY: the caller's buffer, mapped writable (just checked) in
-        // its address space, which `hand_off` loaded again; `reply`'s
-        // first `rlen` bytes were written above.
-        unsafe {
-            core::ptr::copy_nonoverlapping(
-                reply.as_ptr().cast::<u8>(),
-                buf as *mut u8,
-                rlen as usize,
-            )
-        };
-    }
+    let copied = user::copy_out(&*memory, buf, reply).is_ok();
     frame.rax = result;
     frame.rdx = if copied { rlen } else { 0 };
     Ok(())
@@ -359,7 +316,7 @@ pub fn ret(t: &Arc<Thread>, args: [u64; 5], frame: &mut TrapFrame) -> Result<(),
 /// Worker `t` ended without returning (its server faulted, exited or was
 /// killed): fail the call it served.
 pub fn worker_ended(t: &Thread) {
-    let Some(p) = t.ppc().take() else {
+    let Some(p) = t.take_ppc() else {
         return;
     };
     p.server.busy[p.cpu as usize].store(false, Ordering::Release);

@@ -27,16 +27,15 @@
 
 use alloc::collections::VecDeque;
 use alloc::sync::Arc;
-use core::cell::UnsafeCell;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
 use k42_abi::MAX_VCPUS;
 
 use super::Process;
-use crate::arch::x86_64::interrupts::TrapFrame;
-use crate::arch::x86_64::usermode::{self, FpuState};
-use crate::arch::{self, VECTOR_WAKEUP};
-use crate::sync::SpinLock;
+use super::memory::Memory;
+use crate::arch::{self, FpuState, TrapFrame, VECTOR_WAKEUP};
+use crate::percpu::{CpuLocal, NoPreempt};
+use crate::sync::{ExclusiveCell, SpinLock};
 use crate::{percpu, smp};
 
 /// A time slice: how long a thread runs before a waiting one gets its
@@ -47,9 +46,14 @@ const SLICE_NS: u64 = 10_000_000;
 pub struct Thread {
     pub tid: u32,
     pub process: Arc<Process>,
+    /// Its process's memory (the process's memory goes with its last
+    /// thread; exec gives the process a new thread in new memory).
+    memory: Arc<Memory>,
     /// The CPU it must run on (+1), or 0: any.
     pin: AtomicU32,
-    saved: UnsafeCell<Saved>,
+    /// Its registers while it is not running, touched only by the CPU
+    /// that owns the thread at the time (see the module docs).
+    saved: ExclusiveCell<Saved>,
 }
 
 #[repr(C, align(16))]
@@ -60,23 +64,24 @@ struct Saved {
     ppc: Option<super::ppc::Pending>,
 }
 
-// SAFETY: `saved` is touched only by the one CPU that owns the thread at
-// the time (see the module docs); ownership passes through locks or
-// atomics with release/acquire ordering.
-unsafe impl Sync for Thread {}
-// SAFETY: as above.
-unsafe impl Send for Thread {}
-
 impl Thread {
     /// A new thread of `process` that starts at `rip` with stack `rsp` and
     /// `rdi`..`rsi` = `args`.
-    pub fn new(tid: u32, process: Arc<Process>, rip: u64, rsp: u64, args: [u64; 2]) -> Arc<Self> {
+    pub fn new(
+        tid: u32,
+        process: Arc<Process>,
+        memory: Arc<Memory>,
+        rip: u64,
+        rsp: u64,
+        args: [u64; 2],
+    ) -> Arc<Self> {
         let frame = user_frame(rip, rsp, args);
         Arc::new(Self {
             tid,
             process,
+            memory,
             pin: AtomicU32::new(0),
-            saved: UnsafeCell::new(Saved {
+            saved: ExclusiveCell::new(Saved {
                 fpu: FpuState::initial(),
                 frame,
                 ppc: None,
@@ -86,20 +91,29 @@ impl Thread {
 
     /// A copy of `frame` as a new thread's state (fork's child), with
     /// this CPU's FPU state.
-    pub fn from_frame(tid: u32, process: Arc<Process>, frame: &TrapFrame) -> Arc<Self> {
-        let t = Self::new(tid, process, 0, 0, [0, 0]);
-        // SAFETY: the thread was just made and is not published yet.
-        let s = unsafe { &mut *t.saved.get() };
-        s.frame = clone_frame(frame);
-        s.fpu.save();
+    pub fn from_frame(
+        tid: u32,
+        process: Arc<Process>,
+        memory: Arc<Memory>,
+        frame: &TrapFrame,
+    ) -> Arc<Self> {
+        let t = Self::new(tid, process, memory, 0, 0, [0, 0]);
+        {
+            let mut s = t.saved.borrow();
+            s.frame = *frame;
+            s.fpu.save();
+        }
         t
     }
 
-    /// The saved registers. Only the thread's owner may call this.
-    #[allow(clippy::mut_from_ref)]
-    fn saved(&self) -> &mut Saved {
-        // SAFETY: see the Sync impl: the caller owns the thread.
-        unsafe { &mut *self.saved.get() }
+    /// Its process's memory.
+    pub fn memory(&self) -> &Memory {
+        &self.memory
+    }
+
+    /// Its memory, shared (for a new thread of the same process).
+    pub fn memory_arc(&self) -> Arc<Memory> {
+        self.memory.clone()
     }
 
     /// Keep the thread on `cpu` (or anywhere with `None`).
@@ -107,28 +121,35 @@ impl Thread {
         self.pin.store(cpu.map_or(0, |c| c + 1), Ordering::Relaxed);
     }
 
-    fn pinned(&self) -> Option<u32> {
+    /// The CPU it is kept on, if any.
+    pub fn pinned(&self) -> Option<u32> {
         self.pin.load(Ordering::Relaxed).checked_sub(1)
     }
 
-    /// Change the saved registers of a thread not yet published (a PPC
-    /// worker's arguments).
-    pub fn set_regs(&self, f: impl FnOnce(&mut TrapFrame)) {
-        f(&mut self.saved().frame);
+    /// Make this idle PPC worker (its owner calls this) serve `pending`
+    /// from the registers `regs` sets (one access to the saved state).
+    pub fn start_call(&self, regs: impl FnOnce(&mut TrapFrame), pending: super::ppc::Pending) {
+        let mut s = self.saved.borrow();
+        regs(&mut s.frame);
+        s.ppc = Some(pending);
     }
 
-    /// The PPC call this thread serves, if it is a server's worker. Only
-    /// the thread's owner may call this (a lock here cost ~50 µs a call
-    /// with the kernel emulated).
-    #[allow(clippy::mut_from_ref)]
-    pub fn ppc(&self) -> &mut Option<super::ppc::Pending> {
-        &mut self.saved().ppc
+    /// Take the PPC call this thread serves, if it is a server's worker.
+    /// Only the thread's owner calls this (a lock here cost ~50 µs a call
+    /// with the kernel emulated; the cell's check is one swap).
+    pub fn take_ppc(&self) -> Option<super::ppc::Pending> {
+        self.saved.borrow().ppc.take()
+    }
+
+    /// Record the PPC call this thread serves (its owner only).
+    pub fn set_ppc(&self, pending: Option<super::ppc::Pending>) {
+        self.saved.borrow().ppc = pending;
     }
 
     /// Set the saved `rax` (a blocked system call's result). Only the
     /// thread's owner (its waker) may call this.
     pub fn set_result(&self, rax: u64) {
-        self.saved().frame.rax = rax;
+        self.saved.borrow().frame.rax = rax;
     }
 }
 
@@ -154,16 +175,11 @@ pub fn user_frame(rip: u64, rsp: u64, args: [u64; 2]) -> TrapFrame {
         vector: 0,
         error_code: 0,
         rip,
-        cs: crate::arch::x86_64::gdt::USER_CS,
+        cs: arch::USER_CS,
         rflags: 0x202,
         rsp,
-        ss: crate::arch::x86_64::gdt::USER_DS,
+        ss: arch::USER_DS,
     }
-}
-
-fn clone_frame(f: &TrapFrame) -> TrapFrame {
-    // SAFETY: TrapFrame is plain integers.
-    unsafe { core::ptr::read(f) }
 }
 
 /// One CPU's scheduling state.
@@ -173,22 +189,15 @@ struct CpuSched {
     queued: AtomicU32,
     /// The CPU is halted waiting for work.
     idle: AtomicBool,
-    /// The thread running here (touched only by this CPU).
-    current: UnsafeCell<Option<Arc<Thread>>>,
     /// TSC at which the current thread's slice ends.
     slice_end: AtomicU64,
 }
-
-// SAFETY: `current` is touched only by its own CPU; the rest is locks
-// and atomics.
-unsafe impl Sync for CpuSched {}
 
 static CPUS: [CpuSched; MAX_VCPUS] = [const {
     CpuSched {
         queue: SpinLock::new(VecDeque::new()),
         queued: AtomicU32::new(0),
         idle: AtomicBool::new(false),
-        current: UnsafeCell::new(None),
         slice_end: AtomicU64::new(0),
     }
 }; MAX_VCPUS];
@@ -203,11 +212,17 @@ fn me() -> &'static CpuSched {
     &CPUS[percpu::cpu_id() as usize]
 }
 
+/// The thread running on each CPU, if a process thread is.
+static CURRENT: CpuLocal<Option<Arc<Thread>>> = CpuLocal::none();
+
 /// The thread running on this CPU, if a process thread is.
-pub fn current() -> Option<&'static Arc<Thread>> {
-    // SAFETY: only this CPU touches its `current`; the reference is used
-    // within the current kernel entry, before any switch replaces it.
-    unsafe { (*me().current.get()).as_ref() }
+pub fn current() -> Option<Arc<Thread>> {
+    CURRENT.get_clone(&NoPreempt::here())
+}
+
+/// Take this CPU's current thread off it.
+fn take_current_thread() -> Option<Arc<Thread>> {
+    CURRENT.take(&NoPreempt::here())
 }
 
 /// Queue `t` to run: on an idle CPU if there is one (woken by IPI),
@@ -286,28 +301,30 @@ fn take(cs: &CpuSched, front: bool) -> Option<Arc<Thread>> {
 /// Save the current thread's registers (from `frame`) and FPU state and
 /// take it off this CPU; the caller decides where it goes.
 pub fn take_current(frame: &TrapFrame) -> Arc<Thread> {
-    // SAFETY: only this CPU touches its `current`.
-    let t = unsafe { (*me().current.get()).take() }.expect("a current thread");
-    let s = t.saved();
-    s.frame = clone_frame(frame);
-    s.fpu.save();
+    let t = take_current_thread().expect("a current thread");
+    {
+        let mut s = t.saved.borrow();
+        s.frame = *frame;
+        s.fpu.save();
+    }
     t
 }
 
 /// Drop the current thread without saving it (it has ended).
 pub fn drop_current() -> Option<Arc<Thread>> {
-    // SAFETY: only this CPU touches its `current`.
-    unsafe { (*me().current.get()).take() }
+    take_current_thread()
 }
 
 /// Make `t` this CPU's current thread: its address space, its FPU state,
-/// a fresh slice. Returns its saved frame.
-fn install(t: Arc<Thread>) -> *const TrapFrame {
+/// its registers (into `frame`), a fresh slice.
+fn install(t: Arc<Thread>, frame: &mut TrapFrame) {
     let mine = me();
-    t.process.memory().activate();
-    let s = t.saved();
-    s.fpu.restore();
-    let frame = &s.frame as *const TrapFrame;
+    t.memory().activate();
+    {
+        let s = t.saved.borrow();
+        s.fpu.restore();
+        *frame = s.frame;
+    }
     mine.slice_end.store(
         arch::read_tsc() + crate::time::ns_to_ticks(SLICE_NS),
         Ordering::Relaxed,
@@ -319,9 +336,7 @@ fn install(t: Arc<Thread>) -> *const TrapFrame {
         t.process.pid as u64,
         t.tid as u64,
     ));
-    // SAFETY: only this CPU touches its `current`.
-    unsafe { *mine.current.get() = Some(t) };
-    frame
+    CURRENT.set(&NoPreempt::here(), Some(t));
 }
 
 /// Wait (interrupts on, halting) for a thread this CPU may run; `None`
@@ -359,13 +374,10 @@ fn next_thread() -> Option<Arc<Thread>> {
 pub fn switch_to_next(frame: &mut TrapFrame) {
     let Some(t) = next_thread() else {
         arch::disable_interrupts();
-        usermode::return_to_kernel(0);
+        arch::return_to_kernel(0);
     };
     arch::disable_interrupts();
-    let f = install(t);
-    // SAFETY: `f` points at the saved frame of the thread just installed,
-    // which only this CPU touches until it switches away.
-    *frame = clone_frame(unsafe { &*f });
+    install(t, frame);
 }
 
 /// A timer or wakeup interrupt arrived while this CPU ran user code: a
@@ -373,8 +385,10 @@ pub fn switch_to_next(frame: &mut TrapFrame) {
 /// up and others wait here.
 pub fn on_user_interrupt(frame: &mut TrapFrame) {
     crate::cobj::quiescent();
-    let Some(t) = current() else { return };
-    if t.process.killed() {
+    let Some(killed) = current().map(|t| t.process.killed()) else {
+        return;
+    };
+    if killed {
         let t = drop_current().expect("current");
         super::thread_ended(t);
         switch_to_next(frame);
@@ -404,9 +418,7 @@ pub fn yield_current(frame: &mut TrapFrame) -> bool {
     };
     let t = take_current(frame);
     enqueue_on(percpu::cpu_id(), t);
-    let f = install(next);
-    // SAFETY: as in `switch_to_next`.
-    *frame = clone_frame(unsafe { &*f });
+    install(next, frame);
     true
 }
 
@@ -414,9 +426,7 @@ pub fn yield_current(frame: &mut TrapFrame) -> bool {
 /// server's worker), rewriting `frame`; the previous thread has been
 /// taken off already.
 pub fn hand_off(frame: &mut TrapFrame, t: Arc<Thread>) {
-    let f = install(t);
-    // SAFETY: as in `switch_to_next`.
-    *frame = clone_frame(unsafe { &*f });
+    install(t, frame);
 }
 
 /// Pin the current thread to `cpu` (or unpin it with `None`); if it runs
@@ -439,10 +449,9 @@ pub fn pin_current(frame: &mut TrapFrame, cpu: Option<u32>) {
 pub fn cpu_main() {
     let Some(t) = next_thread() else { return };
     arch::disable_interrupts();
-    let f = install(t);
-    // SAFETY: `f` is the installed thread's saved user frame, in its
-    // address space, which `install` loaded; the thread is this CPU's.
-    unsafe { usermode::enter_thread(f) };
+    let mut frame = user_frame(0, 0, [0, 0]);
+    install(t, &mut frame);
+    arch::enter_thread(&frame);
     crate::mm::paging::activate_kernel();
 }
 

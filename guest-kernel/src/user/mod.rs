@@ -20,25 +20,25 @@
 //!               its header read-only, every CPU's buffers read-write
 //! USER_TOP      CPU slot 0's stack, then slot 1's below a guard page, ...
 //! ```
+#![deny(unsafe_code)]
 
 pub mod elf;
 
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicPtr, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use k42_abi::MAX_VCPUS;
-use k42_abi::bench::BenchRecord;
 use k42_abi::layout::PAGE_SIZE;
 use k42_abi::syscall::{
-    PROGRAM_INFO_MAGIC, ProgramInfo, SYSCALL_SITE, Syscall, SyscallError, USER_HEAP, USER_INFO,
-    USER_TOP,
+    PROGRAM_INFO_MAGIC, ProgramInfo, SYSCALL_SITE, SyscallError, USER_HEAP, USER_INFO, USER_TOP,
 };
-use zerocopy::FromBytes;
 
-use crate::arch::{self, x86_64::usermode};
-use crate::mm::paging::{AddressSpace, MapError, PageFlags};
-use crate::{console, percpu};
+use crate::arch;
+use crate::mm::pages;
+use crate::mm::paging::{self, AddressSpace, MapError, PageFlags};
+use crate::mm::user::{self as user_mem, UserSpace};
+use crate::percpu::{self, CpuLocal, NoPreempt};
+use zerocopy::IntoBytes;
 
 /// Pages of user stack per CPU.
 const STACK_PAGES: u64 = 4;
@@ -46,9 +46,6 @@ const STACK_PAGES: u64 = 4;
 const STACK_SPAN: u64 = (STACK_PAGES + 1) * PAGE_SIZE;
 /// The top (exclusive) of CPU slot 0's stack.
 const STACK_TOP: u64 = USER_TOP;
-/// Longest console write a program may make at once.
-const MAX_WRITE: u64 = 64 * 1024;
-
 /// Status `return_to_kernel` uses for a fault (exit codes are 0..=255).
 const FAULT_STATUS: u64 = 1 << 16;
 
@@ -87,21 +84,29 @@ const MAX_HEAP: u64 = 64 << 20;
 struct Running {
     /// User ranges the program may hand to system calls: (start, end).
     regions: Arc<Vec<(u64, u64)>>,
+    /// Its address space's root table.
+    root: u64,
     fault: Option<Fault>,
     /// Whether the trace region is mapped at `USER_VIEW_BASE`.
     trace_view: bool,
 }
 
-static RUNNING: [AtomicPtr<Running>; MAX_VCPUS] =
-    [const { AtomicPtr::new(core::ptr::null_mut()) }; MAX_VCPUS];
-
-fn running() -> Option<&'static mut Running> {
-    let p = RUNNING[percpu::cpu_id() as usize].load(Ordering::Relaxed);
-    // SAFETY: set by `Loaded::enter` on this CPU to a Running that outlives
-    // the program's run, cleared before it is dropped; only this CPU
-    // touches it.
-    unsafe { p.as_mut() }
+impl UserSpace for Running {
+    fn user_frame(&self, va: u64, write: bool) -> Result<u64, SyscallError> {
+        // Every page of a region is mapped at load (no faulting in).
+        if !self
+            .regions
+            .iter()
+            .any(|&(s, e)| va < e && va + PAGE_SIZE > s)
+        {
+            return Err(SyscallError::BadAddress);
+        }
+        paging::translate_in(self.root, va, write).ok_or(SyscallError::BadAddress)
+    }
 }
+
+/// The kernel-run program on each CPU (none while a CPU runs a process).
+static RUNNING: CpuLocal<Option<Running>> = CpuLocal::none();
 
 /// A program loaded into its address space, ready to run on one CPU or
 /// on several at once (each with its own stack, sharing all memory).
@@ -112,6 +117,22 @@ pub struct Loaded {
     stacks: u32,
     /// Whether the trace region is mapped at `USER_VIEW_BASE`.
     trace_view: bool,
+}
+
+/// Map the trace region's user view (`trace::user_view`) into `space`
+/// at `USER_VIEW_BASE`; false when tracing is off.
+fn map_trace_view(space: &mut AddressSpace, only_cpu: Option<u32>) -> Result<bool, MapError> {
+    let Some(pages) = crate::trace::user_view(only_cpu) else {
+        return Ok(false);
+    };
+    for (off, pa, writable) in pages {
+        let flags = PageFlags {
+            writable,
+            executable: false,
+        };
+        space.map_shared(k42_abi::trace::USER_VIEW_BASE + off, pa, flags)?;
+    }
+    Ok(true)
 }
 
 fn map_range(
@@ -143,7 +164,7 @@ impl Loaded {
         let program = elf::Program::parse(file).map_err(LoadError::Elf)?;
         if program.pie {
             // Kernel-run programs are copied in whole, without relocating
-            // (processes take PIEs: proc::mm).
+            // (processes take PIEs: proc::memory).
             return Err(LoadError::Elf(elf::ElfError::NotX86_64Executable));
         }
         let mut space = AddressSpace::new().ok_or(LoadError::Map(MapError::OutOfMemory))?;
@@ -163,18 +184,9 @@ impl Loaded {
                     (va + PAGE_SIZE).min(seg.vaddr + seg.file_size),
                 );
                 if lo < hi {
+                    // The source range was checked by elf::Program.
                     let from = (seg.file_offset + (lo - seg.vaddr)) as usize;
-                    let dst = (arch::phys_to_virt(pa) + (lo - va)) as *mut u8;
-                    // SAFETY: `dst..dst + (hi - lo)` lies inside the page
-                    // just mapped; the source range was checked by
-                    // elf::Program.
-                    unsafe {
-                        core::ptr::copy_nonoverlapping(
-                            file[from..].as_ptr(),
-                            dst,
-                            (hi - lo) as usize,
-                        )
-                    };
+                    pages::write_frame(pa, lo - va, &file[from..from + (hi - lo) as usize]);
                 }
             }
             regions.push((seg.vaddr, seg.vaddr + seg.mem_size));
@@ -202,12 +214,11 @@ impl Loaded {
                 },
             )
             .map_err(LoadError::Map)?;
-        // SAFETY: the page was just mapped for the info block alone.
-        unsafe { (arch::phys_to_virt(page) as *mut ProgramInfo).write(info) };
+        pages::write_frame(page, 0, info.as_bytes());
         // The trace buffers, shared with the kernel. Not in `regions`: no
         // system call takes a pointer into them.
         let only = (stacks == 1).then(percpu::cpu_id);
-        let trace_view = crate::trace::map_into(&mut space, only).map_err(LoadError::Map)?;
+        let trace_view = map_trace_view(&mut space, only).map_err(LoadError::Map)?;
         regions.push((
             USER_INFO,
             USER_INFO + core::mem::size_of::<ProgramInfo>() as u64,
@@ -225,22 +236,22 @@ impl Loaded {
     /// faults.
     pub fn enter(&self, slot: u32) -> Exit {
         assert!(slot < self.stacks, "stack slot {slot} of {}", self.stacks);
-        let mut state = Running {
-            regions: self.regions.clone(),
-            fault: None,
-            trace_view: self.trace_view,
-        };
+        let here = NoPreempt::here();
+        RUNNING.set(
+            &here,
+            Some(Running {
+                regions: self.regions.clone(),
+                root: self.space.root(),
+                fault: None,
+                trace_view: self.trace_view,
+            }),
+        );
         let me = percpu::cpu_id();
-        let cell = &RUNNING[me as usize];
-        cell.store(&mut state, Ordering::Relaxed);
-        self.space.activate();
         let top = STACK_TOP - slot as u64 * STACK_SPAN;
-        // SAFETY: the space maps exactly the program's segments, stacks,
-        // heap and info page for user mode, plus the supervisor-only
-        // kernel half.
-        let status = unsafe { usermode::enter_user(self.entry, top, [USER_INFO, me as u64, 0, 0]) };
-        crate::mm::paging::activate_kernel();
-        cell.store(core::ptr::null_mut(), Ordering::Relaxed);
+        let status = self
+            .space
+            .run_user(self.entry, top, [USER_INFO, me as u64, 0, 0]);
+        let state = RUNNING.take(&here).expect("the program's state");
         match state.fault {
             Some(f) if status == FAULT_STATUS => Exit::Fault(f),
             _ => Exit::Status(status as u8),
@@ -298,141 +309,66 @@ pub fn on_user_fault(vector: u8, error_code: u64, rip: u64, address: u64) -> ! {
         rip,
         address,
     };
-    match running() {
-        Some(r) => r.fault = Some(fault),
-        None => panic!("user-mode exception {vector} at {rip:#x} with no program running"),
-    }
-    usermode::return_to_kernel(FAULT_STATUS)
+    let here = NoPreempt::here();
+    let Some(mut running) = RUNNING.take(&here) else {
+        panic!("user-mode exception {vector} at {rip:#x} with no program running");
+    };
+    running.fault = Some(fault);
+    RUNNING.set(&here, Some(running));
+    arch::return_to_kernel(FAULT_STATUS)
+}
+
+/// End the kernel-run program on this CPU with `status` (its `Exit`).
+pub fn exit_program(status: u64) -> ! {
+    arch::return_to_kernel(status)
+}
+
+/// Run `f` on the user memory of the kernel-run program on this CPU.
+pub fn with_program_space<R>(
+    f: impl FnOnce(&dyn UserSpace) -> Result<R, SyscallError>,
+) -> Result<R, SyscallError> {
+    // Out of the slot while `f` runs, back in after.
+    let here = NoPreempt::here();
+    let Some(running) = RUNNING.take(&here) else {
+        return Err(SyscallError::BadAddress);
+    };
+    let r = f(&running);
+    RUNNING.set(&here, Some(running));
+    r
+}
+
+/// Where the trace region is mapped for the kernel-run program on this
+/// CPU, or 0 (none mapped, or a process is calling).
+pub fn trace_view() -> u64 {
+    let here = NoPreempt::here();
+    let running = RUNNING.take(&here);
+    let view = match &running {
+        Some(r) if r.trace_view => k42_abi::trace::USER_VIEW_BASE,
+        _ => 0,
+    };
+    RUNNING.set(&here, running);
+    view
 }
 
 /// Whether user code at `rip` is a system-call site
 /// (`k42_abi::syscall::SYSCALL_SITE`) of the program running here.
 pub fn is_syscall_site(rip: u64) -> bool {
-    let len = SYSCALL_SITE.len() as u64;
-    let in_page = (rip & (PAGE_SIZE - 1)) + len <= PAGE_SIZE;
-    if in_page && (k42_abi::syscall::USER_BASE..k42_abi::syscall::USER_TOP).contains(&rip) {
-        // SAFETY: the CPU just fetched the trapping instruction at `rip`
-        // from this user page, so it is mapped and readable, and it stays
-        // mapped while this thread is in the kernel; the site lies in
-        // that page. (The common case: no region walk for every call.)
-        let b = unsafe { core::slice::from_raw_parts(rip as *const u8, len as usize) };
+    // The common case: the site lies in the page just fetched, read with
+    // no page walk.
+    if let Some(b) = user_mem::just_fetched::<{ SYSCALL_SITE.len() }>(rip) {
         return b == SYSCALL_SITE;
     }
-    user_bytes(rip, len).is_ok_and(|b| b == SYSCALL_SITE)
-}
-
-/// The caller's memory `[ptr, ptr + len)`, if it lies inside one of its
-/// mapped regions.
-fn user_bytes(ptr: u64, len: u64) -> Result<&'static [u8], SyscallError> {
-    if let Some(t) = crate::proc::sched::current() {
-        t.process.memory().user_range(ptr, len, false)?;
-        // SAFETY: user_range mapped the whole range for reading in the
-        // process's address space, which is loaded; pages are never
-        // unmapped while one of its threads is in the kernel.
-        return Ok(unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) });
-    }
-    let r = running().ok_or(SyscallError::BadAddress)?;
-    let end = ptr.checked_add(len).ok_or(SyscallError::BadAddress)?;
-    if !r.regions.iter().any(|&(s, e)| ptr >= s && end <= e) {
-        return Err(SyscallError::BadAddress);
-    }
-    // SAFETY: the range is mapped user memory of the program running on
-    // this CPU (its address space is loaded), and it stays mapped until
-    // the program ends, which cannot happen during this system call.
-    Ok(unsafe { core::slice::from_raw_parts(ptr as *const u8, len as usize) })
-}
-
-/// Copy user text to the console through a kernel buffer (the console
-/// hypercall takes kernel addresses), at character boundaries.
-fn write_user_text(mut s: &str) {
-    let mut buf = console::FixedBuf::<256>::new();
-    while !s.is_empty() {
-        let mut n = s.len().min(256);
-        while !s.is_char_boundary(n) {
-            n -= 1;
-        }
-        buf.clear();
-        let _ = core::fmt::Write::write_str(&mut buf, &s[..n]);
-        console::write_str(buf.as_str());
-        s = &s[n..];
-    }
-}
-
-/// A system call (the trap at a system-call site) from user mode on
-/// this CPU: resume after the site with the result in `rax` — or, for a
-/// process call that switched threads, with another thread's state.
-pub fn syscall_entry(frame: &mut crate::arch::TrapFrame) {
-    frame.rip += SYSCALL_SITE.len() as u64;
-    if crate::proc::system_call(frame).is_some() {
-        return;
-    }
-    let args = [frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8];
-    frame.rax = system_call(frame.rax, args) as u64;
-}
-
-/// A system call every user program may make (kernel-run programs and
-/// processes alike).
-fn system_call(nr: u64, args: [u64; 5]) -> i64 {
-    let in_process = crate::proc::sched::current().is_some();
-    let result = match Syscall::from_raw(nr) {
-        None => Err(SyscallError::NoSuchCall),
-        Some(Syscall::Exit) if !in_process => usermode::return_to_kernel(args[0].min(255)),
-        Some(Syscall::Write) => {
-            if args[1] > MAX_WRITE {
-                Err(SyscallError::InvalidArgument)
-            } else {
-                user_bytes(args[0], args[1]).and_then(|b| {
-                    let s = core::str::from_utf8(b).map_err(|_| SyscallError::InvalidArgument)?;
-                    write_user_text(s);
-                    Ok(b.len() as i64)
-                })
-            }
-        }
-        Some(Syscall::BenchRecord) => {
-            if args[1] != core::mem::size_of::<BenchRecord>() as u64 {
-                Err(SyscallError::InvalidArgument)
-            } else {
-                user_bytes(args[0], args[1]).and_then(|b| {
-                    let mut rec = BenchRecord::read_from_bytes(b)
-                        .map_err(|_| SyscallError::InvalidArgument)?;
-                    if rec.name().is_none() {
-                        return Err(SyscallError::InvalidArgument);
-                    }
-                    // The kernel, not the program, says where it ran.
-                    rec.cpu = percpu::cpu_id();
-                    rec.mode = k42_abi::bench::BenchMode::User as u32;
-                    crate::bench::report(&rec);
-                    Ok(0)
-                })
-            }
-        }
-        Some(Syscall::GetCpu) => Ok(percpu::cpu_id() as i64),
-        Some(Syscall::TraceView) => Ok(match running() {
-            Some(r) if r.trace_view => k42_abi::trace::USER_VIEW_BASE as i64,
-            _ => 0,
-        }),
-        Some(Syscall::Null) => Ok(0),
-        Some(Syscall::Yield) => {
-            arch::backoff(args[0].min(u32::MAX as u64) as u32);
-            Ok(0)
-        }
-        // Process calls from a program the kernel runs directly.
-        Some(_) => Err(SyscallError::NotAProcess),
+    let mut b = [0u8; SYSCALL_SITE.len()];
+    let read = match crate::proc::sched::current() {
+        Some(t) => user_mem::read_into(t.memory(), rip, &mut b),
+        None => with_program_space(|space| user_mem::read_into(space, rip, &mut b)),
     };
-    result.unwrap_or_else(|e| e as i64)
+    read.is_ok() && b == SYSCALL_SITE
 }
 
 /// The boot module named `name`, as bytes.
 pub fn module(name: &str) -> Option<&'static [u8]> {
-    let m = crate::boot::boot_info()
-        .modules()
-        .iter()
-        .find(|m| m.name() == Some(name))?;
-    // SAFETY: k42vmm loaded the module there, in RAM reserved for it and
-    // never handed to the frame allocator; it is mapped in the direct map.
-    Some(unsafe {
-        core::slice::from_raw_parts(arch::phys_to_virt(m.start) as *const u8, m.len as usize)
-    })
+    crate::boot::module_bytes(name)
 }
 
 /// Report a user program's end on the console, one line.
@@ -444,7 +380,7 @@ pub fn describe_exit(name: &str, cpu: u32, exit: &Exit) {
         }
         Exit::Fault(f) => crate::println!(
             "k42: program {name} on CPU {cpu} killed by {} (vector {}) at rip {:#x}, address {:#x}, error {:#x}",
-            arch::x86_64::interrupts::exception_name(f.vector),
+            arch::exception_name(f.vector),
             f.vector,
             f.rip,
             f.address,

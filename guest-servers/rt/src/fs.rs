@@ -15,12 +15,12 @@ use core::fmt;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_abi::fs::{self as proto, FsError, Stat};
-use k42_abi::syscall::{Syscall, SyscallError, file};
+use k42_abi::syscall::{SyscallError, file};
 use zerocopy::FromBytes;
 
 use crate::ppc;
 use crate::sync::SpinLock;
-use crate::sys::{sys_result, syscall3, syscall5};
+use crate::sys::sys_result;
 
 /// A file operation's error: the kernel's or the file server's.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -67,26 +67,25 @@ pub type Result<T> = core::result::Result<T, Error>;
 
 /// A new empty file object of `kind` (`file::KIND_*`); its handle.
 pub fn file_create(kind: u64) -> Result<u64> {
-    Ok(sys_result(syscall3(Syscall::FileCreate, kind, 0, 0))?)
+    Ok(sys_result(crate::sys::raw::FileCreate::call([kind]))?)
 }
 
 /// Give process `pid` a handle to `h`'s object with `rights`.
 pub fn file_grant(h: u64, pid: u64, rights: u64) -> Result<u64> {
-    Ok(sys_result(syscall3(Syscall::FileGrant, h, pid, rights))?)
+    Ok(sys_result(crate::sys::raw::FileGrant::call([
+        h, pid, rights,
+    ]))?)
 }
 
 /// Drop handle `h`.
 pub fn file_close(h: u64) -> Result<()> {
-    sys_result(syscall3(Syscall::FileClose, h, 0, 0))?;
+    sys_result(crate::sys::raw::FileClose::call([h]))?;
     Ok(())
 }
 
 /// Read at `off` into `buf` (one call: at most 64 KiB); the bytes read.
 pub fn file_read(h: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
-    let r = syscall5(
-        Syscall::FileRead,
-        [h, off, buf.as_mut_ptr() as u64, buf.len() as u64, 0],
-    );
+    let r = crate::sys::raw::FileRead::call([h, off, buf.as_mut_ptr() as u64, buf.len() as u64]);
     Ok(sys_result(r)? as usize)
 }
 
@@ -95,21 +94,19 @@ pub fn file_read(h: u64, off: u64, buf: &mut [u8]) -> Result<usize> {
 /// offset past the bytes written.
 pub fn file_write(h: u64, off: u64, buf: &[u8], append: bool) -> Result<u64> {
     let flags = if append { file::WRITE_APPEND } else { 0 };
-    let r = syscall5(
-        Syscall::FileWrite,
-        [h, off, buf.as_ptr() as u64, buf.len() as u64, flags],
-    );
+    let r =
+        crate::sys::raw::FileWrite::call([h, off, buf.as_ptr() as u64, buf.len() as u64, flags]);
     Ok(sys_result(r)?)
 }
 
 /// The size of `h`'s file.
 pub fn file_size(h: u64) -> Result<u64> {
-    Ok(sys_result(syscall3(Syscall::FileSize, h, 0, 0))?)
+    Ok(sys_result(crate::sys::raw::FileSize::call([h]))?)
 }
 
 /// Set the size of `h`'s file.
 pub fn file_truncate(h: u64, size: u64) -> Result<()> {
-    sys_result(syscall3(Syscall::FileTruncate, h, size, 0))?;
+    sys_result(crate::sys::raw::FileTruncate::call([h, size]))?;
     Ok(())
 }
 
@@ -121,19 +118,22 @@ pub fn file_truncate(h: u64, size: u64) -> Result<()> {
 /// access them (volatile or atomic, or as a slice while it knows no one
 /// writes).
 pub fn file_map(h: u64, len: usize, writable: bool) -> Result<*mut u8> {
-    let a = sys_result(syscall3(Syscall::FileMap, h, len as u64, writable as u64))?;
+    let a = sys_result(crate::sys::raw::FileMap::call([
+        h,
+        len as u64,
+        writable as u64,
+    ]))?;
     Ok(a as *mut u8)
 }
 
 /// Image module `i`: its name and size (`NoSuchProgram` past the last).
 pub fn module_info(i: usize) -> Result<(String, u64)> {
     let mut name = [0u8; k42_abi::syscall::MAX_NAME_LEN as usize];
-    let size = sys_result(syscall3(
-        Syscall::ModuleInfo,
+    let size = sys_result(crate::sys::raw::ModuleInfo::call([
         i as u64,
         name.as_mut_ptr() as u64,
         name.len() as u64,
-    ))?;
+    ]))?;
     let len = name.iter().position(|&c| c == 0).unwrap_or(name.len());
     let name = core::str::from_utf8(&name[..len])
         .map_err(|_| Error::Sys(SyscallError::InvalidArgument))?;
@@ -142,10 +142,12 @@ pub fn module_info(i: usize) -> Result<(String, u64)> {
 
 /// Read image module `i` at `off` into `buf`; the bytes read.
 pub fn module_read(i: usize, off: u64, buf: &mut [u8]) -> Result<usize> {
-    let r = syscall5(
-        Syscall::ModuleRead,
-        [i as u64, off, buf.as_mut_ptr() as u64, buf.len() as u64, 0],
-    );
+    let r = crate::sys::raw::ModuleRead::call([
+        i as u64,
+        off,
+        buf.as_mut_ptr() as u64,
+        buf.len() as u64,
+    ]);
     Ok(sys_result(r)? as usize)
 }
 

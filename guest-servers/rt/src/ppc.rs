@@ -10,7 +10,7 @@ use core::arch::asm;
 use k42_abi::syscall::ppc::{MAX_MESSAGE, names};
 use k42_abi::syscall::{Syscall, SyscallError};
 
-use crate::sys::{sys_result, syscall3, syscall5};
+use crate::sys::sys_result;
 
 /// A server's entry: `(caller pid, method, argument, message, length)`.
 pub type Entry = extern "C" fn(u64, u64, u64, *mut u8, u64) -> !;
@@ -31,16 +31,14 @@ pub fn serve_flags(
     msgs: u64,
     flags: u64,
 ) -> SyscallError {
-    let r = syscall5(
-        Syscall::PpcServe,
-        [entry as usize as u64, stacks, stack_size, msgs, flags],
-    );
+    let r =
+        crate::sys::raw::PpcServe::call([entry as usize as u64, stacks, stack_size, msgs, flags]);
     sys_result(r).err().unwrap_or(SyscallError::InvalidArgument)
 }
 
 /// The name server's handle.
 pub fn name_server() -> Result<u64, SyscallError> {
-    sys_result(syscall3(Syscall::PpcLookup, 0, 0, 0))
+    sys_result(crate::sys::raw::PpcLookup::call([0]))
 }
 
 /// Register `name` for `handle` with the name server.
@@ -141,20 +139,17 @@ pub fn call_once_raw(
 /// A call with a raw message length, unchecked here (for tests of the
 /// kernel's limit); the raw result.
 pub fn call_raw_len(handle: u64, method: u64, msg: &mut [u8], len: u64) -> i64 {
-    syscall5(
-        Syscall::PpcCall,
-        [handle, method, 0, msg.as_mut_ptr() as u64, len],
-    )
+    crate::sys::raw::PpcCall::call([handle, method, 0, msg.as_mut_ptr() as u64, len])
 }
 
 /// End the call this thread serves with `result` (≥ 0, or a negated
 /// `SyscallError` such as `NoSuchMethod`) and the first `len` bytes of
 /// its message buffer as the reply.
 pub fn reply(result: i64, len: usize) -> ! {
-    let r = syscall3(Syscall::PpcReturn, result as u64, len as u64, 0);
+    let r = crate::sys::raw::PpcReturn::call([result as u64, len as u64]);
     // Refused (a reply longer than the caller has room for): the caller
     // gets the error instead.
-    syscall3(Syscall::PpcReturn, r as u64, 0, 0);
+    crate::sys::raw::PpcReturn::call([r as u64, 0]);
     // PpcReturn never comes back to a worker that served a call.
     crate::exit(102)
 }
@@ -162,7 +157,7 @@ pub fn reply(result: i64, len: usize) -> ! {
 /// The handle of process `pid`'s server (a stand-in for the name
 /// server).
 pub fn lookup(pid: u32) -> Result<u64, SyscallError> {
-    sys_result(syscall3(Syscall::PpcLookup, pid as u64, 0, 0))
+    sys_result(crate::sys::raw::PpcLookup::call([pid as u64]))
 }
 
 /// Longest message.

@@ -5,10 +5,10 @@
 //! become [`SyscallError`] values.
 
 use k42_abi::syscall::{
-    ARGS_OFFSET, ProgramInfo, SPAWN_PIN, SPAWN_REPLICATED, Syscall, SyscallError, status,
+    ARGS_OFFSET, ProgramInfo, SPAWN_PIN, SPAWN_REPLICATED, SyscallError, status,
 };
 
-use crate::sys::{sys_result, syscall3, syscall5};
+use crate::sys::sys_result;
 
 /// The argument-and-environment block the kernel gave this process.
 fn block(info: &'static ProgramInfo) -> &'static [u8] {
@@ -138,37 +138,30 @@ pub fn spawn_on(
     if let Some(c) = cpu {
         flags |= SPAWN_PIN | (c as u64) << 32;
     }
-    sys_result(syscall5(
-        Syscall::Spawn,
-        [
-            name.as_ptr() as u64,
-            name.len() as u64,
-            b.as_ptr() as u64,
-            b.len() as u64,
-            flags,
-        ],
-    ))
+    sys_result(crate::sys::raw::Spawn::call([
+        name.as_ptr() as u64,
+        name.len() as u64,
+        b.as_ptr() as u64,
+        b.len() as u64,
+        flags,
+    ]))
     .map(|p| p as u32)
 }
 
 /// Copy this process: the child's pid in the parent, 0 in the child.
 pub fn fork() -> Result<u32, SyscallError> {
-    sys_result(syscall3(Syscall::Fork, 0, 0, 0)).map(|p| p as u32)
+    sys_result(crate::sys::raw::Fork::call([])).map(|p| p as u32)
 }
 
 /// Replace this process's program; returns only on failure.
 pub fn exec(name: &str, args: &mut ArgBlock) -> SyscallError {
     let b = args.bytes();
-    let r = syscall5(
-        Syscall::Exec,
-        [
-            name.as_ptr() as u64,
-            name.len() as u64,
-            b.as_ptr() as u64,
-            b.len() as u64,
-            0,
-        ],
-    );
+    let r = crate::sys::raw::Exec::call([
+        name.as_ptr() as u64,
+        name.len() as u64,
+        b.as_ptr() as u64,
+        b.len() as u64,
+    ]);
     sys_result(r).err().unwrap_or(SyscallError::InvalidArgument)
 }
 
@@ -195,23 +188,20 @@ impl Ended {
 
 /// Wait for child `pid` (or any child with `None`) to end.
 pub fn wait(pid: Option<u32>) -> Result<(u32, Ended), SyscallError> {
-    let r = sys_result(syscall3(
-        Syscall::Wait,
-        pid.map_or(u64::MAX, u64::from),
-        0,
-        0,
-    ))?;
+    let r = sys_result(crate::sys::raw::Wait::call([
+        pid.map_or(u64::MAX, u64::from)
+    ]))?;
     Ok(((r >> 16) as u32, Ended::from_word(r & 0xffff)))
 }
 
 /// End child `pid` (or this process).
 pub fn kill(pid: u32) -> Result<(), SyscallError> {
-    sys_result(syscall3(Syscall::Kill, pid as u64, 0, 0)).map(|_| ())
+    sys_result(crate::sys::raw::Kill::call([pid as u64])).map(|_| ())
 }
 
 /// This process's id.
 pub fn getpid() -> u32 {
-    syscall3(Syscall::GetPid, 0, 0, 0) as u32
+    crate::sys::raw::GetPid::call([]) as u32
 }
 
 /// Start a thread at `entry(arg)` on the stack whose top is `stack_top`,
@@ -222,16 +212,12 @@ pub fn thread_create(
     arg: u64,
     cpu: Option<u32>,
 ) -> Result<u32, SyscallError> {
-    sys_result(syscall5(
-        Syscall::ThreadCreate,
-        [
-            entry as usize as u64,
-            stack_top,
-            arg,
-            cpu.map_or(0, |c| c as u64 + 1),
-            0,
-        ],
-    ))
+    sys_result(crate::sys::raw::ThreadCreate::call([
+        entry as usize as u64,
+        stack_top,
+        arg,
+        cpu.map_or(0, |c| c as u64 + 1),
+    ]))
     .map(|t| t as u32)
 }
 
@@ -258,11 +244,8 @@ pub fn threads_on_cpus(
 /// Keep the calling thread on `cpu` (moving it there), or let it run
 /// anywhere with `None`.
 pub fn pin(cpu: Option<u32>) -> Result<(), SyscallError> {
-    sys_result(syscall3(
-        Syscall::Pin,
-        cpu.map_or(u64::MAX, u64::from),
-        0,
-        0,
+    sys_result(crate::sys::raw::Pin::call(
+        [cpu.map_or(u64::MAX, u64::from)],
     ))
     .map(|_| ())
 }
@@ -270,7 +253,7 @@ pub fn pin(cpu: Option<u32>) -> Result<(), SyscallError> {
 /// End the calling thread (the process, with `status`, if it was the
 /// last).
 pub fn thread_exit(status: u8) -> ! {
-    syscall3(Syscall::ThreadExit, status as u64, 0, 0);
+    crate::sys::raw::ThreadExit::call([status as u64]);
     loop {
         core::hint::spin_loop();
     }
@@ -278,7 +261,7 @@ pub fn thread_exit(status: u8) -> ! {
 
 /// Map `len` bytes of zero-filled memory; its address.
 pub fn map_anon(len: u64) -> Result<u64, SyscallError> {
-    sys_result(syscall3(Syscall::MapAnon, len, 0, 0))
+    sys_result(crate::sys::raw::MapAnon::call([len]))
 }
 
 /// CPUs in the machine.
@@ -291,5 +274,5 @@ pub fn cpus() -> u32 {
 
 /// Free page frames in the machine.
 pub fn free_frames() -> u64 {
-    syscall3(Syscall::FreeFrames, 0, 0, 0) as u64
+    crate::sys::raw::FreeFrames::call([]) as u64
 }

@@ -1,4 +1,5 @@
-//! System calls (`k42_abi::syscall`): the raw system-call site and typed
+//! System calls (`k42_abi::syscall`): the raw system-call site, one raw
+//! wrapper per call generated from the ABI's table ([`raw`]), and typed
 //! wrappers.
 
 use core::arch::asm;
@@ -13,7 +14,7 @@ pub fn syscall3(nr: Syscall, a0: u64, a1: u64, a2: u64) -> i64 {
 }
 
 /// System call `nr` with up to five arguments.
-#[inline]
+#[inline(always)]
 pub fn syscall5(nr: Syscall, a: [u64; 5]) -> i64 {
     let ret: i64;
     // SAFETY: as in `syscall3_raw`.
@@ -68,7 +69,7 @@ pub fn sys_result(r: i64) -> Result<u64, k42_abi::syscall::SyscallError> {
 
 /// End the program with `status`.
 pub fn exit(status: u8) -> ! {
-    syscall3(Syscall::Exit, status as u64, 0, 0);
+    self::raw::Exit::call([status as u64]);
     // The kernel never returns from Exit.
     loop {
         core::hint::spin_loop();
@@ -77,32 +78,60 @@ pub fn exit(status: u8) -> ! {
 
 /// Write `s` to the console.
 pub fn write(s: &str) -> i64 {
-    syscall3(Syscall::Write, s.as_ptr() as u64, s.len() as u64, 0)
+    self::raw::Write::call([s.as_ptr() as u64, s.len() as u64])
 }
 
 /// Report a benchmark result to k42vmm through the kernel.
 pub fn bench_record(r: &BenchRecord) -> i64 {
-    syscall3(
-        Syscall::BenchRecord,
+    self::raw::BenchRecord::call([
         r as *const BenchRecord as u64,
         core::mem::size_of::<BenchRecord>() as u64,
-        0,
-    )
+    ])
 }
 
 /// The CPU this program runs on.
 pub fn get_cpu() -> u32 {
-    syscall3(Syscall::GetCpu, 0, 0, 0) as u32
+    self::raw::GetCpu::call([]) as u32
 }
 
 /// Give the host CPU away while waiting for another CPU (round `round`
 /// of the wait).
 pub fn yield_now(round: u32) {
-    syscall3(Syscall::Yield, round as u64, 0, 0);
+    self::raw::Yield::call([round as u64]);
 }
 
 /// A system call that does nothing.
 #[inline]
 pub fn null() -> i64 {
-    syscall3(Syscall::Null, 0, 0, 0)
+    self::raw::Null::call([])
 }
+
+macro_rules! raw_wrappers {
+    ($( $(#[doc = $doc:literal])* $name:ident = $nr:literal => $area:ident :: $handler:ident ($argc:literal); )*) => {
+        /// One raw wrapper per system call, generated from the ABI's table
+        /// (`k42_abi::for_each_syscall`): `self::raw::FileRead::call([h, off,
+        /// buf, len])` takes exactly the call's argument count and returns
+        /// the raw result (≥ 0 a value, < 0 a `SyscallError`).
+        #[allow(non_snake_case)]
+        pub mod raw {
+            $(
+                $(#[doc = $doc])*
+                pub mod $name {
+                    /// Make the call (registers only: no stack, no
+                    /// memory copy, so a fresh fork child touches no
+                    /// more pages than the call itself).
+                    #[inline(always)]
+                    pub fn call(args: [u64; $argc]) -> i64 {
+                        let at = |i: usize| args.get(i).copied().unwrap_or(0);
+                        super::super::syscall5(
+                            k42_abi::syscall::Syscall::$name,
+                            [at(0), at(1), at(2), at(3), at(4)],
+                        )
+                    }
+                }
+            )*
+        }
+    };
+}
+
+k42_abi::for_each_syscall!(raw_wrappers);

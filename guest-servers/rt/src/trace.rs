@@ -12,7 +12,6 @@
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use k42_abi::syscall::Syscall;
 use k42_abi::trace::{Class, Event, MASK_OFFSET, REGION_HEADER_SIZE, REGION_MAGIC, RegionHeader};
 use k42_trace::{BufferSet, Geometry, Local};
 
@@ -29,7 +28,7 @@ impl Tracer {
     /// when tracing is off. `cpu` must be the CPU this instance runs on
     /// (`Start::cpu`): the buffers are per-CPU.
     pub fn open(cpu: u32) -> Option<Self> {
-        let va = crate::syscall3(Syscall::TraceView, 0, 0, 0);
+        let va = crate::raw::TraceView::call([]);
         if va <= 0 {
             return None;
         }

@@ -174,15 +174,27 @@ stream {{
         );
         for f in e.fields {
             let (signed, base) = match f.ty {
-                FieldType::U64 => ("false", 10),
+                FieldType::U64 | FieldType::Syscall => ("false", 10),
                 FieldType::I64 => ("true", 10),
                 FieldType::Hex => ("false", 16),
             };
-            let _ = writeln!(
-                m,
-                "\t\tinteger {{ size = 64; align = 64; signed = {signed}; base = {base}; }} {};",
-                f.name
-            );
+            let int =
+                format!("integer {{ size = 64; align = 64; signed = {signed}; base = {base}; }}");
+            if f.ty == FieldType::Syscall {
+                // An enumeration, so that babeltrace2 prints the call's name.
+                let labels: Vec<String> = k42_abi::syscall::Syscall::ALL
+                    .iter()
+                    .map(|c| format!("\"{}\" = {}", c.name(), *c as u64))
+                    .collect();
+                let _ = writeln!(
+                    m,
+                    "\t\tenum : {int} {{ {} }} {};",
+                    labels.join(", "),
+                    f.name
+                );
+            } else {
+                let _ = writeln!(m, "\t\t{int} {};", f.name);
+            }
         }
         m.push_str("\t};\n};\n");
     }

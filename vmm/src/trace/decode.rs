@@ -42,6 +42,10 @@ pub fn value_json(ty: FieldType, word: u64) -> Value {
     match ty {
         FieldType::I64 => Value::from(word as i64),
         FieldType::U64 | FieldType::Hex => Value::from(word),
+        FieldType::Syscall => match ty.name_of(word) {
+            Some(name) => Value::from(name),
+            None => Value::from(word),
+        },
     }
 }
 
@@ -51,6 +55,10 @@ pub fn value_text(ty: FieldType, word: u64) -> String {
         FieldType::U64 => word.to_string(),
         FieldType::I64 => (word as i64).to_string(),
         FieldType::Hex => format!("{word:#x}"),
+        FieldType::Syscall => match ty.name_of(word) {
+            Some(name) => name.to_string(),
+            None => format!("#{word}"),
+        },
     }
 }
 
@@ -102,6 +110,14 @@ mod tests {
         let d = event_desc(v.id).unwrap();
         assert_eq!(fields_text(d, &v.words), "vector=0x30");
         assert_eq!(value_json(FieldType::I64, -1i64 as u64), Value::from(-1));
+        let c = ev::syscall::exit(k42_abi::syscall::Syscall::FileRead as u64, -2);
+        let d = event_desc(c.id).unwrap();
+        assert_eq!(fields_text(d, &c.words), "nr=file.read result=-2");
+        assert_eq!(value_text(FieldType::Syscall, 9999), "#9999");
+        assert_eq!(
+            value_json(FieldType::Syscall, 4),
+            Value::from("program.null")
+        );
         let short = RawEvent {
             tsc: 0,
             id: v.id,

@@ -64,10 +64,10 @@ impl TraceOptions {
 
     /// The mask the guest gets at registration: nothing when no one
     /// collects (a disabled class costs one test), else `--trace-mask` or
-    /// every class.
+    /// every class but those off by default (`syscall`).
     pub fn initial_mask(&self) -> u64 {
         if self.enabled() {
-            self.mask.unwrap_or_else(k42_abi::trace::all_classes_mask)
+            self.mask.unwrap_or_else(k42_abi::trace::default_mask)
         } else {
             0
         }
@@ -334,6 +334,6 @@ mod tests {
             socket: Some("/tmp/s".into()),
             ..Default::default()
         };
-        assert_eq!(on.initial_mask(), k42_abi::trace::all_classes_mask());
+        assert_eq!(on.initial_mask(), k42_abi::trace::default_mask());
     }
 }

@@ -18,8 +18,8 @@
 //! #DF runs on IST 1 and NMI on IST 2 (see `gdt`), so a blown kernel stack
 //! still produces a report. Traps from user mode arrive on the CPU's trap
 //! stack; the stubs `swapgs` on the way in and out so that GS is always the
-//! per-CPU base inside the kernel, and an exception in user code ends that
-//! program (`user::on_user_fault`) instead of the kernel.
+//! per-CPU base inside the kernel. Exceptions and interrupts from user
+//! mode go to the hooks portable code registered ([`set_user_traps`]).
 
 use core::arch::global_asm;
 use core::cell::UnsafeCell;
@@ -39,11 +39,12 @@ pub const VECTOR_DYNAMIC_BASE: u8 = 0x40;
 pub const VECTOR_DYNAMIC_COUNT: u8 = 8;
 pub const VECTOR_SPURIOUS: u8 = 0xff;
 /// #UD: also how user programs make system calls (`k42_abi::syscall`).
-const VECTOR_INVALID_OPCODE: u8 = 6;
+/// Invalid opcode (#UD): also how a system call arrives.
+pub const VECTOR_INVALID_OPCODE: u8 = 6;
 
 /// Registers saved on entry, in stack order (lowest address first).
 #[repr(C)]
-#[derive(Debug)]
+#[derive(Clone, Copy, Debug)]
 pub struct TrapFrame {
     pub r15: u64,
     pub r14: u64,
@@ -273,26 +274,41 @@ pub fn load_empty_idt() {
     unsafe { ::x86_64::instructions::tables::lidt(&empty) };
 }
 
+/// What portable code does with a trap from user mode, registered once
+/// at boot ([`set_user_traps`]): the arch layer names no portable module.
+pub struct UserTraps {
+    /// An exception (vector < 32) in user mode (`fault_address` has CR2
+    /// for a page fault: read only when needed, since every system call
+    /// arrives here and reading CR2 costs an emulated instruction).
+    /// Returns false to treat it as a kernel exception.
+    pub exception: fn(&mut TrapFrame) -> bool,
+    /// After an interrupt taken in user mode has been handled (the point
+    /// for preemption and quiescence).
+    pub interrupted: fn(&mut TrapFrame),
+}
+
+static USER_TRAPS: AtomicUsize = AtomicUsize::new(0);
+
+/// Register the user-trap hooks (once, before user code runs).
+pub fn set_user_traps(hooks: &'static UserTraps) {
+    USER_TRAPS.store(hooks as *const UserTraps as usize, Ordering::Release);
+}
+
+fn user_traps() -> Option<&'static UserTraps> {
+    let p = USER_TRAPS.load(Ordering::Acquire) as *const UserTraps;
+    // SAFETY: only `set_user_traps` stores here, a `&'static UserTraps`.
+    unsafe { p.as_ref() }
+}
+
 extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     let vector = frame.vector as u8;
     let from_user = frame.cs & 3 == 3;
     if vector < 32 {
-        if from_user {
-            if vector == VECTOR_INVALID_OPCODE && crate::user::is_syscall_site(frame.rip) {
-                crate::user::syscall_entry(frame);
-                return;
-            }
-            // A process's page fault is resolved; any other fault in
-            // user code ends the process (or program), not the kernel.
-            if crate::proc::on_user_exception(frame, super::platform::fault_address()) {
-                return;
-            }
-            crate::user::on_user_fault(
-                vector,
-                frame.error_code,
-                frame.rip,
-                super::platform::fault_address(),
-            );
+        if from_user
+            && let Some(hooks) = user_traps()
+            && (hooks.exception)(frame)
+        {
+            return;
         }
         if vector == 13
             && let Some(fixup) = super::msr::fixup_for(frame.rip)
@@ -315,9 +331,9 @@ extern "C" fn trap_dispatch(frame: &mut TrapFrame) {
     }
     apic::eoi();
     crate::trace::log(ev::interrupt::exit(vector as u64));
-    if from_user {
+    if from_user && let Some(hooks) = user_traps() {
         // Preemption, kills and quiescence for process threads.
-        crate::proc::sched::on_user_interrupt(frame);
+        (hooks.interrupted)(frame);
     }
 }
 

@@ -6,8 +6,15 @@ use core::arch::asm;
 
 use k42_abi::layout::{KERNEL_VIRT_BASE, PHYS_MAP_BASE};
 
+pub use super::gdt::{USER_CS, USER_DS};
 pub use super::hypercall::{backoff, hypercall};
-pub use super::interrupts::{TrapFrame, VECTOR_WAKEUP, set_handler};
+pub use super::interrupts::{
+    TrapFrame, UserTraps, VECTOR_INVALID_OPCODE, VECTOR_TIMER, VECTOR_WAKEUP, exception_name,
+    set_handler, set_user_traps,
+};
+pub use super::serial::write_str as serial_write;
+pub use super::usermode::{ArchPerCpu, FpuState, enter_thread, enter_user, return_to_kernel};
+
 use k42_abi::trace::ev;
 
 /// Send `vector` to CPU `cpu`.

@@ -126,18 +126,26 @@ unsafe extern "C" {
     fn k42_enter_thread(frame: *const TrapFrame) -> u64;
 }
 
-/// Resume the user thread whose registers are `frame` (a user-mode
-/// [`TrapFrame`]: CS and SS with RPL 3), in the address space already
-/// loaded, until this CPU calls [`return_to_kernel`]; returns the status
-/// given there. The scheduler's first entry to user mode on a CPU; later
-/// switches rewrite the trap frame instead.
+/// Resume the user thread whose registers are `frame`, in the address
+/// space already loaded, until this CPU calls [`return_to_kernel`];
+/// returns the status given there. The scheduler's first entry to user
+/// mode on a CPU; later switches rewrite the trap frame instead.
 ///
-/// # Safety
-/// As [`enter_user`]; `frame` must stay valid until the `iretq` (the
-/// thread is this CPU's alone).
-pub unsafe fn enter_thread(frame: *const TrapFrame) -> u64 {
-    // SAFETY: see the module docs and the caller's promise.
-    unsafe { k42_enter_thread(frame) }
+/// Whatever `frame` holds, the CPU enters user mode: CS and SS are set to
+/// the user selectors and RFLAGS to user-settable flags with interrupts
+/// on. User code then reaches only user pages: every page table this
+/// kernel loads maps kernel memory supervisor-only (k42vmm's boot tables
+/// and `mm::paging`'s address spaces alike).
+pub fn enter_thread(frame: &TrapFrame) -> u64 {
+    /// CF, PF, AF, ZF, SF, DF, OF: the flags user code may set.
+    const USER_FLAGS: u64 = 0xcd5;
+    let mut f = *frame;
+    f.cs = USER_CS;
+    f.ss = USER_DS;
+    f.rflags = (f.rflags & USER_FLAGS) | 0x202;
+    // SAFETY: `f` is a user-mode frame (above) that lives on this stack
+    // until the `iretq`; see the module docs for the entry and exit.
+    unsafe { k42_enter_thread(&f) }
 }
 
 /// A thread's x87/SSE state, as `fxsave` writes it.

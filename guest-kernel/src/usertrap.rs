@@ -1,0 +1,32 @@
+//! Traps from user mode: a system call (the trap at a system-call site),
+//! a process's page fault or fatal exception, a kernel-run program's
+//! fault, an interrupt taken in user mode. Registered with `arch` at
+//! boot, which names no portable module itself.
+#![deny(unsafe_code)]
+
+use crate::arch::{self, TrapFrame, UserTraps};
+use crate::{proc, syscall, user};
+
+static HOOKS: UserTraps = UserTraps {
+    exception,
+    interrupted: proc::sched::on_user_interrupt,
+};
+
+/// Register the hooks (boot CPU, before any user code runs).
+pub fn init() {
+    arch::set_user_traps(&HOOKS);
+}
+
+/// An exception in user mode: a system call, a process's fault (resolved,
+/// or the process ends), or a kernel-run program's fault (it ends).
+fn exception(frame: &mut TrapFrame) -> bool {
+    if frame.vector as u8 == arch::VECTOR_INVALID_OPCODE && user::is_syscall_site(frame.rip) {
+        syscall::entry(frame);
+        return true;
+    }
+    let address = arch::fault_address();
+    if proc::on_user_exception(frame, address) {
+        return true;
+    }
+    user::on_user_fault(frame.vector as u8, frame.error_code, frame.rip, address)
+}
