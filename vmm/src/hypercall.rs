@@ -42,9 +42,7 @@ pub fn handle(shared: &VmShared, vcpu: u32, value: u32) -> Outcome {
     }
     let block = HypercallBlock::read_from_bytes(&raw).expect("size checked");
     let (result, outcome) = match HypercallNr::from_raw(block.nr) {
-        _ if block.reserved != 0 || block.pad != [0; 10] => {
-            (Err(HypercallResult::InvalidArgument), Outcome::Continue)
-        }
+        _ if block.reserved != 0 => (Err(HypercallResult::InvalidArgument), Outcome::Continue),
         None => (Err(HypercallResult::NoSuchCall), Outcome::Continue),
         Some(nr) => dispatch(shared, vcpu, nr, &block.args),
     };

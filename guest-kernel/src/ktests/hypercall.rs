@@ -1,7 +1,8 @@
 //! k42vmm answers malformed hypercalls with error codes and keeps running.
 
 use k42_abi::hypercall::{
-    BLOCK_ALIGN, BLOCK_SHIFT, HypercallBlock, HypercallNr, HypercallResult, MAX_CONSOLE_WRITE,
+    AlignedBlock, BLOCK_ALIGN, BLOCK_SHIFT, HypercallBlock, HypercallNr, HypercallResult,
+    MAX_CONSOLE_WRITE,
 };
 use k42_abi::layout::{HIGH_RAM_BASE, LOW_RAM_END};
 
@@ -10,10 +11,10 @@ use crate::ktest::TestResult;
 use crate::{arch, boot, check, kernel_test};
 
 fn call(nr: u32, reserved: u32, args: [u64; 4]) -> i64 {
-    send(&mut HypercallBlock {
+    send(&mut AlignedBlock(HypercallBlock {
         reserved,
         ..HypercallBlock::new(nr, args)
-    })
+    }))
 }
 
 /// A guest-physical address 1 MiB past the end of RAM (from the memory
@@ -86,7 +87,7 @@ fn bad_hypercalls_get_error_codes() -> TestResult {
         );
     }
     // Port values naming no block in RAM: k42vmm puts the error in rax.
-    let mut dummy = HypercallBlock::default();
+    let mut dummy = AlignedBlock::default();
     let value = |pa: u64| (pa >> BLOCK_SHIFT) as u32;
     let blocks = [
         ("past the end of RAM", value(outside_ram())),
@@ -99,12 +100,12 @@ fn bad_hypercalls_get_error_codes() -> TestResult {
         ("at the highest port value", u32::MAX),
     ];
     for (what, v) in blocks {
-        let r = send_value(v, &mut dummy);
+        let r = send_value(v, &mut dummy.0);
         check!(r == BadAddress as i64, "a block {what} ({v:#x}) got {r}");
     }
     // Addresses no port value names never reach k42vmm.
     for pa in [0x1004, 0x1040, 1 << 39] {
-        let r = send_at(pa, &mut dummy);
+        let r = send_at(pa, &mut dummy.0);
         check!(r == BadAddress as i64, "a block at {pa:#x} got {r}");
     }
     // And a good call still works afterwards.

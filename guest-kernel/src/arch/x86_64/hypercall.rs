@@ -7,7 +7,9 @@
 
 use core::arch::asm;
 
-use k42_abi::hypercall::{Hypercall, HypercallBlock, HypercallResult, PORT, port_value};
+use k42_abi::hypercall::{
+    AlignedBlock, Hypercall, HypercallBlock, HypercallResult, PORT, port_value,
+};
 use k42_abi::trace::ev;
 
 /// Make `call` (one of `Hypercall`'s constructors); returns the VMM's
@@ -15,14 +17,17 @@ use k42_abi::trace::ev;
 pub fn hypercall(call: Hypercall) -> i64 {
     let nr = call.nr as u64;
     crate::trace::log(ev::hypercall::enter(nr));
-    let r = send(&mut HypercallBlock::new(call.nr as u32, call.args));
+    let r = send(&mut AlignedBlock(HypercallBlock::new(
+        call.nr as u32,
+        call.args,
+    )));
     crate::trace::log(ev::hypercall::exit(nr, r));
     r
 }
 
 /// Send a hand-made block, valid or not (for tests of k42vmm's checks).
-pub fn send(block: &mut HypercallBlock) -> i64 {
-    let ptr: *mut HypercallBlock = block;
+pub fn send(block: &mut AlignedBlock) -> i64 {
+    let ptr: *mut HypercallBlock = &mut block.0;
     match super::platform::virt_to_phys(ptr as u64) {
         Some(pa) => send_at(pa, ptr),
         // Not in kernel memory: no physical address to send.
