@@ -95,41 +95,37 @@ pub fn current() -> &'static PerCpu {
     }
 }
 
-/// This CPU's index: one load from `gs:[offset of id]` (on every
-/// system call's path, where each emulated instruction counts).
-#[inline]
-pub fn cpu_id() -> u32 {
-    let id: u32;
+/// The `AtomicU32` field at byte `OFFSET` of this CPU's [`PerCpu`],
+/// read with one GS-relative load (no load of the struct's address first:
+/// these are on every system call's path, where each emulated instruction
+/// counts). Only for `offset_of!` an `AtomicU32` field.
+#[inline(always)]
+fn this_cpu_u32<const OFFSET: usize>() -> u32 {
+    let value: u32;
     // SAFETY: GS points at this CPU's PerCpu (set by `init` before any
-    // caller runs); `id` is an AtomicU32 at that offset, and an aligned
-    // 32-bit load is a relaxed atomic load on x86.
+    // caller runs); the callers pass the offset of an AtomicU32 field, and
+    // an aligned 32-bit load is a relaxed atomic load on x86.
     unsafe {
         asm!(
             "mov {:e}, gs:[{off}]",
-            out(reg) id,
-            off = const core::mem::offset_of!(PerCpu, id),
+            out(reg) value,
+            off = const OFFSET,
             options(nostack, readonly, preserves_flags),
         );
     }
-    id
+    value
 }
 
-/// This CPU's NUMA node: one load from `gs:[offset of node]`.
+/// This CPU's index.
+#[inline]
+pub fn cpu_id() -> u32 {
+    this_cpu_u32::<{ core::mem::offset_of!(PerCpu, id) }>()
+}
+
+/// This CPU's NUMA node.
 #[inline]
 pub fn node_id() -> u32 {
-    let node: u32;
-    // SAFETY: GS points at this CPU's PerCpu (set by `init` before any
-    // caller runs); `node` is an AtomicU32 at that offset, and an aligned
-    // 32-bit load is a relaxed atomic load on x86.
-    unsafe {
-        asm!(
-            "mov {:e}, gs:[{off}]",
-            out(reg) node,
-            off = const core::mem::offset_of!(PerCpu, node),
-            options(nostack, readonly, preserves_flags),
-        );
-    }
-    node
+    this_cpu_u32::<{ core::mem::offset_of!(PerCpu, node) }>()
 }
 
 /// Another CPU's per-CPU data.
