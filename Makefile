@@ -42,6 +42,8 @@ setup:
 	@rustup target list --installed 2>/dev/null | grep -qx $(GUEST) || rustup target add $(GUEST)
 	@command -v babeltrace2 >/dev/null || { echo "installing babeltrace2 (the trace tests read CTF traces with it)"; \
 		apt-get install -y -q babeltrace2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q babeltrace2 >/dev/null; }; }
+	@test -x /bin/busybox && test -x /bin/bash-static || { echo "installing busybox-static and bash-static (the default image runs Debian's own static Linux binaries)"; \
+		apt-get install -y -q busybox-static bash-static >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q busybox-static bash-static >/dev/null; }; }
 
 kernel: setup
 	$(CARGO) build $(addprefix -p ,$(GUEST_PACKAGES)) --target $(GUEST) --release
@@ -52,8 +54,14 @@ image: kernel
 vmm:
 	$(CARGO) build --release -p k42vmm
 
+# The image's own job (kernel tests, then init.rc), then a Linux shell
+# script run by Debian's busybox on the K42 kernel.
+LINUX_DEMO := echo "Linux on K42: $$(/bin/busybox uname -sm)"; echo $$((6*7)) | /bin/busybox wc -c; \
+	/bin/busybox ls /bin /etc | /bin/busybox sort | /bin/busybox head -4
+
 run: image vmm
 	$(K42VMM) run $(IMAGE)
+	$(K42VMM) run --vcpus 2 $(IMAGE) -- /bin/busybox sh -c '$(LINUX_DEMO)'
 
 lint: setup check-guest-profiles
 	$(CARGO) fmt --all -- --check

@@ -37,7 +37,7 @@ fn every_operation_and_error_distributed_index() {
     expect_ok(&out, "fstest basic: 0 failures: ok");
     let text = stdout(&out);
     assert!(
-        text.contains("fileserver: ready (1 files from the image, distributed page index)"),
+        text.contains("fileserver: ready (5 files from the image, distributed page index)"),
         "{}",
         describe(&out)
     );

@@ -23,6 +23,11 @@ pub fn use_hypercall(yes: bool) {
 
 /// Write `s` to the console as one piece.
 pub fn write_str(s: &str) {
+    write_bytes(s.as_bytes());
+}
+
+/// Write `s` (any bytes: a program's output) to the console as one piece.
+pub fn write_bytes(s: &[u8]) {
     if s.is_empty() {
         return;
     }

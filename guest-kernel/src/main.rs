@@ -201,6 +201,7 @@ fn run_init(program: &str) -> Option<u8> {
     println!("k42: starting init ({program})");
     match proc::run_init(program, &args) {
         Ok(word) => {
+            proc::linux::report_unimplemented();
             println!("k42: init {}", proc::describe_status(word));
             Some(if word <= 255 { word as u8 } else { 1 })
         }

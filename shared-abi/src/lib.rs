@@ -17,6 +17,7 @@
 //! | [`note`]      | the ABI note every kernel carries in its ELF          |
 //! | [`syscall`]   | system calls from user programs to the kernel         |
 //! | [`fs`]        | the file server's PPC protocol                        |
+//! | [`linux`]     | the Linux personality's layout and exec block         |
 //! | [`bench`]     | benchmark result records the guest reports            |
 //! | [`topology`]  | the topology record: nodes, vCPU placement, distances |
 //! | [`trace`]     | trace region layout, event record, event catalogue    |
@@ -28,6 +29,7 @@ pub mod boot;
 pub mod fs;
 pub mod hypercall;
 pub mod layout;
+pub mod linux;
 pub mod note;
 pub mod syscall;
 pub mod topology;
@@ -39,7 +41,7 @@ pub use note::KernelAbiNote;
 pub use topology::Topology;
 
 /// Version of every layout and constant in this crate.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 /// The largest vCPU count the ABI supports (x2APIC ids 0..=254; 255 is the
 /// xAPIC broadcast id, kept free so both APIC modes stay valid).

@@ -94,7 +94,8 @@ macro_rules! for_each_syscall {
         $callback! {
         /// End the program with status `rdi` (0..=255).
         Exit = 0 => process::exit(1);
-        /// Write `rsi` bytes of UTF-8 at `rdi` to the console.
+        /// Write `rsi` bytes at `rdi` to the console (any bytes; at most
+        /// [`crate::hypercall::MAX_CONSOLE_WRITE`]).
         Write = 1 => program::write(2);
         /// Report a benchmark result: a [`crate::bench::BenchRecord`] at
         /// `rdi`, `rsi` its size. The kernel forwards it to k42vmm.
@@ -201,6 +202,41 @@ macro_rules! for_each_syscall {
         /// Read up to `r10` bytes at offset `rsi` of image module `rdi` into
         /// `rdx`; returns the bytes read.
         ModuleRead = 31 => file::module_read(4);
+        /// Replace this (single-threaded) process's program with the Linux
+        /// ELF (or `#!` script resolved by the caller) behind file handle
+        /// `rdi` (read right), with the exec block at `rsi` of `rdx` bytes
+        /// ([`crate::linux::ExecHeader`] and its strings). Returns only on
+        /// failure: `BadProgram` for a file that is not a static x86_64
+        /// ELF executable, `TooLong` for too many argument bytes.
+        LinuxExec = 32 => linux::exec(3);
+        /// Set the calling thread's FS base (Linux `arch_prctl(ARCH_SET_FS)`).
+        SetFsBase = 33 => linux::set_fs_base(1);
+        /// Map `rsi` bytes of zero-filled memory with protection `rdx`
+        /// (read 1, write 2, execute 4) at `rdi` (exactly there with
+        /// [`crate::linux::MAP_FIXED`] in `r10`, replacing what was there;
+        /// else anywhere free, `rdi` a hint); returns the address.
+        MemMap = 34 => linux::map(4);
+        /// Unmap `[rdi, rdi + rsi)` (page-aligned; pages of it not mapped
+        /// are fine).
+        MemUnmap = 35 => linux::unmap(2);
+        /// Set the protection of `[rdi, rdi + rsi)` to `rdx`; every page
+        /// must be mapped.
+        MemProtect = 36 => linux::protect(3);
+        /// The personality met Linux system call `rdi`, which it does not
+        /// implement (it returned ENOSYS): counted, traced, and named when
+        /// the VM exits.
+        LinuxUnimplemented = 37 => linux::unimplemented(1);
+        /// As [`Syscall::Wait`], but returns 0 at once when no such child
+        /// has ended yet (Linux `WNOHANG`).
+        TryWait = 38 => process::try_wait(1);
+        /// Make a pipe: its read end's handle and its write end's handle
+        /// are written to the two words at `rdi`. `FileRead` and
+        /// `FileWrite` on an end move bytes (blocking while the pipe is
+        /// empty or full and the other end is held; with
+        /// [`file::PIPE_NONBLOCK`] in the offset argument, `WouldBlock`
+        /// instead); reading with no writer left is end of file, writing
+        /// with no reader left `BrokenPipe`. `FileClose` drops an end.
+        PipeCreate = 39 => file::pipe(1);
         }
     };
 }
@@ -270,6 +306,9 @@ pub mod file {
     pub const RIGHT_GRANT: u64 = 4;
     /// Every right.
     pub const RIGHTS_ALL: u64 = RIGHT_READ | RIGHT_WRITE | RIGHT_GRANT;
+    /// `FileRead`/`FileWrite` on a pipe end: the offset argument holds
+    /// flags, and this one asks not to wait.
+    pub const PIPE_NONBLOCK: u64 = 1;
     /// `FileWrite` flag: write at the end of the file.
     pub const WRITE_APPEND: u64 = 1;
     /// Largest file.
@@ -376,6 +415,10 @@ pub enum SyscallError {
     /// The process holds the most handles allowed, or the machine the
     /// most file objects.
     TooManyHandles = -20,
+    /// A write to a pipe no one can read any more.
+    BrokenPipe = -21,
+    /// Not possible without waiting, and the caller asked not to wait.
+    WouldBlock = -22,
 }
 
 impl SyscallError {
@@ -402,6 +445,8 @@ impl SyscallError {
             -18 => Self::BadHandle,
             -19 => Self::NotPermitted,
             -20 => Self::TooManyHandles,
+            -21 => Self::BrokenPipe,
+            -22 => Self::WouldBlock,
             _ => return None,
         })
     }
@@ -429,6 +474,8 @@ impl SyscallError {
             Self::BadHandle => "bad file handle",
             Self::NotPermitted => "not permitted by the handle's rights",
             Self::TooManyHandles => "too many file handles",
+            Self::BrokenPipe => "broken pipe",
+            Self::WouldBlock => "would block",
         }
     }
 }

@@ -626,6 +626,9 @@ catalogue! {
         /// a `SyscallError`). A call that blocked or handed the CPU to
         /// another thread (wait, PPC) has no exit event here.
         exit = 2 instant(nr: syscall, result: i64);
+        /// Process `pid` made Linux system call `nr` (a Linux x86_64
+        /// number), which the personality does not implement (ENOSYS).
+        unimplemented = 3 instant(pid: u64, nr: u64);
     }
 }
 

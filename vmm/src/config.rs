@@ -23,8 +23,12 @@ pub struct VmConfig {
     pub numa: Option<NumaPolicy>,
     /// Touch all guest RAM before boot.
     pub prefault: bool,
-    /// Kernel command line; `None` uses the image manifest's default.
+    /// Kernel command line; `None` uses the image manifest's default (or,
+    /// with a `command`, [`LINUX_CMDLINE`]).
     pub cmdline: Option<String>,
+    /// A Linux program and its arguments to run as the guest's only job
+    /// (`k42vmm run IMAGE -- COMMAND…`); empty: the image's own job.
+    pub command: Vec<String>,
     /// Stop the guest with exit code 124 after this long.
     pub timeout: Option<Duration>,
     /// Write the JSON run report here at exit.
@@ -32,6 +36,14 @@ pub struct VmConfig {
     /// What to do with the guest's trace.
     pub trace: crate::trace::TraceOptions,
 }
+
+/// The kernel command line for a run with a Linux command: no in-kernel
+/// tests, and `linux-run` as process 1 (it starts the servers, runs the
+/// command from the `linux.argv` module and exits with its status).
+pub const LINUX_CMDLINE: &str = "test=none init=linux-run";
+/// The boot module holding a run's Linux command: its arguments, each
+/// NUL-terminated.
+pub const LINUX_ARGV_MODULE: &str = "linux.argv";
 
 impl VmConfig {
     /// The placement part of the configuration.

@@ -32,6 +32,9 @@ pub enum VmmError {
     },
     #[error("the kernel command line is {0} bytes, over the limit of {1}")]
     CmdlineTooLong(usize, usize),
+    /// A run option that cannot work, said in full.
+    #[error("{0}")]
+    Config(String),
     #[error(
         "image {image}: kernel segment at {addr:#x} lies outside the kernel area {start:#x}..{end:#x}"
     )]
@@ -87,6 +90,7 @@ impl VmmError {
             | VmmError::TooFewVcpus
             | VmmError::MemoryNotAligned(_)
             | VmmError::CmdlineTooLong(..)
+            | VmmError::Config(_)
             | VmmError::KernelLayout { .. }
             | VmmError::TooManyRegions { .. } => 2,
             VmmError::Topology(e) => e.exit_code(),

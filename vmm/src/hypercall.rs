@@ -68,16 +68,16 @@ fn dispatch(
     };
     let cont = |r: CallResult| (r, Outcome::Continue);
     match nr {
-        HypercallNr::ConsoleWrite => cont(read(args[0], args[1], abi::MAX_CONSOLE_WRITE).and_then(
-            |bytes| {
-                let text =
-                    std::str::from_utf8(&bytes).map_err(|_| HypercallResult::InvalidArgument)?;
+        HypercallNr::ConsoleWrite => {
+            cont(read(args[0], args[1], abi::MAX_CONSOLE_WRITE).map(|bytes| {
+                // Bytes as they are: a Linux program's output need not be
+                // text.
                 let mut out = std::io::stdout().lock();
-                let _ = out.write_all(text.as_bytes());
+                let _ = out.write_all(&bytes);
                 let _ = out.flush();
-                Ok(bytes.len() as i64)
-            },
-        )),
+                bytes.len() as i64
+            }))
+        }
         HypercallNr::Shutdown => match u8::try_from(args[0]) {
             Ok(code) => {
                 shared.exit.decide(ExitReason::Shutdown(code));

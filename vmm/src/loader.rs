@@ -22,7 +22,7 @@ use k42_abi::boot::{
     BOOT_MAGIC, BootInfo, BootModule, MAX_CMDLINE, MAX_MEM_REGIONS, MemRegion, MemRegionKind,
 };
 use k42_abi::layout::*;
-use k42_image::Image;
+use k42_image::{Image, ModuleData};
 use linux_loader::loader::{KernelLoader, elf::Elf};
 use vm_memory::GuestAddress;
 
@@ -76,10 +76,12 @@ fn align_up(v: u64, a: u64) -> u64 {
 }
 
 /// Load `image` into `ram` for `vcpus` vCPUs with kernel command line
-/// `cmdline`.
+/// `cmdline`, and `extra` modules after the image's (what this run adds,
+/// such as the Linux command of `k42vmm run IMAGE -- COMMAND`).
 pub fn load(
     ram: &GuestRam,
     image: &Image,
+    extra: &[ModuleData],
     vcpus: u32,
     cmdline: &str,
 ) -> Result<BootLayout, VmmError> {
@@ -89,8 +91,16 @@ pub fn load(
     let info = image.kernel_info;
     let kernel_end = align_up(info.load_end, PAGE_SIZE);
     let mut cursor = kernel_end;
+    let modules: Vec<ModuleData> = image.modules().chain(extra.iter().copied()).collect();
+    if modules.len() > k42_abi::boot::MAX_MODULES {
+        return Err(VmmError::Load(format!(
+            "{} modules, more than the {} the boot ABI carries",
+            modules.len(),
+            k42_abi::boot::MAX_MODULES
+        )));
+    }
     let mut module_places = Vec::new();
-    for m in image.modules() {
+    for m in &modules {
         module_places.push(cursor);
         cursor = align_up(cursor + m.data.len() as u64, PAGE_SIZE);
     }
@@ -144,7 +154,7 @@ pub fn load(
         ram.write(gpa, data)
             .map_err(|b| VmmError::Load(format!("write of {} bytes at {:#x} failed", b.len, b.gpa)))
     };
-    for (m, &at) in image.modules().zip(&module_places) {
+    for (m, &at) in modules.iter().zip(&module_places) {
         wr(at, m.data)?;
     }
     let tables = write_boot_tables(ram)?;
@@ -170,16 +180,17 @@ pub fn load(
             MemRegionKind::Kernel,
         ),
     ];
-    for ((m, &at), slot) in image
-        .modules()
+    for ((m, &at), slot) in modules
+        .iter()
         .zip(&module_places)
         .zip(bi.modules.iter_mut())
     {
-        regions.push((
-            at,
-            align_up(m.data.len() as u64, PAGE_SIZE),
-            MemRegionKind::Module,
-        ));
+        // Modules lie end to end: one region for all of them.
+        let len = align_up(m.data.len() as u64, PAGE_SIZE);
+        match regions.last_mut() {
+            Some((s, l, MemRegionKind::Module)) if *s + *l == at => *l += len,
+            _ => regions.push((at, len, MemRegionKind::Module)),
+        }
         let mut name = [0u8; k42_abi::boot::MAX_MODULE_NAME];
         name[..m.name.len()].copy_from_slice(m.name.as_bytes());
         *slot = BootModule {
@@ -188,7 +199,7 @@ pub fn load(
             name,
         };
     }
-    bi.n_modules = image.modules().len() as u32;
+    bi.n_modules = modules.len() as u32;
     regions.push((
         stacks_base,
         stacks_end - stacks_base,
@@ -207,7 +218,7 @@ pub fn load(
         let nodes = ram.node_ranges().last().map_or(1, |r| r.node as usize + 1);
         return Err(VmmError::TooManyRegions {
             nodes,
-            modules: image.modules().len(),
+            modules: modules.len(),
             regions: regions.len(),
             limit: MAX_MEM_REGIONS,
         });

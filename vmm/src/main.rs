@@ -298,6 +298,11 @@ struct RunArgs {
     /// The boot image (built by `make image`: target/images/default.img).
     #[arg(value_name = "IMAGE")]
     image: PathBuf,
+    /// A Linux program in the guest (an absolute path) and its arguments,
+    /// after `--`: run it as the guest's job, with the console as its
+    /// standard input and output, and exit with its status.
+    #[arg(last = true, value_name = "COMMAND")]
+    command: Vec<String>,
 }
 
 fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -467,6 +472,7 @@ fn run(args: RunArgs, started: Instant) -> ExitCode {
         numa: args.placement.numa,
         prefault: args.prefault,
         cmdline: args.cmdline,
+        command: args.command,
         timeout: args.timeout,
         report: args.report,
         trace: TraceOptions {

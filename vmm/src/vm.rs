@@ -83,11 +83,29 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
     let kvm = kvm::open()?;
     let ram = create_ram(&plan, config.prefault)?;
     let vm = create_vm(kvm, &ram, plan.vcpus)?;
+    let default_cmdline = if config.command.is_empty() {
+        image.manifest.cmdline.as_str()
+    } else {
+        crate::config::LINUX_CMDLINE
+    };
     let cmdline = config
         .cmdline
         .clone()
-        .unwrap_or_else(|| image.manifest.cmdline.clone());
-    let layout = loader::load(&ram, &image, plan.vcpus, &cmdline)?;
+        .unwrap_or_else(|| default_cmdline.to_string());
+    let argv: Vec<u8> = config
+        .command
+        .iter()
+        .flat_map(|a| a.bytes().chain([0]))
+        .collect();
+    let extra: Vec<k42_image::ModuleData> = if config.command.is_empty() {
+        Vec::new()
+    } else {
+        vec![k42_image::ModuleData {
+            name: crate::config::LINUX_ARGV_MODULE,
+            data: &argv,
+        }]
+    };
+    let layout = loader::load(&ram, &image, &extra, plan.vcpus, &cmdline)?;
     warn_about_plan(&plan);
     let serial = Com1::new(&vm.fd, Box::new(std::io::stdout()))
         .map_err(|e| VmmError::Host(format!("COM1: {e}")))?;
@@ -118,6 +136,17 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
 
 /// Refuse a vCPU count or memory size no plan could satisfy.
 fn check_config(config: &VmConfig) -> Result<(), VmmError> {
+    if let Some(bad) = config.command.iter().find(|a| a.contains('\0')) {
+        return Err(VmmError::Config(format!(
+            "the command's argument {bad:?} contains a NUL byte"
+        )));
+    }
+    if config.command.first().is_some_and(|c| !c.starts_with('/')) {
+        return Err(VmmError::Config(format!(
+            "the command '{}' must be an absolute path in the guest (for example /bin/sh)",
+            config.command[0]
+        )));
+    }
     match config.vcpus {
         Some(0) => return Err(VmmError::TooFewVcpus),
         Some(v) if v as usize > k42_abi::MAX_VCPUS => {

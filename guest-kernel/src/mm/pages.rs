@@ -198,3 +198,25 @@ pub fn copy_frame(from: u64, to: u64) {
         )
     };
 }
+
+/// Read `buf.len()` bytes at byte `offset` of frame `pa`, which the
+/// caller holds.
+///
+/// # Panics
+/// If the range does not fit in the page.
+pub fn read_frame(pa: u64, offset: u64, buf: &mut [u8]) {
+    assert!(
+        pa.is_multiple_of(PAGE_SIZE) && offset + buf.len() as u64 <= PAGE_SIZE,
+        "read of {} bytes at {offset} of frame {pa:#x}",
+        buf.len()
+    );
+    // SAFETY: a page-aligned frame of RAM the caller holds, reached
+    // through the direct map; the range lies in it (checked above).
+    unsafe {
+        core::ptr::copy_nonoverlapping(
+            (crate::arch::phys_to_virt(pa) + offset) as *const u8,
+            buf.as_mut_ptr(),
+            buf.len(),
+        )
+    };
+}

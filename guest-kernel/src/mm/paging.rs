@@ -223,6 +223,14 @@ impl AddressSpace {
         }
     }
 
+    /// Unmap the page at `va` if it is mapped (the frame is not the
+    /// space's: its FCM keeps or frees it); the caller flushes the TLB.
+    pub fn clear_leaf(&mut self, va: u64) {
+        if let Some(pte) = self.lookup(va) {
+            *pte = 0;
+        }
+    }
+
     /// The leaf entry for `va`, if the tables above it exist.
     fn lookup(&self, va: u64) -> Option<&'static mut u64> {
         let mut t = self.root;

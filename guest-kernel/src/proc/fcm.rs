@@ -98,6 +98,16 @@ pub enum Source {
         start: u64,
         relocs: Arc<Vec<(u64, u64)>>,
     },
+    /// A Linux program's segment, from its file's memory object: the
+    /// file's bytes from `offset` (`len` of them) appear at region offset
+    /// `at`. Read-only pages that lie whole in the file are the file's own
+    /// frames, shared by every process running the program.
+    File {
+        file: Arc<super::files::FileObj>,
+        offset: u64,
+        len: u64,
+        at: u64,
+    },
 }
 
 impl Source {
@@ -120,8 +130,10 @@ pub struct Access {
     pub write: bool,
     /// The region allows writing (else pages are mapped read-only).
     pub writable: bool,
-    /// Pages in the region (fault-around stays inside it).
-    pub region_pages: u64,
+    /// The pages `[first, end)` of the FCM that the faulting piece of
+    /// the region covers (fault-around stays inside them).
+    pub first: u64,
+    pub end: u64,
 }
 
 /// An FCM's contents, moved whole between FCMs (a new region's, a fork
@@ -159,6 +171,9 @@ pub trait Fcm: Send + Sync {
     fn reset(&self, contents: Contents);
     /// Give up every page (the process ended).
     fn release_all(&self);
+    /// Give up pages `[first, end)` (that part of the region was
+    /// unmapped).
+    fn release_range(&self, first: u64, end: u64);
 }
 
 /// The FCM's implementation: one rep shared by every CPU, its page list
@@ -220,9 +235,28 @@ impl SharedFcm {
 }
 
 impl Source {
-    /// The image frame to map in place for page `k`, if the region is
-    /// read-only and the page lies whole, page-aligned, in the image.
+    /// The image or file frame to map in place for page `k`, if the
+    /// region is read-only and the page lies whole, page-aligned, in the
+    /// image or file.
     fn in_place(&self, k: u64) -> Option<u64> {
+        if let Source::File {
+            file,
+            offset,
+            len,
+            at,
+        } = self
+        {
+            let lo = k * PAGE_SIZE;
+            if lo < *at || lo + PAGE_SIZE > at + len {
+                return None;
+            }
+            let off = offset + (lo - at);
+            return if off.is_multiple_of(PAGE_SIZE) {
+                file.frame(off / PAGE_SIZE)
+            } else {
+                None
+            };
+        }
         let Source::Image { file, at, .. } = *self else {
             return None;
         };
@@ -244,6 +278,30 @@ impl Source {
     fn fill(&self, k: u64) -> Result<u64, SyscallError> {
         let lo = k * PAGE_SIZE;
         let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
+        if let Source::File {
+            file,
+            offset,
+            len,
+            at,
+        } = self
+        {
+            // The file's bytes that fall in this page, a file page at a
+            // time (a hole, or bytes past the file's end, stay zero).
+            let (mut from, to) = (lo.max(*at), (lo + PAGE_SIZE).min(at + len));
+            while from < to {
+                let off = offset + (from - at);
+                let n = (PAGE_SIZE - off % PAGE_SIZE).min(to - from);
+                if let Some(src) = file.frame(off / PAGE_SIZE) {
+                    crate::mm::copy::copy_one(crate::mm::copy::Segment {
+                        dst: pa + (from - lo),
+                        src: src + off % PAGE_SIZE,
+                        len: n,
+                    });
+                }
+                from += n;
+            }
+            return Ok(pa);
+        }
         if let Source::Image { file, at, .. } = *self {
             let (from, to) = (lo.max(at), (lo + PAGE_SIZE).min(at + file.len() as u64));
             if from < to {
@@ -352,6 +410,17 @@ impl Fcm for SharedFcm {
         }
         self.used.store(0, Ordering::Release);
     }
+
+    fn release_range(&self, first: u64, end: u64) {
+        for (_, s) in self.used_stripes() {
+            let mut list = s.lock();
+            let mut cut = list.split_off(&first);
+            let mut rest = cut.split_off(&end);
+            list.append(&mut rest);
+            drop(list);
+            release_pages(&cut);
+        }
+    }
 }
 
 /// Let go of every page in `pages` that is the FCM's own.
@@ -376,10 +445,8 @@ fn fault_around(
     // Within the run of pages whose list is locked.
     let run = k / STRIPE_RUN * STRIPE_RUN;
     let (lo, hi) = (
-        k.saturating_sub(FAULT_AROUND).max(run),
-        (k + FAULT_AROUND + 1)
-            .min(access.region_pages)
-            .min(run + STRIPE_RUN),
+        k.saturating_sub(FAULT_AROUND).max(run).max(access.first),
+        (k + FAULT_AROUND + 1).min(access.end).min(run + STRIPE_RUN),
     );
     for j in (lo..hi).filter(|&j| j != k) {
         if list.contains_key(&j) {

@@ -109,6 +109,28 @@ impl FileObj {
         }))
     }
 
+    /// The file's size in bytes.
+    pub fn len(&self) -> u64 {
+        self.size.load(Ordering::Acquire)
+    }
+
+    /// Copy the file's first bytes (at most a page) into `buf`; how many.
+    pub fn read_head(&self, buf: &mut [u8]) -> usize {
+        let n = (buf.len() as u64).min(PAGE_SIZE).min(self.len()) as usize;
+        match self.lookup(0) {
+            Some(pa) => pages::read_frame(pa, 0, &mut buf[..n]),
+            None => buf[..n].fill(0),
+        }
+        n
+    }
+
+    /// The frame of page `k`, if it has one (a program mapped from the
+    /// file: the object is held for as long as the frame is mapped, and
+    /// frames are freed only with the object).
+    pub(super) fn frame(&self, k: u64) -> Option<u64> {
+        self.lookup(k)
+    }
+
     /// The frame of page `k`, if it has one.
     fn lookup(&self, k: u64) -> Option<u64> {
         let cpu = cobj::cpu();
@@ -380,12 +402,21 @@ pub struct Handles {
 #[derive(Clone, Default)]
 struct Slot {
     seq: u32,
-    entry: Option<(Arc<FileObj>, u64)>,
+    entry: Option<(Object, u64)>,
+}
+
+/// What a handle names.
+#[derive(Clone)]
+pub enum Object {
+    /// A file's memory object.
+    File(Arc<FileObj>),
+    /// One end of a pipe (`super::pipe`).
+    Pipe(Arc<super::pipe::End>),
 }
 
 impl Handles {
     /// The object and rights behind handle `h`.
-    fn get(&self, h: u64) -> Result<(Arc<FileObj>, u64), SyscallError> {
+    fn get(&self, h: u64) -> Result<(Object, u64), SyscallError> {
         let s = self
             .slots
             .get((h >> 32) as usize)
@@ -395,7 +426,7 @@ impl Handles {
     }
 
     /// A new handle to `obj` with `rights`.
-    fn insert(&mut self, obj: Arc<FileObj>, rights: u64) -> Result<u64, SyscallError> {
+    fn insert(&mut self, obj: Object, rights: u64) -> Result<u64, SyscallError> {
         let i = match self.free.pop() {
             Some(i) => i as usize,
             None if self.slots.len() < MAX_HANDLES => {
@@ -411,7 +442,7 @@ impl Handles {
     }
 
     /// Drop handle `h`.
-    fn close(&mut self, h: u64) -> Result<Arc<FileObj>, SyscallError> {
+    fn close(&mut self, h: u64) -> Result<Object, SyscallError> {
         let i = (h >> 32) as usize;
         let s = self
             .slots
@@ -423,8 +454,22 @@ impl Handles {
         Ok(obj)
     }
 
+    /// Drop every handle but those in `keep` (an exec's close-on-exec);
+    /// the objects dropped, for the caller to let go outside the lock.
+    pub fn retain(&mut self, keep: &[u64]) -> Vec<Object> {
+        let mut gone = Vec::new();
+        for (i, s) in self.slots.iter_mut().enumerate() {
+            let h = (i as u64) << 32 | s.seq as u64;
+            if s.entry.is_some() && !keep.contains(&h) {
+                gone.extend(s.entry.take().map(|(o, _)| o));
+                self.free.push(i as u32);
+            }
+        }
+        gone
+    }
+
     /// Drop every handle (the process ended).
-    pub fn clear(&mut self) -> Vec<Arc<FileObj>> {
+    pub fn clear(&mut self) -> Vec<Object> {
         self.free.clear();
         core::mem::take(&mut self.slots)
             .into_iter()
@@ -433,13 +478,43 @@ impl Handles {
     }
 }
 
+/// The file object behind handle `h` of process `p`, with right `need`.
+pub(super) fn object(p: &Process, h: u64, need: u64) -> Result<Arc<FileObj>, SyscallError> {
+    handle(p, h, need)
+}
+
 /// Handle `h` of process `p`, with right `need`.
 fn handle(p: &Process, h: u64, need: u64) -> Result<Arc<FileObj>, SyscallError> {
     let (obj, rights) = p.files.lock().get(h)?;
     if rights & need != need {
         return Err(SyscallError::NotPermitted);
     }
-    Ok(obj)
+    match obj {
+        Object::File(f) => Ok(f),
+        Object::Pipe(_) => Err(SyscallError::InvalidArgument),
+    }
+}
+
+/// The pipe end behind handle `h` of process `p`, if it is one.
+pub fn pipe_end(p: &Process, h: u64) -> Option<Arc<super::pipe::End>> {
+    match p.files.lock().get(h) {
+        Ok((Object::Pipe(e), _)) => Some(e),
+        _ => None,
+    }
+}
+
+/// `PipeCreate`: a new pipe; (read end, write end) handles.
+pub fn pipe(t: &Thread) -> Result<(u64, u64), SyscallError> {
+    let (r, w) = super::pipe::create();
+    let mut table = t.process.files.lock();
+    let rh = table.insert(Object::Pipe(r), file::RIGHT_READ)?;
+    match table.insert(Object::Pipe(w), file::RIGHT_WRITE) {
+        Ok(wh) => Ok((rh, wh)),
+        Err(e) => {
+            let _ = table.close(rh);
+            Err(e)
+        }
+    }
 }
 
 /// Image module `i` as (name, bytes).
@@ -462,7 +537,7 @@ pub fn create(t: &Thread, kind: u64) -> Result<u64, SyscallError> {
     }
     let obj = FileObj::new(kind)?;
     trace::log(ev::fs::create(p.pid as u64, kind));
-    p.files.lock().insert(obj, file::RIGHTS_ALL)
+    p.files.lock().insert(Object::File(obj), file::RIGHTS_ALL)
 }
 
 /// `FileGrant`: give process `to` a handle to `h`'s object with

@@ -24,6 +24,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_abi::layout::PAGE_SIZE;
+use k42_abi::linux::LINUX_STACK_SIZE;
 use k42_abi::syscall::{
     ARGS_OFFSET, PROGRAM_INFO_MAGIC, ProgramInfo, SyscallError, USER_BASE, USER_HEAP, USER_INFO,
     USER_TOP,
@@ -46,8 +47,10 @@ pub const PROT_WRITE: u32 = 2;
 pub const PROT_EXEC: u32 = 4;
 const PROT_BITS: u32 = 0xff;
 
-/// Most regions (and so FCMs) one process may have.
-const MAX_REGIONS: usize = 32;
+/// Most regions (and so FCMs) one process may have. Splitting a region
+/// (`protect`, `unmap`) makes pieces that share its FCM, which count only
+/// in the region list.
+const MAX_REGIONS: usize = 64;
 /// A process's stack region (touched pages only): the top of user space.
 const STACK_SIZE: u64 = 1 << 20;
 /// A process's heap region at `USER_HEAP` (touched pages only).
@@ -74,6 +77,9 @@ pub struct Memory {
     slots: Box<[InitOnce<Slot>]>,
     /// Regions added (the next FCM slot); also serialises adding.
     nregions: SpinLock<usize>,
+    /// The pieces of regions in the region list, as there (for fork,
+    /// unmap and protect, which change the list; faults read the list).
+    layout: SpinLock<Vec<Region>>,
     /// Pages this process holds (private and shared), and its limit.
     pages: AtomicU64,
     limit: u64,
@@ -143,6 +149,7 @@ impl Memory {
             replicated,
             slots: (0..MAX_REGIONS).map(|_| InitOnce::new()).collect(),
             nregions: SpinLock::new(0),
+            layout: SpinLock::new(Vec::new()),
             pages: AtomicU64::new(0),
             limit: limit / PAGE_SIZE,
             next_anon: AtomicU64::new(ANON_BASE),
@@ -192,6 +199,7 @@ impl Memory {
             return Err(SyscallError::InvalidArgument);
         }
         self.slots[slot].set(Slot { region, backing });
+        self.layout.lock().push(region);
         *n += 1;
         Ok(())
     }
@@ -250,6 +258,85 @@ impl Memory {
         let top = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
         mem.install(stack_slot, STACK_SIZE / PAGE_SIZE - 1, top, true)?;
         Ok((mem, program.entry))
+    }
+
+    /// A new Linux process image: the personality's segments (from the
+    /// image, shared in place), the program's segments from its file's
+    /// memory object, the Linux stack (`image.stack`, the initial stack's
+    /// bytes ending at `USER_TOP`), the personality's heap and the
+    /// information page with `info` and the carried state. Returns the
+    /// memory and the personality's entry.
+    pub fn load_linux(
+        image: LinuxImage,
+        mut info: ProgramInfo,
+        replicated: bool,
+        limit: u64,
+    ) -> Result<(Self, u64), SyscallError> {
+        let personality =
+            elf::Program::parse(image.personality).map_err(|_| SyscallError::BadProgram)?;
+        let mem = Self::new(replicated, limit)?;
+        for seg in personality.segments() {
+            let (start, end, prot) = segment_range(seg);
+            let data = &image.personality
+                [seg.file_offset as usize..(seg.file_offset + seg.file_size) as usize];
+            mem.add_region(
+                start,
+                end,
+                prot,
+                Source::Image {
+                    file: data,
+                    at: seg.vaddr - start,
+                    start,
+                    relocs: Arc::new(Vec::new()),
+                },
+            )?;
+        }
+        for seg in image.program.segments() {
+            let (start, end, prot) = segment_range(seg);
+            mem.add_region(
+                start,
+                end,
+                prot,
+                Source::File {
+                    file: image.file.clone(),
+                    offset: seg.file_offset,
+                    len: seg.file_size,
+                    at: seg.vaddr - start,
+                },
+            )?;
+        }
+        let rw = PROT_READ | PROT_WRITE;
+        let stack_slot = *mem.nregions.lock();
+        let stack_base = USER_TOP - LINUX_STACK_SIZE;
+        mem.add_region(stack_base, USER_TOP, rw, Source::Zero)?;
+        mem.add_region(USER_HEAP, USER_HEAP + HEAP_SIZE, rw, Source::Zero)?;
+        let slot = *mem.nregions.lock();
+        mem.add_region(USER_INFO, USER_INFO + PAGE_SIZE, PROT_READ, Source::Zero)?;
+        info.magic = PROGRAM_INFO_MAGIC;
+        info.heap_size = HEAP_SIZE;
+        info.args_len = image.carry.len() as u32;
+        mem.charge()?;
+        let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
+        // The carried state is at most MAX_CARRY bytes (checked by the
+        // caller): both fit in the page.
+        pages::write_frame(pa, 0, info.as_bytes());
+        pages::write_frame(pa, ARGS_OFFSET, image.carry);
+        mem.install(slot, 0, pa, false)?;
+        // The initial stack's pages, filled now.
+        let stack = image.stack;
+        let bottom = USER_TOP - stack.len() as u64;
+        let mut va = bottom & !(PAGE_SIZE - 1);
+        while va < USER_TOP {
+            mem.charge()?;
+            let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
+            let lo = va.max(bottom);
+            let from = (lo - bottom) as usize;
+            let to = ((va + PAGE_SIZE) - bottom) as usize;
+            pages::write_frame(pa, lo - va, &stack[from..to]);
+            mem.install(stack_slot, (va - stack_base) / PAGE_SIZE, pa, true)?;
+            va += PAGE_SIZE;
+        }
+        Ok((mem, personality.entry))
     }
 
     /// Put frame `pa` (charged, owned) at page `k` of region `slot` and
@@ -363,11 +450,15 @@ impl Memory {
         let slot = self.slots[(region.prot >> 8) as usize]
             .get()
             .ok_or(FaultError::Segv)?;
-        let k = (addr - region.start) / PAGE_SIZE;
+        // Pages are numbered from the start of the whole region (its FCM);
+        // `region` may be a piece of it.
+        let base = slot.region.start;
+        let k = (addr - base) / PAGE_SIZE;
         let access = Access {
             write,
             writable: prot & PROT_WRITE != 0,
-            region_pages: (region.end - region.start) / PAGE_SIZE,
+            first: (region.start - base) / PAGE_SIZE,
+            end: (region.end - base) / PAGE_SIZE,
         };
         let charge = || self.charge().is_ok();
         let exec_ok = prot & PROT_EXEC != 0;
@@ -376,7 +467,7 @@ impl Memory {
         // instructions).
         let mut mapped = None;
         let mut map = |j: u64, pa: u64, writable: bool| {
-            let va = region.start + j * PAGE_SIZE;
+            let va = base + j * PAGE_SIZE;
             let ok = self
                 .space
                 .lock()
@@ -453,30 +544,37 @@ impl Memory {
     pub fn fork(&self) -> Result<Self, SyscallError> {
         let child = Self::new(self.replicated, self.limit * PAGE_SIZE)?;
         let n = *self.nregions.lock();
+        let mut child_n = child.nregions.lock();
         for slot in 0..n {
             let s = self.slots[slot].get().expect("region slot set");
-            let writable = s.region.prot & PROT_WRITE != 0;
             let backing = match &s.backing {
                 Backing::Private(obj, source) => Backing::Private(
                     fcm::fork_object(*obj, &mut |k| {
-                        if writable {
-                            self.space
-                                .lock()
-                                .write_protect(s.region.start + k * PAGE_SIZE);
-                        }
+                        self.space
+                            .lock()
+                            .write_protect(s.region.start + k * PAGE_SIZE);
                     })?,
                     source.clone(),
                 ),
                 // A file mapping is shared: the child maps the same file.
                 Backing::File(f) => Backing::File(f.clone()),
             };
-            child.add_region_with(
-                s.region.start,
-                s.region.end,
-                s.region.prot & PROT_BITS,
+            // Same slot numbers, so the pieces' protection words hold.
+            child.slots[slot].set(Slot {
+                region: s.region,
                 backing,
-            )?;
+            });
+            *child_n += 1;
         }
+        drop(child_n);
+        let cpu = cobj::cpu();
+        let pieces = self.layout.lock().clone();
+        for &piece in &pieces {
+            if !child.regions.call(&cpu.request(), |r| r.add_region(piece)) {
+                return Err(SyscallError::InvalidArgument);
+            }
+        }
+        *child.layout.lock() = pieces;
         arch::flush_tlb();
         child
             .pages
@@ -486,6 +584,159 @@ impl Memory {
             .store(self.next_anon.load(Ordering::Relaxed), Ordering::Relaxed);
         Ok(child)
     }
+
+    /// Map `len` bytes of zero-filled memory with `prot` at `addr` (with
+    /// `fixed`, exactly there, replacing what was there; else anywhere);
+    /// the address.
+    /// Pages are made (and charged to the process) only when touched, so
+    /// a region may be larger than the process's memory limit.
+    pub fn map_at(&self, addr: u64, len: u64, prot: u32, fixed: bool) -> Result<u64, SyscallError> {
+        if len == 0 || len > USER_TOP || prot & !PROT_BITS != 0 {
+            return Err(SyscallError::InvalidArgument);
+        }
+        let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        let start = if fixed {
+            check_range(addr, len)?;
+            self.unmap(addr, len)?;
+            addr
+        } else {
+            self.place(len)?
+        };
+        self.add_region(start, start + len, prot & 7, Source::Zero)?;
+        Ok(start)
+    }
+
+    /// Remove `[addr, addr + len)` from the address space: the pieces of
+    /// regions there are cut, their pages let go and unmapped.
+    pub fn unmap(&self, addr: u64, len: u64) -> Result<(), SyscallError> {
+        let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        check_range(addr, len)?;
+        self.reshape(addr, addr + len, None)
+    }
+
+    /// Give `[addr, addr + len)` protection `prot`; every page of it must
+    /// be mapped (else `NoMemory`, as Linux's ENOMEM, with nothing
+    /// changed).
+    pub fn protect(&self, addr: u64, len: u64, prot: u32) -> Result<(), SyscallError> {
+        if prot & !7 != 0 {
+            return Err(SyscallError::InvalidArgument);
+        }
+        let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        check_range(addr, len)?;
+        let end = addr + len;
+        {
+            let layout = self.layout.lock();
+            let mut at = addr;
+            let mut pieces: Vec<&Region> = layout
+                .iter()
+                .filter(|r| r.start < end && r.end > addr)
+                .collect();
+            pieces.sort_by_key(|r| r.start);
+            for r in pieces {
+                if r.start > at {
+                    break;
+                }
+                at = at.max(r.end);
+            }
+            if at < end {
+                return Err(SyscallError::NoMemory);
+            }
+        }
+        self.reshape(addr, end, Some(prot))
+    }
+
+    /// Cut the pieces of regions overlapping `[lo, hi)` there: the parts
+    /// outside stay as they were; the parts inside get `prot` (keeping
+    /// their FCM and pages) or, with `None`, go (their pages let go).
+    /// Pages mapped inside are unmapped (they fault in again as allowed).
+    /// Only the process's single thread changes its layout (Linux
+    /// processes here are single-threaded).
+    fn reshape(&self, lo: u64, hi: u64, prot: Option<u32>) -> Result<(), SyscallError> {
+        let _adding = self.nregions.lock();
+        let mut layout = self.layout.lock();
+        let cpu = cobj::cpu();
+        let mut kept = Vec::with_capacity(layout.len() + 2);
+        let mut changed = false;
+        for &r in layout.iter() {
+            if r.end <= lo || r.start >= hi {
+                kept.push(r);
+                continue;
+            }
+            changed = true;
+            self.regions
+                .call(&cpu.request(), |l| l.remove_region(r.start));
+            let (a, b) = (r.start.max(lo), r.end.min(hi));
+            let mut parts = [None; 3];
+            if r.start < a {
+                parts[0] = Some(Region { end: a, ..r });
+            }
+            if let Some(p) = prot {
+                parts[1] = Some(Region {
+                    start: a,
+                    end: b,
+                    prot: (r.prot & !PROT_BITS) | p,
+                });
+            } else if let Some(s) = self.slots[(r.prot >> 8) as usize].get()
+                && let Backing::Private(obj, _) = &s.backing
+            {
+                let base = s.region.start;
+                fcm::call(*obj, |f| {
+                    f.release_range((a - base) / PAGE_SIZE, (b - base) / PAGE_SIZE)
+                });
+            }
+            if b < r.end {
+                parts[2] = Some(Region { start: b, ..r });
+            }
+            for part in parts.into_iter().flatten() {
+                if !self.regions.call(&cpu.request(), |l| l.add_region(part)) {
+                    return Err(SyscallError::InvalidArgument);
+                }
+                kept.push(part);
+            }
+        }
+        *layout = kept;
+        if changed {
+            let mut space = self.space.lock();
+            for va in (lo..hi).step_by(PAGE_SIZE as usize) {
+                space.clear_leaf(va);
+            }
+            drop(space);
+            arch::flush_tlb();
+        }
+        Ok(())
+    }
+}
+
+/// What a Linux exec loads (see [`Memory::load_linux`]).
+pub struct LinuxImage<'a> {
+    /// The personality's ELF (an image module).
+    pub personality: &'static [u8],
+    /// The program's file and its checked headers.
+    pub file: Arc<FileObj>,
+    pub program: &'a elf::Program,
+    /// The initial stack's bytes, ending at `USER_TOP`.
+    pub stack: &'a [u8],
+    /// The personality's carried state.
+    pub carry: &'a [u8],
+}
+
+/// A segment's page range and protection.
+fn segment_range(seg: &elf::Segment) -> (u64, u64, u32) {
+    let start = seg.vaddr & !(PAGE_SIZE - 1);
+    let end = (seg.vaddr + seg.mem_size).div_ceil(PAGE_SIZE) * PAGE_SIZE;
+    let prot = PROT_READ
+        | if seg.writable { PROT_WRITE } else { 0 }
+        | if seg.executable { PROT_EXEC } else { 0 };
+    (start, end, prot)
+}
+
+/// `[addr, addr + len)` is page-aligned user space.
+fn check_range(addr: u64, len: u64) -> Result<(), SyscallError> {
+    let end = addr.checked_add(len).ok_or(SyscallError::InvalidArgument)?;
+    if !addr.is_multiple_of(PAGE_SIZE) || addr < USER_BASE || end > USER_TOP {
+        return Err(SyscallError::InvalidArgument);
+    }
+    Ok(())
 }
 
 impl Drop for Memory {
@@ -497,9 +748,11 @@ impl Drop for Memory {
         // Frames go back now; the emptied objects wait in their pools.
         let n = *self.nregions.lock();
         let cpu = cobj::cpu();
-        for s in self.slots[..n].iter_mut().filter_map(|s| s.take()) {
+        for r in core::mem::take(self.layout.get_mut()) {
             self.regions
-                .call(&cpu.request(), |r| r.remove_region(s.region.start));
+                .call(&cpu.request(), |l| l.remove_region(r.start));
+        }
+        for s in self.slots[..n].iter_mut().filter_map(|s| s.take()) {
             s.backing.release();
         }
         LIST_POOL[self.replicated as usize]

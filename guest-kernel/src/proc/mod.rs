@@ -21,7 +21,9 @@
 
 pub mod fcm;
 pub mod files;
+pub mod linux;
 pub mod memory;
+pub mod pipe;
 pub mod ppc;
 pub mod sched;
 
@@ -457,23 +459,38 @@ pub fn exec(
         t.memory().replicated(),
         crate::boot::options().proc_mem,
     )?;
-    // The caller gives way to a new thread with the same id in the new
-    // memory (the thread count stays); the old memory goes with the last
-    // reference to the old thread.
-    crate::mm::paging::activate_kernel();
-    *p.name.lock() = String::from(name);
-    let new = Thread::new(
-        t.tid,
-        p.clone(),
-        Arc::new(mem),
+    replace_image(
+        t,
+        String::from(name),
+        mem,
         entry,
         USER_TOP,
         [k42_abi::syscall::USER_INFO, 0],
+        frame,
     );
+    Ok(())
+}
+
+/// The end of a successful exec: thread `t` gives way to a new thread
+/// with the same id running at `entry` with stack `rsp` and `args` in
+/// `mem` (the thread count stays); the old memory goes with the last
+/// reference to the old thread.
+fn replace_image(
+    t: &Arc<Thread>,
+    name: String,
+    mem: Memory,
+    entry: u64,
+    rsp: u64,
+    args: [u64; 2],
+    frame: &mut TrapFrame,
+) {
+    let p = &t.process;
+    crate::mm::paging::activate_kernel();
+    *p.name.lock() = name;
+    let new = Thread::new(t.tid, p.clone(), Arc::new(mem), entry, rsp, args);
     new.set_pin(t.pinned());
     drop(sched::drop_current());
     sched::hand_off(frame, new);
-    Ok(())
 }
 
 /// Wait for a child; `Ok(None)` when the thread blocked (and this CPU
@@ -482,6 +499,20 @@ pub fn wait(
     t: &Arc<Thread>,
     which: u64,
     frame: &mut TrapFrame,
+) -> Result<Option<u64>, SyscallError> {
+    wait_or_not(t, which, Some(frame))
+}
+
+/// As [`wait`], but `Ok(Some(0))` at once when no such child has ended
+/// (`frame` None: never block).
+pub fn try_wait(t: &Arc<Thread>, which: u64) -> Result<u64, SyscallError> {
+    Ok(wait_or_not(t, which, None)?.unwrap_or(0))
+}
+
+fn wait_or_not(
+    t: &Arc<Thread>,
+    which: u64,
+    frame: Option<&mut TrapFrame>,
 ) -> Result<Option<u64>, SyscallError> {
     let p = &t.process;
     let want = if which == u64::MAX { 0 } else { which as u32 };
@@ -501,6 +532,9 @@ pub fn wait(
     if s.children.is_empty() {
         return Err(SyscallError::NoChildren);
     }
+    let Some(frame) = frame else {
+        return Ok(None);
+    };
     if s.waiter.is_some() {
         // Another thread of this process is already waiting.
         return Err(SyscallError::InvalidArgument);

@@ -51,6 +51,8 @@ pub struct Thread {
     memory: Arc<Memory>,
     /// The CPU it must run on (+1), or 0: any.
     pin: AtomicU32,
+    /// Its FS base (Linux TLS), set only by the thread itself.
+    fs_base: AtomicU64,
     /// Its registers while it is not running, touched only by the CPU
     /// that owns the thread at the time (see the module docs).
     saved: ExclusiveCell<Saved>,
@@ -81,6 +83,7 @@ impl Thread {
             process,
             memory,
             pin: AtomicU32::new(0),
+            fs_base: AtomicU64::new(0),
             saved: ExclusiveCell::new(Saved {
                 fpu: FpuState::initial(),
                 frame,
@@ -98,6 +101,9 @@ impl Thread {
         frame: &TrapFrame,
     ) -> Arc<Self> {
         let t = Self::new(tid, process, memory, 0, 0, [0, 0]);
+        if let Some(me) = current() {
+            t.fs_base.store(me.fs_base(), Ordering::Relaxed);
+        }
         {
             let mut s = t.saved.borrow();
             s.frame = *frame;
@@ -114,6 +120,18 @@ impl Thread {
     /// Its memory, shared (for a new thread of the same process).
     pub fn memory_arc(&self) -> Arc<Memory> {
         self.memory.clone()
+    }
+
+    /// Its FS base.
+    pub fn fs_base(&self) -> u64 {
+        self.fs_base.load(Ordering::Relaxed)
+    }
+
+    /// Set the FS base of the calling thread (this thread, current here).
+    pub fn set_fs_base(&self, base: u64) {
+        self.fs_base.store(base, Ordering::Relaxed);
+        me().fs_base.store(base, Ordering::Relaxed);
+        arch::set_fs_base(base);
     }
 
     /// Keep the thread on `cpu` (or anywhere with `None`).
@@ -191,6 +209,8 @@ struct CpuSched {
     idle: AtomicBool,
     /// TSC at which the current thread's slice ends.
     slice_end: AtomicU64,
+    /// The FS base loaded on this CPU (a wrmsr only when it changes).
+    fs_base: AtomicU64,
 }
 
 static CPUS: [CpuSched; MAX_VCPUS] = [const {
@@ -199,6 +219,7 @@ static CPUS: [CpuSched; MAX_VCPUS] = [const {
         queued: AtomicU32::new(0),
         idle: AtomicBool::new(false),
         slice_end: AtomicU64::new(0),
+        fs_base: AtomicU64::new(0),
     }
 }; MAX_VCPUS];
 
@@ -320,6 +341,11 @@ pub fn drop_current() -> Option<Arc<Thread>> {
 fn install(t: Arc<Thread>, frame: &mut TrapFrame) {
     let mine = me();
     t.memory().activate();
+    let fs = t.fs_base();
+    if mine.fs_base.load(Ordering::Relaxed) != fs {
+        mine.fs_base.store(fs, Ordering::Relaxed);
+        arch::set_fs_base(fs);
+    }
     {
         let s = t.saved.borrow();
         s.fpu.restore();

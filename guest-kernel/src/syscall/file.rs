@@ -1,7 +1,10 @@
 //! File memory objects and image modules (`proc::files` does the work).
 
-use super::{Context, SysResult, value};
-use crate::proc::files;
+use k42_abi::syscall::file::PIPE_NONBLOCK;
+
+use super::{Context, Done, SysResult, value};
+use crate::mm::user;
+use crate::proc::{files, pipe};
 
 /// `FileCreate`.
 pub fn create(cx: &mut Context, [kind]: [u64; 1]) -> SysResult {
@@ -19,14 +22,45 @@ pub fn close(cx: &mut Context, [h]: [u64; 1]) -> SysResult {
     value(0)
 }
 
-/// `FileRead`.
-pub fn read(cx: &mut Context, [h, off, buf, len]: [u64; 4]) -> SysResult {
-    value(files::read(&*cx.thread()?, h, off, buf, len)?)
+/// What a pipe call did, as a handler's result.
+fn pipe_result(r: pipe::Outcome) -> SysResult {
+    match r {
+        pipe::Outcome::Done(n) => value(n),
+        pipe::Outcome::Blocked => Ok(Done::Switched),
+    }
 }
 
-/// `FileWrite`.
+/// `FileRead` (a file, or a pipe's read end).
+pub fn read(cx: &mut Context, [h, off, buf, len]: [u64; 4]) -> SysResult {
+    let t = cx.thread()?;
+    if let Some(end) = files::pipe_end(&t.process, h) {
+        let nonblock = off & PIPE_NONBLOCK != 0;
+        return pipe_result(pipe::read(&t, &end, buf, len, nonblock, cx.frame)?);
+    }
+    value(files::read(&t, h, off, buf, len)?)
+}
+
+/// `FileWrite` (a file, or a pipe's write end).
 pub fn write(cx: &mut Context, [h, off, buf, len, flags]: [u64; 5]) -> SysResult {
-    value(files::write(&*cx.thread()?, h, off, buf, len, flags)?)
+    let t = cx.thread()?;
+    if let Some(end) = files::pipe_end(&t.process, h) {
+        let nonblock = off & PIPE_NONBLOCK != 0;
+        return pipe_result(pipe::write(&t, &end, buf, len, nonblock, cx.frame)?);
+    }
+    value(files::write(&t, h, off, buf, len, flags)?)
+}
+
+/// `PipeCreate`: the two handles to the caller's `out`.
+pub fn pipe(cx: &mut Context, [out]: [u64; 1]) -> SysResult {
+    let t = cx.thread()?;
+    // The words first: a bad pointer makes no pipe.
+    user::copy_out(t.memory(), out, &[0u8; 16])?;
+    let (r, w) = files::pipe(&t)?;
+    let mut words = [0u8; 16];
+    words[..8].copy_from_slice(&r.to_le_bytes());
+    words[8..].copy_from_slice(&w.to_le_bytes());
+    user::copy_out(t.memory(), out, &words)?;
+    value(0)
 }
 
 /// `FileSize`.

@@ -1,6 +1,6 @@
 //! System calls: the one dispatch, generated from the ABI's table
 //! ([`k42_abi::for_each_syscall`]), and the handlers, one module per area
-//! of the table (`program`, `process`, `ppc`, `file`).
+//! of the table (`program`, `process`, `ppc`, `file`, `linux`).
 //!
 //! Every caller goes through [`entry`]: a process's thread and a
 //! kernel-run program are two kinds of caller of the same table
@@ -20,6 +20,7 @@
 #![deny(unsafe_code)]
 
 mod file;
+mod linux;
 mod ppc;
 mod process;
 mod program;

@@ -75,6 +75,13 @@ pub fn wait(cx: &mut Context, [which]: [u64; 1]) -> SysResult {
     }
 }
 
+/// `TryWait`: for child `which` (any with `u64::MAX`); 0 when none has
+/// ended yet.
+pub fn try_wait(cx: &mut Context, [which]: [u64; 1]) -> SysResult {
+    let t = cx.thread()?;
+    value(proc::try_wait(&t, which)?)
+}
+
 /// `Kill`: a child, or the caller's own process.
 pub fn kill(cx: &mut Context, [pid]: [u64; 1]) -> SysResult {
     proc::kill(&cx.thread()?.process, pid)?;

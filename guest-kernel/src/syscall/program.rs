@@ -10,15 +10,14 @@ use super::{Caller, Context, Done, SysResult, value};
 use crate::mm::user;
 use crate::{arch, percpu, proc};
 
-/// `Write`: UTF-8 text to the console (at most the console hypercall's
-/// limit at once).
+/// `Write`: bytes to the console (at most the console hypercall's limit
+/// at once).
 pub fn write(cx: &mut Context, [ptr, len]: [u64; 2]) -> SysResult {
     if len > MAX_CONSOLE_WRITE {
         return Err(SyscallError::InvalidArgument);
     }
     let text = cx.with_user(|space| user::copy_in(space, ptr, len, MAX_CONSOLE_WRITE))?;
-    let s = core::str::from_utf8(&text).map_err(|_| SyscallError::InvalidArgument)?;
-    crate::console::write_str(s);
+    crate::console::write_bytes(&text);
     value(len)
 }
 

@@ -33,6 +33,22 @@ pub struct Program {
     /// A PIE's relocations: (address, value to store there), sorted by
     /// address, each 8-byte aligned inside a writable segment.
     pub relocs: Vec<(u64, u64)>,
+    /// Where the program headers are in memory (a Linux program's
+    /// `AT_PHDR`; 0 if no segment loads them), their count and size.
+    pub phdr: u64,
+    pub phnum: u16,
+    pub phent: u16,
+}
+
+/// How a program is to be loaded.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A k42 program: a PIE is relocated by the kernel.
+    K42,
+    /// A Linux program: a static PIE relocates itself (glibc's
+    /// `_dl_relocate_static_pie`); one that names an interpreter is
+    /// dynamically linked, which this loader does not do.
+    Linux,
 }
 
 const MAX_SEGMENTS: usize = 8;
@@ -50,6 +66,8 @@ pub enum ElfError {
     /// apply (only `R_X86_64_RELATIVE`), or one outside a writable
     /// segment.
     BadRelocations,
+    /// A Linux program names an interpreter (dynamically linked).
+    Interpreter,
 }
 
 fn u16_at(b: &[u8], off: usize) -> Option<u16> {
@@ -63,8 +81,14 @@ fn u64_at(b: &[u8], off: usize) -> Option<u64> {
 }
 
 impl Program {
-    /// Check `file` and find its loadable segments.
+    /// Check `file` (a k42 program) and find its loadable segments.
     pub fn parse(file: &[u8]) -> Result<Self, ElfError> {
+        Self::parse_as(file, file.len() as u64, Kind::K42)
+    }
+
+    /// Check a program of `kind` whose first bytes are `file` (all of its
+    /// headers must lie there) and whose length is `file_len`.
+    pub fn parse_as(file: &[u8], file_len: u64, kind: Kind) -> Result<Self, ElfError> {
         if file.len() < 64 || &file[..4] != b"\x7fELF" {
             return Err(ElfError::NotElf);
         }
@@ -103,6 +127,7 @@ impl Program {
                     dynamic = Some((u64_at(ph, 8).ok_or(bad)?, u64_at(ph, 32).ok_or(bad)?));
                     continue;
                 }
+                Some(3) if kind == Kind::Linux => return Err(ElfError::Interpreter),
                 Some(3) => return Err(ElfError::BadRelocations), // PT_INTERP
                 _ => continue,
             }
@@ -119,7 +144,7 @@ impl Program {
             let file_end = seg.file_offset.checked_add(seg.file_size);
             let mem_end = seg.vaddr.checked_add(seg.mem_size);
             if seg.file_size > seg.mem_size
-                || file_end.is_none_or(|e| e > file.len() as u64)
+                || file_end.is_none_or(|e| e > file_len)
                 || seg.vaddr < USER_BASE
                 || mem_end.is_none_or(|e| e > USER_TOP)
             {
@@ -134,11 +159,24 @@ impl Program {
             segments[n] = Some(seg);
             n += 1;
         }
+        // The program headers in memory: in the segment whose file range
+        // holds them.
+        let phdr = segments
+            .iter()
+            .flatten()
+            .find(|s| {
+                s.file_offset <= phoff as u64
+                    && (phoff + phnum * phentsize) as u64 <= s.file_offset + s.file_size
+            })
+            .map_or(0, |s| s.vaddr + (phoff as u64 - s.file_offset));
         let mut p = Self {
             entry,
             segments,
             pie,
             relocs: Vec::new(),
+            phdr,
+            phnum: phnum as u16,
+            phent: phentsize as u16,
         };
         if !p
             .segments()
@@ -146,7 +184,10 @@ impl Program {
         {
             return Err(ElfError::EntryOutsideSegments);
         }
-        if pie && let Some((off, size)) = dynamic {
+        if pie
+            && kind == Kind::K42
+            && let Some((off, size)) = dynamic
+        {
             p.relocs = p.relocations(file, off, size)?;
         }
         Ok(p)

@@ -209,8 +209,8 @@ fn path_msg(path: &str) -> Result<([u8; ppc::MAX], usize)> {
     Ok((msg, path.len()))
 }
 
-/// A name-space call on `path`; the result and the reply.
-fn on_path(method: u64, path: &str, arg: u64) -> Result<(u64, [u8; ppc::MAX], usize)> {
+/// A name-space call on `path`: the result, the reply and its length.
+pub fn on_path(method: u64, path: &str, arg: u64) -> Result<(u64, [u8; ppc::MAX], usize)> {
     let (mut msg, len) = path_msg(path)?;
     let (r, n) = request(method, arg, &mut msg, len)?;
     Ok((r, msg, n))

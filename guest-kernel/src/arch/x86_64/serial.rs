@@ -7,9 +7,9 @@ use ::x86_64::instructions::port::Port;
 const COM1: u16 = 0x3f8;
 
 /// Write `s` to COM1.
-pub fn write_str(s: &str) {
+pub fn write_str(s: &[u8]) {
     let mut data: Port<u8> = Port::new(COM1);
-    for b in s.bytes() {
+    for &b in s {
         // SAFETY: COM1's data register; writing it only transmits a byte.
         unsafe { data.write(b) };
     }

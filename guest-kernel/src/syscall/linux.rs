@@ -1,0 +1,67 @@
+//! The kernel's part of the Linux personality: exec of a Linux program,
+//! the FS base, memory mappings, and counting the Linux calls the
+//! personality does not implement (`proc::linux`, `proc::memory`).
+
+use k42_abi::linux::{MAP_FIXED, MAX_CARRY, MAX_EXEC_STRINGS, MAX_KEEP};
+use k42_abi::syscall::SyscallError;
+use k42_abi::trace::ev;
+
+use super::{Context, Done, SysResult, value};
+use crate::mm::user;
+use crate::proc;
+
+/// The largest exec block: header, strings and carried state.
+const MAX_BLOCK: u64 = 24 + MAX_EXEC_STRINGS + MAX_CARRY + 8 * MAX_KEEP as u64;
+
+/// `LinuxExec`: replace the program; returns only on failure.
+pub fn exec(cx: &mut Context, [handle, block, len]: [u64; 3]) -> SysResult {
+    let t = cx.thread()?;
+    if len > MAX_BLOCK {
+        return Err(SyscallError::TooLong);
+    }
+    let block = user::copy_in(t.memory(), block, len, MAX_BLOCK)?;
+    proc::linux::exec(&t, handle, &block, cx.frame)?;
+    Ok(Done::Switched)
+}
+
+/// `SetFsBase`.
+pub fn set_fs_base(cx: &mut Context, [base]: [u64; 1]) -> SysResult {
+    let t = cx.thread()?;
+    proc::linux::set_fs_base(&t, base)?;
+    value(0)
+}
+
+/// `MemMap`: anonymous memory.
+pub fn map(cx: &mut Context, [addr, len, prot, flags]: [u64; 4]) -> SysResult {
+    let t = cx.thread()?;
+    if prot > u64::from(u32::MAX) || flags & !MAP_FIXED != 0 {
+        return Err(SyscallError::InvalidArgument);
+    }
+    value(
+        t.memory()
+            .map_at(addr, len, prot as u32, flags & MAP_FIXED != 0)?,
+    )
+}
+
+/// `MemUnmap`.
+pub fn unmap(cx: &mut Context, [addr, len]: [u64; 2]) -> SysResult {
+    cx.thread()?.memory().unmap(addr, len)?;
+    value(0)
+}
+
+/// `MemProtect`.
+pub fn protect(cx: &mut Context, [addr, len, prot]: [u64; 3]) -> SysResult {
+    if prot > 7 {
+        return Err(SyscallError::InvalidArgument);
+    }
+    cx.thread()?.memory().protect(addr, len, prot as u32)?;
+    value(0)
+}
+
+/// `LinuxUnimplemented`: count and trace Linux call `nr`.
+pub fn unimplemented(cx: &mut Context, [nr]: [u64; 1]) -> SysResult {
+    let t = cx.thread()?;
+    proc::linux::unimplemented(nr)?;
+    crate::trace::log(ev::syscall::unimplemented(t.process.pid as u64, nr));
+    value(0)
+}

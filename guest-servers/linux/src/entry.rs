@@ -1,0 +1,210 @@
+//! The way in: the `syscall` entry (the personality's first byte, where
+//! `IA32_LSTAR` points), the start of a Linux program, and the dispatch
+//! by Linux system-call number.
+//!
+//! The entry runs on the program's own stack, in user mode. It first
+//! steps over the 128-byte red zone below the caller's stack pointer
+//! (leaf code may keep data there across a `syscall`), saves what Linux
+//! promises to keep (every register but `rax`, `rcx` and `r11`), calls
+//! [`linux_syscall`] with the number and arguments, and returns with
+//! RFLAGS restored from `r11` and a jump to `rcx`, as `sysret` would.
+//! The personality is built without SSE (the target's soft-float), so
+//! the program's vector registers are untouched.
+
+use linux_raw_sys::general as nr;
+
+use crate::{LinuxResult, fd, files, memory, process, system};
+
+core::arch::global_asm!(
+    r#"
+    .section .text.linux_entry, "ax"
+    .global linux_syscall_entry
+linux_syscall_entry:
+    lea rsp, [rsp - 128]
+    push r11
+    push rcx
+    push rbp
+    mov rbp, rsp
+    and rsp, -16
+    push r9
+    push r8
+    push r10
+    push rdx
+    push rsi
+    push rdi
+    push rax
+    sub rsp, 8
+    lea rdi, [rsp + 8]
+    call linux_syscall
+    add rsp, 16
+    pop rdi
+    pop rsi
+    pop rdx
+    pop r10
+    pop r8
+    pop r9
+    mov rsp, rbp
+    pop rbp
+    pop rcx
+    pop r11
+    push r11
+    popfq
+    lea rsp, [rsp + 128]
+    jmp rcx
+
+    .section .text
+    .global linux_enter_program
+linux_enter_program:
+    mov rsp, rsi
+    mov rax, rdi
+    xor edx, edx
+    xor ebx, ebx
+    xor ebp, ebp
+    xor ecx, ecx
+    xor esi, esi
+    xor edi, edi
+    xor r8d, r8d
+    xor r9d, r9d
+    xor r10d, r10d
+    xor r11d, r11d
+    xor r12d, r12d
+    xor r13d, r13d
+    xor r14d, r14d
+    xor r15d, r15d
+    jmp rax
+"#
+);
+
+unsafe extern "C" {
+    /// Jump to a Linux program's `entry` with stack pointer `sp` (at
+    /// `argc`), every other register zero (`rdx` 0: no exit function).
+    fn linux_enter_program(entry: u64, sp: u64) -> !;
+}
+
+/// A Linux system call's number and arguments, as the entry saved them.
+#[repr(C)]
+pub struct Call {
+    pub nr: u64,
+    pub a: [u64; 6],
+}
+
+/// Where the kernel starts a Linux program: set the personality up from
+/// the information page (its carried state) and the program's initial
+/// stack, then enter the program.
+#[unsafe(no_mangle)]
+extern "C" fn k42_user_main(info: u64, sp: u64) -> ! {
+    let start = k42_rt::start(info, 0);
+    let entry = start.info.args[0];
+    fd::start(start.info);
+    memory::start(sp);
+    // SAFETY: `entry` and `sp` are the program's entry point and the
+    // initial stack the kernel built for it (ProgramInfo args 0 and 1).
+    unsafe { linux_enter_program(entry, sp) }
+}
+
+/// Serve one Linux system call; its result in `rax`.
+#[unsafe(no_mangle)]
+extern "C" fn linux_syscall(call: &mut Call) -> i64 {
+    match dispatch(call.nr, call.a) {
+        Ok(v) => v as i64,
+        Err(errno) => -(errno as i64),
+    }
+}
+
+fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
+    let Ok(n32) = u32::try_from(n) else {
+        return Err(linux_raw_sys::errno::ENOSYS);
+    };
+    match n32 {
+        nr::__NR_read => files::read(int(a[0]), a[1], a[2]),
+        nr::__NR_write => files::write(int(a[0]), a[1], a[2]),
+        nr::__NR_pread64 => files::pread(int(a[0]), a[1], a[2], a[3]),
+        nr::__NR_pwrite64 => files::pwrite(int(a[0]), a[1], a[2], a[3]),
+        nr::__NR_readv => files::readv(int(a[0]), a[1], a[2]),
+        nr::__NR_writev => files::writev(int(a[0]), a[1], a[2]),
+        nr::__NR_open => files::openat(files::AT_FDCWD, a[0], a[1], a[2]),
+        nr::__NR_openat => files::openat(int(a[0]), a[1], a[2], a[3]),
+        nr::__NR_close => fd::close(int(a[0])),
+        nr::__NR_lseek => files::lseek(int(a[0]), a[1] as i64, a[2]),
+        nr::__NR_fstat => files::fstat(int(a[0]), a[1]),
+        nr::__NR_stat => files::fstatat(files::AT_FDCWD, a[0], a[1], 0),
+        nr::__NR_lstat => files::fstatat(
+            files::AT_FDCWD,
+            a[0],
+            a[1],
+            u64::from(nr::AT_SYMLINK_NOFOLLOW),
+        ),
+        nr::__NR_newfstatat => files::fstatat(int(a[0]), a[1], a[2], a[3]),
+        nr::__NR_pipe => files::pipe2(a[0], 0),
+        nr::__NR_pipe2 => files::pipe2(a[0], a[1]),
+        nr::__NR_getdents64 => files::getdents64(int(a[0]), a[1], a[2]),
+        nr::__NR_dup => fd::dup(int(a[0])),
+        nr::__NR_dup2 => fd::dup2(int(a[0]), int(a[1])),
+        nr::__NR_dup3 => fd::dup3(int(a[0]), int(a[1]), a[2]),
+        nr::__NR_fcntl => fd::fcntl(int(a[0]), a[1], a[2]),
+        nr::__NR_ioctl => files::ioctl(int(a[0]), a[1], a[2]),
+        nr::__NR_access => files::faccessat(files::AT_FDCWD, a[0], a[1]),
+        nr::__NR_faccessat | nr::__NR_faccessat2 => files::faccessat(int(a[0]), a[1], a[2]),
+        nr::__NR_getcwd => files::getcwd(a[0], a[1]),
+        nr::__NR_chdir => files::chdir(a[0]),
+        nr::__NR_umask => fd::umask(a[0]),
+        nr::__NR_readlink => files::readlinkat(files::AT_FDCWD, a[0], a[1], a[2]),
+        nr::__NR_readlinkat => files::readlinkat(int(a[0]), a[1], a[2], a[3]),
+        nr::__NR_mkdir => files::mkdirat(files::AT_FDCWD, a[0]),
+        nr::__NR_mkdirat => files::mkdirat(int(a[0]), a[1]),
+        nr::__NR_rmdir => files::unlinkat(files::AT_FDCWD, a[0], u64::from(nr::AT_REMOVEDIR)),
+        nr::__NR_unlink => files::unlinkat(files::AT_FDCWD, a[0], 0),
+        nr::__NR_unlinkat => files::unlinkat(int(a[0]), a[1], a[2]),
+        nr::__NR_rename => files::renameat(files::AT_FDCWD, a[0], files::AT_FDCWD, a[1]),
+        nr::__NR_renameat => files::renameat(int(a[0]), a[1], int(a[2]), a[3]),
+        nr::__NR_renameat2 if a[4] == 0 => files::renameat(int(a[0]), a[1], int(a[2]), a[3]),
+        nr::__NR_brk => memory::brk(a[0]),
+        nr::__NR_mmap => memory::mmap(a[0], a[1], a[2], a[3], int(a[4]), a[5]),
+        nr::__NR_munmap => memory::munmap(a[0], a[1]),
+        nr::__NR_mprotect => memory::mprotect(a[0], a[1], a[2]),
+        nr::__NR_madvise => memory::madvise(a[0], a[1], a[2]),
+        nr::__NR_arch_prctl => process::arch_prctl(a[0], a[1]),
+        nr::__NR_set_tid_address => process::set_tid_address(a[0]),
+        nr::__NR_exit | nr::__NR_exit_group => process::exit(a[0]),
+        nr::__NR_execve => process::execve(a[0], a[1], a[2]),
+        nr::__NR_fork | nr::__NR_vfork => process::fork(),
+        nr::__NR_clone => process::clone(a[0], a[1], a[2], a[3], a[4]),
+        nr::__NR_wait4 => process::wait4(int(a[0]) as i64, a[1], a[2], a[3]),
+        nr::__NR_kill => process::kill(int(a[0]) as i64, a[1]),
+        nr::__NR_getpid | nr::__NR_gettid => process::getpid(),
+        nr::__NR_getppid => process::getppid(),
+        nr::__NR_getuid | nr::__NR_geteuid | nr::__NR_getgid | nr::__NR_getegid => Ok(0),
+        nr::__NR_getpgrp => process::getpgid(0),
+        nr::__NR_getpgid => process::getpgid(int(a[0])),
+        nr::__NR_setpgid => process::setpgid(int(a[0]), int(a[1])),
+        nr::__NR_getsid => process::getsid(int(a[0])),
+        nr::__NR_setsid => process::setsid(),
+        nr::__NR_rt_sigaction => process::rt_sigaction(a[0], a[1], a[2], a[3]),
+        nr::__NR_rt_sigprocmask => process::rt_sigprocmask(a[0], a[1], a[2], a[3]),
+        nr::__NR_uname => system::uname(a[0]),
+        nr::__NR_getrandom => system::getrandom(a[0], a[1], a[2]),
+        nr::__NR_prlimit64 => system::prlimit64(int(a[0]), a[1], a[2], a[3]),
+        nr::__NR_getrlimit => system::prlimit64(0, a[0], 0, a[1]),
+        nr::__NR_clock_gettime => system::clock_gettime(a[0], a[1]),
+        nr::__NR_gettimeofday => system::gettimeofday(a[0]),
+        nr::__NR_time => system::time(a[0]),
+        nr::__NR_nanosleep => system::nanosleep(a[0]),
+        nr::__NR_clock_nanosleep => system::clock_nanosleep(a[0], a[1], a[2]),
+        nr::__NR_sched_yield => system::sched_yield(),
+        nr::__NR_prctl => system::prctl(a[0], a[1]),
+        _ => unimplemented(n),
+    }
+}
+
+/// An `int` argument (a descriptor, directory descriptor or pid): the
+/// low 32 bits of its register, sign-extended, as Linux reads it.
+fn int(a: u64) -> u64 {
+    a as i32 as i64 as u64
+}
+
+/// A call the personality does not implement: ENOSYS, counted by the
+/// kernel (which names it when the VM exits) and traced.
+fn unimplemented(n: u64) -> LinuxResult {
+    k42_rt::sys::raw::LinuxUnimplemented::call([n]);
+    Err(linux_raw_sys::errno::ENOSYS)
+}

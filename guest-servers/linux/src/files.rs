@@ -1,0 +1,585 @@
+//! Files, directories, paths and the console: the Linux calls on
+//! descriptors and names, served with the file server (names, through
+//! PPC) and the kernel's file objects (data, through a handle).
+//!
+//! Paths are resolved here: relative to the working directory or a
+//! directory descriptor, `.` and `..` folded, `/proc/self/exe` read as the
+//! program's path, `/dev/null`, `/dev/zero` and `/dev/console` served
+//! here. Not yet: symlinks, modes, owners and times (every file reads as
+//! mode 0755, owned by root, time 0), a terminal on the console.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+use core::sync::atomic::Ordering;
+
+use k42_abi::fs as proto;
+use k42_abi::hypercall::MAX_CONSOLE_WRITE;
+use k42_abi::syscall::{SyscallError, file};
+use k42_rt::fs::{self as rtfs, Error};
+use linux_raw_sys::errno as e;
+use linux_raw_sys::general as g;
+
+use crate::LinuxResult;
+use crate::fd::{self, Kind, Open, STATE};
+
+/// `AT_FDCWD` as the calls receive it.
+pub const AT_FDCWD: u64 = g::AT_FDCWD as i64 as u64;
+/// Longest path a call may pass (Linux's PATH_MAX).
+const PATH_MAX: usize = 4096;
+
+/// The errno for a file-server or kernel error.
+pub fn errno(err: Error) -> u32 {
+    match err {
+        Error::Fs(f) => match f {
+            proto::FsError::NotFound => e::ENOENT,
+            proto::FsError::Exists => e::EEXIST,
+            proto::FsError::NotADirectory => e::ENOTDIR,
+            proto::FsError::IsADirectory => e::EISDIR,
+            proto::FsError::NotEmpty => e::ENOTEMPTY,
+            proto::FsError::BadPath => e::ENAMETOOLONG,
+            proto::FsError::Invalid => e::EINVAL,
+        },
+        Error::Sys(s) => sys_errno(s),
+        Error::BadFd => e::EBADF,
+    }
+}
+
+/// The errno for a kernel error.
+pub fn sys_errno(s: SyscallError) -> u32 {
+    match s {
+        SyscallError::BadAddress => e::EFAULT,
+        SyscallError::NoMemory => e::ENOMEM,
+        SyscallError::TooManyHandles => e::EMFILE,
+        SyscallError::NotPermitted => e::EACCES,
+        SyscallError::BadHandle => e::EBADF,
+        SyscallError::NoSuchProcess => e::ESRCH,
+        SyscallError::NoChildren => e::ECHILD,
+        SyscallError::ProcessLimit => e::EAGAIN,
+        SyscallError::BadProgram => e::ENOEXEC,
+        SyscallError::TooLong => e::E2BIG,
+        SyscallError::NoSuchCall => e::ENOSYS,
+        _ => e::EINVAL,
+    }
+}
+
+/// The NUL-terminated string at `ptr` in the program's memory.
+pub fn cstr(ptr: u64) -> Result<&'static [u8], u32> {
+    if ptr == 0 {
+        return Err(e::EFAULT);
+    }
+    let mut n = 0;
+    // SAFETY: the program's own memory, in this address space; a pointer
+    // it should not have passed faults the program (EFAULT is not yet
+    // told apart).
+    unsafe {
+        while *((ptr + n as u64) as *const u8) != 0 {
+            n += 1;
+            if n > PATH_MAX {
+                return Err(e::ENAMETOOLONG);
+            }
+        }
+        Ok(core::slice::from_raw_parts(ptr as *const u8, n))
+    }
+}
+
+/// Fold `.` and `..` of `path` onto the absolute `base`.
+pub fn join(base: &str, path: &[u8]) -> Result<String, u32> {
+    let path = core::str::from_utf8(path).map_err(|_| e::EINVAL)?;
+    let mut parts: Vec<&str> = Vec::new();
+    if !path.starts_with('/') {
+        parts.extend(base.split('/').filter(|p| !p.is_empty()));
+    }
+    for p in path.split('/') {
+        match p {
+            "" | "." => {}
+            ".." => {
+                parts.pop();
+            }
+            p => parts.push(p),
+        }
+    }
+    let mut out = String::with_capacity(path.len() + base.len() + 1);
+    for p in &parts {
+        out.push('/');
+        out.push_str(p);
+    }
+    if out.is_empty() {
+        out.push('/');
+    }
+    Ok(out)
+}
+
+/// The absolute path of `path` (at `ptr`) relative to `dirfd`.
+pub fn resolve(dirfd: u64, ptr: u64) -> Result<String, u32> {
+    let path = cstr(ptr)?;
+    if path.is_empty() {
+        return Err(e::ENOENT);
+    }
+    let base = if path[0] == b'/' || dirfd == AT_FDCWD {
+        STATE.lock().cwd.clone()
+    } else {
+        let open = fd::get(dirfd)?;
+        if open.kind != Kind::Dir {
+            return Err(e::ENOTDIR);
+        }
+        open.path.clone()
+    };
+    let abs = join(&base, path)?;
+    Ok(if abs == "/proc/self/exe" {
+        crate::process::exe_path()
+    } else {
+        abs
+    })
+}
+
+/// Paths the personality serves itself.
+fn device(path: &str) -> Option<Kind> {
+    match path {
+        "/dev/null" => Some(Kind::Null),
+        "/dev/zero" => Some(Kind::Zero),
+        "/dev/console" | "/dev/tty" => Some(Kind::Console),
+        _ => None,
+    }
+}
+
+/// `openat`.
+pub fn openat(dirfd: u64, path: u64, flags: u64, _mode: u64) -> LinuxResult {
+    let flags = flags as u32;
+    let path = resolve(dirfd, path)?;
+    let cloexec = flags & g::O_CLOEXEC != 0;
+    let keep = flags & (g::O_ACCMODE | g::O_APPEND | g::O_NONBLOCK);
+    if let Some(kind) = device(&path) {
+        return fd::install(Open::new(kind, keep, path), cloexec, 0);
+    }
+    let mut wire = match flags & g::O_ACCMODE {
+        g::O_RDONLY => proto::open::READ,
+        g::O_WRONLY => proto::open::WRITE,
+        _ => proto::open::READ | proto::open::WRITE,
+    };
+    if flags & g::O_CREAT != 0 {
+        wire |= proto::open::CREATE | proto::open::WRITE;
+    }
+    if flags & g::O_EXCL != 0 {
+        wire |= proto::open::EXCLUSIVE;
+    }
+    if flags & g::O_TRUNC != 0 && flags & g::O_ACCMODE != g::O_RDONLY {
+        wire |= proto::open::TRUNCATE;
+    }
+    match rtfs::on_path(proto::OPEN, &path, wire) {
+        Ok((handle, _, _)) => {
+            if flags & g::O_DIRECTORY != 0 {
+                let _ = rtfs::file_close(handle);
+                return Err(e::ENOTDIR);
+            }
+            fd::install(Open::new(Kind::File { handle }, keep, path), cloexec, 0)
+        }
+        Err(Error::Fs(proto::FsError::IsADirectory))
+            if flags & g::O_ACCMODE == g::O_RDONLY && flags & g::O_CREAT == 0 =>
+        {
+            fd::install(Open::new(Kind::Dir, keep, path), cloexec, 0)
+        }
+        Err(err) => Err(errno(err)),
+    }
+}
+
+/// Read from `open` at `pos` into the program's `buf`; the bytes read.
+fn read_at(open: &Open, pos: u64, buf: u64, len: u64) -> LinuxResult {
+    match open.kind {
+        // Console input is not connected yet: end of file.
+        Kind::Console | Kind::Null => Ok(0),
+        Kind::Zero => {
+            // SAFETY: the program's buffer (see `cstr`).
+            unsafe { core::ptr::write_bytes(buf as *mut u8, 0, len as usize) };
+            Ok(len)
+        }
+        Kind::Dir => Err(e::EISDIR),
+        Kind::File { handle } => {
+            let n = len.min(file::MAX_IO);
+            let r = k42_rt::sys::raw::FileRead::call([handle, pos, buf, n]);
+            k42_rt::sys::sys_result(r).map_err(sys_errno)
+        }
+        Kind::Pipe { handle } => {
+            let r = k42_rt::sys::raw::FileRead::call([handle, nonblock(open), buf, len]);
+            k42_rt::sys::sys_result(r).map_err(sys_errno)
+        }
+    }
+}
+
+/// The pipe flags for `open`'s status flags.
+fn nonblock(open: &Open) -> u64 {
+    if open.flags() & g::O_NONBLOCK != 0 {
+        file::PIPE_NONBLOCK
+    } else {
+        0
+    }
+}
+
+/// A write to a pipe no one reads: SIGPIPE, whose default action ends
+/// the process (reported as status 128 + 13: signals are not delivered
+/// yet), unless it is ignored, when the write fails with EPIPE.
+fn broken_pipe() -> u32 {
+    if STATE.lock().ignored & (1 << g::SIGPIPE) == 0 {
+        k42_rt::exit(128 + g::SIGPIPE as u8);
+    }
+    e::EPIPE
+}
+
+/// Write the program's `buf` to `open` at `pos` (the end if appending);
+/// (bytes written, new end).
+fn write_at(open: &Open, pos: u64, buf: u64, len: u64) -> Result<(u64, u64), u32> {
+    match open.kind {
+        Kind::Console => {
+            let n = len.min(MAX_CONSOLE_WRITE);
+            let r = k42_rt::sys::raw::Write::call([buf, n]);
+            k42_rt::sys::sys_result(r).map_err(sys_errno)?;
+            Ok((n, 0))
+        }
+        Kind::Null | Kind::Zero => Ok((len, 0)),
+        Kind::Dir => Err(e::EISDIR),
+        Kind::File { handle } => {
+            let n = len.min(file::MAX_IO);
+            let append = open.flags() & g::O_APPEND != 0;
+            let flags = if append { file::WRITE_APPEND } else { 0 };
+            let r = k42_rt::sys::raw::FileWrite::call([handle, pos, buf, n, flags]);
+            let end = k42_rt::sys::sys_result(r).map_err(sys_errno)?;
+            Ok((n, end))
+        }
+        Kind::Pipe { handle } => {
+            let r = k42_rt::sys::raw::FileWrite::call([handle, nonblock(open), buf, len, 0]);
+            match k42_rt::sys::sys_result(r) {
+                Ok(n) => Ok((n, 0)),
+                Err(SyscallError::BrokenPipe) => Err(broken_pipe()),
+                Err(s) => Err(sys_errno(s)),
+            }
+        }
+    }
+}
+
+/// `pipe2` (and `pipe`).
+pub fn pipe2(fds: u64, flags: u64) -> LinuxResult {
+    let flags = flags as u32;
+    if flags & !(g::O_CLOEXEC | g::O_NONBLOCK) != 0 {
+        return Err(e::EINVAL);
+    }
+    let mut h = [0u64; 2];
+    let r = k42_rt::sys::raw::PipeCreate::call([h.as_mut_ptr() as u64]);
+    k42_rt::sys::sys_result(r).map_err(sys_errno)?;
+    let cloexec = flags & g::O_CLOEXEC != 0;
+    let keep = flags & g::O_NONBLOCK;
+    let rd = Open::new(
+        Kind::Pipe { handle: h[0] },
+        g::O_RDONLY | keep,
+        String::from("pipe:"),
+    );
+    let wr = Open::new(
+        Kind::Pipe { handle: h[1] },
+        g::O_WRONLY | keep,
+        String::from("pipe:"),
+    );
+    let a = fd::install(rd, cloexec, 0)?;
+    let b = match fd::install(wr, cloexec, 0) {
+        Ok(b) => b,
+        Err(err) => {
+            let _ = fd::close(a);
+            return Err(err);
+        }
+    };
+    let pair = [a as i32, b as i32];
+    // SAFETY: the program's int[2] (see `cstr`).
+    unsafe { core::ptr::write_unaligned(fds as *mut [i32; 2], pair) };
+    Ok(0)
+}
+
+/// `read`.
+pub fn read(fd: u64, buf: u64, len: u64) -> LinuxResult {
+    let open = fd::get(fd)?;
+    if !open.readable() {
+        return Err(e::EBADF);
+    }
+    let n = read_at(&open, open.pos.load(Ordering::Relaxed), buf, len)?;
+    if matches!(open.kind, Kind::File { .. }) {
+        open.pos.fetch_add(n, Ordering::Relaxed);
+    }
+    Ok(n)
+}
+
+/// `write`.
+pub fn write(fd: u64, buf: u64, len: u64) -> LinuxResult {
+    let open = fd::get(fd)?;
+    if !open.writable() {
+        return Err(e::EBADF);
+    }
+    let mut done = 0;
+    while done < len {
+        let pos = open.pos.load(Ordering::Relaxed);
+        let (n, end) = match write_at(&open, pos, buf + done, len - done) {
+            Ok(r) => r,
+            Err(err) if done == 0 => return Err(err),
+            Err(_) => break,
+        };
+        if matches!(open.kind, Kind::File { .. }) {
+            open.pos.store(end, Ordering::Relaxed);
+        }
+        done += n;
+    }
+    Ok(done)
+}
+
+/// `pread64`.
+pub fn pread(fd: u64, buf: u64, len: u64, off: u64) -> LinuxResult {
+    let open = fd::get(fd)?;
+    if !matches!(open.kind, Kind::File { .. }) {
+        return Err(e::ESPIPE);
+    }
+    read_at(&open, off, buf, len)
+}
+
+/// `pwrite64`.
+pub fn pwrite(fd: u64, buf: u64, len: u64, off: u64) -> LinuxResult {
+    let open = fd::get(fd)?;
+    if !matches!(open.kind, Kind::File { .. }) {
+        return Err(e::ESPIPE);
+    }
+    write_at(&open, off, buf, len).map(|(n, _)| n)
+}
+
+/// The program's iovec array at `iov` (`n` entries).
+fn iovecs(iov: u64, n: u64) -> Result<&'static [g::iovec], u32> {
+    if n > 1024 {
+        return Err(e::EINVAL);
+    }
+    if iov == 0 && n > 0 {
+        return Err(e::EFAULT);
+    }
+    // SAFETY: the program's memory (see `cstr`).
+    Ok(unsafe { core::slice::from_raw_parts(iov as *const g::iovec, n as usize) })
+}
+
+/// `readv`.
+pub fn readv(fd: u64, iov: u64, n: u64) -> LinuxResult {
+    let mut total = 0;
+    for v in iovecs(iov, n)? {
+        let got = read(fd, v.iov_base as u64, v.iov_len)?;
+        total += got;
+        if got < v.iov_len {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// `writev`.
+pub fn writev(fd: u64, iov: u64, n: u64) -> LinuxResult {
+    let mut total = 0;
+    for v in iovecs(iov, n)? {
+        total += write(fd, v.iov_base as u64, v.iov_len)?;
+    }
+    Ok(total)
+}
+
+/// `lseek`.
+pub fn lseek(fd: u64, off: i64, whence: u64) -> LinuxResult {
+    let open = fd::get(fd)?;
+    let base = match (open.kind, whence as u32) {
+        (Kind::Console | Kind::Pipe { .. }, _) => return Err(e::ESPIPE),
+        (_, g::SEEK_SET) => 0,
+        (_, g::SEEK_CUR) => open.pos.load(Ordering::Relaxed) as i64,
+        (Kind::File { handle }, g::SEEK_END) => rtfs::file_size(handle).map_err(errno)? as i64,
+        (_, g::SEEK_END) => 0,
+        _ => return Err(e::EINVAL),
+    };
+    let to = base.checked_add(off).filter(|&p| p >= 0).ok_or(e::EINVAL)?;
+    open.pos.store(to as u64, Ordering::Relaxed);
+    Ok(to as u64)
+}
+
+/// Fill the program's `struct stat` at `buf`.
+fn put_stat(buf: u64, ino: u64, mode: u32, size: u64, nlink: u64, rdev: u64) -> LinuxResult {
+    if buf == 0 {
+        return Err(e::EFAULT);
+    }
+    // SAFETY: `stat` is plain data; all zeros is a valid value.
+    let mut st: g::stat = unsafe { core::mem::zeroed() };
+    st.st_dev = 1;
+    st.st_ino = ino as _;
+    st.st_nlink = nlink as _;
+    st.st_mode = mode as _;
+    st.st_rdev = rdev as _;
+    st.st_size = size as _;
+    st.st_blksize = 4096;
+    st.st_blocks = size.div_ceil(512) as _;
+    // SAFETY: the program's buffer (see `cstr`).
+    unsafe { core::ptr::write_unaligned(buf as *mut g::stat, st) };
+    Ok(0)
+}
+
+/// Stat `path` through the file server (or a device served here).
+fn stat_path(path: &str, buf: u64) -> LinuxResult {
+    match device(path) {
+        Some(Kind::Console) => return put_stat(buf, 2, g::S_IFCHR | 0o620, 0, 1, 5 << 8 | 1),
+        Some(Kind::Null) => return put_stat(buf, 3, g::S_IFCHR | 0o666, 0, 1, 1 << 8 | 3),
+        Some(_) => return put_stat(buf, 4, g::S_IFCHR | 0o666, 0, 1, 1 << 8 | 5),
+        None => {}
+    }
+    let s = rtfs::stat(path).map_err(errno)?;
+    if s.kind == u64::from(proto::KIND_DIR) {
+        put_stat(buf, s.ino, g::S_IFDIR | 0o755, 4096, 2, 0)
+    } else {
+        put_stat(buf, s.ino, g::S_IFREG | 0o755, s.size, 1, 0)
+    }
+}
+
+/// `fstat`.
+pub fn fstat(fd: u64, buf: u64) -> LinuxResult {
+    let open = fd::get(fd)?;
+    match open.kind {
+        Kind::File { handle } => {
+            let ino = rtfs::stat(&open.path).map_or(0, |s| s.ino);
+            let size = rtfs::file_size(handle).map_err(errno)?;
+            put_stat(buf, ino, g::S_IFREG | 0o755, size, 1, 0)
+        }
+        Kind::Pipe { handle } => put_stat(buf, handle, g::S_IFIFO | 0o600, 0, 1, 0),
+        _ => stat_path(&open.path, buf),
+    }
+}
+
+/// `newfstatat` (and `stat`, `lstat`).
+pub fn fstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> LinuxResult {
+    if flags & u64::from(g::AT_EMPTY_PATH) != 0 && cstr(path).is_ok_and(|p| p.is_empty()) {
+        return fstat(dirfd, buf);
+    }
+    stat_path(&resolve(dirfd, path)?, buf)
+}
+
+/// `getdents64`: `.`, `..`, then the server's entries; the position is
+/// the entry number.
+pub fn getdents64(fd: u64, buf: u64, len: u64) -> LinuxResult {
+    let open = fd::get(fd)?;
+    if open.kind != Kind::Dir {
+        return Err(e::ENOTDIR);
+    }
+    let entries = rtfs::readdir(&open.path).map_err(errno)?;
+    let mut pos = open.pos.load(Ordering::Relaxed) as usize;
+    let mut at = 0u64;
+    while pos < entries.len() + 2 {
+        let (name, dtype) = match pos {
+            0 => (".", g::DT_DIR),
+            1 => ("..", g::DT_DIR),
+            i => {
+                let d = &entries[i - 2];
+                let t = if d.kind == proto::KIND_DIR {
+                    g::DT_DIR
+                } else {
+                    g::DT_REG
+                };
+                (d.name.as_str(), t)
+            }
+        };
+        // d_ino, d_off, d_reclen, d_type, name, NUL; 8-byte aligned.
+        let reclen = (19 + name.len() as u64 + 1).div_ceil(8) * 8;
+        if at + reclen > len {
+            break;
+        }
+        let mut rec = [0u8; 19 + 256 + 8];
+        rec[0..8].copy_from_slice(&(pos as u64 + 1).to_le_bytes());
+        rec[8..16].copy_from_slice(&(pos as u64 + 1).to_le_bytes());
+        rec[16..18].copy_from_slice(&(reclen as u16).to_le_bytes());
+        rec[18] = dtype as u8;
+        rec[19..19 + name.len()].copy_from_slice(name.as_bytes());
+        // SAFETY: the program's buffer of `len` bytes (see `cstr`).
+        unsafe {
+            core::ptr::copy_nonoverlapping(rec.as_ptr(), (buf + at) as *mut u8, reclen as usize)
+        };
+        at += reclen;
+        pos += 1;
+    }
+    if at == 0 && pos < entries.len() + 2 {
+        return Err(e::EINVAL);
+    }
+    open.pos.store(pos as u64, Ordering::Relaxed);
+    Ok(at)
+}
+
+/// `ioctl`: the console is not a terminal yet, nor is anything else.
+pub fn ioctl(fd: u64, _cmd: u64, _arg: u64) -> LinuxResult {
+    fd::get(fd)?;
+    Err(e::ENOTTY)
+}
+
+/// `access`, `faccessat`: whether the path exists (every file may be
+/// read, written and run).
+pub fn faccessat(dirfd: u64, path: u64, _mode: u64) -> LinuxResult {
+    let path = resolve(dirfd, path)?;
+    if device(&path).is_some() {
+        return Ok(0);
+    }
+    rtfs::stat(&path).map(|_| 0).map_err(errno)
+}
+
+/// `getcwd`.
+pub fn getcwd(buf: u64, size: u64) -> LinuxResult {
+    let cwd = STATE.lock().cwd.clone();
+    let n = cwd.len() as u64 + 1;
+    if size < n {
+        return Err(e::ERANGE);
+    }
+    // SAFETY: the program's buffer of `size` bytes (see `cstr`).
+    unsafe {
+        core::ptr::copy_nonoverlapping(cwd.as_ptr(), buf as *mut u8, cwd.len());
+        *((buf + cwd.len() as u64) as *mut u8) = 0;
+    }
+    Ok(n)
+}
+
+/// `chdir`.
+pub fn chdir(path: u64) -> LinuxResult {
+    let path = resolve(AT_FDCWD, path)?;
+    let s = rtfs::stat(&path).map_err(errno)?;
+    if s.kind != u64::from(proto::KIND_DIR) {
+        return Err(e::ENOTDIR);
+    }
+    STATE.lock().cwd = path;
+    Ok(0)
+}
+
+/// `readlink`, `readlinkat`: only `/proc/self/exe` is a link.
+pub fn readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> LinuxResult {
+    let p = cstr(path)?;
+    let abs = join(&STATE.lock().cwd.clone(), p)?;
+    if abs != "/proc/self/exe" {
+        let path = resolve(dirfd, path)?;
+        return match rtfs::stat(&path) {
+            Ok(_) => Err(e::EINVAL),
+            Err(err) => Err(errno(err)),
+        };
+    }
+    let exe = crate::process::exe_path();
+    let n = (exe.len() as u64).min(size);
+    // SAFETY: the program's buffer of `size` bytes (see `cstr`).
+    unsafe { core::ptr::copy_nonoverlapping(exe.as_ptr(), buf as *mut u8, n as usize) };
+    Ok(n)
+}
+
+/// `mkdir`, `mkdirat`.
+pub fn mkdirat(dirfd: u64, path: u64) -> LinuxResult {
+    rtfs::mkdir(&resolve(dirfd, path)?)
+        .map(|_| 0)
+        .map_err(errno)
+}
+
+/// `unlink`, `unlinkat`, `rmdir`.
+pub fn unlinkat(dirfd: u64, path: u64, flags: u64) -> LinuxResult {
+    let path = resolve(dirfd, path)?;
+    let r = if flags & u64::from(g::AT_REMOVEDIR) != 0 {
+        rtfs::rmdir(&path)
+    } else {
+        rtfs::unlink(&path)
+    };
+    r.map(|_| 0).map_err(errno)
+}
+
+/// `rename`, `renameat`.
+pub fn renameat(olddir: u64, old: u64, newdir: u64, new: u64) -> LinuxResult {
+    let (from, to) = (resolve(olddir, old)?, resolve(newdir, new)?);
+    rtfs::rename(&from, &to).map(|_| 0).map_err(errno)
+}

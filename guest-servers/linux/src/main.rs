@@ -1,0 +1,37 @@
+//! The Linux personality: serves the Linux system calls of an unmodified
+//! Linux program, in user mode, inside its process — K42's emulation
+//! layer.
+//!
+//! The kernel maps this program at `k42_abi::linux::PERSONALITY_BASE` in
+//! every Linux process and points `IA32_LSTAR` at its first byte
+//! ([`entry`]): on KVM-PVM a `syscall` from user mode lands there still in
+//! user mode, so a Linux call costs the hypervisor's handling of the
+//! instruction and no kernel entry. What needs no kernel is done here
+//! (descriptors and file positions, the working directory, umask, signal
+//! dispositions, the program break); the rest goes to the kernel (exec,
+//! fork, wait, memory, the FS base) and to the file server (names) as k42
+//! system calls and PPC.
+//!
+//! | module    | Linux calls                                              |
+//! |-----------|----------------------------------------------------------|
+//! | [`entry`] | the `syscall` entry, start-up, the dispatch              |
+//! | [`fd`]    | the descriptor table and what exec carries over          |
+//! | [`files`] | files, directories, paths, the console                  |
+//! | [`memory`]| brk, mmap, munmap, mprotect                             |
+//! | [`process`]| exit, exec, fork, wait, ids, signals' bookkeeping       |
+//! | [`system`]| uname, time, random, limits                             |
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+mod entry;
+mod fd;
+mod files;
+mod memory;
+mod process;
+mod system;
+
+/// A Linux system call's result: a value, or an errno (returned as its
+/// negation, as the kernel's ABI does).
+pub type LinuxResult = Result<u64, u32>;

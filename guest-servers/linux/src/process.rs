@@ -1,0 +1,419 @@
+//! Processes: exit, exec, fork, wait, ids, the FS base, and signal
+//! dispositions and masks as bookkeeping.
+//!
+//! A Linux process is a k42 process; fork is the kernel's copy-on-write
+//! `Fork` (the child resumes inside this personality with everything
+//! this file keeps), exec is `LinuxExec` of the file the file server
+//! opens, wait is `Wait`/`TryWait`.
+//!
+//! Not yet: signal delivery (dispositions and masks are kept and read
+//! back, nothing is delivered; `kill` of another process ends it as
+//! SIGKILL would), threads (`clone` with `CLONE_VM` and a new stack),
+//! process groups beyond their ids.
+
+use alloc::string::String;
+use alloc::vec::Vec;
+
+use k42_abi::linux::ExecHeader;
+use k42_abi::syscall::{SyscallError, status};
+use k42_rt::sync::SpinLock;
+use k42_rt::sys::raw;
+use k42_rt::sys::sys_result;
+use linux_raw_sys::errno as e;
+use linux_raw_sys::general as g;
+use zerocopy::IntoBytes;
+
+use crate::LinuxResult;
+use crate::fd::{self, STATE};
+use crate::files::{self, AT_FDCWD, sys_errno};
+
+/// The program's path (`/proc/self/exe`), absolute.
+static EXE: SpinLock<String> = SpinLock::new(String::new());
+
+/// Note the program's path from `AT_EXECFN` (at `ptr`).
+pub fn set_exe(ptr: u64) {
+    if let Ok(p) = files::cstr(ptr) {
+        let cwd = STATE.lock().cwd.clone();
+        if let Ok(abs) = files::join(&cwd, p) {
+            *EXE.lock() = abs;
+        }
+    }
+}
+
+/// The program's absolute path.
+pub fn exe_path() -> String {
+    EXE.lock().clone()
+}
+
+/// `exit`, `exit_group`.
+pub fn exit(code: u64) -> LinuxResult {
+    k42_rt::exit(code as u8)
+}
+
+/// `arch_prctl`: the FS base.
+pub fn arch_prctl(code: u64, addr: u64) -> LinuxResult {
+    static FS: core::sync::atomic::AtomicU64 = core::sync::atomic::AtomicU64::new(0);
+    match code {
+        0x1002 => {
+            // ARCH_SET_FS
+            sys_result(raw::SetFsBase::call([addr])).map_err(|_| e::EPERM)?;
+            FS.store(addr, core::sync::atomic::Ordering::Relaxed);
+            Ok(0)
+        }
+        0x1003 => {
+            // ARCH_GET_FS
+            let v = FS.load(core::sync::atomic::Ordering::Relaxed);
+            // SAFETY: the program's memory (see files::cstr).
+            unsafe { core::ptr::write_unaligned(addr as *mut u64, v) };
+            Ok(0)
+        }
+        _ => Err(e::EINVAL),
+    }
+}
+
+/// `set_tid_address`: the caller's thread id (the pid: one thread).
+pub fn set_tid_address(_ptr: u64) -> LinuxResult {
+    getpid()
+}
+
+/// `getpid`, `gettid`.
+pub fn getpid() -> LinuxResult {
+    sys_result(raw::GetPid::call([])).map_err(sys_errno)
+}
+
+/// `getppid`: the parent this process was forked from (not updated when
+/// the parent ends).
+pub fn getppid() -> LinuxResult {
+    Ok(u64::from(STATE.lock().ppid))
+}
+
+/// `getpgid`, `getpgrp`.
+pub fn getpgid(pid: u64) -> LinuxResult {
+    if pid != 0 && pid != getpid()? {
+        return Err(e::ESRCH);
+    }
+    Ok(u64::from(STATE.lock().pgid))
+}
+
+/// `setpgid` (of this process).
+pub fn setpgid(pid: u64, pgid: u64) -> LinuxResult {
+    let me = getpid()?;
+    if pid != 0 && pid != me {
+        return Err(e::ESRCH);
+    }
+    STATE.lock().pgid = if pgid == 0 { me as u32 } else { pgid as u32 };
+    Ok(0)
+}
+
+/// `getsid`.
+pub fn getsid(pid: u64) -> LinuxResult {
+    if pid != 0 && pid != getpid()? {
+        return Err(e::ESRCH);
+    }
+    Ok(u64::from(STATE.lock().sid))
+}
+
+/// `setsid`.
+pub fn setsid() -> LinuxResult {
+    let me = getpid()? as u32;
+    let mut st = STATE.lock();
+    st.sid = me;
+    st.pgid = me;
+    Ok(u64::from(me))
+}
+
+/// `fork`, `vfork` (a copy serves a vfork's child as well).
+pub fn fork() -> LinuxResult {
+    let parent = getpid()? as u32;
+    let r = sys_result(raw::Fork::call([])).map_err(|err| match err {
+        SyscallError::ProcessLimit => e::EAGAIN,
+        SyscallError::NoMemory => e::ENOMEM,
+        s => sys_errno(s),
+    })?;
+    if r == 0 {
+        STATE.lock().ppid = parent;
+    }
+    Ok(r)
+}
+
+/// `clone` with the flag sets glibc's fork and vfork use (no new stack
+/// unless `CLONE_VFORK`'s child runs on it... not yet: a new stack or a
+/// shared address space is ENOSYS).
+pub fn clone(flags: u64, stack: u64, ptid: u64, ctid: u64, _tls: u64) -> LinuxResult {
+    let flags = flags as u32;
+    if stack != 0 || flags & (g::CLONE_VM | g::CLONE_THREAD) != 0 && flags & g::CLONE_VFORK == 0 {
+        k42_rt::sys::raw::LinuxUnimplemented::call([u64::from(g::__NR_clone)]);
+        return Err(e::ENOSYS);
+    }
+    let pid = fork()?;
+    if pid == 0 {
+        if flags & g::CLONE_CHILD_SETTID != 0 && ctid != 0 {
+            let me = getpid()? as u32;
+            // SAFETY: the program's memory (see files::cstr).
+            unsafe { core::ptr::write_unaligned(ctid as *mut u32, me) };
+        }
+    } else if flags & g::CLONE_PARENT_SETTID != 0 && ptid != 0 {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_unaligned(ptid as *mut u32, pid as u32) };
+    }
+    Ok(pid)
+}
+
+/// The Linux wait status for a k42 status word.
+fn wait_status(word: u64) -> u32 {
+    match word {
+        w if w <= status::EXITED_MAX => (w as u32) << 8,
+        w if w & !0xff == status::FAULT => match w & 0xff {
+            0 => g::SIGFPE,
+            6 => g::SIGILL,
+            _ => g::SIGSEGV,
+        },
+        _ => g::SIGKILL,
+    }
+}
+
+/// `wait4`: for any child (pid -1, or a process group, which is any
+/// child here) or one; `WNOHANG` returns 0 while none has ended.
+pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> LinuxResult {
+    let which = if pid > 0 { pid as u64 } else { u64::MAX };
+    let r = if options & u64::from(g::WNOHANG) != 0 {
+        raw::TryWait::call([which])
+    } else {
+        raw::Wait::call([which])
+    };
+    let word = sys_result(r).map_err(|err| match err {
+        SyscallError::NoChildren | SyscallError::NoSuchProcess => e::ECHILD,
+        s => sys_errno(s),
+    })?;
+    if word == 0 {
+        return Ok(0);
+    }
+    if wstatus != 0 {
+        // SAFETY: the program's memory (see files::cstr).
+        unsafe { core::ptr::write_unaligned(wstatus as *mut u32, wait_status(word & 0xffff)) };
+    }
+    if rusage != 0 {
+        // SAFETY: as above; plain data, zeros valid.
+        unsafe { core::ptr::write_bytes(rusage as *mut u8, 0, core::mem::size_of::<g::rusage>()) };
+    }
+    Ok(word >> 16)
+}
+
+/// `kill`: signal 0 checks; a signal to this process ends it as the
+/// default action would (ignored and default-ignored signals do
+/// nothing); a signal to a child ends it.
+pub fn kill(pid: i64, sig: u64) -> LinuxResult {
+    if sig > 64 {
+        return Err(e::EINVAL);
+    }
+    let me = getpid()? as i64;
+    let sig = sig as u32;
+    if pid == me || pid == 0 {
+        let ignored = STATE.lock().ignored & (1 << sig) != 0;
+        if sig == 0 || ignored || matches!(sig, g::SIGCHLD | g::SIGURG | g::SIGWINCH | g::SIGCONT) {
+            return Ok(0);
+        }
+        k42_rt::exit((128 + sig) as u8);
+    }
+    if pid < 0 {
+        return Err(e::ESRCH);
+    }
+    if sig == 0 {
+        return Ok(0);
+    }
+    sys_result(raw::Kill::call([pid as u64]))
+        .map(|_| 0)
+        .map_err(|_| e::ESRCH)
+}
+
+/// The kernel's `k_sigaction` as `rt_sigaction` passes it.
+#[derive(Clone, Copy, Default)]
+#[repr(C)]
+struct SigAction {
+    handler: u64,
+    flags: u64,
+    restorer: u64,
+    mask: u64,
+}
+
+static ACTIONS: SpinLock<[SigAction; 65]> = SpinLock::new(
+    [SigAction {
+        handler: 0,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    }; 65],
+);
+
+/// `rt_sigaction`: kept and read back.
+pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> LinuxResult {
+    if !(1..=64).contains(&sig) || size != 8 {
+        return Err(e::EINVAL);
+    }
+    if act != 0 && (sig == u64::from(g::SIGKILL) || sig == u64::from(g::SIGSTOP)) {
+        return Err(e::EINVAL);
+    }
+    let mut actions = ACTIONS.lock();
+    let old = actions[sig as usize];
+    if act != 0 {
+        // SAFETY: the program's memory (see files::cstr).
+        let new = unsafe { core::ptr::read_unaligned(act as *const SigAction) };
+        actions[sig as usize] = new;
+        let mut st = STATE.lock();
+        if new.handler == 1 {
+            st.ignored |= 1 << sig;
+        } else {
+            st.ignored &= !(1 << sig);
+        }
+    } else if STATE.lock().ignored & (1 << sig) != 0 {
+        actions[sig as usize].handler = 1;
+    }
+    if oact != 0 {
+        let old = if STATE.lock().ignored & (1 << sig) != 0 && old.handler == 0 {
+            SigAction { handler: 1, ..old }
+        } else {
+            old
+        };
+        // SAFETY: as above.
+        unsafe { core::ptr::write_unaligned(oact as *mut SigAction, old) };
+    }
+    Ok(0)
+}
+
+/// `rt_sigprocmask`: kept and read back.
+pub fn rt_sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> LinuxResult {
+    if size != 8 {
+        return Err(e::EINVAL);
+    }
+    let mut st = STATE.lock();
+    let old = st.sigmask;
+    if set != 0 {
+        // SAFETY: the program's memory (see files::cstr).
+        let s = unsafe { core::ptr::read_unaligned(set as *const u64) };
+        let unblockable = 1 << g::SIGKILL | 1 << g::SIGSTOP;
+        st.sigmask = match how as u32 {
+            g::SIG_BLOCK => old | s,
+            g::SIG_UNBLOCK => old & !s,
+            g::SIG_SETMASK => s,
+            _ => return Err(e::EINVAL),
+        } & !unblockable;
+    }
+    if oset != 0 {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_unaligned(oset as *mut u64, old) };
+    }
+    Ok(0)
+}
+
+/// The NUL-terminated strings of the program's array at `ptr` (NULL
+/// ended).
+fn string_array(ptr: u64) -> Result<Vec<&'static [u8]>, u32> {
+    let mut out = Vec::new();
+    if ptr == 0 {
+        return Ok(out);
+    }
+    loop {
+        // SAFETY: the program's memory (see files::cstr).
+        let p = unsafe { core::ptr::read_unaligned((ptr + 8 * out.len() as u64) as *const u64) };
+        if p == 0 {
+            return Ok(out);
+        }
+        if out.len() > 65536 {
+            return Err(e::E2BIG);
+        }
+        out.push(files::cstr(p)?);
+    }
+}
+
+/// Open `path` for exec; its handle.
+fn open_exec(path: &str) -> Result<u64, u32> {
+    let (h, _, _) =
+        k42_rt::fs::on_path(k42_abi::fs::OPEN, path, k42_abi::fs::open::READ).map_err(|err| {
+            match err {
+                k42_rt::fs::Error::Fs(k42_abi::fs::FsError::IsADirectory) => e::EACCES,
+                err => files::errno(err),
+            }
+        })?;
+    Ok(h)
+}
+
+/// `execve`: an ELF program, or a `#!` script run by its interpreter.
+pub fn execve(path: u64, argv: u64, envp: u64) -> LinuxResult {
+    let given = files::cstr(path)?;
+    let abs = files::resolve(AT_FDCWD, path)?;
+    let mut args = string_array(argv)?;
+    let env = string_array(envp)?;
+    let mut handle = open_exec(&abs)?;
+    let mut head = [0u8; 256];
+    let n = k42_rt::fs::file_read(handle, 0, &mut head).map_err(files::errno)?;
+    let mut interp_args: Vec<Vec<u8>> = Vec::new();
+    if n >= 2 && &head[..2] == b"#!" {
+        // The interpreter and its one optional argument, then the script.
+        let line = &head[2..n];
+        let end = line.iter().position(|&b| b == b'\n').ok_or(e::ENOEXEC)?;
+        let line = &line[..end];
+        let mut words = line
+            .split(|&b| b == b' ' || b == b'\t')
+            .filter(|w| !w.is_empty());
+        let interp = words.next().ok_or(e::ENOEXEC)?;
+        let rest: Vec<u8> = {
+            let start = line
+                .iter()
+                .position(|&b| b != b' ' && b != b'\t')
+                .unwrap_or(0);
+            let after = &line[start + interp.len()..];
+            let t: &[u8] = after.trim_ascii();
+            t.into()
+        };
+        interp_args.push(interp.into());
+        if !rest.is_empty() {
+            interp_args.push(rest);
+        }
+        interp_args.push(given.into());
+        let _ = k42_rt::fs::file_close(handle);
+        let cwd = STATE.lock().cwd.clone();
+        handle = open_exec(&files::join(&cwd, interp)?)?;
+        if !args.is_empty() {
+            args.remove(0);
+        }
+    } else if n < 4 || &head[..4] != b"\x7fELF" {
+        let _ = k42_rt::fs::file_close(handle);
+        return Err(e::ENOEXEC);
+    }
+    let (carry, keep) = fd::carry();
+    let all_args: Vec<&[u8]> = interp_args
+        .iter()
+        .map(|a| a.as_slice())
+        .chain(args.iter().copied())
+        .collect();
+    let header = ExecHeader {
+        argc: all_args.len() as u32,
+        envc: env.len() as u32,
+        carry_len: carry.len() as u32,
+        execfn_len: given.len() as u32,
+        nkeep: keep.len() as u32,
+        reserved: 0,
+    };
+    let mut block = Vec::new();
+    block.extend_from_slice(header.as_bytes());
+    for s in all_args.iter().chain(env.iter()) {
+        block.extend_from_slice(s);
+        block.push(0);
+    }
+    block.extend_from_slice(given);
+    block.push(0);
+    block.extend_from_slice(&carry);
+    for h in keep {
+        block.extend_from_slice(&h.to_le_bytes());
+    }
+    let r = raw::LinuxExec::call([handle, block.as_ptr() as u64, block.len() as u64]);
+    // Only a failed exec returns.
+    let _ = k42_rt::fs::file_close(handle);
+    Err(match sys_result(r) {
+        Err(SyscallError::BadProgram) => e::ENOEXEC,
+        Err(SyscallError::TooLong) => e::E2BIG,
+        Err(SyscallError::NoMemory) => e::ENOMEM,
+        Err(s) => sys_errno(s),
+        Ok(_) => e::EINVAL,
+    })
+}

@@ -1,0 +1,196 @@
+//! The system's own calls: uname, time, random bytes, limits, sleeping.
+//!
+//! Time is the TSC since boot: the guest has no wall clock yet, so
+//! `CLOCK_REALTIME` reads as the time since boot from 1970.
+
+use k42_abi::syscall::{ProgramInfo, USER_INFO};
+use linux_raw_sys::errno as e;
+use linux_raw_sys::general as g;
+
+use crate::LinuxResult;
+
+fn info() -> &'static ProgramInfo {
+    // SAFETY: the kernel maps the information page at USER_INFO,
+    // read-only, for the process's life.
+    unsafe { &*(USER_INFO as *const ProgramInfo) }
+}
+
+/// Nanoseconds since boot.
+fn now_ns() -> u64 {
+    // SAFETY: rdtsc reads the time-stamp counter; no memory effects.
+    let t = unsafe { core::arch::x86_64::_rdtsc() };
+    (t as u128 * 1_000_000 / info().tsc_khz.max(1) as u128) as u64
+}
+
+/// Write a plain value to the program's memory at `ptr`.
+fn put<T>(ptr: u64, v: T) -> LinuxResult {
+    if ptr == 0 {
+        return Err(e::EFAULT);
+    }
+    // SAFETY: the program's memory (see files::cstr).
+    unsafe { core::ptr::write_unaligned(ptr as *mut T, v) };
+    Ok(0)
+}
+
+/// `uname`.
+pub fn uname(buf: u64) -> LinuxResult {
+    // SAFETY: plain data; zeros are valid.
+    let mut u: linux_raw_sys::system::new_utsname = unsafe { core::mem::zeroed() };
+    let set = |f: &mut [core::ffi::c_char; 65], s: &[u8]| {
+        for (d, &b) in f.iter_mut().zip(s) {
+            *d = b as core::ffi::c_char;
+        }
+    };
+    set(&mut u.sysname, b"Linux");
+    set(&mut u.nodename, b"k42");
+    set(&mut u.release, b"6.1.0-k42");
+    set(&mut u.version, b"#1 SMP K42 personality");
+    set(&mut u.machine, b"x86_64");
+    set(&mut u.domainname, b"(none)");
+    put(buf, u)
+}
+
+/// `getrandom`: bytes from a generator seeded by the TSC (not
+/// cryptographic: the guest has no entropy source yet).
+pub fn getrandom(buf: u64, len: u64, _flags: u64) -> LinuxResult {
+    // SAFETY: rdtsc (see `now_ns`).
+    let mut x = unsafe { core::arch::x86_64::_rdtsc() } | 1;
+    for i in 0..len {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        // SAFETY: the program's buffer of `len` bytes.
+        unsafe { *((buf + i) as *mut u8) = x as u8 };
+    }
+    Ok(len)
+}
+
+/// `prlimit64` (and `getrlimit`): the limits of this process only;
+/// setting is accepted for the stack and file limits as Linux would,
+/// without effect beyond what the kernel enforces.
+pub fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> LinuxResult {
+    if pid != 0 && pid != crate::process::getpid()? {
+        return Err(e::ESRCH);
+    }
+    let (cur, max) = match resource as u32 {
+        g::RLIMIT_STACK => (8 << 20, u64::MAX),
+        g::RLIMIT_NOFILE => (crate::fd::MAX_FDS as u64, crate::fd::MAX_FDS as u64),
+        g::RLIMIT_NPROC => (1024, 1024),
+        r if r < g::RLIM_NLIMITS => (u64::MAX, u64::MAX),
+        _ => return Err(e::EINVAL),
+    };
+    let _ = new;
+    if old != 0 {
+        put(
+            old,
+            g::rlimit64 {
+                rlim_cur: cur,
+                rlim_max: max,
+            },
+        )?;
+    }
+    Ok(0)
+}
+
+/// `clock_gettime`.
+pub fn clock_gettime(clock: u64, ts: u64) -> LinuxResult {
+    if clock > 11 {
+        return Err(e::EINVAL);
+    }
+    let ns = now_ns();
+    put(
+        ts,
+        g::__kernel_timespec {
+            tv_sec: (ns / 1_000_000_000) as i64,
+            tv_nsec: (ns % 1_000_000_000) as i64,
+        },
+    )
+}
+
+/// `gettimeofday`.
+pub fn gettimeofday(tv: u64) -> LinuxResult {
+    if tv == 0 {
+        return Ok(0);
+    }
+    let ns = now_ns();
+    put(
+        tv,
+        g::__kernel_old_timeval {
+            tv_sec: (ns / 1_000_000_000) as _,
+            tv_usec: ((ns % 1_000_000_000) / 1000) as _,
+        },
+    )
+}
+
+/// `time`.
+pub fn time(t: u64) -> LinuxResult {
+    let s = now_ns() / 1_000_000_000;
+    if t != 0 {
+        put(t, s)?;
+    }
+    Ok(s)
+}
+
+/// Sleep until `deadline` (ns since boot), giving the CPU away.
+fn sleep_until(deadline: u64) {
+    let mut round = 0;
+    while now_ns() < deadline {
+        k42_rt::sys::yield_now(round);
+        round = round.saturating_add(1);
+    }
+}
+
+/// The program's timespec at `ptr`, in nanoseconds.
+fn timespec_ns(ptr: u64) -> Result<u64, u32> {
+    if ptr == 0 {
+        return Err(e::EFAULT);
+    }
+    // SAFETY: the program's memory.
+    let ts = unsafe { core::ptr::read_unaligned(ptr as *const g::__kernel_timespec) };
+    if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
+        return Err(e::EINVAL);
+    }
+    Ok((ts.tv_sec as u64).saturating_mul(1_000_000_000) + ts.tv_nsec as u64)
+}
+
+/// `nanosleep`.
+pub fn nanosleep(req: u64) -> LinuxResult {
+    let d = timespec_ns(req)?;
+    sleep_until(now_ns().saturating_add(d));
+    Ok(0)
+}
+
+/// `clock_nanosleep`.
+pub fn clock_nanosleep(_clock: u64, flags: u64, req: u64) -> LinuxResult {
+    let d = timespec_ns(req)?;
+    let deadline = if flags & u64::from(g::TIMER_ABSTIME) != 0 {
+        d
+    } else {
+        now_ns().saturating_add(d)
+    };
+    sleep_until(deadline);
+    Ok(0)
+}
+
+/// `sched_yield`.
+pub fn sched_yield() -> LinuxResult {
+    k42_rt::sys::yield_now(0);
+    Ok(0)
+}
+
+/// `prctl`: the name is kept (and read back); other options are EINVAL.
+pub fn prctl(option: u64, arg: u64) -> LinuxResult {
+    static NAME: k42_rt::sync::SpinLock<[u8; 16]> = k42_rt::sync::SpinLock::new([0; 16]);
+    match option as u32 {
+        linux_raw_sys::prctl::PR_SET_NAME => {
+            let s = crate::files::cstr(arg).unwrap_or(b"");
+            let mut n = NAME.lock();
+            *n = [0; 16];
+            let k = s.len().min(15);
+            n[..k].copy_from_slice(&s[..k]);
+            Ok(0)
+        }
+        linux_raw_sys::prctl::PR_GET_NAME => put(arg, *NAME.lock()),
+        _ => Err(e::EINVAL),
+    }
+}

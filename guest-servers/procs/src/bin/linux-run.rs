@@ -1,0 +1,130 @@
+//! `linux-run`: process 1 for `k42vmm run IMAGE -- COMMAND [ARGS…]`.
+//! It starts the name server and the file server in the background,
+//! then runs COMMAND — a Linux program at a path in the guest's file
+//! system — with the console as its standard input and output, waits for
+//! it, and exits with its status (128 + N when signal N ended it, as a
+//! shell reports it), which becomes k42vmm's exit code.
+//!
+//! The command comes from the boot module `linux.argv` (k42vmm adds it):
+//! the arguments, each NUL-terminated.
+#![no_std]
+#![no_main]
+
+extern crate alloc;
+
+use alloc::vec::Vec;
+
+use k42_abi::linux::ExecHeader;
+use k42_abi::syscall::SyscallError;
+use k42_rt::fs as rtfs;
+use k42_rt::process::{self, ArgBlock, Ended, Regions};
+use k42_rt::{Start, println};
+use zerocopy::IntoBytes;
+
+k42_rt::main!(run);
+
+/// The module holding the command.
+const ARGV_MODULE: &str = "linux.argv";
+/// The environment a command starts with.
+const ENV: &[&str] = &["PATH=/bin:/usr/bin", "HOME=/", "TERM=dumb", "LANG=C"];
+/// Linux's signal numbers for how a k42 process can end.
+const SIGILL: u8 = 4;
+const SIGFPE: u8 = 8;
+const SIGKILL: u8 = 9;
+const SIGSEGV: u8 = 11;
+
+fn run(_: Start) -> u8 {
+    let Some(argv) = command() else {
+        println!("linux-run: no command (boot module {ARGV_MODULE} is missing or empty)");
+        return 2;
+    };
+    for server in ["nameserver", "fileserver"] {
+        if let Err(e) = process::spawn(server, ArgBlock::new().arg(server), Regions::Shared) {
+            println!("linux-run: cannot start {server}: {}", e.describe());
+            return 2;
+        }
+    }
+    if let Err(e) = rtfs::wait_for_server(100_000) {
+        println!("linux-run: the file server did not start: {}", e.describe());
+        return 2;
+    }
+    let args: Vec<&[u8]> = argv.split(|&b| b == 0).filter(|a| !a.is_empty()).collect();
+    let path = core::str::from_utf8(args[0]).unwrap_or("");
+    let pid = match process::fork() {
+        Ok(0) => exec(path, &args),
+        Ok(pid) => pid,
+        Err(e) => {
+            println!("linux-run: cannot fork: {}", e.describe());
+            return 2;
+        }
+    };
+    match process::wait(Some(pid)) {
+        Ok((_, Ended::Exited(s))) => s,
+        Ok((_, Ended::Fault(6))) => 128 + SIGILL,
+        Ok((_, Ended::Fault(0))) => 128 + SIGFPE,
+        Ok((_, Ended::Fault(_))) => 128 + SIGSEGV,
+        Ok((_, Ended::Killed | Ended::OutOfMemory)) => 128 + SIGKILL,
+        Err(e) => {
+            println!("linux-run: wait failed: {}", e.describe());
+            2
+        }
+    }
+}
+
+/// The command's arguments, NUL-terminated, from the boot module.
+fn command() -> Option<Vec<u8>> {
+    for i in 0.. {
+        let (name, size) = rtfs::module_info(i).ok()?;
+        if name != ARGV_MODULE {
+            continue;
+        }
+        let mut buf = alloc::vec![0u8; size as usize];
+        let mut off = 0;
+        while off < buf.len() {
+            let n = rtfs::module_read(i, off as u64, &mut buf[off..]).ok()?;
+            if n == 0 {
+                return None;
+            }
+            off += n;
+        }
+        return (!buf.is_empty()).then_some(buf);
+    }
+    None
+}
+
+/// In the child: become the Linux program at `path`; exits 126 or 127
+/// (as a shell does) when it cannot.
+fn exec(path: &str, args: &[&[u8]]) -> ! {
+    let handle = match rtfs::on_path(k42_abi::fs::OPEN, path, k42_abi::fs::open::READ) {
+        Ok((h, _, _)) => h,
+        Err(e) => {
+            println!("k42vmm: {path}: {}", e.describe());
+            k42_rt::exit(127);
+        }
+    };
+    let header = ExecHeader {
+        argc: args.len() as u32,
+        envc: ENV.len() as u32,
+        carry_len: 0,
+        execfn_len: path.len() as u32,
+        nkeep: 0,
+        reserved: 0,
+    };
+    let mut block = Vec::new();
+    block.extend_from_slice(header.as_bytes());
+    for s in args.iter().copied().chain(ENV.iter().map(|e| e.as_bytes())) {
+        block.extend_from_slice(s);
+        block.push(0);
+    }
+    block.extend_from_slice(path.as_bytes());
+    block.push(0);
+    let r = k42_rt::sys::raw::LinuxExec::call([handle, block.as_ptr() as u64, block.len() as u64]);
+    let why = match k42_rt::sys::sys_result(r) {
+        Err(SyscallError::BadProgram) => "not a static x86_64 Linux executable",
+        Err(SyscallError::TooLong) => "argument list too long",
+        Err(e) => e.describe(),
+        Ok(_) => "exec returned",
+    };
+    println!("k42vmm: {path}: cannot run: {why}");
+    k42_rt::exit(126)
+}

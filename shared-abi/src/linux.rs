@@ -1,0 +1,84 @@
+//! The Linux personality's contract with the kernel: where the
+//! personality lives in a Linux process, how `LinuxExec` hands a new
+//! program its arguments, environment and the personality's inherited
+//! state, and the memory-call flags.
+//!
+//! A Linux process is a k42 process whose address space also holds the
+//! personality (image module [`PERSONALITY_MODULE`], a static ELF linked
+//! at [`PERSONALITY_BASE`]). Its first instruction is the Linux
+//! system-call entry, and the kernel points every CPU's `IA32_LSTAR` at
+//! it: on KVM-PVM `syscall` from user mode lands there still in user
+//! mode, so a Linux system call costs no kernel entry; the personality
+//! serves it, calling the kernel and servers through k42 system calls
+//! where it must.
+//!
+//! The kernel starts a Linux program at the personality's `_start` with
+//! `rdi` = `USER_INFO`, `rsi` = the Linux initial stack pointer (at
+//! `argc`) and `rdx` = the program's entry point; the personality sets
+//! itself up and jumps to the entry.
+//!
+//! ```text
+//! 0x0040_0000        the Linux program (its PT_LOAD segments, from its file)
+//!   ... brk          the program break, grown by the personality
+//! 0x1000_0000        ProgramInfo; the carried state at ARGS_OFFSET
+//! 0x2000_0000        the personality's heap (k42_rt)
+//! 0x4000_0000_0000   anonymous mmap (LINUX_MMAP_BASE, growing up)
+//! 0x6000_0000_0000   the personality (PERSONALITY_BASE): entry first
+//! USER_TOP           the Linux stack (argc, argv, envp, auxv, strings)
+//! ```
+
+/// The image module holding the personality.
+pub const PERSONALITY_MODULE: &str = "linux";
+/// Where the personality is linked; its first byte is the system-call
+/// entry (`IA32_LSTAR`).
+pub const PERSONALITY_BASE: u64 = 0x0000_6000_0000_0000;
+/// Where anonymous mappings without an address go (growing up).
+pub const LINUX_MMAP_BASE: u64 = 0x0000_4000_0000_0000;
+/// Size of a Linux process's stack region (pages are made when touched).
+pub const LINUX_STACK_SIZE: u64 = 8 << 20;
+
+/// Most bytes of arguments and environment strings an exec may pass
+/// (more is E2BIG).
+pub const MAX_EXEC_STRINGS: u64 = 128 * 1024;
+/// Most bytes of personality state carried across an exec.
+pub const MAX_CARRY: u64 = 3 * 1024;
+
+/// The header of a `LinuxExec` block: then `argc` NUL-terminated
+/// arguments, `envc` NUL-terminated `KEY=VALUE` strings, the exec path
+/// (`execfn_len` bytes and a NUL), `carry_len` bytes of the
+/// personality's state for the new program (its descriptors, working
+/// directory, umask, signal dispositions: the personality's own format),
+/// which the kernel puts at `USER_INFO + ARGS_OFFSET`, and `nkeep` file
+/// handles (u64 each) the new program keeps: on success the kernel
+/// closes every other handle of the process (close-on-exec).
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
+pub struct ExecHeader {
+    pub argc: u32,
+    pub envc: u32,
+    pub carry_len: u32,
+    /// Bytes of the path the program was found by (`AT_EXECFN`), which
+    /// follow the environment strings, NUL-terminated.
+    pub execfn_len: u32,
+    pub nkeep: u32,
+    pub reserved: u32,
+}
+
+const _: () = assert!(core::mem::size_of::<ExecHeader>() == 24);
+
+/// Most handles an exec may keep.
+pub const MAX_KEEP: u32 = 1024;
+
+/// `MemMap` flags: the address is required (replacing what is there).
+pub const MAP_FIXED: u64 = 1;
