@@ -209,55 +209,27 @@ impl Memory {
     pub fn load(
         file: &'static [u8],
         args: &[u8],
-        mut info: ProgramInfo,
+        info: ProgramInfo,
         replicated: bool,
         limit: u64,
     ) -> Result<(Self, u64), SyscallError> {
-        let mut program = elf::Program::parse(file).map_err(|_| SyscallError::BadProgram)?;
-        let relocs = Arc::new(core::mem::take(&mut program.relocs));
+        let program = elf::Program::parse(file).map_err(|_| SyscallError::BadProgram)?;
+        let entry = program.entry;
         let mem = Self::new(replicated, limit)?;
-        for seg in program.segments() {
-            let start = seg.vaddr & !(PAGE_SIZE - 1);
-            let end = (seg.vaddr + seg.mem_size).div_ceil(PAGE_SIZE) * PAGE_SIZE;
-            let prot = PROT_READ
-                | if seg.writable { PROT_WRITE } else { 0 }
-                | if seg.executable { PROT_EXEC } else { 0 };
-            let data = &file[seg.file_offset as usize..(seg.file_offset + seg.file_size) as usize];
-            mem.add_region(
-                start,
-                end,
-                prot,
-                Source::Image {
-                    file: data,
-                    at: seg.vaddr - start,
-                    start,
-                    relocs: relocs.clone(),
-                },
-            )?;
-        }
+        mem.add_image_segments(file, program)?;
         let rw = PROT_READ | PROT_WRITE;
         let stack_slot = *mem.nregions.lock();
         mem.add_region(USER_TOP - STACK_SIZE, USER_TOP, rw, Source::Zero)?;
         mem.add_region(USER_HEAP, USER_HEAP + HEAP_SIZE, rw, Source::Zero)?;
-        // The information page: filled now, read-only to the program.
-        let slot = *mem.nregions.lock();
-        mem.add_region(USER_INFO, USER_INFO + PAGE_SIZE, PROT_READ, Source::Zero)?;
-        info.magic = PROGRAM_INFO_MAGIC;
-        info.heap_size = HEAP_SIZE;
-        info.args_len = args.len() as u32;
-        mem.charge()?;
-        let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
         // The argument block is at most MAX_ARGS_LEN bytes (checked by
-        // the caller): both fit in the page.
-        pages::write_frame(pa, 0, info.as_bytes());
-        pages::write_frame(pa, ARGS_OFFSET, args);
-        mem.install(slot, 0, pa, false)?;
+        // the caller).
+        mem.add_info_page(info, args)?;
         // Every program starts by pushing on its stack: give it the top
         // page now rather than through a fault.
         mem.charge()?;
         let top = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
         mem.install(stack_slot, STACK_SIZE / PAGE_SIZE - 1, top, true)?;
-        Ok((mem, program.entry))
+        Ok((mem, entry))
     }
 
     /// A new Linux process image: the personality's segments (from the
@@ -268,29 +240,15 @@ impl Memory {
     /// memory and the personality's entry.
     pub fn load_linux(
         image: LinuxImage,
-        mut info: ProgramInfo,
+        info: ProgramInfo,
         replicated: bool,
         limit: u64,
     ) -> Result<(Self, u64), SyscallError> {
         let personality =
             elf::Program::parse(image.personality).map_err(|_| SyscallError::BadProgram)?;
+        let entry = personality.entry;
         let mem = Self::new(replicated, limit)?;
-        for seg in personality.segments() {
-            let (start, end, prot) = segment_range(seg);
-            let data = &image.personality
-                [seg.file_offset as usize..(seg.file_offset + seg.file_size) as usize];
-            mem.add_region(
-                start,
-                end,
-                prot,
-                Source::Image {
-                    file: data,
-                    at: seg.vaddr - start,
-                    start,
-                    relocs: Arc::new(Vec::new()),
-                },
-            )?;
-        }
+        mem.add_image_segments(image.personality, personality)?;
         for seg in image.program.segments() {
             let (start, end, prot) = segment_range(seg);
             mem.add_region(
@@ -310,18 +268,9 @@ impl Memory {
         let stack_base = USER_TOP - LINUX_STACK_SIZE;
         mem.add_region(stack_base, USER_TOP, rw, Source::Zero)?;
         mem.add_region(USER_HEAP, USER_HEAP + HEAP_SIZE, rw, Source::Zero)?;
-        let slot = *mem.nregions.lock();
-        mem.add_region(USER_INFO, USER_INFO + PAGE_SIZE, PROT_READ, Source::Zero)?;
-        info.magic = PROGRAM_INFO_MAGIC;
-        info.heap_size = HEAP_SIZE;
-        info.args_len = image.carry.len() as u32;
-        mem.charge()?;
-        let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
         // The carried state is at most MAX_CARRY bytes (checked by the
-        // caller): both fit in the page.
-        pages::write_frame(pa, 0, info.as_bytes());
-        pages::write_frame(pa, ARGS_OFFSET, image.carry);
-        mem.install(slot, 0, pa, false)?;
+        // caller).
+        mem.add_info_page(info, image.carry)?;
         // The initial stack's pages, filled now.
         let stack = image.stack;
         let bottom = USER_TOP - stack.len() as u64;
@@ -336,7 +285,50 @@ impl Memory {
             mem.install(stack_slot, (va - stack_base) / PAGE_SIZE, pa, true)?;
             va += PAGE_SIZE;
         }
-        Ok((mem, personality.entry))
+        Ok((mem, entry))
+    }
+
+    /// A region per PT_LOAD segment of `program`, an image module
+    /// (`file`), its pages filled from the module as they are touched (a
+    /// PIE's relocations applied as they are).
+    fn add_image_segments(
+        &self,
+        file: &'static [u8],
+        mut program: elf::Program,
+    ) -> Result<(), SyscallError> {
+        let relocs = Arc::new(core::mem::take(&mut program.relocs));
+        for seg in program.segments() {
+            let (start, end, prot) = segment_range(seg);
+            let data = &file[seg.file_offset as usize..(seg.file_offset + seg.file_size) as usize];
+            self.add_region(
+                start,
+                end,
+                prot,
+                Source::Image {
+                    file: data,
+                    at: seg.vaddr - start,
+                    start,
+                    relocs: relocs.clone(),
+                },
+            )?;
+        }
+        Ok(())
+    }
+
+    /// The information page at `USER_INFO`, read-only to the program:
+    /// `info` (magic and heap filled in here), then `args` (at most a
+    /// page less `ARGS_OFFSET`, checked by the caller) at `ARGS_OFFSET`.
+    fn add_info_page(&self, mut info: ProgramInfo, args: &[u8]) -> Result<(), SyscallError> {
+        let slot = *self.nregions.lock();
+        self.add_region(USER_INFO, USER_INFO + PAGE_SIZE, PROT_READ, Source::Zero)?;
+        info.magic = PROGRAM_INFO_MAGIC;
+        info.heap_size = HEAP_SIZE;
+        info.args_len = args.len() as u32;
+        self.charge()?;
+        let pa = pages::alloc_zeroed().ok_or(SyscallError::NoMemory)?;
+        pages::write_frame(pa, 0, info.as_bytes());
+        pages::write_frame(pa, ARGS_OFFSET, args);
+        self.install(slot, 0, pa, false)
     }
 
     /// Put frame `pa` (charged, owned) at page `k` of region `slot` and

@@ -105,9 +105,13 @@ pub enum Outcome {
     Blocked,
 }
 
-/// Park thread `t` (its call to be made again when woken) and note its
-/// process on `s`; the caller drops the pipe's lock after.
-fn park(t: &Arc<Thread>, s: &mut State, frame: &mut TrapFrame) -> Result<Outcome, SyscallError> {
+/// Park thread `t` (its call to be made again when woken), note its
+/// process on the pipe, let go of the pipe's lock and run another thread.
+fn block(
+    t: &Arc<Thread>,
+    mut s: crate::sync::SpinLockGuard<'_, State>,
+    frame: &mut TrapFrame,
+) -> Result<Outcome, SyscallError> {
     let p = &t.process;
     let mut slot = p.parked.lock();
     if slot.is_some() {
@@ -120,6 +124,8 @@ fn park(t: &Arc<Thread>, s: &mut State, frame: &mut TrapFrame) -> Result<Outcome
     if !s.waiting.iter().any(|w| Arc::ptr_eq(w, p)) {
         s.waiting.push(p.clone());
     }
+    drop(s);
+    sched::switch_to_next(frame);
     Ok(Outcome::Blocked)
 }
 
@@ -144,12 +150,7 @@ pub fn read(
         if nonblock {
             return Err(SyscallError::WouldBlock);
         }
-        let r = park(t, &mut s, frame);
-        drop(s);
-        if matches!(r, Ok(Outcome::Blocked)) {
-            sched::switch_to_next(frame);
-        }
-        return r;
+        return block(t, s, frame);
     }
     let n = (len as usize).min(s.bytes.len()).min(file::MAX_IO as usize);
     let (a, b) = s.bytes.as_slices();
@@ -197,12 +198,7 @@ pub fn write(
         if nonblock {
             return Err(SyscallError::WouldBlock);
         }
-        let r = park(t, &mut s, frame);
-        drop(s);
-        if matches!(r, Ok(Outcome::Blocked)) {
-            sched::switch_to_next(frame);
-        }
-        return r;
+        return block(t, s, frame);
     }
     let n = len.min(room);
     s.bytes.extend(&bytes[..n]);

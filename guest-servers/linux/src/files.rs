@@ -547,8 +547,8 @@ pub fn readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> LinuxResult {
     let p = cstr(path)?;
     let abs = join(&STATE.lock().cwd.clone(), p)?;
     if abs != "/proc/self/exe" {
-        let path = resolve(dirfd, path)?;
-        return match rtfs::stat(&path) {
+        // Not a link: EINVAL for what exists.
+        return match rtfs::stat(&resolve(dirfd, path)?) {
             Ok(_) => Err(e::EINVAL),
             Err(err) => Err(errno(err)),
         };

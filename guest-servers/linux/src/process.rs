@@ -136,9 +136,10 @@ pub fn fork() -> LinuxResult {
     Ok(r)
 }
 
-/// `clone` with the flag sets glibc's fork and vfork use (no new stack
-/// unless `CLONE_VFORK`'s child runs on it... not yet: a new stack or a
-/// shared address space is ENOSYS).
+/// `clone` with the flag sets glibc's fork and vfork use: a copy of the
+/// process on the same stack (a vfork child is served by a copy too). A
+/// new stack or a shared address space without `CLONE_VFORK` (threads)
+/// is not supported yet: ENOSYS, counted.
 pub fn clone(flags: u64, stack: u64, ptid: u64, ctid: u64, _tls: u64) -> LinuxResult {
     let flags = flags as u32;
     if stack != 0 || flags & (g::CLONE_VM | g::CLONE_THREAD) != 0 && flags & g::CLONE_VFORK == 0 {
