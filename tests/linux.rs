@@ -4,9 +4,10 @@
 //! matches the same binary's on host Linux byte for byte.
 //!
 //! What runs here: exec from the file server (ELF and `#!`), fork, wait,
-//! pipes, redirections to files, directories, the working directory.
-//! Background jobs with `wait` need signal delivery, which is not built
-//! yet (see docs/LINUX.md).
+//! pipes, redirections to files, directories, the working directory,
+//! signals (traps, `kill`, background jobs with `wait`, SIGPIPE, the
+//! exit statuses of signalled processes), many processes, a MiB through
+//! a pipe.
 
 mod common;
 
@@ -73,9 +74,16 @@ fn guest(vcpus: u32, command: &[&str]) -> std::process::Output {
 }
 
 fn script_matches_linux(vcpus: u32) {
-    // Its own directory: tests run at once, and the host's /tmp is shared.
-    let dir = format!("/tmp/k42t-{}-{vcpus}", std::process::id());
-    let script = SCRIPT.replace("/tmp/k42t", &dir);
+    busybox_matches_linux(SCRIPT, "k42t", vcpus);
+}
+
+/// Run `script` with busybox sh on the host and in the guest (with
+/// `vcpus`); the output between the markers must be the same. `/tmp/TAG`
+/// in the script becomes a directory of this test's own: tests run at
+/// once, and the host's /tmp is shared.
+fn busybox_matches_linux(script: &str, tag: &str, vcpus: u32) {
+    let dir = format!("/tmp/{tag}-{}-{vcpus}", std::process::id());
+    let script = script.replace(&format!("/tmp/{tag}"), &dir);
     let script = script.as_str();
     let host = Command::new(HOST_BUSYBOX)
         .args(["sh", "-c", script])
@@ -102,6 +110,62 @@ fn a_busybox_script_prints_what_it_prints_on_linux_1_vcpu() {
 #[test]
 fn a_busybox_script_prints_what_it_prints_on_linux_4_vcpus() {
     script_matches_linux(4);
+}
+
+/// Signals and jobs: a trap, `kill` of a background job (default
+/// action and SIGKILL), a subshell's TERM trap, `wait` for several jobs,
+/// SIGPIPE (a pipeline's status under pipefail), a shell killing itself,
+/// an ignored and a caught signal sent to oneself; then 200 processes in
+/// a loop and a MiB through a pipe. The shell's stderr (job reports like
+/// "Terminated") is dropped: in the guest it shares the console with
+/// stdout.
+const SIGNALS: &str = r#"
+B=/bin/busybox
+exec 2>/dev/null
+echo =BEGIN=
+mkdir -p /tmp/k42s && cd /tmp/k42s && rm -f ready
+trap 'echo trapped INT' INT
+kill -INT $$
+echo "after INT"
+trap - INT
+$B sleep 5 & kill -TERM $!; wait $!; echo "sleep killed: $?"
+$B sleep 5 & kill -9 $!; wait $!; echo "sleep killed -9: $?"
+( trap 'echo sub got TERM; exit 3' TERM; : > ready; while :; do $B sleep 1; done ) &
+p=$!
+while [ ! -e ready ]; do $B sleep 0.1; done
+kill -TERM $p; wait $p; echo "subshell: $?"
+for i in 1 2 3; do $B sleep 0.1 & done; wait; echo "waited for all: $?"
+$B yes | $B head -2
+set -o pipefail; $B yes | $B head -1 >/dev/null; echo "pipefail: $?"; set +o pipefail
+$B sh -c 'kill -TERM $$; echo not here'; echo "sh killed itself: $?"
+$B sh -c 'trap "" TERM; kill -TERM $$; echo ignored TERM'
+$B sh -c 'trap "echo usr1" USR1; kill -USR1 $$; echo after usr1'
+$B sh -c 'exit 5' & wait $!; echo "background exit: $?"
+n=0; while [ $n -lt 200 ]; do $B true; n=$((n+1)); done; echo "$n processes"
+$B dd if=/dev/zero bs=1024 count=1024 | $B wc -c
+$B head -c 1048576 /dev/zero | $B md5sum
+cd / && rm -r /tmp/k42s
+echo =END=
+"#;
+
+#[test]
+fn signals_and_jobs_behave_as_on_linux_1_vcpu() {
+    busybox_matches_linux(SIGNALS, "k42s", 1);
+}
+
+#[test]
+fn signals_and_jobs_behave_as_on_linux_4_vcpus() {
+    busybox_matches_linux(SIGNALS, "k42s", 4);
+}
+
+#[test]
+fn a_command_ended_by_a_signal_is_128_plus_its_number() {
+    let out = guest(
+        1,
+        &["/bin/busybox", "sh", "-c", "kill -TERM $$; echo not here"],
+    );
+    assert_eq!(out.status.code(), Some(143), "{}", describe(&out));
+    assert!(!stdout(&out).contains("not here"), "{}", describe(&out));
 }
 
 #[test]
@@ -199,6 +263,39 @@ echo =END=
         between_markers(&stdout(&out)),
         between_markers(&host_text),
         "{}",
+        describe(&out)
+    );
+}
+
+/// bash's traps, background jobs and `wait`, run by Debian's bash-static
+/// on the host and in the guest.
+#[test]
+fn bash_traps_and_jobs_behave_as_on_linux() {
+    const BASH: &str = r#"
+B=/bin/busybox
+exec 2>/dev/null
+echo =BEGIN=
+trap 'echo bash trapped USR1' USR1
+kill -USR1 $$
+echo "after USR1"
+$B sleep 5 & pid=$!; kill -TERM $pid; wait $pid; echo "killed: $?"
+f() { return 7; }; f & wait $!; echo "function in background: $?"
+( exit 9 ) & wait; echo "wait for all: $?"
+trap 'echo EXIT trap' EXIT
+echo =END=
+"#;
+    let host = Command::new("/bin/bash-static")
+        .args(["-c", BASH])
+        .output()
+        .expect("host bash-static runs (make installs bash-static)");
+    assert!(host.status.success(), "host: {}", describe(&host));
+    let host_text = String::from_utf8(host.stdout).unwrap();
+    let out = guest(1, &["/bin/bash", "-c", BASH]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        between_markers(&stdout(&out)),
+        between_markers(&host_text),
+        "guest and host differ\n{}",
         describe(&out)
     );
 }

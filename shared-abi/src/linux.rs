@@ -21,6 +21,7 @@
 //! 0x0040_0000        the Linux program (its PT_LOAD segments, from its file)
 //!   ... brk          the program break, grown by the personality
 //! 0x1000_0000        ProgramInfo; the carried state at ARGS_OFFSET
+//! 0x1000_1000        the signal page (LINUX_SIGNALS), shared with the kernel
 //! 0x2000_0000        the personality's heap (k42_rt)
 //! 0x4000_0000_0000   anonymous mmap (LINUX_MMAP_BASE, growing up)
 //! 0x6000_0000_0000   the personality (PERSONALITY_BASE): entry first
@@ -82,3 +83,62 @@ pub const MAX_KEEP: u32 = 1024;
 
 /// `MemMap` flags: the address is required (replacing what is there).
 pub const MAP_FIXED: u64 = 1;
+
+/// Where a Linux process's signal page is mapped (read-write): a
+/// [`SignalPage`], the one frame the kernel and the personality share.
+/// It belongs to the process, not to its memory: it survives exec
+/// (pending signals, the mask and ignored signals carry over, as on
+/// Linux; the kernel clears `caught`), and a forked child gets a copy
+/// with nothing pending.
+pub const LINUX_SIGNALS: u64 = crate::syscall::USER_INFO + crate::layout::PAGE_SIZE;
+
+/// Linux signal state shared by the kernel and the personality, bit
+/// `n - 1` for signal `n` (a Linux `sigset_t`).
+///
+/// The kernel sets `pending` bits when a signal is sent (`Signal`, a
+/// child's SIGCHLD) and reads the other words to decide what a signal
+/// does; the personality writes `blocked`, `caught` and `ignored` as the
+/// program changes its mask and actions, and takes `pending` bits as it
+/// delivers them (at the end of every Linux system call).
+#[repr(C)]
+pub struct SignalPage {
+    /// Sent and not yet delivered.
+    pub pending: core::sync::atomic::AtomicU64,
+    /// The program's signal mask.
+    pub blocked: core::sync::atomic::AtomicU64,
+    /// Signals with a handler.
+    pub caught: core::sync::atomic::AtomicU64,
+    /// Signals set to SIG_IGN.
+    pub ignored: core::sync::atomic::AtomicU64,
+}
+
+/// Linux signal numbers are 1..=[`MAX_SIGNAL`].
+pub const MAX_SIGNAL: u32 = 64;
+
+/// The bit of signal `sig` (1..=64) in a [`SignalPage`] word.
+pub const fn signal_bit(sig: u32) -> u64 {
+    1 << (sig - 1)
+}
+
+/// What a signal does when it is neither caught nor ignored.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DefaultAction {
+    /// End the process (also the signals whose Linux default is a core
+    /// dump: no core files here).
+    Terminate,
+    /// Nothing (SIGCHLD, SIGURG, SIGWINCH, SIGCONT).
+    Ignore,
+    /// Stop the process (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU). Stopping
+    /// is not implemented: these are ignored.
+    Stop,
+}
+
+/// The default action of signal `sig`.
+pub const fn default_action(sig: u32) -> DefaultAction {
+    use linux_raw_sys::general as g;
+    match sig {
+        g::SIGCHLD | g::SIGURG | g::SIGWINCH | g::SIGCONT => DefaultAction::Ignore,
+        g::SIGSTOP | g::SIGTSTP | g::SIGTTIN | g::SIGTTOU => DefaultAction::Stop,
+        _ => DefaultAction::Terminate,
+    }
+}

@@ -237,6 +237,17 @@ macro_rules! for_each_syscall {
         /// instead); reading with no writer left is end of file, writing
         /// with no reader left `BrokenPipe`. `FileClose` drops an end.
         PipeCreate = 39 => file::pipe(1);
+        /// Send Linux signal `rsi` (1..=64; 0 only checks) to Linux process `rdi` (see
+        /// [`crate::linux::SignalPage`]): SIGKILL, and a signal whose
+        /// action is to terminate (not caught, not blocked), end it with
+        /// [`status::SIGNALED`]; an ignored one is dropped; any other is
+        /// made pending and interrupts the target's blocking call
+        /// (`Interrupted`). `NotPermitted` for a process that does not
+        /// run a Linux program.
+        Signal = 40 => linux::signal(2);
+        /// Wait until a signal the caller does not block is pending
+        /// (Linux `rt_sigsuspend`, `pause`); returns 0.
+        SignalWait = 41 => linux::signal_wait(0);
         }
     };
 }
@@ -368,6 +379,8 @@ pub mod status {
     pub const KILLED: u64 = 0x200;
     /// Killed because it ran out of memory (its limit or the machine's).
     pub const OUT_OF_MEMORY: u64 = 0x300;
+    /// `SIGNALED | n`: ended by Linux signal `n` (its default action).
+    pub const SIGNALED: u64 = 0x400;
 }
 
 /// Errors a system call returns (negated in `rax`).
@@ -419,6 +432,9 @@ pub enum SyscallError {
     BrokenPipe = -21,
     /// Not possible without waiting, and the caller asked not to wait.
     WouldBlock = -22,
+    /// A blocking call gave up waiting: a Linux signal the caller does
+    /// not block is pending.
+    Interrupted = -23,
 }
 
 impl SyscallError {
@@ -447,6 +463,7 @@ impl SyscallError {
             -20 => Self::TooManyHandles,
             -21 => Self::BrokenPipe,
             -22 => Self::WouldBlock,
+            -23 => Self::Interrupted,
             _ => return None,
         })
     }
@@ -476,6 +493,7 @@ impl SyscallError {
             Self::TooManyHandles => "too many file handles",
             Self::BrokenPipe => "broken pipe",
             Self::WouldBlock => "would block",
+            Self::Interrupted => "interrupted by a signal",
         }
     }
 }

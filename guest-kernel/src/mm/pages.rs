@@ -24,7 +24,7 @@
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::cell::UnsafeCell;
-use core::sync::atomic::{AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use k42_abi::{Hypercall, MAX_VCPUS};
 
@@ -219,4 +219,22 @@ pub fn read_frame(pa: u64, offset: u64, buf: &mut [u8]) {
             buf.len(),
         )
     };
+}
+
+/// Words of a page frame.
+pub const FRAME_WORDS: usize = (PAGE_SIZE / 8) as usize;
+
+/// Run `f` on frame `pa` as atomic words: a frame the caller holds for
+/// the duration and that others (user mode, through a mapping) change
+/// at the same time, so every access is atomic.
+pub fn with_frame_words<R>(pa: u64, f: impl FnOnce(&[AtomicU64; FRAME_WORDS]) -> R) -> R {
+    assert!(
+        pa.is_multiple_of(PAGE_SIZE),
+        "frame {pa:#x} not page-aligned"
+    );
+    // SAFETY: a page-aligned frame of RAM the caller holds while `f`
+    // runs, in the direct map; atomics are valid for any bytes and allow
+    // changes by others.
+    let words = unsafe { &*(crate::arch::phys_to_virt(pa) as *const [AtomicU64; FRAME_WORDS]) };
+    f(words)
 }

@@ -244,6 +244,7 @@ pub fn exec(
     // The personality's start: the program's entry and its stack.
     info.args[0] = program.entry;
     info.args[1] = sp;
+    let signal_page = super::signal::page_for_exec(p)?;
     let (mem, entry) = Memory::load_linux(
         LinuxImage {
             personality,
@@ -253,9 +254,11 @@ pub fn exec(
             carry: block.carry,
         },
         info,
+        signal_page,
         t.memory().replicated(),
         crate::boot::options().proc_mem,
     )?;
+    super::signal::exec_done(p);
     let name = block
         .execfn
         .rsplit(|&b| b == b'/')

@@ -21,10 +21,10 @@
 use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
-use core::sync::atomic::{AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use k42_abi::layout::PAGE_SIZE;
-use k42_abi::linux::LINUX_STACK_SIZE;
+use k42_abi::linux::{LINUX_SIGNALS, LINUX_STACK_SIZE};
 use k42_abi::syscall::{
     ARGS_OFFSET, PROGRAM_INFO_MAGIC, ProgramInfo, SyscallError, USER_BASE, USER_HEAP, USER_INFO,
     USER_TOP,
@@ -84,7 +84,12 @@ pub struct Memory {
     pages: AtomicU64,
     limit: u64,
     next_anon: AtomicU64,
+    /// The slot of a Linux process's signal page ([`NO_SLOT`]: none).
+    signal_slot: AtomicUsize,
 }
+
+/// `Memory::signal_slot` of a memory without a signal page.
+const NO_SLOT: usize = usize::MAX;
 
 /// A region and what is behind it.
 struct Slot {
@@ -153,6 +158,7 @@ impl Memory {
             pages: AtomicU64::new(0),
             limit: limit / PAGE_SIZE,
             next_anon: AtomicU64::new(ANON_BASE),
+            signal_slot: AtomicUsize::new(NO_SLOT),
         })
     }
 
@@ -241,6 +247,7 @@ impl Memory {
     pub fn load_linux(
         image: LinuxImage,
         info: ProgramInfo,
+        signal_page: u64,
         replicated: bool,
         limit: u64,
     ) -> Result<(Self, u64), SyscallError> {
@@ -271,6 +278,10 @@ impl Memory {
         // The carried state is at most MAX_CARRY bytes (checked by the
         // caller).
         mem.add_info_page(info, image.carry)?;
+        mem.signal_slot
+            .store(*mem.nregions.lock(), Ordering::Relaxed);
+        mem.add_region(LINUX_SIGNALS, LINUX_SIGNALS + PAGE_SIZE, rw, Source::Zero)?;
+        mem.map_signal_page(signal_page)?;
         // The initial stack's pages, filled now.
         let stack = image.stack;
         let bottom = USER_TOP - stack.len() as u64;
@@ -329,6 +340,21 @@ impl Memory {
         pages::write_frame(pa, 0, info.as_bytes());
         pages::write_frame(pa, ARGS_OFFSET, args);
         self.install(slot, 0, pa, false)
+    }
+
+    /// Map the process's signal page, frame `pa` (the process's; this
+    /// memory holds it too from now on), in the signal region: the frame
+    /// stays, writable, for the life of this memory (a fork does not
+    /// share it copy-on-write), so the kernel writes it through the
+    /// direct map and the personality sees the same bytes.
+    pub fn map_signal_page(&self, pa: u64) -> Result<(), SyscallError> {
+        let slot = self.signal_slot.load(Ordering::Relaxed);
+        if slot == NO_SLOT {
+            return Err(SyscallError::InvalidArgument);
+        }
+        self.charge()?;
+        fcm::pin(pa);
+        self.install(slot, 0, pa, true)
     }
 
     /// Put frame `pa` (charged, owned) at page `k` of region `slot` and
@@ -537,9 +563,16 @@ impl Memory {
         let child = Self::new(self.replicated, self.limit * PAGE_SIZE)?;
         let n = *self.nregions.lock();
         let mut child_n = child.nregions.lock();
+        let signal_slot = self.signal_slot.load(Ordering::Relaxed);
+        child.signal_slot.store(signal_slot, Ordering::Relaxed);
         for slot in 0..n {
             let s = self.slots[slot].get().expect("region slot set");
             let backing = match &s.backing {
+                // The child's own signal page goes in later
+                // (`map_signal_page`); the parent's stays writable.
+                Backing::Private(_, source) if slot == signal_slot => {
+                    Backing::Private(fcm::create(fcm::Contents::default())?, source.clone())
+                }
                 Backing::Private(obj, source) => Backing::Private(
                     fcm::fork_object(*obj, &mut |k| {
                         self.space

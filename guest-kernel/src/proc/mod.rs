@@ -26,6 +26,7 @@ pub mod memory;
 pub mod pipe;
 pub mod ppc;
 pub mod sched;
+pub mod signal;
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -64,6 +65,9 @@ pub struct Process {
     parked: SpinLock<Option<Arc<Thread>>>,
     /// Its file handles.
     files: SpinLock<files::Handles>,
+    /// Its Linux signal page's frame, once it runs a Linux program (0
+    /// before); see [`signal`].
+    signals: SpinLock<u64>,
 }
 
 struct State {
@@ -132,7 +136,7 @@ fn limit() -> u32 {
     crate::boot::options().proc_max
 }
 
-fn lookup(pid: u32) -> Option<Arc<Process>> {
+pub fn lookup(pid: u32) -> Option<Arc<Process>> {
     TABLE.lock().procs.get(&pid).cloned()
 }
 
@@ -167,6 +171,7 @@ fn make_process(
     name: &str,
     mem: Memory,
     handles: files::Handles,
+    signal_page: u64,
     first: impl FnOnce(Arc<Process>, Arc<Memory>) -> Arc<Thread>,
 ) -> Arc<Thread> {
     let p = Arc::new(Process {
@@ -184,6 +189,7 @@ fn make_process(
         kill_status: AtomicU64::new(RUNNING),
         parked: SpinLock::new(None),
         files: SpinLock::new(handles),
+        signals: SpinLock::new(signal_page),
     });
     TABLE.lock().procs.insert(pid, p.clone());
     if let Some(pp) = lookup(parent) {
@@ -227,9 +233,15 @@ pub fn spawn(parent: u32, name: &str, args: &[u8], flags: u64) -> Result<u32, Sy
             return Err(e);
         }
     };
-    let t = make_process(pid, parent, name, mem, files::Handles::default(), |p, m| {
-        Thread::new(1, p, m, entry, USER_TOP, [k42_abi::syscall::USER_INFO, 0])
-    });
+    let t = make_process(
+        pid,
+        parent,
+        name,
+        mem,
+        files::Handles::default(),
+        0,
+        |p, m| Thread::new(1, p, m, entry, USER_TOP, [k42_abi::syscall::USER_INFO, 0]),
+    );
     t.set_pin(pin.map(|c| c as u32));
     crate::trace::log(k42_abi::trace::ev::sched::spawn(pid as u64, parent as u64));
     sched::enqueue(t);
@@ -278,6 +290,7 @@ fn process_ended(p: &Arc<Process>) {
     // After `ended` (see FileGrant); the objects may go, outside the lock.
     let handles = p.files.lock().clear();
     drop(handles);
+    signal::process_ended(p);
     for c in children {
         if let Some(cp) = lookup(c) {
             cp.parent.store(0, Ordering::Release);
@@ -322,8 +335,11 @@ fn notify_parent(p: &Arc<Process>, word: u64) {
         other => {
             s.waiter = other;
             s.zombies.push((p.pid, word));
+            drop(s);
         }
     }
+    // A Linux parent also gets SIGCHLD (a k42 parent has no signal page).
+    let _ = signal::send(&pp, linux_raw_sys::general::SIGCHLD);
 }
 
 /// Init ended: kill every other process.
@@ -427,9 +443,24 @@ pub fn fork(t: &Arc<Thread>, frame: &TrapFrame) -> Result<u32, SyscallError> {
             return Err(e);
         }
     };
+    let signal_page = match signal::page_for_child(p) {
+        Ok(pa) => pa,
+        Err(e) => {
+            unreserve();
+            return Err(e);
+        }
+    };
+    if let Some(pa) = signal_page
+        && let Err(e) = mem.map_signal_page(pa)
+    {
+        fcm::release(pa);
+        unreserve();
+        return Err(e);
+    }
     let name = p.name.lock().clone();
     let handles = p.files.lock().clone();
-    let child = make_process(pid, p.pid, &name, mem, handles, |cp, m| {
+    let signal_page = signal_page.unwrap_or(0);
+    let child = make_process(pid, p.pid, &name, mem, handles, signal_page, |cp, m| {
         let c = Thread::from_frame(1, cp, m, frame);
         c.set_result(0);
         c
@@ -539,6 +570,9 @@ fn wait_or_not(
         // Another thread of this process is already waiting.
         return Err(SyscallError::InvalidArgument);
     }
+    if signal::deliverable(p) {
+        return Err(SyscallError::Interrupted);
+    }
     let me = sched::take_current(frame);
     s.waiter = Some((me, want));
     drop(s);
@@ -553,13 +587,19 @@ pub fn kill(p: &Arc<Process>, pid: u64) -> Result<(), SyscallError> {
     if pid != p.pid && target.parent.load(Ordering::Acquire) != p.pid {
         return Err(SyscallError::NoSuchProcess);
     }
-    target.kill_with(status::KILLED);
+    terminate(&target, status::KILLED);
+    Ok(())
+}
+
+/// End process `target` with status word `word`: its threads end at
+/// their next kernel entry, or now if they are blocked.
+fn terminate(target: &Process, word: u64) {
+    target.kill_with(word);
     let waiter = target.state.lock().waiter.take();
     if let Some((w, _)) = waiter {
         sched::enqueue(w);
     }
     sched::poke_all();
-    Ok(())
 }
 
 /// A new thread of `p` in `memory` (its memory) at `entry` with stack `stack` and argument `arg`,
@@ -620,9 +660,53 @@ pub fn describe_status(word: u64) -> String {
         w if w & !0xff == status::FAULT => {
             write!(s, "killed by {}", arch::exception_name((w & 0xff) as u8))
         }
+        w if w & !0xff == status::SIGNALED => {
+            let sig = (w & 0xff) as usize;
+            let name = signal_name(sig);
+            write!(s, "killed by signal {sig} ({name})")
+        }
         status::KILLED => write!(s, "killed"),
         status::OUT_OF_MEMORY => write!(s, "killed: out of memory"),
         w => write!(s, "ended with status word {w:#x}"),
     };
     s
+}
+
+/// The name of Linux signal `sig` ("SIGTERM"), or "unknown".
+fn signal_name(sig: usize) -> &'static str {
+    const NAMES: [&str; 32] = [
+        "unknown",
+        "SIGHUP",
+        "SIGINT",
+        "SIGQUIT",
+        "SIGILL",
+        "SIGTRAP",
+        "SIGABRT",
+        "SIGBUS",
+        "SIGFPE",
+        "SIGKILL",
+        "SIGUSR1",
+        "SIGSEGV",
+        "SIGUSR2",
+        "SIGPIPE",
+        "SIGALRM",
+        "SIGTERM",
+        "SIGSTKFLT",
+        "SIGCHLD",
+        "SIGCONT",
+        "SIGSTOP",
+        "SIGTSTP",
+        "SIGTTIN",
+        "SIGTTOU",
+        "SIGURG",
+        "SIGXCPU",
+        "SIGXFSZ",
+        "SIGVTALRM",
+        "SIGPROF",
+        "SIGWINCH",
+        "SIGIO",
+        "SIGPWR",
+        "SIGSYS",
+    ];
+    NAMES.get(sig).copied().unwrap_or("a real-time signal")
 }

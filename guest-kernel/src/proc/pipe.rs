@@ -8,7 +8,8 @@
 //! and the process is noted on the pipe; whoever changes the pipe (a
 //! read, a write, the last handle of an end going) wakes every noted
 //! process, whose thread then makes the call again. A killed process's
-//! thread is woken by the kill and ends. Reading an empty pipe with no
+//! thread is woken by the kill and ends; a Linux signal the process does
+//! not block wakes it too, and the call then returns `Interrupted`. Reading an empty pipe with no
 //! writer is end of file (0); writing with no reader is `BrokenPipe`.
 //!
 //! ```text
@@ -117,6 +118,10 @@ fn block(
     if slot.is_some() {
         // One parked thread per process (a server's main thread here).
         return Err(SyscallError::WouldBlock);
+    }
+    // Checked under the parking lock (see `signal`).
+    if super::signal::deliverable(p) {
+        return Err(SyscallError::Interrupted);
     }
     frame.rip -= k42_abi::syscall::SYSCALL_SITE.len() as u64;
     *slot = Some(sched::take_current(frame));

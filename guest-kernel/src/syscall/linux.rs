@@ -65,3 +65,29 @@ pub fn unimplemented(cx: &mut Context, [nr]: [u64; 1]) -> SysResult {
     crate::trace::log(ev::syscall::unimplemented(t.process.pid as u64, nr));
     value(0)
 }
+
+/// `Signal`: send Linux signal `sig` to Linux process `pid`.
+/// A signal that ends the caller ends it here, before it runs on.
+pub fn signal(cx: &mut Context, [pid, sig]: [u64; 2]) -> SysResult {
+    let t = cx.thread()?;
+    let pid = u32::try_from(pid).map_err(|_| SyscallError::NoSuchProcess)?;
+    let sig = u32::try_from(sig).map_err(|_| SyscallError::InvalidArgument)?;
+    let target = proc::lookup(pid).ok_or(SyscallError::NoSuchProcess)?;
+    proc::signal::send(&target, sig)?;
+    if t.process.killed() {
+        drop(t);
+        proc::end_current(cx.frame);
+        return Ok(Done::Switched);
+    }
+    value(0)
+}
+
+/// `SignalWait`: until a signal the caller does not block is pending.
+pub fn signal_wait(cx: &mut Context, []: [u64; 0]) -> SysResult {
+    let t = cx.thread()?;
+    if proc::signal::wait(&t, cx.frame)? {
+        value(0)
+    } else {
+        Ok(Done::Switched)
+    }
+}

@@ -2,30 +2,51 @@
 //! `IA32_LSTAR` points), the start of a Linux program, and the dispatch
 //! by Linux system-call number.
 //!
-//! The entry runs on the program's own stack, in user mode. It first
-//! steps over the 128-byte red zone below the caller's stack pointer
-//! (leaf code may keep data there across a `syscall`), saves what Linux
-//! promises to keep (every register but `rax`, `rcx` and `r11`), calls
-//! [`linux_syscall`] with the number and arguments, and returns with
-//! RFLAGS restored from `r11` and a jump to `rcx`, as `sysret` would.
-//! The personality is built without SSE (the target's soft-float), so
-//! the program's vector registers are untouched.
+//! The entry runs in user mode. It leaves the program's stack alone (its
+//! red zone, and the room a signal frame needs, stay the program's) and
+//! switches to the personality's own stack, a Linux process having one
+//! thread here; it saves every register the program has into a
+//! [`Frame`], calls [`linux_syscall`], and resumes the program from the
+//! frame — as `sysret` would after a plain call, or in a signal handler,
+//! or back where `rt_sigreturn` says, when the call changed the frame.
+//! `rcx` and `r11` carry the return address and flags, as after a real
+//! `syscall`. The personality is built without SSE (the target's
+//! soft-float), so the program's vector registers are untouched.
 
 use linux_raw_sys::general as nr;
 
-use crate::{LinuxResult, fd, files, memory, process, system};
+use crate::{LinuxResult, fd, files, memory, process, signal, system};
+
+/// Bytes of the personality's own stack.
+const STACK_SIZE: usize = 256 * 1024;
+
+/// The personality's stack (one: a Linux process has one thread here).
+#[repr(C, align(16))]
+struct Stack([u8; STACK_SIZE]);
+
+/// Written only by the entry below, through its address.
+#[unsafe(no_mangle)]
+static mut LINUX_STACK: Stack = Stack([0; STACK_SIZE]);
+/// The program's stack pointer while the entry switches stacks.
+#[unsafe(no_mangle)]
+static mut LINUX_USER_RSP: u64 = 0;
 
 core::arch::global_asm!(
     r#"
     .section .text.linux_entry, "ax"
     .global linux_syscall_entry
 linux_syscall_entry:
-    lea rsp, [rsp - 128]
-    push r11
+    mov [rip + {user_rsp}], rsp
+    lea rsp, [rip + {stack} + {size}]
+    push qword ptr [rip + {user_rsp}]
     push rcx
+    push r11
+    push r15
+    push r14
+    push r13
+    push r12
     push rbp
-    mov rbp, rsp
-    and rsp, -16
+    push rbx
     push r9
     push r8
     push r10
@@ -33,23 +54,25 @@ linux_syscall_entry:
     push rsi
     push rdi
     push rax
-    sub rsp, 8
-    lea rdi, [rsp + 8]
+    mov rdi, rsp
     call linux_syscall
-    add rsp, 16
+    pop rax
     pop rdi
     pop rsi
     pop rdx
     pop r10
     pop r8
     pop r9
-    mov rsp, rbp
+    pop rbx
     pop rbp
-    pop rcx
-    pop r11
-    push r11
+    pop r12
+    pop r13
+    pop r14
+    pop r15
+    mov r11, [rsp]
     popfq
-    lea rsp, [rsp + 128]
+    pop rcx
+    pop rsp
     jmp rcx
 
     .section .text
@@ -72,7 +95,10 @@ linux_enter_program:
     xor r14d, r14d
     xor r15d, r15d
     jmp rax
-"#
+"#,
+    user_rsp = sym LINUX_USER_RSP,
+    stack = sym LINUX_STACK,
+    size = const STACK_SIZE,
 );
 
 unsafe extern "C" {
@@ -81,12 +107,31 @@ unsafe extern "C" {
     fn linux_enter_program(entry: u64, sp: u64) -> !;
 }
 
-/// A Linux system call's number and arguments, as the entry saved them.
+/// The program's registers at a Linux system call, as the entry saved
+/// them (in push order, lowest address first); the program resumes from
+/// them. `rax` holds the call number, then the result.
 #[repr(C)]
-pub struct Call {
-    pub nr: u64,
-    pub a: [u64; 6],
+pub struct Frame {
+    pub rax: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub r10: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub rbx: u64,
+    pub rbp: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    pub rflags: u64,
+    /// Where the program resumes (after its `syscall`).
+    pub rip: u64,
+    pub rsp: u64,
 }
+
+const _: () = assert!(core::mem::size_of::<Frame>() == 16 * 8);
 
 /// Where the kernel starts a Linux program: set the personality up from
 /// the information page (its carried state) and the program's initial
@@ -97,18 +142,29 @@ extern "C" fn k42_user_main(info: u64, sp: u64) -> ! {
     let entry = start.info.args[0];
     fd::start(start.info);
     memory::start(sp);
+    signal::start();
     // SAFETY: `entry` and `sp` are the program's entry point and the
     // initial stack the kernel built for it (ProgramInfo args 0 and 1).
     unsafe { linux_enter_program(entry, sp) }
 }
 
-/// Serve one Linux system call; its result in `rax`.
+/// Serve one Linux system call: its result in `frame.rax`, then any
+/// pending signal delivered.
 #[unsafe(no_mangle)]
-extern "C" fn linux_syscall(call: &mut Call) -> i64 {
-    match dispatch(call.nr, call.a) {
-        Ok(v) => v as i64,
-        Err(errno) => -(errno as i64),
+extern "C" fn linux_syscall(frame: &mut Frame) {
+    let n = frame.rax;
+    if n == u64::from(nr::__NR_rt_sigreturn) {
+        signal::rt_sigreturn(frame);
+    } else {
+        let a = [
+            frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+        ];
+        frame.rax = match dispatch(n, a) {
+            Ok(v) => v,
+            Err(errno) => -(errno as i64) as u64,
+        };
     }
+    signal::at_exit(frame, n);
 }
 
 fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
@@ -170,7 +226,7 @@ fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
         nr::__NR_fork | nr::__NR_vfork => process::fork(),
         nr::__NR_clone => process::clone(a[0], a[1], a[2], a[3], a[4]),
         nr::__NR_wait4 => process::wait4(int(a[0]) as i64, a[1], a[2], a[3]),
-        nr::__NR_kill => process::kill(int(a[0]) as i64, a[1]),
+        nr::__NR_kill => signal::kill(int(a[0]) as i64, a[1]),
         nr::__NR_getpid | nr::__NR_gettid => process::getpid(),
         nr::__NR_getppid => process::getppid(),
         nr::__NR_getuid | nr::__NR_geteuid | nr::__NR_getgid | nr::__NR_getegid => Ok(0),
@@ -179,8 +235,11 @@ fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
         nr::__NR_setpgid => process::setpgid(int(a[0]), int(a[1])),
         nr::__NR_getsid => process::getsid(int(a[0])),
         nr::__NR_setsid => process::setsid(),
-        nr::__NR_rt_sigaction => process::rt_sigaction(a[0], a[1], a[2], a[3]),
-        nr::__NR_rt_sigprocmask => process::rt_sigprocmask(a[0], a[1], a[2], a[3]),
+        nr::__NR_rt_sigaction => signal::rt_sigaction(a[0], a[1], a[2], a[3]),
+        nr::__NR_rt_sigprocmask => signal::rt_sigprocmask(a[0], a[1], a[2], a[3]),
+        nr::__NR_rt_sigpending => signal::rt_sigpending(a[0], a[1]),
+        nr::__NR_rt_sigsuspend => signal::rt_sigsuspend(a[0], a[1]),
+        nr::__NR_pause => signal::pause(),
         nr::__NR_uname => system::uname(a[0]),
         nr::__NR_getrandom => system::getrandom(a[0], a[1], a[2]),
         nr::__NR_prlimit64 => system::prlimit64(int(a[0]), a[1], a[2], a[3]),
@@ -188,8 +247,8 @@ fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
         nr::__NR_clock_gettime => system::clock_gettime(a[0], a[1]),
         nr::__NR_gettimeofday => system::gettimeofday(a[0]),
         nr::__NR_time => system::time(a[0]),
-        nr::__NR_nanosleep => system::nanosleep(a[0]),
-        nr::__NR_clock_nanosleep => system::clock_nanosleep(a[0], a[1], a[2]),
+        nr::__NR_nanosleep => system::nanosleep(a[0], a[1]),
+        nr::__NR_clock_nanosleep => system::clock_nanosleep(a[0], a[1], a[2], a[3]),
         nr::__NR_sched_yield => system::sched_yield(),
         nr::__NR_prctl => system::prctl(a[0], a[1]),
         _ => unimplemented(n),

@@ -2,7 +2,8 @@
 //! (shared by `dup` and by the descriptors an exec carries over), with
 //! its position, status flags and what it opens; and what an exec
 //! carries to the next program (descriptors without close-on-exec, the
-//! working directory, umask, ids, ignored signals).
+//! working directory, umask, ids; the signal mask and ignored signals
+//! carry over in the kernel's signal page).
 //!
 //! Not yet: positions shared with a forked child (each process has its
 //! own copy after fork, where Linux shares the description).
@@ -106,9 +107,6 @@ pub struct State {
     pub ppid: u32,
     pub pgid: u32,
     pub sid: u32,
-    /// Signals set to SIG_IGN (kept across exec).
-    pub ignored: u64,
-    pub sigmask: u64,
 }
 
 pub static STATE: SpinLock<State> = SpinLock::new(State {
@@ -118,8 +116,6 @@ pub static STATE: SpinLock<State> = SpinLock::new(State {
     ppid: 1,
     pgid: 0,
     sid: 0,
-    ignored: 0,
-    sigmask: 0,
 });
 
 /// The description behind `fd`.
@@ -251,7 +247,7 @@ pub fn umask(mask: u64) -> LinuxResult {
 
 // ---- What an exec carries ----
 
-const CARRY_MAGIC: u32 = 0x3143_584c; // "LXC1"
+const CARRY_MAGIC: u32 = 0x3243_584c; // "LXC2"
 
 fn put32(out: &mut Vec<u8>, v: u32) {
     out.extend_from_slice(&v.to_le_bytes());
@@ -296,8 +292,6 @@ pub fn carry() -> (Vec<u8>, Vec<u64>) {
     ] {
         put32(&mut out, v);
     }
-    put64(&mut out, st.ignored);
-    put64(&mut out, st.sigmask);
     out.extend_from_slice(st.cwd.as_bytes());
     for o in &opens {
         let (kind, handle) = match o.kind {
@@ -387,7 +381,6 @@ fn restore(bytes: &[u8]) -> Option<()> {
         r.u32()?,
         r.u32()?,
     );
-    let (ignored, sigmask) = (r.u64()?, r.u64()?);
     let cwd = r.string(cwd_len)?;
     let mut opens = Vec::new();
     for _ in 0..nopens {
@@ -429,8 +422,6 @@ fn restore(bytes: &[u8]) -> Option<()> {
         ppid,
         pgid,
         sid,
-        ignored,
-        sigmask,
     };
     Some(())
 }

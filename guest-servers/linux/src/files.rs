@@ -58,6 +58,7 @@ pub fn sys_errno(s: SyscallError) -> u32 {
         SyscallError::BadProgram => e::ENOEXEC,
         SyscallError::TooLong => e::E2BIG,
         SyscallError::NoSuchCall => e::ENOSYS,
+        SyscallError::Interrupted => crate::signal::ERESTARTSYS,
         _ => e::EINVAL,
     }
 }
@@ -214,13 +215,10 @@ fn nonblock(open: &Open) -> u64 {
     }
 }
 
-/// A write to a pipe no one reads: SIGPIPE, whose default action ends
-/// the process (reported as status 128 + 13: signals are not delivered
-/// yet), unless it is ignored, when the write fails with EPIPE.
+/// A write to a pipe no one reads: SIGPIPE (whose default action ends
+/// the process), and EPIPE if the process lives on.
 fn broken_pipe() -> u32 {
-    if STATE.lock().ignored & (1 << g::SIGPIPE) == 0 {
-        k42_rt::exit(128 + g::SIGPIPE as u8);
-    }
+    crate::signal::raise(g::SIGPIPE);
     e::EPIPE
 }
 

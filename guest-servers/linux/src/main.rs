@@ -18,7 +18,8 @@
 //! | [`fd`]    | the descriptor table and what exec carries over          |
 //! | [`files`] | files, directories, paths, the console                  |
 //! | [`memory`]| brk, mmap, munmap, mprotect                             |
-//! | [`process`]| exit, exec, fork, wait, ids, signals' bookkeeping       |
+//! | [`process`]| exit, exec, fork, wait, ids                             |
+//! | [`signal`]| actions, masks, kill, delivery, rt_sigreturn            |
 //! | [`system`]| uname, time, random, limits                             |
 #![no_std]
 #![no_main]
@@ -30,6 +31,7 @@ mod fd;
 mod files;
 mod memory;
 mod process;
+mod signal;
 mod system;
 
 /// A Linux system call's result: a value, or an errno (returned as its

@@ -6,10 +6,8 @@
 //! this file keeps), exec is `LinuxExec` of the file the file server
 //! opens, wait is `Wait`/`TryWait`.
 //!
-//! Not yet: signal delivery (dispositions and masks are kept and read
-//! back, nothing is delivered; `kill` of another process ends it as
-//! SIGKILL would), threads (`clone` with `CLONE_VM` and a new stack),
-//! process groups beyond their ids.
+//! Not yet: threads (`clone` with `CLONE_VM` and a new stack), process
+//! groups beyond their ids.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -169,6 +167,7 @@ fn wait_status(word: u64) -> u32 {
             6 => g::SIGILL,
             _ => g::SIGSEGV,
         },
+        w if w & !0xff == status::SIGNALED => (w & 0x7f) as u32,
         _ => g::SIGKILL,
     }
 }
@@ -198,112 +197,6 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> LinuxResult {
         unsafe { core::ptr::write_bytes(rusage as *mut u8, 0, core::mem::size_of::<g::rusage>()) };
     }
     Ok(word >> 16)
-}
-
-/// `kill`: signal 0 checks; a signal to this process ends it as the
-/// default action would (ignored and default-ignored signals do
-/// nothing); a signal to a child ends it.
-pub fn kill(pid: i64, sig: u64) -> LinuxResult {
-    if sig > 64 {
-        return Err(e::EINVAL);
-    }
-    let me = getpid()? as i64;
-    let sig = sig as u32;
-    if pid == me || pid == 0 {
-        let ignored = STATE.lock().ignored & (1 << sig) != 0;
-        if sig == 0 || ignored || matches!(sig, g::SIGCHLD | g::SIGURG | g::SIGWINCH | g::SIGCONT) {
-            return Ok(0);
-        }
-        k42_rt::exit((128 + sig) as u8);
-    }
-    if pid < 0 {
-        return Err(e::ESRCH);
-    }
-    if sig == 0 {
-        return Ok(0);
-    }
-    sys_result(raw::Kill::call([pid as u64]))
-        .map(|_| 0)
-        .map_err(|_| e::ESRCH)
-}
-
-/// The kernel's `k_sigaction` as `rt_sigaction` passes it.
-#[derive(Clone, Copy, Default)]
-#[repr(C)]
-struct SigAction {
-    handler: u64,
-    flags: u64,
-    restorer: u64,
-    mask: u64,
-}
-
-static ACTIONS: SpinLock<[SigAction; 65]> = SpinLock::new(
-    [SigAction {
-        handler: 0,
-        flags: 0,
-        restorer: 0,
-        mask: 0,
-    }; 65],
-);
-
-/// `rt_sigaction`: kept and read back.
-pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> LinuxResult {
-    if !(1..=64).contains(&sig) || size != 8 {
-        return Err(e::EINVAL);
-    }
-    if act != 0 && (sig == u64::from(g::SIGKILL) || sig == u64::from(g::SIGSTOP)) {
-        return Err(e::EINVAL);
-    }
-    let mut actions = ACTIONS.lock();
-    let old = actions[sig as usize];
-    if act != 0 {
-        // SAFETY: the program's memory (see files::cstr).
-        let new = unsafe { core::ptr::read_unaligned(act as *const SigAction) };
-        actions[sig as usize] = new;
-        let mut st = STATE.lock();
-        if new.handler == 1 {
-            st.ignored |= 1 << sig;
-        } else {
-            st.ignored &= !(1 << sig);
-        }
-    } else if STATE.lock().ignored & (1 << sig) != 0 {
-        actions[sig as usize].handler = 1;
-    }
-    if oact != 0 {
-        let old = if STATE.lock().ignored & (1 << sig) != 0 && old.handler == 0 {
-            SigAction { handler: 1, ..old }
-        } else {
-            old
-        };
-        // SAFETY: as above.
-        unsafe { core::ptr::write_unaligned(oact as *mut SigAction, old) };
-    }
-    Ok(0)
-}
-
-/// `rt_sigprocmask`: kept and read back.
-pub fn rt_sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> LinuxResult {
-    if size != 8 {
-        return Err(e::EINVAL);
-    }
-    let mut st = STATE.lock();
-    let old = st.sigmask;
-    if set != 0 {
-        // SAFETY: the program's memory (see files::cstr).
-        let s = unsafe { core::ptr::read_unaligned(set as *const u64) };
-        let unblockable = 1 << g::SIGKILL | 1 << g::SIGSTOP;
-        st.sigmask = match how as u32 {
-            g::SIG_BLOCK => old | s,
-            g::SIG_UNBLOCK => old & !s,
-            g::SIG_SETMASK => s,
-            _ => return Err(e::EINVAL),
-        } & !unblockable;
-    }
-    if oset != 0 {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_unaligned(oset as *mut u64, old) };
-    }
-    Ok(0)
 }
 
 /// The NUL-terminated strings of the program's array at `ptr` (NULL

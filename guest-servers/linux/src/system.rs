@@ -131,10 +131,28 @@ pub fn time(t: u64) -> LinuxResult {
     Ok(s)
 }
 
-/// Sleep until `deadline` (ns since boot), giving the CPU away.
-fn sleep_until(deadline: u64) {
+/// Sleep until `deadline` (ns since boot), giving the CPU away; a
+/// signal to deliver ends it early (the restart code: EINTR once a
+/// handler runs), with the time left written to `rem` if not 0.
+fn sleep_until(deadline: u64, rem: u64) -> LinuxResult {
     let mut round = 0;
-    while now_ns() < deadline {
+    loop {
+        let now = now_ns();
+        if now >= deadline {
+            return Ok(0);
+        }
+        if crate::signal::interrupted() {
+            if rem != 0 {
+                let left = deadline - now;
+                let ts = g::__kernel_timespec {
+                    tv_sec: (left / 1_000_000_000) as _,
+                    tv_nsec: (left % 1_000_000_000) as _,
+                };
+                // SAFETY: the program's memory.
+                unsafe { core::ptr::write_unaligned(rem as *mut g::__kernel_timespec, ts) };
+            }
+            return Err(crate::signal::ERESTARTNOHAND);
+        }
         k42_rt::sys::yield_now(round);
         round = round.saturating_add(1);
     }
@@ -154,22 +172,19 @@ fn timespec_ns(ptr: u64) -> Result<u64, u32> {
 }
 
 /// `nanosleep`.
-pub fn nanosleep(req: u64) -> LinuxResult {
+pub fn nanosleep(req: u64, rem: u64) -> LinuxResult {
     let d = timespec_ns(req)?;
-    sleep_until(now_ns().saturating_add(d));
-    Ok(0)
+    sleep_until(now_ns().saturating_add(d), rem)
 }
 
 /// `clock_nanosleep`.
-pub fn clock_nanosleep(_clock: u64, flags: u64, req: u64) -> LinuxResult {
+pub fn clock_nanosleep(_clock: u64, flags: u64, req: u64, rem: u64) -> LinuxResult {
     let d = timespec_ns(req)?;
-    let deadline = if flags & u64::from(g::TIMER_ABSTIME) != 0 {
-        d
+    if flags & u64::from(g::TIMER_ABSTIME) != 0 {
+        sleep_until(d, 0)
     } else {
-        now_ns().saturating_add(d)
-    };
-    sleep_until(deadline);
-    Ok(0)
+        sleep_until(now_ns().saturating_add(d), rem)
+    }
 }
 
 /// `sched_yield`.

@@ -173,6 +173,8 @@ pub enum Ended {
     Fault(u8),
     Killed,
     OutOfMemory,
+    /// Ended by this Linux signal (its default action).
+    Signaled(u8),
 }
 
 impl Ended {
@@ -181,6 +183,7 @@ impl Ended {
             0..=status::EXITED_MAX => Self::Exited(w as u8),
             w if w & !0xff == status::FAULT => Self::Fault(w as u8),
             status::OUT_OF_MEMORY => Self::OutOfMemory,
+            w if w & !0xff == status::SIGNALED => Self::Signaled(w as u8),
             _ => Self::Killed,
         }
     }

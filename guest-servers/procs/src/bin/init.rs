@@ -56,6 +56,7 @@ fn run(start: Start) -> u8 {
                     Ended::Fault(v) => println!("init: {line}: killed by exception {v}"),
                     Ended::Killed => println!("init: {line}: killed"),
                     Ended::OutOfMemory => println!("init: {line}: killed: out of memory"),
+                    Ended::Signaled(s) => println!("init: {line}: killed by signal {s}"),
                 }
             }
             Err(e) => {

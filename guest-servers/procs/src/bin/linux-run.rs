@@ -64,6 +64,7 @@ fn run(_: Start) -> u8 {
         Ok((_, Ended::Fault(0))) => 128 + SIGFPE,
         Ok((_, Ended::Fault(_))) => 128 + SIGSEGV,
         Ok((_, Ended::Killed | Ended::OutOfMemory)) => 128 + SIGKILL,
+        Ok((_, Ended::Signaled(sig))) => 128 + sig,
         Err(e) => {
             println!("linux-run: wait failed: {}", e.describe());
             2

@@ -1,0 +1,526 @@
+//! Signals: actions, the mask, sending, and delivery with a Linux
+//! signal frame.
+//!
+//! The kernel decides what a sent signal does from the words this module
+//! keeps in the process's signal page (`k42_abi::linux::SignalPage`, at
+//! `LINUX_SIGNALS`): it ends the process for a signal whose action is to
+//! terminate, drops an ignored one, and otherwise sets the signal's
+//! `pending` bit and interrupts a blocking call. This module delivers
+//! pending signals at the end of every Linux system call
+//! ([`at_exit`]): for a handler it builds the frame Linux builds
+//! (`rt_sigframe`: return address, `ucontext` with the registers and the
+//! mask to restore, `siginfo`, the FP state as `fxsave` writes it) on the
+//! program's stack below the red zone and returns into the handler,
+//! whose return runs the program's restorer, `rt_sigreturn`.
+//!
+//! Blocking calls the kernel interrupted end in one of Linux's internal
+//! restart codes; [`at_exit`] turns them into EINTR or restarts the call
+//! (back over the 2-byte `syscall`, number in `rax`) as Linux does:
+//! `ERESTARTSYS` restarts when the handler has `SA_RESTART`,
+//! `ERESTARTNOHAND` only when no handler ran.
+//!
+//! Not yet: delivery to a program that makes no system call (a caught
+//! signal waits for its next call; one that terminates does not wait),
+//! `sigaltstack`, stop and continue (stop signals are ignored), process
+//! groups as targets of `kill` (the caller's own group means the caller),
+//! `siginfo` beyond the signal number.
+
+use core::sync::atomic::Ordering;
+
+use k42_abi::linux::{
+    DefaultAction, LINUX_SIGNALS, MAX_SIGNAL, SignalPage, default_action, signal_bit,
+};
+use k42_abi::syscall::SyscallError;
+use k42_rt::sync::SpinLock;
+use k42_rt::sys::{raw, sys_result};
+use linux_raw_sys::errno as e;
+use linux_raw_sys::general as g;
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+use crate::LinuxResult;
+use crate::entry::Frame;
+
+/// Linux's internal restart codes (never seen by a program).
+pub const ERESTARTSYS: u32 = 512;
+pub const ERESTARTNOHAND: u32 = 514;
+
+/// `rt_sigaction`'s `sa_handler` values that are not handlers.
+const SIG_DFL: u64 = 0;
+const SIG_IGN: u64 = 1;
+/// SIGKILL and SIGSTOP: never blocked, caught or ignored.
+const UNBLOCKABLE: u64 = signal_bit(g::SIGKILL) | signal_bit(g::SIGSTOP);
+/// The flags a program may change in `rt_sigreturn` (Linux's
+/// FIX_EFLAGS: CF PF AF ZF SF TF DF OF AC RF).
+const USER_FLAGS: u64 = 0x0005_0dd5;
+/// Always set in user mode: IF and the reserved bit 1.
+const FIXED_FLAGS: u64 = 0x202;
+
+/// The signal page the kernel shares with this process.
+fn page() -> &'static SignalPage {
+    // SAFETY: the kernel maps the page at LINUX_SIGNALS, read-write, for
+    // the life of every Linux process (and of this program); a
+    // SignalPage is atomics only, and the kernel writes it atomically.
+    unsafe { &*(LINUX_SIGNALS as *const SignalPage) }
+}
+
+/// The kernel's `k_sigaction` as `rt_sigaction` passes it.
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct Action {
+    handler: u64,
+    flags: u64,
+    restorer: u64,
+    mask: u64,
+}
+
+/// Each signal's action (index = signal number); SIG_IGN is kept in the
+/// page's `ignored` word, which survives exec.
+static ACTIONS: SpinLock<[Action; MAX_SIGNAL as usize + 1]> = SpinLock::new(
+    [Action {
+        handler: SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    }; MAX_SIGNAL as usize + 1],
+);
+
+/// The mask `rt_sigsuspend` replaced, to be restored by the handler's
+/// return (or at once if no handler runs).
+static SUSPEND_MASK: SpinLock<Option<u64>> = SpinLock::new(None);
+
+/// Set the actions up at start: what exec keeps (SIG_IGN) from the page.
+pub fn start() {
+    let ignored = page().ignored.load(Ordering::Acquire);
+    let mut actions = ACTIONS.lock();
+    for (sig, a) in actions.iter_mut().enumerate().skip(1) {
+        *a = Action {
+            handler: if ignored & signal_bit(sig as u32) != 0 {
+                SIG_IGN
+            } else {
+                SIG_DFL
+            },
+            ..Action::default()
+        };
+    }
+}
+
+/// Write the page's `caught`/`ignored` bits for `sig` from `a`.
+fn publish(sig: u32, a: &Action) {
+    let bit = signal_bit(sig);
+    let p = page();
+    let (caught, ignored) = match a.handler {
+        SIG_DFL => (false, false),
+        SIG_IGN => (false, true),
+        _ => (true, false),
+    };
+    if caught {
+        p.caught.fetch_or(bit, Ordering::AcqRel);
+    } else {
+        p.caught.fetch_and(!bit, Ordering::AcqRel);
+    }
+    if ignored {
+        p.ignored.fetch_or(bit, Ordering::AcqRel);
+        // Setting SIG_IGN discards a pending one (as Linux does).
+        p.pending.fetch_and(!bit, Ordering::AcqRel);
+    } else {
+        p.ignored.fetch_and(!bit, Ordering::AcqRel);
+    }
+}
+
+/// `rt_sigaction`.
+pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> LinuxResult {
+    if !(1..=u64::from(MAX_SIGNAL)).contains(&sig) || size != 8 {
+        return Err(e::EINVAL);
+    }
+    let sig = sig as u32;
+    if act != 0 && (sig == g::SIGKILL || sig == g::SIGSTOP) {
+        return Err(e::EINVAL);
+    }
+    let mut actions = ACTIONS.lock();
+    let old = actions[sig as usize];
+    if act != 0 {
+        // SAFETY: the program's memory (see files::cstr).
+        let mut new = unsafe { core::ptr::read_unaligned(act as *const Action) };
+        new.mask &= !UNBLOCKABLE;
+        actions[sig as usize] = new;
+        publish(sig, &new);
+    }
+    if oact != 0 {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_unaligned(oact as *mut Action, old) };
+    }
+    Ok(0)
+}
+
+/// Set the mask to `mask` (SIGKILL and SIGSTOP never blocked).
+fn set_blocked(mask: u64) {
+    page().blocked.store(mask & !UNBLOCKABLE, Ordering::Release);
+}
+
+/// `rt_sigprocmask`.
+pub fn rt_sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> LinuxResult {
+    if size != 8 {
+        return Err(e::EINVAL);
+    }
+    let old = page().blocked.load(Ordering::Acquire);
+    if set != 0 {
+        // SAFETY: the program's memory (see files::cstr).
+        let s = unsafe { core::ptr::read_unaligned(set as *const u64) };
+        set_blocked(match how as u32 {
+            g::SIG_BLOCK => old | s,
+            g::SIG_UNBLOCK => old & !s,
+            g::SIG_SETMASK => s,
+            _ => return Err(e::EINVAL),
+        });
+    }
+    if oset != 0 {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_unaligned(oset as *mut u64, old) };
+    }
+    Ok(0)
+}
+
+/// `rt_sigpending`.
+pub fn rt_sigpending(set: u64, size: u64) -> LinuxResult {
+    if size != 8 {
+        return Err(e::EINVAL);
+    }
+    let p = page();
+    let pending = p.pending.load(Ordering::Acquire) & p.blocked.load(Ordering::Acquire);
+    // SAFETY: the program's memory (see files::cstr).
+    unsafe { core::ptr::write_unaligned(set as *mut u64, pending) };
+    Ok(0)
+}
+
+/// Wait in the kernel until a signal this process does not block is
+/// pending; the result is the restart code `ERESTARTNOHAND` (EINTR once
+/// a handler runs).
+fn wait_for_signal() -> LinuxResult {
+    loop {
+        match sys_result(raw::SignalWait::call([])) {
+            Ok(_) => return Err(ERESTARTNOHAND),
+            Err(SyscallError::WouldBlock) => k42_rt::sys::yield_now(0),
+            Err(s) => return Err(crate::files::sys_errno(s)),
+        }
+    }
+}
+
+/// `rt_sigsuspend`: wait with `*set` as the mask.
+pub fn rt_sigsuspend(set: u64, size: u64) -> LinuxResult {
+    if size != 8 {
+        return Err(e::EINVAL);
+    }
+    // SAFETY: the program's memory (see files::cstr).
+    let mask = unsafe { core::ptr::read_unaligned(set as *const u64) };
+    let old = page().blocked.load(Ordering::Acquire);
+    *SUSPEND_MASK.lock() = Some(old);
+    set_blocked(mask);
+    wait_for_signal()
+}
+
+/// `pause`.
+pub fn pause() -> LinuxResult {
+    wait_for_signal()
+}
+
+/// Whether a signal this process does not block is pending (a blocking
+/// loop in the personality stops waiting).
+pub fn interrupted() -> bool {
+    let p = page();
+    p.pending.load(Ordering::Acquire) & !p.blocked.load(Ordering::Acquire) != 0
+}
+
+/// Send `sig` to process `pid` through the kernel (0 checks that it
+/// exists).
+fn send(pid: u64, sig: u32) -> LinuxResult {
+    sys_result(raw::Signal::call([pid, u64::from(sig)]))
+        .map(|_| 0)
+        .map_err(|err| match err {
+            SyscallError::NotPermitted => e::EPERM,
+            SyscallError::InvalidArgument => e::EINVAL,
+            _ => e::ESRCH,
+        })
+}
+
+/// `kill`: a process by pid; 0 and -(the caller's group) mean the caller
+/// (process groups are not kept by the kernel yet).
+pub fn kill(pid: i64, sig: u64) -> LinuxResult {
+    if sig > u64::from(MAX_SIGNAL) {
+        return Err(e::EINVAL);
+    }
+    let me = crate::process::getpid()?;
+    let pgid = crate::fd::STATE.lock().pgid;
+    let target = match pid {
+        0 => me,
+        p if p > 0 => p as u64,
+        p if p == -i64::from(pgid) => me,
+        _ => return Err(e::ESRCH),
+    };
+    send(target, sig as u32)
+}
+
+/// Send `sig` to this process (SIGPIPE on a write no one reads): its
+/// default action ends the process now; a caught one is delivered when
+/// the current call returns.
+pub fn raise(sig: u32) {
+    if let Ok(me) = crate::process::getpid() {
+        let _ = send(me, sig);
+    }
+}
+
+/// End this process by signal `sig`, its default action.
+fn terminate(sig: u32) -> ! {
+    if let Ok(me) = crate::process::getpid() {
+        let _ = send(me, sig);
+    }
+    // The kernel ends the thread at its next interrupt; should it not
+    // (a signal the kernel thinks caught), end it as a shell reports it.
+    for round in 0..64 {
+        k42_rt::sys::yield_now(round);
+    }
+    k42_rt::exit((128 + sig) as u8)
+}
+
+/// `ucontext.uc_mcontext`: Linux's x86_64 `struct sigcontext`.
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct SigContext {
+    r8: u64,
+    r9: u64,
+    r10: u64,
+    r11: u64,
+    r12: u64,
+    r13: u64,
+    r14: u64,
+    r15: u64,
+    rdi: u64,
+    rsi: u64,
+    rbp: u64,
+    rbx: u64,
+    rdx: u64,
+    rax: u64,
+    rcx: u64,
+    rsp: u64,
+    rip: u64,
+    eflags: u64,
+    /// cs, gs, fs, ss (16 bits each).
+    segments: u64,
+    err: u64,
+    trapno: u64,
+    oldmask: u64,
+    cr2: u64,
+    /// Where the FP state is (`fxsave` format).
+    fpstate: u64,
+    reserved: [u64; 8],
+}
+
+/// Linux's `struct ucontext` (the kernel's, with a 64-bit mask).
+#[derive(Clone, Copy, Default, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct UContext {
+    flags: u64,
+    link: u64,
+    stack_sp: u64,
+    stack_flags: u64,
+    stack_size: u64,
+    mcontext: SigContext,
+    sigmask: u64,
+}
+
+/// Linux's x86_64 `struct rt_sigframe`: what the handler's stack
+/// pointer points at.
+#[derive(Clone, Copy, FromBytes, IntoBytes, Immutable, KnownLayout)]
+#[repr(C)]
+struct RtSigframe {
+    /// The handler's return address: the restorer.
+    pretcode: u64,
+    uc: UContext,
+    /// `siginfo` (128 bytes): signo, errno, code, then the fields.
+    info: [u32; 32],
+}
+
+const _: () = assert!(core::mem::size_of::<SigContext>() == 256);
+const _: () = assert!(core::mem::size_of::<UContext>() == 304);
+const _: () = assert!(core::mem::size_of::<RtSigframe>() == 440);
+
+/// Bytes of FP state (`fxsave64`'s area).
+const FP_STATE: u64 = 512;
+
+core::arch::global_asm!(
+    r#"
+    .section .text
+    .global linux_sigreturn_trampoline
+linux_sigreturn_trampoline:
+    mov eax, {sigreturn}
+    syscall
+    ud2
+"#,
+    sigreturn = const g::__NR_rt_sigreturn,
+);
+
+unsafe extern "C" {
+    /// Returns from a handler installed without `SA_RESTORER` (glibc
+    /// always gives one).
+    fn linux_sigreturn_trampoline();
+}
+
+/// Deliver what is pending at the end of Linux call `nr`, whose result
+/// is in `frame.rax` (see the module doc).
+pub fn at_exit(frame: &mut Frame, nr: u64) {
+    let p = page();
+    let mut restart = match (frame.rax as i64).checked_neg().map(|r| r as u64) {
+        Some(r) if r == u64::from(ERESTARTSYS) || r == u64::from(ERESTARTNOHAND) => Some(r as u32),
+        _ => None,
+    };
+    loop {
+        let ready = p.pending.load(Ordering::Acquire) & !p.blocked.load(Ordering::Acquire);
+        if ready == 0 {
+            break;
+        }
+        let sig = ready.trailing_zeros() + 1;
+        p.pending.fetch_and(!signal_bit(sig), Ordering::AcqRel);
+        let action = ACTIONS.lock()[sig as usize];
+        match action.handler {
+            SIG_IGN => continue,
+            SIG_DFL => match default_action(sig) {
+                DefaultAction::Terminate => terminate(sig),
+                DefaultAction::Ignore | DefaultAction::Stop => continue,
+            },
+            _ => {}
+        }
+        if let Some(code) = restart.take() {
+            if code == ERESTARTSYS && action.flags & u64::from(g::SA_RESTART) != 0 {
+                restart_call(frame, nr);
+            } else {
+                frame.rax = -(e::EINTR as i64) as u64;
+            }
+        }
+        enter_handler(frame, sig, &action);
+        return;
+    }
+    if let Some(old) = SUSPEND_MASK.lock().take() {
+        set_blocked(old);
+    }
+    if restart.is_some() {
+        restart_call(frame, nr);
+    }
+}
+
+/// Make the call again when the program resumes.
+fn restart_call(frame: &mut Frame, nr: u64) {
+    frame.rip -= 2;
+    frame.rax = nr;
+}
+
+/// Build the signal frame for `sig` and resume in its handler.
+fn enter_handler(frame: &mut Frame, sig: u32, action: &Action) {
+    let p = page();
+    let blocked = p.blocked.load(Ordering::Acquire);
+    let saved_mask = SUSPEND_MASK.lock().take().unwrap_or(blocked);
+    // Below the red zone: the FP state (64-byte aligned), then the frame,
+    // placed so that the handler starts as if called (rsp + 8 aligned).
+    let fp = (frame.rsp - 128 - FP_STATE) & !63;
+    let sp = ((fp - core::mem::size_of::<RtSigframe>() as u64) & !15) - 8;
+    // SAFETY: the program's stack; `fxsave64` stores 512 bytes at a
+    // 16-byte-aligned address (a fault there ends the program, as a bad
+    // stack does on Linux). The personality itself uses no FP or vector
+    // registers, so they hold the program's state.
+    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) fp, options(nostack)) };
+    let restorer = if action.flags & u64::from(g::SA_RESTORER) != 0 {
+        action.restorer
+    } else {
+        linux_sigreturn_trampoline as *const () as u64
+    };
+    let mut info = [0u32; 32];
+    info[0] = sig;
+    info[2] = g::SI_USER;
+    let sigframe = RtSigframe {
+        pretcode: restorer,
+        uc: UContext {
+            stack_flags: u64::from(g::SS_DISABLE),
+            mcontext: SigContext {
+                r8: frame.r8,
+                r9: frame.r9,
+                r10: frame.r10,
+                r12: frame.r12,
+                r13: frame.r13,
+                r14: frame.r14,
+                r15: frame.r15,
+                rdi: frame.rdi,
+                rsi: frame.rsi,
+                rbp: frame.rbp,
+                rbx: frame.rbx,
+                rdx: frame.rdx,
+                rax: frame.rax,
+                rcx: frame.rip,
+                r11: frame.rflags,
+                rsp: frame.rsp,
+                rip: frame.rip,
+                eflags: frame.rflags,
+                fpstate: fp,
+                ..SigContext::default()
+            },
+            sigmask: saved_mask,
+            ..UContext::default()
+        },
+        info,
+    };
+    // SAFETY: as above, the program's stack.
+    unsafe { core::ptr::write_unaligned(sp as *mut RtSigframe, sigframe) };
+    let mut mask = blocked | action.mask;
+    if action.flags & u64::from(g::SA_NODEFER) == 0 {
+        mask |= signal_bit(sig);
+    }
+    set_blocked(mask);
+    if action.flags & u64::from(g::SA_RESETHAND) != 0 {
+        let reset = Action::default();
+        ACTIONS.lock()[sig as usize] = reset;
+        publish(sig, &reset);
+    }
+    let base = sp + core::mem::offset_of!(RtSigframe, uc) as u64;
+    frame.rdi = u64::from(sig);
+    frame.rsi = sp + core::mem::offset_of!(RtSigframe, info) as u64;
+    frame.rdx = base;
+    frame.rax = 0;
+    frame.rsp = sp;
+    frame.rip = action.handler;
+    // DF and TF clear in the handler, as Linux starts it.
+    frame.rflags &= !0x0000_0500;
+}
+
+/// `rt_sigreturn`: the registers, mask and FP state from the frame the
+/// handler returns from (its restorer popped the return address). The
+/// program's `rcx` and `r11` are not restored: the return to the program
+/// uses them, as `sysret` does (a signal is only delivered at a system
+/// call's end, where they hold nothing the program keeps).
+pub fn rt_sigreturn(frame: &mut Frame) {
+    let sp = frame.rsp - 8;
+    // SAFETY: the program's stack, where `enter_handler` put the frame
+    // (a program that moved it gets what it wrote, as on Linux).
+    let sf = unsafe { core::ptr::read_unaligned(sp as *const RtSigframe) };
+    let m = &sf.uc.mcontext;
+    frame.r8 = m.r8;
+    frame.r9 = m.r9;
+    frame.r10 = m.r10;
+    frame.r12 = m.r12;
+    frame.r13 = m.r13;
+    frame.r14 = m.r14;
+    frame.r15 = m.r15;
+    frame.rdi = m.rdi;
+    frame.rsi = m.rsi;
+    frame.rbp = m.rbp;
+    frame.rbx = m.rbx;
+    frame.rdx = m.rdx;
+    frame.rax = m.rax;
+    frame.rsp = m.rsp;
+    frame.rip = m.rip;
+    frame.rflags = (frame.rflags & !USER_FLAGS) | (m.eflags & USER_FLAGS) | FIXED_FLAGS;
+    if m.fpstate != 0 && m.fpstate % 16 == 0 {
+        // SAFETY: 512 bytes of FP state at a 16-byte-aligned address in
+        // the program's memory, as `enter_handler` saved it (fxrstor
+        // faults on reserved MXCSR bits, ending the program, as Linux
+        // refuses such a frame).
+        unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) m.fpstate, options(nostack)) };
+    }
+    set_blocked(sf.uc.sigmask);
+}
