@@ -86,7 +86,7 @@ fn boot_cpu_main(magic: u64) -> ! {
     interrupts::init();
     usertrap::init();
     apic::init_cpu(interrupts::VECTOR_SPURIOUS, interrupts::VECTOR_TIMER);
-    time::init(bi.tsc_khz);
+    time::init(bi.tsc_khz, bi.realtime_ns);
     bench::calibrate();
     smp::init(bi.vcpus);
     let geometry = opts.trace.geometry;

@@ -12,12 +12,23 @@ use crate::smp;
 static NS_MULT: AtomicU64 = AtomicU64::new(0);
 static TSC_KHZ: AtomicU64 = AtomicU64::new(0);
 
+/// The wall clock (ns since 1970) when the TSC read 0.
+static EPOCH_NS: AtomicU64 = AtomicU64::new(0);
+
 /// Set the time base (boot CPU, before others start) and install the
-/// timer interrupt handler.
-pub fn init(tsc_khz: u64) {
+/// timer interrupt handler; `realtime_ns` is the host's wall clock the
+/// VMM read just now (0: unknown).
+pub fn init(tsc_khz: u64, realtime_ns: u64) {
     TSC_KHZ.store(tsc_khz, Ordering::Relaxed);
     NS_MULT.store((1_000_000u64 << 32) / tsc_khz, Ordering::Relaxed);
+    EPOCH_NS.store(realtime_ns.saturating_sub(now_ns()), Ordering::Relaxed);
     arch::set_handler(arch::VECTOR_TIMER, on_timer);
+}
+
+/// The wall clock (ns since 1970) when the TSC read 0: wall-clock time
+/// is this plus [`now_ns`].
+pub fn epoch_ns() -> u64 {
+    EPOCH_NS.load(Ordering::Relaxed)
 }
 
 fn on_timer(_: &mut arch::TrapFrame) {

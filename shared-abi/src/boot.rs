@@ -124,6 +124,10 @@ pub struct BootInfo {
     pub n_regions: u32,
     /// Guest TSC frequency in kHz, as the VMM read it from KVM.
     pub tsc_khz: u64,
+    /// The host's wall clock (CLOCK_REALTIME, ns since 1970) when the VMM
+    /// answered the boot-info hypercall: the kernel pairs it with its TSC
+    /// then to keep a wall clock.
+    pub realtime_ns: u64,
     /// Total guest RAM in bytes (not where it ends: see
     /// [`BootInfo::ram_end`]).
     pub mem_size: u64,
@@ -149,7 +153,7 @@ pub struct BootInfo {
 const _: () = assert!(core::mem::size_of::<MemRegion>() == 24);
 const _: () = assert!(core::mem::size_of::<BootModule>() == 64);
 const _: () = assert!(
-    core::mem::size_of::<BootInfo>() == 72 + 24 * MAX_MEM_REGIONS + 64 * MAX_MODULES + MAX_CMDLINE
+    core::mem::size_of::<BootInfo>() == 80 + 24 * MAX_MEM_REGIONS + 64 * MAX_MODULES + MAX_CMDLINE
 );
 
 impl BootInfo {

@@ -60,6 +60,9 @@ pub struct ProgramInfo {
     pub heap_size: u64,
     /// Program arguments, meaning defined by each program.
     pub args: [u64; 8],
+    /// The wall clock (ns since 1970) when the TSC read 0: wall-clock
+    /// time is this plus the TSC in nanoseconds (0: unknown).
+    pub epoch_ns: u64,
 }
 
 /// Where a process's argument and environment strings start, from
@@ -75,7 +78,7 @@ pub const MAX_NAME_LEN: u64 = 64;
 /// `ProgramInfo::magic`.
 pub const PROGRAM_INFO_MAGIC: u64 = 0x4b34_3250_524f_4731; // "K42PROG1"
 
-const _: () = assert!(core::mem::size_of::<ProgramInfo>() == 96);
+const _: () = assert!(core::mem::size_of::<ProgramInfo>() == 104);
 
 /// The system-call table: every call's number, name, handler and
 /// argument count, defined once. It expands to

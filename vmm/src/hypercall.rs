@@ -251,6 +251,9 @@ fn boot_info(shared: &VmShared, gpa: u64, len: u64) -> CallResult {
         return Err(HypercallResult::InvalidArgument);
     }
     bi.tsc_khz = shared.tsc_khz.get().copied().unwrap_or(0) as u64;
+    bi.realtime_ns = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
     shared
         .ram
         .write(gpa, bi.as_bytes())

@@ -203,6 +203,7 @@ fn info() -> ProgramInfo {
     ProgramInfo {
         cpus: smp::ncpus(),
         tsc_khz: crate::time::tsc_khz(),
+        epoch_ns: crate::time::epoch_ns(),
         ..Default::default()
     }
 }

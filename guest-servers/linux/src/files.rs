@@ -5,8 +5,11 @@
 //! Paths are resolved here: relative to the working directory or a
 //! directory descriptor, `.` and `..` folded, `/proc/self/exe` read as the
 //! program's path, `/dev/null`, `/dev/zero` and `/dev/console` served
-//! here. Not yet: symlinks, modes, owners and times (every file reads as
-//! mode 0755, owned by root, time 0), a terminal on the console.
+//! here; symbolic links are the file server's, which follows them. Modes
+//! and modification times are the file server's; every file is owned by
+//! root (`chown` is accepted and changes nothing). Not yet: a terminal
+//! on the console, access and change times apart from the modification
+//! time, a modification time that follows writes.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -38,6 +41,9 @@ pub fn errno(err: Error) -> u32 {
             proto::FsError::NotEmpty => e::ENOTEMPTY,
             proto::FsError::BadPath => e::ENAMETOOLONG,
             proto::FsError::Invalid => e::EINVAL,
+            proto::FsError::Loop => e::ELOOP,
+            proto::FsError::NotALink => e::EINVAL,
+            proto::FsError::NotPermitted => e::EPERM,
         },
         Error::Sys(s) => sys_errno(s),
         Error::BadFd => e::EBADF,
@@ -143,8 +149,13 @@ fn device(path: &str) -> Option<Kind> {
     }
 }
 
+/// Permission bits `mode` as the umask leaves them.
+fn masked(mode: u64) -> u32 {
+    (mode as u32 & 0o7777) & !STATE.lock().umask
+}
+
 /// `openat`.
-pub fn openat(dirfd: u64, path: u64, flags: u64, _mode: u64) -> LinuxResult {
+pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> LinuxResult {
     let flags = flags as u32;
     let path = resolve(dirfd, path)?;
     let cloexec = flags & g::O_CLOEXEC != 0;
@@ -158,7 +169,10 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, _mode: u64) -> LinuxResult {
         _ => proto::open::READ | proto::open::WRITE,
     };
     if flags & g::O_CREAT != 0 {
-        wire |= proto::open::CREATE | proto::open::WRITE;
+        wire |= proto::open::CREATE
+            | proto::open::WRITE
+            | proto::MODE_GIVEN
+            | u64::from(masked(mode)) << proto::open::MODE_SHIFT;
     }
     if flags & g::O_EXCL != 0 {
         wire |= proto::open::EXCLUSIVE;
@@ -391,8 +405,60 @@ pub fn lseek(fd: u64, off: i64, whence: u64) -> LinuxResult {
     Ok(to as u64)
 }
 
+/// What a `struct stat` reports.
+struct Attrs {
+    ino: u64,
+    mode: u32,
+    size: u64,
+    nlink: u64,
+    rdev: u64,
+    /// Modification (and access, change) time, ns.
+    mtime: u64,
+}
+
+/// A device's attributes.
+fn device_attrs(ino: u64, mode: u32, rdev: u64) -> Attrs {
+    Attrs {
+        ino,
+        mode: g::S_IFCHR | mode,
+        size: 0,
+        nlink: 1,
+        rdev,
+        mtime: 0,
+    }
+}
+
+/// The attributes of the file server's `s`.
+fn server_attrs(s: &proto::Stat) -> Attrs {
+    let kind = match s.kind as u8 {
+        proto::KIND_DIR => g::S_IFDIR,
+        proto::KIND_SYMLINK => g::S_IFLNK,
+        _ => g::S_IFREG,
+    };
+    Attrs {
+        ino: s.ino,
+        mode: kind | s.mode,
+        size: if s.kind == u64::from(proto::KIND_DIR) {
+            4096
+        } else {
+            s.size
+        },
+        nlink: u64::from(s.nlink),
+        rdev: 0,
+        mtime: s.mtime,
+    }
+}
+
 /// Fill the program's `struct stat` at `buf`.
-fn put_stat(buf: u64, ino: u64, mode: u32, size: u64, nlink: u64, rdev: u64) -> LinuxResult {
+fn put_stat(buf: u64, a: Attrs) -> LinuxResult {
+    let Attrs {
+        ino,
+        mode,
+        size,
+        nlink,
+        rdev,
+        mtime,
+    } = a;
     if buf == 0 {
         return Err(e::EFAULT);
     }
@@ -406,25 +472,31 @@ fn put_stat(buf: u64, ino: u64, mode: u32, size: u64, nlink: u64, rdev: u64) -> 
     st.st_size = size as _;
     st.st_blksize = 4096;
     st.st_blocks = size.div_ceil(512) as _;
+    let (sec, nsec) = ((mtime / 1_000_000_000) as _, (mtime % 1_000_000_000) as _);
+    (st.st_mtime, st.st_mtime_nsec) = (sec, nsec);
+    (st.st_atime, st.st_atime_nsec) = (sec, nsec);
+    (st.st_ctime, st.st_ctime_nsec) = (sec, nsec);
     // SAFETY: the program's buffer (see `cstr`).
     unsafe { core::ptr::write_unaligned(buf as *mut g::stat, st) };
     Ok(0)
 }
 
-/// Stat `path` through the file server (or a device served here).
-fn stat_path(path: &str, buf: u64) -> LinuxResult {
+/// Stat `path` through the file server (a link itself unless `follow`),
+/// or a device served here.
+fn stat_path(path: &str, buf: u64, follow: bool) -> LinuxResult {
     match device(path) {
-        Some(Kind::Console) => return put_stat(buf, 2, g::S_IFCHR | 0o620, 0, 1, 5 << 8 | 1),
-        Some(Kind::Null) => return put_stat(buf, 3, g::S_IFCHR | 0o666, 0, 1, 1 << 8 | 3),
-        Some(_) => return put_stat(buf, 4, g::S_IFCHR | 0o666, 0, 1, 1 << 8 | 5),
+        Some(Kind::Console) => return put_stat(buf, device_attrs(2, 0o620, 5 << 8 | 1)),
+        Some(Kind::Null) => return put_stat(buf, device_attrs(3, 0o666, 1 << 8 | 3)),
+        Some(_) => return put_stat(buf, device_attrs(4, 0o666, 1 << 8 | 5)),
         None => {}
     }
-    let s = rtfs::stat(path).map_err(errno)?;
-    if s.kind == u64::from(proto::KIND_DIR) {
-        put_stat(buf, s.ino, g::S_IFDIR | 0o755, 4096, 2, 0)
+    let s = if follow {
+        rtfs::stat(path)
     } else {
-        put_stat(buf, s.ino, g::S_IFREG | 0o755, s.size, 1, 0)
+        rtfs::lstat(path)
     }
+    .map_err(errno)?;
+    put_stat(buf, server_attrs(&s))
 }
 
 /// `fstat`.
@@ -432,12 +504,35 @@ pub fn fstat(fd: u64, buf: u64) -> LinuxResult {
     let open = fd::get(fd)?;
     match open.kind {
         Kind::File { handle } => {
-            let ino = rtfs::stat(&open.path).map_or(0, |s| s.ino);
             let size = rtfs::file_size(handle).map_err(errno)?;
-            put_stat(buf, ino, g::S_IFREG | 0o755, size, 1, 0)
+            // The name's attributes (if it still has the name), the
+            // handle's size.
+            let mut a = rtfs::stat(&open.path).map_or(
+                Attrs {
+                    ino: 0,
+                    mode: g::S_IFREG | 0o644,
+                    size,
+                    nlink: 0,
+                    rdev: 0,
+                    mtime: 0,
+                },
+                |s| server_attrs(&s),
+            );
+            a.size = size;
+            put_stat(buf, a)
         }
-        Kind::Pipe { handle } => put_stat(buf, handle, g::S_IFIFO | 0o600, 0, 1, 0),
-        _ => stat_path(&open.path, buf),
+        Kind::Pipe { handle } => put_stat(
+            buf,
+            Attrs {
+                ino: handle,
+                mode: g::S_IFIFO | 0o600,
+                size: 0,
+                nlink: 1,
+                rdev: 0,
+                mtime: 0,
+            },
+        ),
+        _ => stat_path(&open.path, buf, true),
     }
 }
 
@@ -446,7 +541,8 @@ pub fn fstatat(dirfd: u64, path: u64, buf: u64, flags: u64) -> LinuxResult {
     if flags & u64::from(g::AT_EMPTY_PATH) != 0 && cstr(path).is_ok_and(|p| p.is_empty()) {
         return fstat(dirfd, buf);
     }
-    stat_path(&resolve(dirfd, path)?, buf)
+    let follow = flags & u64::from(g::AT_SYMLINK_NOFOLLOW) == 0;
+    stat_path(&resolve(dirfd, path)?, buf, follow)
 }
 
 /// `getdents64`: `.`, `..`, then the server's entries; the position is
@@ -465,10 +561,10 @@ pub fn getdents64(fd: u64, buf: u64, len: u64) -> LinuxResult {
             1 => ("..", g::DT_DIR),
             i => {
                 let d = &entries[i - 2];
-                let t = if d.kind == proto::KIND_DIR {
-                    g::DT_DIR
-                } else {
-                    g::DT_REG
+                let t = match d.kind {
+                    proto::KIND_DIR => g::DT_DIR,
+                    proto::KIND_SYMLINK => g::DT_LNK,
+                    _ => g::DT_REG,
                 };
                 (d.name.as_str(), t)
             }
@@ -504,14 +600,21 @@ pub fn ioctl(fd: u64, _cmd: u64, _arg: u64) -> LinuxResult {
     Err(e::ENOTTY)
 }
 
-/// `access`, `faccessat`: whether the path exists (every file may be
-/// read, written and run).
-pub fn faccessat(dirfd: u64, path: u64, _mode: u64) -> LinuxResult {
+/// `access`, `faccessat`: as for root — whether the path exists, and
+/// for X_OK whether a file has an execute bit.
+pub fn faccessat(dirfd: u64, path: u64, mode: u64) -> LinuxResult {
     let path = resolve(dirfd, path)?;
     if device(&path).is_some() {
         return Ok(0);
     }
-    rtfs::stat(&path).map(|_| 0).map_err(errno)
+    let s = rtfs::stat(&path).map_err(errno)?;
+    if mode & u64::from(g::X_OK) != 0
+        && s.kind == u64::from(proto::KIND_FILE)
+        && s.mode & 0o111 == 0
+    {
+        return Err(e::EACCES);
+    }
+    Ok(0)
 }
 
 /// `getcwd`.
@@ -540,29 +643,121 @@ pub fn chdir(path: u64) -> LinuxResult {
     Ok(0)
 }
 
-/// `readlink`, `readlinkat`: only `/proc/self/exe` is a link.
+/// `readlink`, `readlinkat`: a symbolic link's target, and
+/// `/proc/self/exe` (the program's path).
 pub fn readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> LinuxResult {
     let p = cstr(path)?;
     let abs = join(&STATE.lock().cwd.clone(), p)?;
-    if abs != "/proc/self/exe" {
-        // Not a link: EINVAL for what exists.
-        return match rtfs::stat(&resolve(dirfd, path)?) {
-            Ok(_) => Err(e::EINVAL),
-            Err(err) => Err(errno(err)),
-        };
+    let target = if abs == "/proc/self/exe" {
+        crate::process::exe_path()
+    } else {
+        rtfs::readlink(&resolve(dirfd, path)?).map_err(errno)?
+    };
+    if size == 0 {
+        return Err(e::EINVAL);
     }
-    let exe = crate::process::exe_path();
-    let n = (exe.len() as u64).min(size);
+    let n = (target.len() as u64).min(size);
     // SAFETY: the program's buffer of `size` bytes (see `cstr`).
-    unsafe { core::ptr::copy_nonoverlapping(exe.as_ptr(), buf as *mut u8, n as usize) };
+    unsafe { core::ptr::copy_nonoverlapping(target.as_ptr(), buf as *mut u8, n as usize) };
     Ok(n)
 }
 
 /// `mkdir`, `mkdirat`.
-pub fn mkdirat(dirfd: u64, path: u64) -> LinuxResult {
-    rtfs::mkdir(&resolve(dirfd, path)?)
+pub fn mkdirat(dirfd: u64, path: u64, mode: u64) -> LinuxResult {
+    rtfs::mkdir_mode(&resolve(dirfd, path)?, masked(mode))
         .map(|_| 0)
         .map_err(errno)
+}
+
+/// `symlink`, `symlinkat`.
+pub fn symlinkat(target: u64, dirfd: u64, path: u64) -> LinuxResult {
+    let target = core::str::from_utf8(cstr(target)?).map_err(|_| e::EINVAL)?;
+    if target.is_empty() {
+        return Err(e::ENOENT);
+    }
+    rtfs::symlink(target, &resolve(dirfd, path)?)
+        .map(|_| 0)
+        .map_err(errno)
+}
+
+/// `link`, `linkat` (`AT_SYMLINK_FOLLOW` links what a link names).
+pub fn linkat(olddir: u64, old: u64, newdir: u64, new: u64, flags: u64) -> LinuxResult {
+    let mut from = resolve(olddir, old)?;
+    if flags & u64::from(g::AT_SYMLINK_FOLLOW) != 0 {
+        // The file server links the name itself: find what it names.
+        for _ in 0..proto::MAX_LINKS_FOLLOWED {
+            let Ok(target) = rtfs::readlink(&from) else {
+                break;
+            };
+            let dir = &from[..from.rfind('/').unwrap_or(0).max(1)];
+            from = join(dir, target.as_bytes())?;
+        }
+    }
+    rtfs::link(&from, &resolve(newdir, new)?)
+        .map(|_| 0)
+        .map_err(errno)
+}
+
+/// `chmod`, `fchmodat`.
+pub fn fchmodat(dirfd: u64, path: u64, mode: u64) -> LinuxResult {
+    rtfs::chmod(&resolve(dirfd, path)?, (mode & 0o7777) as u32)
+        .map(|_| 0)
+        .map_err(errno)
+}
+
+/// `fchmod`.
+pub fn fchmod(fd: u64, mode: u64) -> LinuxResult {
+    let open = fd::get(fd)?;
+    match open.kind {
+        Kind::File { .. } | Kind::Dir => rtfs::chmod(&open.path, (mode & 0o7777) as u32)
+            .map(|_| 0)
+            .map_err(errno),
+        _ => Ok(0),
+    }
+}
+
+/// `chown`, `lchown`, `fchownat`, `fchown`: every file is root's; the
+/// call succeeds where the file exists and changes nothing.
+pub fn fchownat(dirfd: u64, path: u64, flags: u64) -> LinuxResult {
+    if flags & u64::from(g::AT_EMPTY_PATH) != 0 && cstr(path).is_ok_and(|p| p.is_empty()) {
+        return fd::get(dirfd).map(|_| 0);
+    }
+    let path = resolve(dirfd, path)?;
+    if device(&path).is_some() {
+        return Ok(0);
+    }
+    rtfs::lstat(&path).map(|_| 0).map_err(errno)
+}
+
+/// `utimensat` (and `utimes` through it): the modification time, now
+/// when `times` is NULL or says UTIME_NOW; UTIME_OMIT leaves it.
+pub fn utimensat(dirfd: u64, path: u64, times: u64, _flags: u64) -> LinuxResult {
+    let target = if path == 0 {
+        fd::get(dirfd)?.path.clone()
+    } else {
+        resolve(dirfd, path)?
+    };
+    if device(&target).is_some() {
+        return Ok(0);
+    }
+    let now = crate::system::realtime_ns();
+    let ns = if times == 0 {
+        Some(now)
+    } else {
+        // SAFETY: the program's two timespecs (see `cstr`).
+        let ts = unsafe { core::ptr::read_unaligned(times as *const [g::__kernel_timespec; 2]) };
+        let m = ts[1];
+        match m.tv_nsec {
+            n if n == g::UTIME_NOW as i64 => Some(now),
+            n if n == g::UTIME_OMIT as i64 => None,
+            n if !(0..1_000_000_000).contains(&n) || m.tv_sec < 0 => return Err(e::EINVAL),
+            n => Some(m.tv_sec as u64 * 1_000_000_000 + n as u64),
+        }
+    };
+    match ns {
+        Some(ns) => rtfs::set_time(&target, ns).map(|_| 0).map_err(errno),
+        None => rtfs::stat(&target).map(|_| 0).map_err(errno),
+    }
 }
 
 /// `unlink`, `unlinkat`, `rmdir`.

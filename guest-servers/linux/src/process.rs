@@ -219,15 +219,21 @@ fn string_array(ptr: u64) -> Result<Vec<&'static [u8]>, u32> {
     }
 }
 
-/// Open `path` for exec; its handle.
+/// Open `path` for exec; its handle. EACCES for a directory or a file
+/// without an execute bit.
 fn open_exec(path: &str) -> Result<u64, u32> {
-    let (h, _, _) =
-        k42_rt::fs::on_path(k42_abi::fs::OPEN, path, k42_abi::fs::open::READ).map_err(|err| {
-            match err {
-                k42_rt::fs::Error::Fs(k42_abi::fs::FsError::IsADirectory) => e::EACCES,
-                err => files::errno(err),
-            }
+    use zerocopy::FromBytes;
+    let (h, reply, n) = k42_rt::fs::on_path(k42_abi::fs::OPEN, path, k42_abi::fs::open::READ)
+        .map_err(|err| match err {
+            k42_rt::fs::Error::Fs(k42_abi::fs::FsError::IsADirectory) => e::EACCES,
+            err => files::errno(err),
         })?;
+    let runnable =
+        k42_abi::fs::Stat::read_from_prefix(&reply[..n]).is_ok_and(|(st, _)| st.mode & 0o111 != 0);
+    if !runnable {
+        let _ = k42_rt::fs::file_close(h);
+        return Err(e::EACCES);
+    }
     Ok(h)
 }
 

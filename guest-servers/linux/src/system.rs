@@ -1,7 +1,8 @@
 //! The system's own calls: uname, time, random bytes, limits, sleeping.
 //!
-//! Time is the TSC since boot: the guest has no wall clock yet, so
-//! `CLOCK_REALTIME` reads as the time since boot from 1970.
+//! Time is the TSC: the monotonic clocks count from when it started,
+//! `CLOCK_REALTIME` (and `gettimeofday`, `time`) add the wall clock the
+//! host had at boot (`ProgramInfo::epoch_ns`).
 
 use k42_abi::syscall::{ProgramInfo, USER_INFO};
 use linux_raw_sys::errno as e;
@@ -92,12 +93,20 @@ pub fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> LinuxResult {
     Ok(0)
 }
 
+/// The wall clock: nanoseconds since 1970.
+pub fn realtime_ns() -> u64 {
+    info().epoch_ns + now_ns()
+}
+
 /// `clock_gettime`.
 pub fn clock_gettime(clock: u64, ts: u64) -> LinuxResult {
     if clock > 11 {
         return Err(e::EINVAL);
     }
-    let ns = now_ns();
+    let ns = match clock as u32 {
+        g::CLOCK_REALTIME | g::CLOCK_REALTIME_COARSE | g::CLOCK_TAI => realtime_ns(),
+        _ => now_ns(),
+    };
     put(
         ts,
         g::__kernel_timespec {
@@ -112,7 +121,7 @@ pub fn gettimeofday(tv: u64) -> LinuxResult {
     if tv == 0 {
         return Ok(0);
     }
-    let ns = now_ns();
+    let ns = realtime_ns();
     put(
         tv,
         g::__kernel_old_timeval {
@@ -124,7 +133,7 @@ pub fn gettimeofday(tv: u64) -> LinuxResult {
 
 /// `time`.
 pub fn time(t: u64) -> LinuxResult {
-    let s = now_ns() / 1_000_000_000;
+    let s = realtime_ns() / 1_000_000_000;
     if t != 0 {
         put(t, s)?;
     }

@@ -228,9 +228,54 @@ pub fn stat(path: &str) -> Result<Stat> {
     stat_of(&msg[..n])
 }
 
+/// What `path` is, a symbolic link itself rather than what it names.
+pub fn lstat(path: &str) -> Result<Stat> {
+    let (_, msg, n) = on_path(proto::STAT, path, proto::STAT_NOFOLLOW)?;
+    stat_of(&msg[..n])
+}
+
 /// Make directory `path`.
 pub fn mkdir(path: &str) -> Result<()> {
     on_path(proto::MKDIR, path, 0).map(|_| ())
+}
+
+/// Make directory `path` with permission bits `mode`.
+pub fn mkdir_mode(path: &str, mode: u32) -> Result<()> {
+    on_path(
+        proto::MKDIR,
+        path,
+        proto::MODE_GIVEN | u64::from(mode & 0o7777),
+    )
+    .map(|_| ())
+}
+
+/// Make symbolic link `path` to `target`.
+pub fn symlink(target: &str, path: &str) -> Result<()> {
+    two_paths(proto::SYMLINK, target, path)
+}
+
+/// The target of symbolic link `path`.
+pub fn readlink(path: &str) -> Result<String> {
+    let (n, msg, len) = on_path(proto::READLINK, path, 0)?;
+    let n = (n as usize).min(len);
+    core::str::from_utf8(&msg[..n])
+        .map(String::from)
+        .map_err(|_| Error::Sys(SyscallError::InvalidArgument))
+}
+
+/// A second name `to` for file `from`.
+pub fn link(from: &str, to: &str) -> Result<()> {
+    two_paths(proto::LINK, from, to)
+}
+
+/// Set `path`'s permission bits.
+pub fn chmod(path: &str, mode: u32) -> Result<()> {
+    on_path(proto::CHMOD, path, u64::from(mode)).map(|_| ())
+}
+
+/// Set `path`'s modification time (nanoseconds).
+pub fn set_time(path: &str, ns: u64) -> Result<()> {
+    on_path(proto::SET_TIME, path, ns).map(|_| ())
 }
 
 /// Remove empty directory `path`.
@@ -250,6 +295,12 @@ pub fn truncate(path: &str, size: u64) -> Result<()> {
 
 /// Rename `from` to `to`.
 pub fn rename(from: &str, to: &str) -> Result<()> {
+    two_paths(proto::RENAME, from, to)
+}
+
+/// A call whose message is `a` then `b`, `arg` = `a`'s length.
+fn two_paths(method: u64, a: &str, b: &str) -> Result<()> {
+    let (from, to) = (a, b);
     if from.len() + to.len() > ppc::MAX
         || from.len() > proto::MAX_PATH
         || to.len() > proto::MAX_PATH
@@ -259,20 +310,14 @@ pub fn rename(from: &str, to: &str) -> Result<()> {
     let mut msg = [0u8; ppc::MAX];
     msg[..from.len()].copy_from_slice(from.as_bytes());
     msg[from.len()..from.len() + to.len()].copy_from_slice(to.as_bytes());
-    request(
-        proto::RENAME,
-        from.len() as u64,
-        &mut msg,
-        from.len() + to.len(),
-    )
-    .map(|_| ())
+    request(method, from.len() as u64, &mut msg, from.len() + to.len()).map(|_| ())
 }
 
 /// A directory entry.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct DirEntry {
     pub name: String,
-    /// `k42_abi::fs::KIND_FILE` or `KIND_DIR`.
+    /// `k42_abi::fs::KIND_FILE`, `KIND_DIR` or `KIND_SYMLINK`.
     pub kind: u8,
 }
 

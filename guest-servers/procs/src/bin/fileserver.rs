@@ -11,7 +11,14 @@
 //! name-space requests, each on the caller's CPU (PPC).
 //!
 //! At start it fills the tree from the image: module `fs/a/b` becomes
-//! file `/a/b`. Then it prints `fileserver: ready` and serves.
+//! file `/a/b` (0755 if it starts as a program does, ELF or `#!`, else
+//! 0644), and module `fslink/a/b` a symbolic link `/a/b` to the module's
+//! bytes. Then it prints `fileserver: ready` and serves.
+//!
+//! Every inode has permission bits, a link count and a modification time
+//! (when it was made, or set; writes through handles go to the kernel's
+//! file object and do not change it). Symbolic links are followed as the
+//! protocol says, at most `MAX_LINKS_FOLLOWED` per lookup.
 //!
 //! One lock guards the tree; system calls (making, granting, sizing a
 //! file object) are made outside it, so that requests on different CPUs
@@ -27,7 +34,10 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use core::sync::atomic::{AtomicU64, Ordering};
-use k42_abi::fs::{self as proto, FsError, KIND_DIR, KIND_FILE, Stat, open};
+use k42_abi::fs::{
+    self as proto, DEFAULT_EXEC_MODE, DEFAULT_FILE_MODE, FsError, KIND_DIR, KIND_FILE,
+    KIND_SYMLINK, MODE_GIVEN, Stat, open,
+};
 use k42_abi::syscall::{SyscallError, file};
 use k42_rt::fs::{self as rtfs, Error};
 use k42_rt::sync::SpinLock;
@@ -43,12 +53,33 @@ enum Node {
     Dir(BTreeMap<String, u64>),
     /// The server's handle to the file's memory object.
     File(u64),
+    /// A symbolic link's target.
+    Symlink(String),
+}
+
+/// An inode: what it is, and its attributes.
+struct Inode {
+    node: Node,
+    mode: u32,
+    /// Names of a file (hard links); 1 otherwise.
+    names: u32,
+    mtime: u64,
 }
 
 struct Tree {
-    nodes: BTreeMap<u64, Node>,
+    nodes: BTreeMap<u64, Inode>,
     next_ino: u64,
 }
+
+/// The wall clock: nanoseconds since 1970 (as the Linux personality
+/// reads it).
+fn now_ns() -> u64 {
+    let khz = TSC_KHZ.load(Ordering::Relaxed).max(1);
+    EPOCH_NS.load(Ordering::Relaxed) + (k42_rt::rdtsc() as u128 * 1_000_000 / khz as u128) as u64
+}
+
+static TSC_KHZ: AtomicU64 = AtomicU64::new(1);
+static EPOCH_NS: AtomicU64 = AtomicU64::new(0);
 
 static TREE: SpinLock<Tree> = SpinLock::new(Tree {
     nodes: BTreeMap::new(),
@@ -69,7 +100,17 @@ fn run(start: Start) -> u8 {
             return 2;
         }
     }
-    TREE.lock().nodes.insert(ROOT, Node::Dir(BTreeMap::new()));
+    TSC_KHZ.store(start.info.tsc_khz, Ordering::Relaxed);
+    EPOCH_NS.store(start.info.epoch_ns, Ordering::Relaxed);
+    TREE.lock().nodes.insert(
+        ROOT,
+        Inode {
+            node: Node::Dir(BTreeMap::new()),
+            mode: DEFAULT_EXEC_MODE,
+            names: 1,
+            mtime: now_ns(),
+        },
+    );
     let files = match populate() {
         Ok(n) => n,
         Err(e) => {
@@ -135,24 +176,37 @@ fn populate() -> R<u64> {
             Err(Error::Sys(SyscallError::NoSuchProgram)) => return Ok(files),
             Err(e) => return Err(e),
         };
-        let Some(path) = name.strip_prefix("fs/") else {
+        let (path, link) = if let Some(p) = name.strip_prefix("fs/") {
+            (alloc::format!("/{p}"), false)
+        } else if let Some(p) = name.strip_prefix("fslink/") {
+            (alloc::format!("/{p}"), true)
+        } else {
             continue;
         };
-        let path = alloc::format!("/{path}");
         // Directories on the way.
         let mut at = 0;
         while let Some(slash) = path[at + 1..].find('/') {
             at += 1 + slash;
-            match mkdir(&path[..at]) {
+            match mkdir(&path[..at], 0) {
                 Ok(_) | Err(Error::Fs(FsError::Exists)) => {}
                 Err(e) => return Err(e),
             }
         }
-        let h = create_file(&path, KIND.load(Ordering::Relaxed))?;
         let mut buf = alloc::vec![0u8; rtfs::MAX_IO];
+        if link {
+            let n = rtfs::module_read(i, 0, &mut buf)?;
+            let target = core::str::from_utf8(&buf[..n.min(size as usize)])
+                .map_err(|_| Error::Fs(FsError::BadPath))?;
+            symlink(target.trim_end_matches('\n'), &path)?;
+            continue;
+        }
+        let h = create_file(&path, KIND.load(Ordering::Relaxed), DEFAULT_FILE_MODE)?;
         let mut off = 0;
         while off < size {
             let n = rtfs::module_read(i, off, &mut buf)?;
+            if off == 0 && (buf[..n].starts_with(b"\x7fELF") || buf[..n].starts_with(b"#!")) {
+                chmod(&path, u64::from(DEFAULT_EXEC_MODE))?;
+            }
             rtfs::file_write(h, off, &buf[..n], false)?;
             off += n as u64;
         }
@@ -179,11 +233,11 @@ extern "C" fn entry(caller: u64, method: u64, arg: u64, msg: *mut u8, len: u64) 
             Ok(h)
         }),
         proto::STAT => path(m).and_then(|p| {
-            let st = stat(p)?;
+            let st = stat(p, arg & proto::STAT_NOFOLLOW == 0)?;
             reply = put_stat(buf, &st);
             Ok(0)
         }),
-        proto::MKDIR => path(m).and_then(mkdir),
+        proto::MKDIR => path(m).and_then(|p| mkdir(p, arg)),
         proto::READDIR => {
             let mut out = [0u8; ppc::MAX];
             let r = path(m).and_then(|p| readdir(p, arg, &mut out, &mut reply));
@@ -197,6 +251,24 @@ extern "C" fn entry(caller: u64, method: u64, arg: u64, msg: *mut u8, len: u64) 
             path(&m[..split]).and_then(|from| path(&m[split..]).and_then(|to| rename(from, to)))
         }
         proto::TRUNCATE => path(m).and_then(|p| truncate(p, arg)),
+        proto::SYMLINK => {
+            let split = (arg as usize).min(len);
+            core::str::from_utf8(&m[..split])
+                .map_err(|_| Error::Fs(FsError::BadPath))
+                .and_then(|target| path(&m[split..]).and_then(|p| symlink(target, p)))
+        }
+        proto::READLINK => path(m).and_then(|p| {
+            let target = readlink(p)?;
+            buf[..target.len()].copy_from_slice(target.as_bytes());
+            reply = target.len();
+            Ok(target.len() as u64)
+        }),
+        proto::LINK => {
+            let split = (arg as usize).min(len);
+            path(&m[..split]).and_then(|from| path(&m[split..]).and_then(|to| link(from, to)))
+        }
+        proto::CHMOD => path(m).and_then(|p| chmod(p, arg)),
+        proto::SET_TIME => path(m).and_then(|p| set_time(p, arg)),
         _ => Err(Error::Sys(SyscallError::NoSuchMethod)),
     };
     let result = match r {
@@ -235,79 +307,171 @@ fn path(msg: &[u8]) -> R<&str> {
     Ok(p)
 }
 
-fn names(p: &str) -> impl Iterator<Item = &str> {
+fn names(p: &str) -> impl DoubleEndedIterator<Item = &str> {
     p.split('/').filter(|n| !n.is_empty())
 }
 
+fn fs_err(e: FsError) -> Error {
+    Error::Fs(e)
+}
+
 impl Tree {
-    fn lookup(&self, p: &str) -> R<u64> {
-        let mut ino = ROOT;
-        for name in names(p) {
-            match self.nodes.get(&ino) {
-                Some(Node::Dir(d)) => {
-                    ino = *d.get(name).ok_or(Error::Fs(FsError::NotFound))?;
+    fn node(&self, ino: u64) -> R<&Inode> {
+        self.nodes.get(&ino).ok_or(fs_err(FsError::NotFound))
+    }
+
+    /// The inode `p` names, following symbolic links in every name but
+    /// the last, and in the last too if `follow`.
+    fn resolve(&self, p: &str, follow: bool) -> R<u64> {
+        // Directories from the root down to where the walk is; names
+        // still to walk, last first.
+        let mut dirs: Vec<u64> = alloc::vec![ROOT];
+        let mut todo: Vec<String> = names(p).rev().map(String::from).collect();
+        let mut followed = 0;
+        while let Some(name) = todo.pop() {
+            match name.as_str() {
+                "." => continue,
+                ".." => {
+                    if dirs.len() > 1 {
+                        dirs.pop();
+                    }
+                    continue;
                 }
-                _ => return Err(Error::Fs(FsError::NotADirectory)),
+                _ => {}
+            }
+            let here = *dirs.last().expect("the root stays");
+            let Node::Dir(d) = &self.node(here)?.node else {
+                return Err(fs_err(FsError::NotADirectory));
+            };
+            let ino = *d.get(&name).ok_or(fs_err(FsError::NotFound))?;
+            match &self.node(ino)?.node {
+                Node::Symlink(target) if follow || !todo.is_empty() => {
+                    followed += 1;
+                    if followed > proto::MAX_LINKS_FOLLOWED {
+                        return Err(fs_err(FsError::Loop));
+                    }
+                    if target.starts_with('/') {
+                        dirs.truncate(1);
+                    }
+                    todo.extend(names(target).rev().map(String::from));
+                }
+                _ => dirs.push(ino),
             }
         }
-        Ok(ino)
+        Ok(*dirs.last().expect("the root stays"))
     }
 
-    /// The directory holding `p`'s last name, and the name (`Invalid`
-    /// for the root).
+    /// The directory holding `p`'s last name (links on the way followed),
+    /// and the name (`Invalid` for the root).
     fn parent<'p>(&self, p: &'p str) -> R<(u64, &'p str)> {
-        let cut = p.rfind('/').ok_or(Error::Fs(FsError::BadPath))?;
+        let cut = p.rfind('/').ok_or(fs_err(FsError::BadPath))?;
         let name = &p[cut + 1..];
         if name.is_empty() {
-            return Err(Error::Fs(FsError::Invalid));
+            return Err(fs_err(FsError::Invalid));
         }
-        let dir = self.lookup(if cut == 0 { "/" } else { &p[..cut] })?;
-        match self.nodes.get(&dir) {
-            Some(Node::Dir(_)) => Ok((dir, name)),
-            _ => Err(Error::Fs(FsError::NotADirectory)),
+        let dir = self.resolve(if cut == 0 { "/" } else { &p[..cut] }, true)?;
+        match self.node(dir)?.node {
+            Node::Dir(_) => Ok((dir, name)),
+            _ => Err(fs_err(FsError::NotADirectory)),
         }
     }
 
-    /// `p`'s directory, last name and inode (`NotFound` if it is not
-    /// there).
+    /// `p`'s directory, last name and inode, the last name not followed
+    /// (`NotFound` if it is not there).
     fn entry<'p>(&mut self, p: &'p str) -> R<(u64, &'p str, u64)> {
         let (dir, name) = self.parent(p)?;
         let ino = *self
             .dir_mut(dir)
             .get(name)
-            .ok_or(Error::Fs(FsError::NotFound))?;
+            .ok_or(fs_err(FsError::NotFound))?;
         Ok((dir, name, ino))
     }
 
     fn dir_mut(&mut self, ino: u64) -> &mut BTreeMap<String, u64> {
-        match self.nodes.get_mut(&ino) {
+        match self.nodes.get_mut(&ino).map(|n| &mut n.node) {
             Some(Node::Dir(d)) => d,
             _ => unreachable!("checked to be a directory"),
         }
     }
 
-    fn add(&mut self, dir: u64, name: &str, node: Node) -> u64 {
+    /// Whether directory `dir` has `name`.
+    fn has(&self, dir: u64, name: &str) -> bool {
+        matches!(self.nodes.get(&dir).map(|n| &n.node), Some(Node::Dir(d)) if d.contains_key(name))
+    }
+
+    fn add(&mut self, dir: u64, name: &str, node: Node, mode: u32) -> u64 {
         let ino = self.next_ino;
         self.next_ino += 1;
-        self.nodes.insert(ino, node);
+        let inode = Inode {
+            node,
+            mode,
+            names: 1,
+            mtime: now_ns(),
+        };
+        self.nodes.insert(ino, inode);
         self.dir_mut(dir).insert(String::from(name), ino);
         ino
     }
+
+    /// Take name `name` out of directory `dir` (inode `ino`): the inode
+    /// goes with its last name; returns a file's handle to close then.
+    fn drop_name(&mut self, dir: u64, name: &str, ino: u64) -> Option<u64> {
+        self.dir_mut(dir).remove(name);
+        let inode = self.nodes.get_mut(&ino)?;
+        inode.names = inode.names.saturating_sub(1);
+        if inode.names > 0 {
+            return None;
+        }
+        match self.nodes.remove(&ino)?.node {
+            Node::File(h) => Some(h),
+            _ => None,
+        }
+    }
+
+    fn stat_of(&self, ino: u64, size: u64) -> R<Stat> {
+        let inode = self.node(ino)?;
+        let (kind, size, nlink) = match &inode.node {
+            Node::Dir(d) => {
+                let subdirs = d
+                    .values()
+                    .filter(|c| matches!(self.nodes.get(c).map(|n| &n.node), Some(Node::Dir(_))))
+                    .count() as u32;
+                (KIND_DIR, d.len() as u64, 2 + subdirs)
+            }
+            Node::File(_) => (KIND_FILE, size, inode.names),
+            Node::Symlink(t) => (KIND_SYMLINK, t.len() as u64, 1),
+        };
+        Ok(Stat {
+            ino,
+            kind: u64::from(kind),
+            size,
+            mode: inode.mode,
+            nlink,
+            mtime: inode.mtime,
+        })
+    }
 }
 
-/// Make file `p` (new, empty) with a page index of `kind`; the
-/// server's handle.
-fn create_file(p: &str, kind: u64) -> R<u64> {
+/// The permission bits in a MKDIR argument or OPEN flags (shifted down),
+/// or `default` when none are given.
+fn mode_of(word: u64, default: u32) -> u32 {
+    if word & MODE_GIVEN != 0 {
+        (word & 0o7777) as u32
+    } else {
+        default
+    }
+}
+
+/// Make file `p` (new, empty) with a page index of `kind` and permission
+/// bits `mode`; the server's handle.
+fn create_file(p: &str, kind: u64, mode: u32) -> R<u64> {
     let h = rtfs::file_create(kind)?;
     let mut t = TREE.lock();
     let r = t.parent(p).and_then(|(dir, name)| {
-        if t.nodes
-            .get(&dir)
-            .is_some_and(|n| matches!(n, Node::Dir(d) if d.contains_key(name)))
-        {
-            return Err(Error::Fs(FsError::Exists));
+        if t.has(dir, name) {
+            return Err(fs_err(FsError::Exists));
         }
-        t.add(dir, name, Node::File(h));
+        t.add(dir, name, Node::File(h), mode);
         Ok(h)
     });
     drop(t);
@@ -321,7 +485,10 @@ fn create_file(p: &str, kind: u64) -> R<u64> {
 /// `flags` ask for.
 fn open_file(p: &str, flags: u64, caller: u64) -> R<(u64, Stat)> {
     let both = open::SHARED_INDEX | open::DISTRIBUTED_INDEX;
-    if flags & !open::ALL != 0
+    let mode_word = flags >> open::MODE_SHIFT;
+    let flags = flags & ((1 << open::MODE_SHIFT) - 1);
+    if flags & !(open::ALL | MODE_GIVEN) != 0
+        || mode_word > 0o7777
         || flags & (open::READ | open::WRITE) == 0
         || (flags & open::TRUNCATE != 0 && flags & open::WRITE == 0)
         || flags & both == both
@@ -344,13 +511,15 @@ fn open_file(p: &str, flags: u64, caller: u64) -> R<(u64, Stat)> {
     } else {
         0
     };
+    let mode = mode_of(mode_word | (flags & MODE_GIVEN), DEFAULT_FILE_MODE);
+    let flags = flags & open::ALL;
     loop {
         let found = {
             let t = TREE.lock();
-            match t.lookup(p) {
-                Ok(ino) => match t.nodes.get(&ino) {
-                    Some(Node::File(h)) => Some((ino, *h)),
-                    _ => return Err(Error::Fs(FsError::IsADirectory)),
+            match t.resolve(p, true) {
+                Ok(ino) => match t.node(ino)?.node {
+                    Node::File(h) => Some((ino, h)),
+                    _ => return Err(fs_err(FsError::IsADirectory)),
                 },
                 Err(Error::Fs(FsError::NotFound)) if flags & open::CREATE != 0 => None,
                 Err(e) => return Err(e),
@@ -358,13 +527,13 @@ fn open_file(p: &str, flags: u64, caller: u64) -> R<(u64, Stat)> {
         };
         let (ino, h) = match found {
             Some(_) if flags & open::CREATE != 0 && flags & open::EXCLUSIVE != 0 => {
-                return Err(Error::Fs(FsError::Exists));
+                return Err(fs_err(FsError::Exists));
             }
             Some(f) => f,
-            None => match create_file(p, kind) {
+            None => match create_file(p, kind, mode) {
                 Ok(h) => {
                     let t = TREE.lock();
-                    match t.lookup(p) {
+                    match t.resolve(p, true) {
                         Ok(ino) => (ino, h),
                         // Gone again already: start over.
                         Err(_) => continue,
@@ -386,73 +555,78 @@ fn open_file(p: &str, flags: u64, caller: u64) -> R<(u64, Stat)> {
             Ok((granted, size))
         })();
         match step {
-            Ok((granted, size)) => return Ok((granted, file_stat(ino, size))),
+            Ok((granted, size)) => {
+                let st = TREE.lock().stat_of(ino, size);
+                match st {
+                    Ok(st) => return Ok((granted, st)),
+                    Err(_) => {
+                        // Gone meanwhile: give the handle back, start over.
+                        let _ = rtfs::file_close(granted);
+                        continue;
+                    }
+                }
+            }
             Err(Error::Sys(SyscallError::BadHandle)) => continue,
             Err(e) => return Err(e),
         }
     }
 }
 
-fn file_stat(ino: u64, size: u64) -> Stat {
-    Stat {
-        ino,
-        kind: KIND_FILE as u64,
-        size,
-    }
-}
-
-fn stat(p: &str) -> R<Stat> {
+fn stat(p: &str, follow: bool) -> R<Stat> {
     loop {
         let (ino, h) = {
             let t = TREE.lock();
-            let ino = t.lookup(p)?;
-            match t.nodes.get(&ino) {
-                Some(Node::Dir(d)) => {
-                    return Ok(Stat {
-                        ino,
-                        kind: KIND_DIR as u64,
-                        size: d.len() as u64,
-                    });
-                }
-                Some(Node::File(h)) => (ino, *h),
-                None => return Err(Error::Fs(FsError::NotFound)),
+            let ino = t.resolve(p, follow)?;
+            match t.node(ino)?.node {
+                Node::File(h) => (ino, h),
+                _ => return t.stat_of(ino, 0),
             }
         };
-        match rtfs::file_size(h) {
-            Ok(size) => return Ok(file_stat(ino, size)),
+        let size = match rtfs::file_size(h) {
+            Ok(size) => size,
             Err(Error::Sys(SyscallError::BadHandle)) => continue,
             Err(e) => return Err(e),
+        };
+        match TREE.lock().stat_of(ino, size) {
+            Ok(st) => return Ok(st),
+            Err(_) => continue,
         }
     }
 }
 
-fn mkdir(p: &str) -> R<u64> {
+fn mkdir(p: &str, arg: u64) -> R<u64> {
     let mut t = TREE.lock();
     let (dir, name) = t.parent(p).map_err(|e| match e {
-        Error::Fs(FsError::Invalid) => Error::Fs(FsError::Exists),
+        Error::Fs(FsError::Invalid) => fs_err(FsError::Exists),
         e => e,
     })?;
-    if matches!(t.nodes.get(&dir), Some(Node::Dir(d)) if d.contains_key(name)) {
-        return Err(Error::Fs(FsError::Exists));
+    if t.has(dir, name) {
+        return Err(fs_err(FsError::Exists));
     }
-    t.add(dir, name, Node::Dir(BTreeMap::new()));
+    t.add(
+        dir,
+        name,
+        Node::Dir(BTreeMap::new()),
+        mode_of(arg, DEFAULT_EXEC_MODE),
+    );
     Ok(0)
 }
 
 /// READDIR: entries from number `from`, packed into `out`.
 fn readdir(p: &str, from: u64, out: &mut [u8; ppc::MAX], used: &mut usize) -> R<u64> {
     let t = TREE.lock();
-    let ino = t.lookup(p)?;
-    let Some(Node::Dir(d)) = t.nodes.get(&ino) else {
-        return Err(Error::Fs(FsError::NotADirectory));
+    let ino = t.resolve(p, true)?;
+    let Node::Dir(d) = &t.node(ino)?.node else {
+        return Err(fs_err(FsError::NotADirectory));
     };
     let mut count = 0;
     for (name, child) in d.iter().skip(from as usize) {
         if *used + 2 + name.len() > out.len() {
             break;
         }
-        out[*used] = match t.nodes.get(child) {
+        out[*used] = match t.nodes.get(child).map(|n| &n.node) {
             Some(Node::Dir(_)) => KIND_DIR,
+            Some(Node::Symlink(_)) => KIND_SYMLINK,
             _ => KIND_FILE,
         };
         out[*used + 1] = name.len() as u8;
@@ -467,29 +641,27 @@ fn unlink(p: &str) -> R<u64> {
     let h = {
         let mut t = TREE.lock();
         let (dir, name, ino) = t.entry(p)?;
-        let Some(Node::File(h)) = t.nodes.get(&ino) else {
-            return Err(Error::Fs(FsError::IsADirectory));
-        };
-        let h = *h;
-        t.dir_mut(dir).remove(name);
-        t.nodes.remove(&ino);
-        h
+        if let Node::Dir(_) = t.node(ino)?.node {
+            return Err(fs_err(FsError::IsADirectory));
+        }
+        t.drop_name(dir, name, ino)
     };
     // Clients' handles keep the data until they close them.
-    rtfs::file_close(h)?;
+    if let Some(h) = h {
+        rtfs::file_close(h)?;
+    }
     Ok(0)
 }
 
 fn rmdir(p: &str) -> R<u64> {
     let mut t = TREE.lock();
     let (dir, name, ino) = t.entry(p)?;
-    match t.nodes.get(&ino) {
-        Some(Node::Dir(d)) if !d.is_empty() => return Err(Error::Fs(FsError::NotEmpty)),
-        Some(Node::Dir(_)) => {}
-        _ => return Err(Error::Fs(FsError::NotADirectory)),
+    match &t.node(ino)?.node {
+        Node::Dir(d) if !d.is_empty() => return Err(fs_err(FsError::NotEmpty)),
+        Node::Dir(_) => {}
+        _ => return Err(fs_err(FsError::NotADirectory)),
     }
-    t.dir_mut(dir).remove(name);
-    t.nodes.remove(&ino);
+    t.drop_name(dir, name, ino);
     Ok(0)
 }
 
@@ -498,7 +670,7 @@ fn rename(from: &str, to: &str) -> R<u64> {
         let mut t = TREE.lock();
         let (fdir, fname, ino) = t.entry(from)?;
         let (tdir, tname) = t.parent(to)?;
-        let is_dir = matches!(t.nodes.get(&ino), Some(Node::Dir(_)));
+        let is_dir = matches!(t.node(ino)?.node, Node::Dir(_));
         // A directory may not move under itself.
         if is_dir {
             let mut up = Vec::new();
@@ -507,8 +679,8 @@ fn rename(from: &str, to: &str) -> R<u64> {
                 at = &at[..cut];
                 up.push(if at.is_empty() { "/" } else { at });
             }
-            if up.iter().any(|a| t.lookup(a) == Ok(ino)) {
-                return Err(Error::Fs(FsError::Invalid));
+            if up.iter().any(|a| t.resolve(a, true) == Ok(ino)) {
+                return Err(fs_err(FsError::Invalid));
             }
         }
         let old = t.dir_mut(tdir).get(tname).copied();
@@ -517,15 +689,14 @@ fn rename(from: &str, to: &str) -> R<u64> {
             if old == ino {
                 return Ok(0);
             }
-            match (t.nodes.get(&old), is_dir) {
-                (Some(Node::Dir(d)), true) if d.is_empty() => {}
-                (Some(Node::Dir(_)), true) => return Err(Error::Fs(FsError::NotEmpty)),
-                (Some(Node::Dir(_)), false) => return Err(Error::Fs(FsError::IsADirectory)),
-                (_, true) => return Err(Error::Fs(FsError::NotADirectory)),
-                (Some(Node::File(h)), false) => replaced = Some(*h),
-                (None, false) => {}
+            match (&t.node(old)?.node, is_dir) {
+                (Node::Dir(d), true) if d.is_empty() => {}
+                (Node::Dir(_), true) => return Err(fs_err(FsError::NotEmpty)),
+                (Node::Dir(_), false) => return Err(fs_err(FsError::IsADirectory)),
+                (_, true) => return Err(fs_err(FsError::NotADirectory)),
+                (_, false) => {}
             }
-            t.nodes.remove(&old);
+            replaced = t.drop_name(tdir, tname, old);
         }
         t.dir_mut(fdir).remove(fname);
         t.dir_mut(tdir).insert(String::from(tname), ino);
@@ -541,10 +712,10 @@ fn truncate(p: &str, size: u64) -> R<u64> {
     loop {
         let h = {
             let t = TREE.lock();
-            let ino = t.lookup(p)?;
-            match t.nodes.get(&ino) {
-                Some(Node::File(h)) => *h,
-                _ => return Err(Error::Fs(FsError::IsADirectory)),
+            let ino = t.resolve(p, true)?;
+            match t.node(ino)?.node {
+                Node::File(h) => h,
+                _ => return Err(fs_err(FsError::IsADirectory)),
             }
         };
         match rtfs::file_truncate(h, size) {
@@ -553,4 +724,74 @@ fn truncate(p: &str, size: u64) -> R<u64> {
             Err(e) => return Err(e),
         }
     }
+}
+
+/// SYMLINK: link `p` to `target` (any non-empty text of at most
+/// MAX_TARGET bytes; not checked to exist).
+fn symlink(target: &str, p: &str) -> R<u64> {
+    if target.is_empty() || target.len() > proto::MAX_TARGET || target.contains('\0') {
+        return Err(fs_err(FsError::BadPath));
+    }
+    let mut t = TREE.lock();
+    let (dir, name) = t.parent(p).map_err(|e| match e {
+        Error::Fs(FsError::Invalid) => fs_err(FsError::Exists),
+        e => e,
+    })?;
+    if t.has(dir, name) {
+        return Err(fs_err(FsError::Exists));
+    }
+    t.add(dir, name, Node::Symlink(String::from(target)), 0o777);
+    Ok(0)
+}
+
+/// READLINK: link `p`'s target.
+fn readlink(p: &str) -> R<String> {
+    let mut t = TREE.lock();
+    let (_, _, ino) = t.entry(p)?;
+    match &t.node(ino)?.node {
+        Node::Symlink(target) => Ok(target.clone()),
+        _ => Err(fs_err(FsError::NotALink)),
+    }
+}
+
+/// LINK: a second name `to` for file `from` (`from` itself not followed,
+/// as Linux's `link`).
+fn link(from: &str, to: &str) -> R<u64> {
+    let mut t = TREE.lock();
+    let (_, _, ino) = t.entry(from)?;
+    if let Node::Dir(_) = t.node(ino)?.node {
+        return Err(fs_err(FsError::NotPermitted));
+    }
+    let (dir, name) = t.parent(to)?;
+    if t.has(dir, name) {
+        return Err(fs_err(FsError::Exists));
+    }
+    t.dir_mut(dir).insert(String::from(name), ino);
+    if let Some(inode) = t.nodes.get_mut(&ino) {
+        inode.names += 1;
+    }
+    Ok(0)
+}
+
+/// CHMOD: `p`'s permission bits.
+fn chmod(p: &str, mode: u64) -> R<u64> {
+    if mode > 0o7777 {
+        return Err(Error::Sys(SyscallError::InvalidArgument));
+    }
+    let mut t = TREE.lock();
+    let ino = t.resolve(p, true)?;
+    let inode = t.nodes.get_mut(&ino).ok_or(fs_err(FsError::NotFound))?;
+    if !matches!(inode.node, Node::Symlink(_)) {
+        inode.mode = mode as u32;
+    }
+    Ok(0)
+}
+
+/// SET_TIME: `p`'s modification time.
+fn set_time(p: &str, ns: u64) -> R<u64> {
+    let mut t = TREE.lock();
+    let ino = t.resolve(p, true)?;
+    let inode = t.nodes.get_mut(&ino).ok_or(fs_err(FsError::NotFound))?;
+    inode.mtime = ns;
+    Ok(0)
 }
