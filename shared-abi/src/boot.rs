@@ -28,6 +28,32 @@ pub const MAX_CMDLINE: usize = 2048;
 /// Longest boot-module name, in bytes.
 pub const MAX_MODULE_NAME: usize = 48;
 
+/// Boot modules named `FS_PREFIX` + `PATH` (`fs/etc/motd`) are files the
+/// file server creates at `/PATH` when it starts. Module names are at most
+/// [`MAX_MODULE_NAME`] bytes, so such a file's path is at most 46 bytes.
+pub const FS_PREFIX: &str = "fs/";
+/// The boot module holding the image's symbolic links, for the file
+/// server: UTF-8 lines `PATH\tTARGET\n`, one per link, sorted by `PATH`.
+/// `PATH` is absolute with no empty, `.` or `..` names (as file-server
+/// paths, [`crate::fs::MAX_PATH`] and [`crate::fs::MAX_NAME`]); `TARGET`
+/// is what the link holds, as given (`busybox`, `/bin/busybox`,
+/// `../lib/x`), non-empty and at most [`crate::fs::MAX_PATH`] bytes.
+/// Neither holds a tab, newline or NUL. No path appears twice, none is
+/// also an `fs/` module's, and none lies under another link or file. An
+/// image without links has no such module. [`links`] reads it.
+pub const LINKS_MODULE: &str = "fs.links";
+
+/// The links of a [`LINKS_MODULE`]'s contents, as `(path, target)` in
+/// order; `Err(line number)` (from 1) for a line without a tab or with an
+/// empty field. The image builder has checked the rest.
+pub fn links(text: &str) -> impl Iterator<Item = Result<(&str, &str), usize>> {
+    text.lines().enumerate().map(|(i, line)| {
+        line.split_once('\t')
+            .filter(|(p, t)| !p.is_empty() && !t.is_empty() && !t.contains('\t'))
+            .ok_or(i + 1)
+    })
+}
+
 /// What a range of guest-physical memory holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
@@ -221,6 +247,21 @@ impl BootInfo {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_are_tab_separated_lines() {
+        let mut v = links("/bin/sh\tbusybox\n/usr/bin/env\t/bin/busybox\n");
+        assert_eq!(v.next(), Some(Ok(("/bin/sh", "busybox"))));
+        assert_eq!(v.next(), Some(Ok(("/usr/bin/env", "/bin/busybox"))));
+        assert_eq!(v.next(), None);
+        assert_eq!(links("").count(), 0);
+        let mut bad = links("/a\tb\n/c d\n\tx\n/e\t\n/f\tg\th\n");
+        assert_eq!(bad.next(), Some(Ok(("/a", "b"))));
+        for line in 2..=5 {
+            assert_eq!(bad.next(), Some(Err(line)));
+        }
+        assert_eq!(bad.next(), None);
+    }
 
     #[test]
     fn module_name_stops_at_nul() {
