@@ -158,6 +158,57 @@ fn signals_and_jobs_behave_as_on_linux_4_vcpus() {
     busybox_matches_linux(SIGNALS, "k42s", 4);
 }
 
+/// Links, modes and times: symbolic links (relative, absolute, through
+/// `..`, dangling, looping), hard links and link counts, `chmod`, the
+/// umask, `mkdir -m`, `touch -d` read back by `stat`, `find`, `mv` of a
+/// link; and the image's `/bin/sh` and applet links.
+const LINKS: &str = r#"
+B=/bin/busybox
+echo =BEGIN=
+mkdir -p /tmp/k42l && cd /tmp/k42l
+echo data > file
+$B ln -s file link; $B readlink link; $B cat link
+mkdir sub; echo inner > sub/x; $B ln -s /tmp/k42l/sub abs; $B cat abs/x
+mkdir sub/in; $B ln -s ../x sub/in/rel; $B cat sub/in/rel
+$B ln file hard; $B stat -c '%h %s %F' file hard link
+$B ls -l link | $B cut -c1-10
+$B chmod 640 file; $B stat -c '%a %A' file
+$B chmod +x file; $B stat -c '%a' file
+TZ=UTC $B touch -d '2020-01-02 03:04:05' file; $B stat -c '%Y' file
+$B rm link; test -e link || echo "link gone"; $B cat file
+$B ln -s nowhere dangling; test -L dangling && echo "dangling is a link"
+test -e dangling || echo "dangling target missing"
+$B mkdir -m 700 d7; $B stat -c '%a' d7
+(umask 027; : > u; $B stat -c '%a' u)
+$B ln -s loop1 loop2; $B ln -s loop2 loop1; $B cat loop1 2>&1
+$B find . | $B sort
+$B rm hard; $B stat -c '%h' file
+$B mv abs abs2; $B readlink abs2
+$B stat -c '%F %a' /bin/busybox
+echo hello | tr a-z A-Z; printf 'x\n' | wc -l
+cd / && $B rm -r /tmp/k42l
+echo =END=
+"#;
+
+#[test]
+fn links_modes_and_times_behave_as_on_linux() {
+    busybox_matches_linux(LINKS, "k42l", 2);
+}
+
+/// The image's `/bin/sh` is busybox, and every applet has its link, so
+/// scripts call `ls` and `sleep` as on any Linux system.
+#[test]
+fn the_image_has_bin_sh_and_the_applet_links() {
+    let script = "readlink /bin/sh; echo $0; ls /bin/ls /usr/bin/env; sleep 0.1; echo done";
+    let out = guest(1, &["/bin/sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(
+        stdout(&out).contains("busybox\n/bin/sh\n/bin/ls\n/usr/bin/env\ndone\n"),
+        "{}",
+        describe(&out)
+    );
+}
+
 #[test]
 fn a_command_ended_by_a_signal_is_128_plus_its_number() {
     let out = guest(

@@ -12,8 +12,9 @@
 //!
 //! At start it fills the tree from the image: module `fs/a/b` becomes
 //! file `/a/b` (0755 if it starts as a program does, ELF or `#!`, else
-//! 0644), and module `fslink/a/b` a symbolic link `/a/b` to the module's
-//! bytes. Then it prints `fileserver: ready` and serves.
+//! 0644), and each line of module `fs.links` a symbolic link
+//! (`k42_abi::boot::LINKS_MODULE`). Then it prints `fileserver: ready`
+//! and serves.
 //!
 //! Every inode has permission bits, a link count and a modification time
 //! (when it was made, or set; writes through handles go to the kernel's
@@ -34,6 +35,7 @@ use alloc::string::String;
 use alloc::vec::Vec;
 
 use core::sync::atomic::{AtomicU64, Ordering};
+use k42_abi::boot::{FS_PREFIX, LINKS_MODULE};
 use k42_abi::fs::{
     self as proto, DEFAULT_EXEC_MODE, DEFAULT_FILE_MODE, FsError, KIND_DIR, KIND_FILE,
     KIND_SYMLINK, MODE_GIVEN, Stat, open,
@@ -176,30 +178,16 @@ fn populate() -> R<u64> {
             Err(Error::Sys(SyscallError::NoSuchProgram)) => return Ok(files),
             Err(e) => return Err(e),
         };
-        let (path, link) = if let Some(p) = name.strip_prefix("fs/") {
-            (alloc::format!("/{p}"), false)
-        } else if let Some(p) = name.strip_prefix("fslink/") {
-            (alloc::format!("/{p}"), true)
-        } else {
+        if name == LINKS_MODULE {
+            add_links(i, size)?;
+            continue;
+        }
+        let Some(path) = name.strip_prefix(FS_PREFIX) else {
             continue;
         };
-        // Directories on the way.
-        let mut at = 0;
-        while let Some(slash) = path[at + 1..].find('/') {
-            at += 1 + slash;
-            match mkdir(&path[..at], 0) {
-                Ok(_) | Err(Error::Fs(FsError::Exists)) => {}
-                Err(e) => return Err(e),
-            }
-        }
+        let path = alloc::format!("/{path}");
+        make_parents(&path)?;
         let mut buf = alloc::vec![0u8; rtfs::MAX_IO];
-        if link {
-            let n = rtfs::module_read(i, 0, &mut buf)?;
-            let target = core::str::from_utf8(&buf[..n.min(size as usize)])
-                .map_err(|_| Error::Fs(FsError::BadPath))?;
-            symlink(target.trim_end_matches('\n'), &path)?;
-            continue;
-        }
         let h = create_file(&path, KIND.load(Ordering::Relaxed), DEFAULT_FILE_MODE)?;
         let mut off = 0;
         while off < size {
@@ -213,6 +201,40 @@ fn populate() -> R<u64> {
         files += 1;
     }
     Ok(files)
+}
+
+/// Make the directories on the way to `path`.
+fn make_parents(path: &str) -> R<()> {
+    let mut at = 0;
+    while let Some(slash) = path[at + 1..].find('/') {
+        at += 1 + slash;
+        match mkdir(&path[..at], 0) {
+            Ok(_) | Err(Error::Fs(FsError::Exists)) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The image's symbolic links: module `i` (`size` bytes) holds lines
+/// `PATH\tTARGET`.
+fn add_links(i: usize, size: u64) -> R<()> {
+    let mut text = alloc::vec![0u8; size as usize];
+    let mut off = 0;
+    while off < text.len() {
+        let n = rtfs::module_read(i, off as u64, &mut text[off..])?;
+        if n == 0 {
+            break;
+        }
+        off += n;
+    }
+    let text = core::str::from_utf8(&text).map_err(|_| fs_err(FsError::BadPath))?;
+    for line in k42_abi::boot::links(text) {
+        let (path, target) = line.map_err(|_| fs_err(FsError::BadPath))?;
+        make_parents(path)?;
+        symlink(target, path)?;
+    }
+    Ok(())
 }
 
 /// The server's method table: one request on this CPU.
