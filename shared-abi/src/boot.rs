@@ -154,6 +154,13 @@ pub struct BootInfo {
     /// answered the boot-info hypercall: the kernel pairs it with its TSC
     /// then to keep a wall clock.
     pub realtime_ns: u64,
+    /// 1 when k42vmm forwards its stdin as console input (a `run` with
+    /// `-- COMMAND`; see [`crate::hypercall::HypercallNr::ConsoleRead`]),
+    /// 0 otherwise.
+    pub console_input: u32,
+    /// 1 when that input is a terminal (k42vmm put it in raw mode: the
+    /// guest echoes and edits lines itself), 0 when it is a pipe or file.
+    pub console_is_terminal: u32,
     /// Total guest RAM in bytes (not where it ends: see
     /// [`BootInfo::ram_end`]).
     pub mem_size: u64,
@@ -179,7 +186,7 @@ pub struct BootInfo {
 const _: () = assert!(core::mem::size_of::<MemRegion>() == 24);
 const _: () = assert!(core::mem::size_of::<BootModule>() == 64);
 const _: () = assert!(
-    core::mem::size_of::<BootInfo>() == 80 + 24 * MAX_MEM_REGIONS + 64 * MAX_MODULES + MAX_CMDLINE
+    core::mem::size_of::<BootInfo>() == 88 + 24 * MAX_MEM_REGIONS + 64 * MAX_MODULES + MAX_CMDLINE
 );
 
 impl BootInfo {

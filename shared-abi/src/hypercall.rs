@@ -32,6 +32,15 @@ pub const PORT: u16 = 0x0510;
 pub const MAX_CONSOLE_WRITE: u64 = 64 * 1024;
 /// Longest message accepted by [`HypercallNr::Panic`].
 pub const MAX_PANIC_MESSAGE: u64 = 4096;
+/// Longest buffer [`HypercallNr::ConsoleRead`] fills.
+pub const MAX_CONSOLE_READ: u64 = 4096;
+/// What [`HypercallNr::ConsoleRead`] returns once the host's input has
+/// ended and every byte of it was read (end of file).
+pub const CONSOLE_END: i64 = 1 << 32;
+/// The interrupt vector k42vmm sends vCPU 0 (an MSI to APIC id 0) when
+/// console input arrives or ends, once the guest enabled input
+/// ([`crate::BootInfo::console_input`] set).
+pub const CONSOLE_INPUT_VECTOR: u8 = 0x32;
 /// Longest test name accepted by [`HypercallNr::TestResult`].
 pub const MAX_TEST_NAME: u64 = 128;
 /// Most frames one [`HypercallNr::ZeroPages`] call clears.
@@ -168,6 +177,14 @@ pub enum HypercallNr {
     /// guest must never aim it at a page table: KVM-PVM's shadow paging
     /// does not see the host's writes.)
     CopyMem = 16,
+    /// Read console input (the host's stdin, forwarded by k42vmm when
+    /// [`crate::BootInfo::console_input`] is set): up to `args[1]` bytes
+    /// (at most [`MAX_CONSOLE_READ`]) of what has arrived, in order, to
+    /// guest-physical `args[0]`. Returns the bytes copied — 0 when none
+    /// is waiting — or [`CONSOLE_END`] once the input has ended and all
+    /// of it was read. Never blocks: k42vmm sends
+    /// [`CONSOLE_INPUT_VECTOR`] to vCPU 0 when more arrives.
+    ConsoleRead = 17,
 }
 
 impl HypercallNr {
@@ -189,6 +206,7 @@ impl HypercallNr {
             14 => Self::Nop,
             15 => Self::ZeroPages,
             16 => Self::CopyMem,
+            17 => Self::ConsoleRead,
             _ => return None,
         })
     }
@@ -211,6 +229,11 @@ impl Hypercall {
     /// [`HypercallNr::ConsoleWrite`]: `len` bytes of UTF-8 at `pa`.
     pub const fn console_write(pa: u64, len: u64) -> Self {
         Self::new(HypercallNr::ConsoleWrite, [pa, len, 0, 0])
+    }
+
+    /// [`HypercallNr::ConsoleRead`] into `len` bytes at `pa`.
+    pub const fn console_read(pa: u64, len: u64) -> Self {
+        Self::new(HypercallNr::ConsoleRead, [pa, len, 0, 0])
     }
 
     /// [`HypercallNr::Shutdown`] with exit code `code`.
@@ -344,7 +367,7 @@ mod tests {
             }
         }
         assert_eq!(HypercallNr::from_raw(0), None);
-        assert_eq!(HypercallNr::from_raw(17), None);
+        assert_eq!(HypercallNr::from_raw(18), None);
     }
 
     #[test]

@@ -123,6 +123,9 @@ fn dispatch(
         HypercallNr::Nop => cont(Ok(0)),
         HypercallNr::ZeroPages => cont(zero_pages(shared, args[0], args[1])),
         HypercallNr::CopyMem => cont(copy_mem(shared, args[0], args[1])),
+        // k42vmm does not forward its stdin yet (BootInfo::console_input
+        // is 0): there is no console input to read.
+        HypercallNr::ConsoleRead => cont(Err(HypercallResult::NotPermitted)),
         HypercallNr::TraceRegister => cont(
             match shared
                 .trace
