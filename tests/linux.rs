@@ -65,7 +65,7 @@ fn guest(vcpus: u32, command: &[&str]) -> std::process::Output {
         "--vcpus",
         &n,
         "--timeout",
-        "300s",
+        "600s",
         image.to_str().unwrap(),
         "--",
     ];

@@ -40,7 +40,7 @@ pub const CONSOLE_END: i64 = 1 << 32;
 /// The interrupt vector k42vmm sends vCPU 0 (an MSI to APIC id 0) when
 /// console input arrives or ends, once the guest enabled input
 /// ([`crate::BootInfo::console_input`] set).
-pub const CONSOLE_INPUT_VECTOR: u8 = 0x32;
+pub const CONSOLE_INPUT_VECTOR: u8 = 0x47;
 /// Longest test name accepted by [`HypercallNr::TestResult`].
 pub const MAX_TEST_NAME: u64 = 128;
 /// Most frames one [`HypercallNr::ZeroPages`] call clears.

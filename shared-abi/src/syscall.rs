@@ -251,6 +251,26 @@ macro_rules! for_each_syscall {
         /// Wait until a signal the caller does not block is pending
         /// (Linux `rt_sigsuspend`, `pause`); returns 0.
         SignalWait = 41 => linux::signal_wait(0);
+        /// Read console input through the terminal's line discipline: up
+        /// to `rsi` bytes to `rdi` (a line at most when canonical); `rdx`
+        /// bit 0 set: `WouldBlock` instead of waiting. 0 is end of file.
+        /// `NotPermitted` when k42vmm forwards no input.
+        TtyRead = 42 => linux::tty_read(3);
+        /// The console terminal's settings and foreground process group:
+        /// operation `rdi` with argument `rsi` (`GET`/`SET` a Linux
+        /// `termios` at `rsi`, `GET_PGRP`, `SET_PGRP` to `rsi`; see the
+        /// kernel's `proc::tty::op`). `NotPermitted` when the console is
+        /// not a terminal.
+        TtyControl = 43 => linux::tty_control(2);
+        /// Put process `rdi` (0: the caller; else the caller or its
+        /// child) in process group `rsi` (0: its own pid).
+        SetPgid = 44 => linux::set_pgid(2);
+        /// Process `rdi`'s process group (0: the caller's).
+        GetPgid = 45 => linux::get_pgid(1);
+        /// Send Linux signal `rsi` to every Linux process in process
+        /// group `rdi` (as `Signal` does to one); `NoSuchProcess` when
+        /// there is none.
+        SignalGroup = 46 => linux::signal_group(2);
         }
     };
 }

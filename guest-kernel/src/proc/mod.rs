@@ -27,6 +27,7 @@ pub mod pipe;
 pub mod ppc;
 pub mod sched;
 pub mod signal;
+pub mod tty;
 
 use alloc::collections::BTreeMap;
 use alloc::string::String;
@@ -68,6 +69,9 @@ pub struct Process {
     /// Its Linux signal page's frame, once it runs a Linux program (0
     /// before); see [`signal`].
     signals: SpinLock<u64>,
+    /// Its process group (a new process's own pid; a fork child's
+    /// parent's), for signals to a group and the terminal's foreground.
+    pgid: AtomicU32,
 }
 
 struct State {
@@ -172,6 +176,7 @@ fn make_process(
     mem: Memory,
     handles: files::Handles,
     signal_page: u64,
+    inherit_group: bool,
     first: impl FnOnce(Arc<Process>, Arc<Memory>) -> Arc<Thread>,
 ) -> Arc<Thread> {
     let p = Arc::new(Process {
@@ -190,6 +195,13 @@ fn make_process(
         parked: SpinLock::new(None),
         files: SpinLock::new(handles),
         signals: SpinLock::new(signal_page),
+        pgid: AtomicU32::new(lookup(parent).map_or(pid, |pp| {
+            if inherit_group {
+                pp.pgid.load(Ordering::Acquire)
+            } else {
+                pid
+            }
+        })),
     });
     TABLE.lock().procs.insert(pid, p.clone());
     if let Some(pp) = lookup(parent) {
@@ -241,6 +253,7 @@ pub fn spawn(parent: u32, name: &str, args: &[u8], flags: u64) -> Result<u32, Sy
         mem,
         files::Handles::default(),
         0,
+        false,
         |p, m| Thread::new(1, p, m, entry, USER_TOP, [k42_abi::syscall::USER_INFO, 0]),
     );
     t.set_pin(pin.map(|c| c as u32));
@@ -461,11 +474,20 @@ pub fn fork(t: &Arc<Thread>, frame: &TrapFrame) -> Result<u32, SyscallError> {
     let name = p.name.lock().clone();
     let handles = p.files.lock().clone();
     let signal_page = signal_page.unwrap_or(0);
-    let child = make_process(pid, p.pid, &name, mem, handles, signal_page, |cp, m| {
-        let c = Thread::from_frame(1, cp, m, frame);
-        c.set_result(0);
-        c
-    });
+    let child = make_process(
+        pid,
+        p.pid,
+        &name,
+        mem,
+        handles,
+        signal_page,
+        true,
+        |cp, m| {
+            let c = Thread::from_frame(1, cp, m, frame);
+            c.set_result(0);
+            c
+        },
+    );
     crate::trace::log(k42_abi::trace::ev::sched::spawn(pid as u64, p.pid as u64));
     sched::enqueue(child);
     Ok(pid)
@@ -579,6 +601,45 @@ fn wait_or_not(
     drop(s);
     sched::switch_to_next(frame);
     Ok(None)
+}
+
+/// Process `pid`'s group, `0` meaning the caller `p`.
+pub fn get_pgid(p: &Process, pid: u32) -> Result<u32, SyscallError> {
+    if pid == 0 {
+        return Ok(p.pgid.load(Ordering::Acquire));
+    }
+    Ok(lookup(pid)
+        .ok_or(SyscallError::NoSuchProcess)?
+        .pgid
+        .load(Ordering::Acquire))
+}
+
+/// Put process `pid` (0: `p`; else `p` or its child) in group `pgid`
+/// (0: `pid` itself).
+pub fn set_pgid(p: &Process, pid: u32, pgid: u32) -> Result<(), SyscallError> {
+    let target = if pid == 0 || pid == p.pid {
+        lookup(p.pid).ok_or(SyscallError::NoSuchProcess)?
+    } else {
+        let t = lookup(pid).ok_or(SyscallError::NoSuchProcess)?;
+        if t.parent.load(Ordering::Acquire) != p.pid {
+            return Err(SyscallError::NoSuchProcess);
+        }
+        t
+    };
+    let pgid = if pgid == 0 { target.pid } else { pgid };
+    target.pgid.store(pgid, Ordering::Release);
+    Ok(())
+}
+
+/// The live processes of group `pgid`.
+pub fn group(pgid: u32) -> Vec<Arc<Process>> {
+    TABLE
+        .lock()
+        .procs
+        .values()
+        .filter(|p| p.pgid.load(Ordering::Acquire) == pgid)
+        .cloned()
+        .collect()
 }
 
 /// Kill process `pid`: the caller's child, or itself.

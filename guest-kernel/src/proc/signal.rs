@@ -160,6 +160,28 @@ pub fn send(target: &Arc<Process>, sig: u32) -> Result<(), SyscallError> {
     Ok(())
 }
 
+/// Send `sig` to every Linux process of group `pgid` (the others are
+/// not signalled); `NoSuchProcess` when the group has none.
+pub fn send_group(pgid: u32, sig: u32) -> Result<(), SyscallError> {
+    let members = super::group(pgid);
+    let mut any = false;
+    for p in &members {
+        if p.killed() {
+            continue;
+        }
+        match send(p, sig) {
+            Ok(()) => any = true,
+            Err(SyscallError::NotPermitted) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    if any {
+        Ok(())
+    } else {
+        Err(SyscallError::NoSuchProcess)
+    }
+}
+
 /// A deliverable signal is pending for `p`: end its blocking call.
 fn interrupt(p: &Process) {
     wake_parked(p);

@@ -91,3 +91,51 @@ pub fn signal_wait(cx: &mut Context, []: [u64; 0]) -> SysResult {
         Ok(Done::Switched)
     }
 }
+
+/// `TtyRead`.
+pub fn tty_read(cx: &mut Context, [buf, len, flags]: [u64; 3]) -> SysResult {
+    let t = cx.thread()?;
+    if flags & !1 != 0 {
+        return Err(SyscallError::InvalidArgument);
+    }
+    match proc::tty::read(&t, buf, len, flags & 1 != 0, cx.frame)? {
+        proc::tty::Read::Done(n) => value(n),
+        proc::tty::Read::Blocked => Ok(Done::Switched),
+    }
+}
+
+/// `TtyControl`.
+pub fn tty_control(cx: &mut Context, [op, arg]: [u64; 2]) -> SysResult {
+    let t = cx.thread()?;
+    value(proc::tty::control(&t, op, arg)?)
+}
+
+/// `SetPgid`.
+pub fn set_pgid(cx: &mut Context, [pid, pgid]: [u64; 2]) -> SysResult {
+    let t = cx.thread()?;
+    let pid = u32::try_from(pid).map_err(|_| SyscallError::NoSuchProcess)?;
+    let pgid = u32::try_from(pgid).map_err(|_| SyscallError::InvalidArgument)?;
+    proc::set_pgid(&t.process, pid, pgid)?;
+    value(0)
+}
+
+/// `GetPgid`.
+pub fn get_pgid(cx: &mut Context, [pid]: [u64; 1]) -> SysResult {
+    let t = cx.thread()?;
+    let pid = u32::try_from(pid).map_err(|_| SyscallError::NoSuchProcess)?;
+    value(u64::from(proc::get_pgid(&t.process, pid)?))
+}
+
+/// `SignalGroup`.
+pub fn signal_group(cx: &mut Context, [pgid, sig]: [u64; 2]) -> SysResult {
+    let t = cx.thread()?;
+    let pgid = u32::try_from(pgid).map_err(|_| SyscallError::NoSuchProcess)?;
+    let sig = u32::try_from(sig).map_err(|_| SyscallError::InvalidArgument)?;
+    proc::signal::send_group(pgid, sig)?;
+    if t.process.killed() {
+        drop(t);
+        proc::end_current(cx.frame);
+        return Ok(Done::Switched);
+    }
+    value(0)
+}

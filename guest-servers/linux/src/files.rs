@@ -200,8 +200,8 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> LinuxResult {
 /// Read from `open` at `pos` into the program's `buf`; the bytes read.
 fn read_at(open: &Open, pos: u64, buf: u64, len: u64) -> LinuxResult {
     match open.kind {
-        // Console input is not connected yet: end of file.
-        Kind::Console | Kind::Null => Ok(0),
+        Kind::Console => console_read(open, buf, len),
+        Kind::Null => Ok(0),
         Kind::Zero => {
             // SAFETY: the program's buffer (see `cstr`).
             unsafe { core::ptr::write_bytes(buf as *mut u8, 0, len as usize) };
@@ -217,6 +217,18 @@ fn read_at(open: &Open, pos: u64, buf: u64, len: u64) -> LinuxResult {
             let r = k42_rt::sys::raw::FileRead::call([handle, nonblock(open), buf, len]);
             k42_rt::sys::sys_result(r).map_err(sys_errno)
         }
+    }
+}
+
+/// Read the console (the terminal's line discipline in the kernel); end
+/// of file when k42vmm forwards no input.
+fn console_read(open: &Open, buf: u64, len: u64) -> LinuxResult {
+    let nonblock = u64::from(open.flags() & g::O_NONBLOCK != 0);
+    match k42_rt::sys::sys_result(k42_rt::sys::raw::TtyRead::call([buf, len, nonblock])) {
+        Ok(n) => Ok(n),
+        Err(SyscallError::NotPermitted) => Ok(0),
+        Err(SyscallError::WouldBlock) => Err(e::EAGAIN),
+        Err(s) => Err(sys_errno(s)),
     }
 }
 
@@ -594,11 +606,61 @@ pub fn getdents64(fd: u64, buf: u64, len: u64) -> LinuxResult {
     Ok(at)
 }
 
-/// `ioctl`: the console is not a terminal yet, nor is anything else.
-pub fn ioctl(fd: u64, _cmd: u64, _arg: u64) -> LinuxResult {
-    fd::get(fd)?;
-    Err(e::ENOTTY)
+/// `ioctl`: the console is a terminal when k42vmm's stdin is one
+/// (termios, window size, foreground process group); nothing else is.
+pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
+    use linux_raw_sys::ioctl as io;
+    let open = fd::get(fd)?;
+    if open.kind != Kind::Console {
+        return Err(e::ENOTTY);
+    }
+    let tty = |op: u64, a: u64| {
+        k42_rt::sys::sys_result(k42_rt::sys::raw::TtyControl::call([op, a])).map_err(
+            |err| match err {
+                SyscallError::NotPermitted => e::ENOTTY,
+                s => sys_errno(s),
+            },
+        )
+    };
+    // Whether the console is a terminal at all.
+    let pgrp = tty(TTY_GET_PGRP, 0)?;
+    match cmd as u32 {
+        io::TCGETS => tty(TTY_GET, arg).map(|_| 0),
+        io::TCSETS | io::TCSETSW | io::TCSETSF => tty(TTY_SET, arg).map(|_| 0),
+        io::TIOCGPGRP => {
+            // SAFETY: the program's int (see `cstr`).
+            unsafe { core::ptr::write_unaligned(arg as *mut i32, pgrp as i32) };
+            Ok(0)
+        }
+        io::TIOCSPGRP => {
+            // SAFETY: as above.
+            let pgid = unsafe { core::ptr::read_unaligned(arg as *const i32) };
+            if pgid < 0 {
+                return Err(e::EINVAL);
+            }
+            tty(TTY_SET_PGRP, pgid as u64).map(|_| 0)
+        }
+        io::TIOCGWINSZ => {
+            let ws = g::winsize {
+                ws_row: 24,
+                ws_col: 80,
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // SAFETY: as above.
+            unsafe { core::ptr::write_unaligned(arg as *mut g::winsize, ws) };
+            Ok(0)
+        }
+        io::TIOCSWINSZ | io::TIOCSCTTY | io::TIOCNOTTY => Ok(0),
+        _ => Err(e::EINVAL),
+    }
 }
+
+/// `TtyControl` operations (the kernel's `proc::tty::op`).
+const TTY_GET: u64 = 1;
+const TTY_SET: u64 = 2;
+const TTY_GET_PGRP: u64 = 3;
+const TTY_SET_PGRP: u64 = 4;
 
 /// `access`, `faccessat`: as for root — whether the path exists, and
 /// for X_OK whether a file has an execute bit.

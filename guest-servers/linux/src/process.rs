@@ -85,22 +85,24 @@ pub fn getppid() -> LinuxResult {
     Ok(u64::from(STATE.lock().ppid))
 }
 
-/// `getpgid`, `getpgrp`.
+/// `getpgid`, `getpgrp`: the kernel keeps process groups (the terminal
+/// signals the foreground one).
 pub fn getpgid(pid: u64) -> LinuxResult {
-    if pid != 0 && pid != getpid()? {
-        return Err(e::ESRCH);
-    }
-    Ok(u64::from(STATE.lock().pgid))
+    let pid = u32::try_from(pid).map_err(|_| e::ESRCH)?;
+    sys_result(raw::GetPgid::call([u64::from(pid)])).map_err(|_| e::ESRCH)
 }
 
-/// `setpgid` (of this process).
+/// `setpgid`: this process or a child.
 pub fn setpgid(pid: u64, pgid: u64) -> LinuxResult {
-    let me = getpid()?;
-    if pid != 0 && pid != me {
-        return Err(e::ESRCH);
+    if pgid > u64::from(i32::MAX as u32) {
+        return Err(e::EINVAL);
     }
-    STATE.lock().pgid = if pgid == 0 { me as u32 } else { pgid as u32 };
-    Ok(0)
+    sys_result(raw::SetPgid::call([pid, pgid]))
+        .map(|_| 0)
+        .map_err(|err| match err {
+            SyscallError::InvalidArgument => e::EINVAL,
+            _ => e::ESRCH,
+        })
 }
 
 /// `getsid`.
@@ -111,12 +113,11 @@ pub fn getsid(pid: u64) -> LinuxResult {
     Ok(u64::from(STATE.lock().sid))
 }
 
-/// `setsid`.
+/// `setsid`: a new session and process group, led by this process.
 pub fn setsid() -> LinuxResult {
     let me = getpid()? as u32;
-    let mut st = STATE.lock();
-    st.sid = me;
-    st.pgid = me;
+    setpgid(0, 0)?;
+    STATE.lock().sid = me;
     Ok(u64::from(me))
 }
 

@@ -21,8 +21,7 @@
 //!
 //! Not yet: delivery to a program that makes no system call (a caught
 //! signal waits for its next call; one that terminates does not wait),
-//! `sigaltstack`, stop and continue (stop signals are ignored), process
-//! groups as targets of `kill` (the caller's own group means the caller),
+//! `sigaltstack`, stop and continue (stop signals are ignored),
 //! `siginfo` beyond the signal number.
 
 use core::sync::atomic::Ordering;
@@ -242,21 +241,27 @@ fn send(pid: u64, sig: u32) -> LinuxResult {
         })
 }
 
-/// `kill`: a process by pid; 0 and -(the caller's group) mean the caller
-/// (process groups are not kept by the kernel yet).
+/// `kill`: a process (pid > 0), the caller's process group (0), or group
+/// -pid; -1 (every process) is ESRCH.
 pub fn kill(pid: i64, sig: u64) -> LinuxResult {
     if sig > u64::from(MAX_SIGNAL) {
         return Err(e::EINVAL);
     }
-    let me = crate::process::getpid()?;
-    let pgid = crate::fd::STATE.lock().pgid;
-    let target = match pid {
-        0 => me,
-        p if p > 0 => p as u64,
-        p if p == -i64::from(pgid) => me,
-        _ => return Err(e::ESRCH),
+    let group = match pid {
+        p if p > 0 => return send(p as u64, sig as u32),
+        0 => crate::process::getpgid(0)?,
+        -1 => return Err(e::ESRCH),
+        p => p.unsigned_abs(),
     };
-    send(target, sig as u32)
+    if sig == 0 {
+        return Ok(0);
+    }
+    sys_result(raw::SignalGroup::call([group, sig]))
+        .map(|_| 0)
+        .map_err(|err| match err {
+            SyscallError::InvalidArgument => e::EINVAL,
+            _ => e::ESRCH,
+        })
 }
 
 /// Send `sig` to this process (SIGPIPE on a write no one reads): its
