@@ -167,6 +167,15 @@ fn reaped(pid: u32) {
     t.live -= 1;
 }
 
+/// What a new process takes from its parent.
+struct Inherited {
+    handles: files::Handles,
+    /// Its signal page (0: none).
+    signal_page: u64,
+    /// Whether it joins the parent's process group (else its own).
+    inherit_group: bool,
+}
+
 /// Make process `pid` (reserved) with memory `mem`; returns its first
 /// thread (made by `first`), not yet queued.
 fn make_process(
@@ -174,11 +183,14 @@ fn make_process(
     parent: u32,
     name: &str,
     mem: Memory,
-    handles: files::Handles,
-    signal_page: u64,
-    inherit_group: bool,
+    from_parent: Inherited,
     first: impl FnOnce(Arc<Process>, Arc<Memory>) -> Arc<Thread>,
 ) -> Arc<Thread> {
+    let Inherited {
+        handles,
+        signal_page,
+        inherit_group,
+    } = from_parent;
     let p = Arc::new(Process {
         pid,
         name: SpinLock::new(String::from(name)),
@@ -251,9 +263,11 @@ pub fn spawn(parent: u32, name: &str, args: &[u8], flags: u64) -> Result<u32, Sy
         parent,
         name,
         mem,
-        files::Handles::default(),
-        0,
-        false,
+        Inherited {
+            handles: files::Handles::default(),
+            signal_page: 0,
+            inherit_group: false,
+        },
         |p, m| Thread::new(1, p, m, entry, USER_TOP, [k42_abi::syscall::USER_INFO, 0]),
     );
     t.set_pin(pin.map(|c| c as u32));
@@ -474,20 +488,16 @@ pub fn fork(t: &Arc<Thread>, frame: &TrapFrame) -> Result<u32, SyscallError> {
     let name = p.name.lock().clone();
     let handles = p.files.lock().clone();
     let signal_page = signal_page.unwrap_or(0);
-    let child = make_process(
-        pid,
-        p.pid,
-        &name,
-        mem,
+    let inherited = Inherited {
         handles,
         signal_page,
-        true,
-        |cp, m| {
-            let c = Thread::from_frame(1, cp, m, frame);
-            c.set_result(0);
-            c
-        },
-    );
+        inherit_group: true,
+    };
+    let child = make_process(pid, p.pid, &name, mem, inherited, |cp, m| {
+        let c = Thread::from_frame(1, cp, m, frame);
+        c.set_result(0);
+        c
+    });
     crate::trace::log(k42_abi::trace::ev::sched::spawn(pid as u64, p.pid as u64));
     sched::enqueue(child);
     Ok(pid)

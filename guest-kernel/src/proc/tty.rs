@@ -164,10 +164,7 @@ fn pump() {
     let mut echo: Vec<u8> = Vec::new();
     let mut signals: Vec<(u32, u32)> = Vec::new();
     let mut woke = Vec::new();
-    loop {
-        let Some(pa) = arch::virt_to_phys(buf.as_mut_ptr() as u64) else {
-            break;
-        };
+    while let Some(pa) = arch::virt_to_phys(buf.as_mut_ptr() as u64) {
         let n = arch::hypercall(Hypercall::console_read(pa, buf.len() as u64));
         // k42vmm wrote the buffer behind the compiler's back.
         let buf = core::hint::black_box(&mut buf);
