@@ -116,7 +116,8 @@ fn a_busybox_script_prints_what_it_prints_on_linux_4_vcpus() {
 /// action and SIGKILL), a subshell's TERM trap, `wait` for several jobs,
 /// SIGPIPE (a pipeline's status under pipefail), a shell killing itself,
 /// an ignored and a caught signal sent to oneself; then 200 processes in
-/// a loop and a MiB through a pipe. The shell's stderr (job reports like
+/// a loop and a MiB through a pipe; `read -t` (poll on a pipe, with and
+/// without its timeout passing). The shell's stderr (job reports like
 /// "Terminated") is dropped: in the guest it shares the console with
 /// stdout.
 const SIGNALS: &str = r#"
@@ -141,6 +142,8 @@ $B sh -c 'kill -TERM $$; echo not here'; echo "sh killed itself: $?"
 $B sh -c 'trap "" TERM; kill -TERM $$; echo ignored TERM'
 $B sh -c 'trap "echo usr1" USR1; kill -USR1 $$; echo after usr1'
 $B sh -c 'exit 5' & wait $!; echo "background exit: $?"
+($B sleep 0.3; echo late) | (read -t 2 x; echo "read waited for: $x")
+($B sleep 1; echo late) | (read -t 0.2 x; echo "read timed out: $?")
 n=0; while [ $n -lt 200 ]; do $B true; n=$((n+1)); done; echo "$n processes"
 $B dd if=/dev/zero bs=1024 count=1024 | $B wc -c
 $B head -c 1048576 /dev/zero | $B md5sum

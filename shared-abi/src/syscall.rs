@@ -271,6 +271,9 @@ macro_rules! for_each_syscall {
         /// group `rdi` (as `Signal` does to one); `NoSuchProcess` when
         /// there is none.
         SignalGroup = 46 => linux::signal_group(2);
+        /// What a poll of pipe end `rdi` finds: [`file::POLL_READABLE`],
+        /// [`file::POLL_WRITABLE`], [`file::POLL_HANGUP`] bits.
+        PipePoll = 47 => file::pipe_poll(1);
         }
     };
 }
@@ -340,6 +343,12 @@ pub mod file {
     pub const RIGHT_GRANT: u64 = 4;
     /// Every right.
     pub const RIGHTS_ALL: u64 = RIGHT_READ | RIGHT_WRITE | RIGHT_GRANT;
+    /// [`super::Syscall::PipePoll`]: bytes to read (or end of file).
+    pub const POLL_READABLE: u64 = 1;
+    /// [`super::Syscall::PipePoll`]: room to write.
+    pub const POLL_WRITABLE: u64 = 2;
+    /// [`super::Syscall::PipePoll`]: the other end is gone.
+    pub const POLL_HANGUP: u64 = 4;
     /// `FileRead`/`FileWrite` on a pipe end: the offset argument holds
     /// flags, and this one asks not to wait.
     pub const PIPE_NONBLOCK: u64 = 1;

@@ -212,3 +212,25 @@ pub fn write(
     wake(waiting);
     Ok(Outcome::Done(n as u64))
 }
+
+/// What a `poll` of `end` finds: [`file::POLL_READABLE`] (bytes to read,
+/// or end of file), [`file::POLL_WRITABLE`] (room), [`file::POLL_HANGUP`]
+/// (the other end is gone).
+pub fn poll(end: &End) -> u64 {
+    let s = end.pipe.state.lock();
+    if end.write {
+        if !s.reader {
+            file::POLL_WRITABLE | file::POLL_HANGUP
+        } else if s.bytes.len() < CAPACITY {
+            file::POLL_WRITABLE
+        } else {
+            0
+        }
+    } else if !s.writer {
+        file::POLL_READABLE | file::POLL_HANGUP
+    } else if !s.bytes.is_empty() {
+        file::POLL_READABLE
+    } else {
+        0
+    }
+}

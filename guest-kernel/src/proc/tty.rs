@@ -96,6 +96,8 @@ pub mod op {
     pub const GET_PGRP: u64 = 3;
     /// Set the foreground process group to `arg`.
     pub const SET_PGRP: u64 = 4;
+    /// 1 when a read would not wait (bytes, or end of file), else 0.
+    pub const READY: u64 = 5;
 }
 
 struct Tty {
@@ -367,6 +369,15 @@ pub fn read(
 
 /// `TtyControl` for thread `t`: `op` with `arg`.
 pub fn control(t: &Arc<Thread>, op: u64, arg: u64) -> Result<u64, SyscallError> {
+    if op == op::READY {
+        // For any console input, terminal or not.
+        if !TTY.lock().enabled {
+            return Err(SyscallError::NotPermitted);
+        }
+        pump();
+        let tty = TTY.lock();
+        return Ok(u64::from(!tty.ready.is_empty() || tty.eof || tty.ended));
+    }
     if !TTY.lock().terminal {
         return Err(SyscallError::NotPermitted);
     }

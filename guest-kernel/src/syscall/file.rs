@@ -88,3 +88,10 @@ pub fn module_info(cx: &mut Context, [i, buf, cap]: [u64; 3]) -> SysResult {
 pub fn module_read(cx: &mut Context, [i, off, buf, len]: [u64; 4]) -> SysResult {
     value(files::module_read(&*cx.thread()?, i, off, buf, len)?)
 }
+
+/// `PipePoll`.
+pub fn pipe_poll(cx: &mut Context, [h]: [u64; 1]) -> SysResult {
+    let t = cx.thread()?;
+    let end = files::pipe_end(&t.process, h).ok_or(k42_abi::syscall::SyscallError::BadHandle)?;
+    value(pipe::poll(&end))
+}

@@ -15,7 +15,7 @@
 
 use linux_raw_sys::general as nr;
 
-use crate::{LinuxResult, fd, files, memory, process, signal, system};
+use crate::{LinuxResult, fd, files, memory, poll, process, signal, system};
 
 /// Bytes of the personality's own stack.
 const STACK_SIZE: usize = 256 * 1024;
@@ -251,6 +251,10 @@ fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
         nr::__NR_rt_sigpending => signal::rt_sigpending(a[0], a[1]),
         nr::__NR_rt_sigsuspend => signal::rt_sigsuspend(a[0], a[1]),
         nr::__NR_pause => signal::pause(),
+        nr::__NR_poll => poll::poll(a[0], a[1], int(a[2]) as i64),
+        nr::__NR_ppoll => poll::ppoll(a[0], a[1], a[2], a[3], a[4]),
+        nr::__NR_select => poll::select(int(a[0]), a[1], a[2], a[3], a[4]),
+        nr::__NR_pselect6 => poll::pselect6(int(a[0]), a[1], a[2], a[3], a[4], a[5]),
         nr::__NR_uname => system::uname(a[0]),
         nr::__NR_getrandom => system::getrandom(a[0], a[1], a[2]),
         nr::__NR_prlimit64 => system::prlimit64(int(a[0]), a[1], a[2], a[3]),

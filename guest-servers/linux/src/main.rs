@@ -18,6 +18,7 @@
 //! | [`fd`]    | the descriptor table and what exec carries over          |
 //! | [`files`] | files, directories, paths, the console                  |
 //! | [`memory`]| brk, mmap, munmap, mprotect                             |
+//! | [`poll`]  | poll, ppoll, select, pselect6                           |
 //! | [`process`]| exit, exec, fork, wait, ids                             |
 //! | [`signal`]| actions, masks, kill, delivery, rt_sigreturn            |
 //! | [`system`]| uname, time, random, limits                             |
@@ -30,6 +31,7 @@ mod entry;
 mod fd;
 mod files;
 mod memory;
+mod poll;
 mod process;
 mod signal;
 mod system;

@@ -217,6 +217,30 @@ pub fn rt_sigsuspend(set: u64, size: u64) -> LinuxResult {
     wait_for_signal()
 }
 
+/// Run `f` (a wait: `ppoll`, `pselect6`) with the program's mask at
+/// `set` (`size` bytes; NULL: the mask as it is). When the wait ends for
+/// a signal, the old mask comes back when its handler returns, as after
+/// `rt_sigsuspend`; otherwise at once.
+pub fn with_mask(set: u64, size: u64, f: impl FnOnce() -> LinuxResult) -> LinuxResult {
+    if set == 0 {
+        return f();
+    }
+    if size != 8 {
+        return Err(e::EINVAL);
+    }
+    // SAFETY: the program's memory (see files::cstr).
+    let mask = unsafe { core::ptr::read_unaligned(set as *const u64) };
+    let old = page().blocked.load(Ordering::Acquire);
+    set_blocked(mask);
+    let r = f();
+    if r == Err(ERESTARTNOHAND) {
+        *SUSPEND_MASK.lock() = Some(old);
+    } else {
+        set_blocked(old);
+    }
+    r
+}
+
 /// `pause`.
 pub fn pause() -> LinuxResult {
     wait_for_signal()

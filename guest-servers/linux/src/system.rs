@@ -16,6 +16,11 @@ fn info() -> &'static ProgramInfo {
     unsafe { &*(USER_INFO as *const ProgramInfo) }
 }
 
+/// Nanoseconds since boot (`CLOCK_MONOTONIC`).
+pub fn monotonic_ns() -> u64 {
+    now_ns()
+}
+
 /// Nanoseconds since boot.
 fn now_ns() -> u64 {
     // SAFETY: rdtsc reads the time-stamp counter; no memory effects.
