@@ -42,6 +42,8 @@ here document
 EOF2
 $B echo to-nowhere >/dev/null 2>&1; echo "redirected to /dev/null"
 $B rm -r sub; $B ls
+{ echo one; (echo two); $B echo three; echo four; } > shared; $B cat shared
+exec 3<shared; read a <&3; (read b <&3; echo "child read $b"); read c <&3; echo "$a $c"; exec 3<&-
 cd / && $B rm -r /tmp/k42t
 echo =END=
 "#;

@@ -274,6 +274,12 @@ macro_rules! for_each_syscall {
         /// What a poll of pipe end `rdi` finds: [`file::POLL_READABLE`],
         /// [`file::POLL_WRITABLE`], [`file::POLL_HANGUP`] bits.
         PipePoll = 47 => file::pipe_poll(1);
+        /// Set file handle `rdi`'s position to `rsi` (signed) from `rdx`
+        /// (0 the start, 1 the position, 2 the end); returns it. The
+        /// position is shared by the handle's copies in forked children
+        /// and kept across exec; `FileRead`/`FileWrite` at
+        /// [`file::AT_POSITION`] use and move it.
+        FileSeek = 48 => file::seek(3);
         }
     };
 }
@@ -343,6 +349,9 @@ pub mod file {
     pub const RIGHT_GRANT: u64 = 4;
     /// Every right.
     pub const RIGHTS_ALL: u64 = RIGHT_READ | RIGHT_WRITE | RIGHT_GRANT;
+    /// `FileRead`/`FileWrite` offset: at the handle's position (moved
+    /// past the bytes; to the new end for an appending write).
+    pub const AT_POSITION: u64 = u64::MAX;
     /// [`super::Syscall::PipePoll`]: bytes to read (or end of file).
     pub const POLL_READABLE: u64 = 1;
     /// [`super::Syscall::PipePoll`]: room to write.

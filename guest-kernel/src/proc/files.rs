@@ -408,8 +408,10 @@ struct Slot {
 /// What a handle names.
 #[derive(Clone)]
 pub enum Object {
-    /// A file's memory object.
-    File(Arc<FileObj>),
+    /// A file's memory object, and the handle's position: shared by the
+    /// copies of the handle a fork makes and an exec keeps (Linux's open
+    /// file description), not by handles granted anew.
+    File(Arc<FileObj>, Arc<AtomicU64>),
     /// One end of a pipe (`super::pipe`).
     Pipe(Arc<super::pipe::End>),
 }
@@ -490,7 +492,23 @@ fn handle(p: &Process, h: u64, need: u64) -> Result<Arc<FileObj>, SyscallError> 
         return Err(SyscallError::NotPermitted);
     }
     match obj {
-        Object::File(f) => Ok(f),
+        Object::File(f, _) => Ok(f),
+        Object::Pipe(_) => Err(SyscallError::InvalidArgument),
+    }
+}
+
+/// Handle `h` of process `p`, with right `need`: its file and position.
+fn handle_pos(
+    p: &Process,
+    h: u64,
+    need: u64,
+) -> Result<(Arc<FileObj>, Arc<AtomicU64>), SyscallError> {
+    let (obj, rights) = p.files.lock().get(h)?;
+    if rights & need != need {
+        return Err(SyscallError::NotPermitted);
+    }
+    match obj {
+        Object::File(f, pos) => Ok((f, pos)),
         Object::Pipe(_) => Err(SyscallError::InvalidArgument),
     }
 }
@@ -537,7 +555,9 @@ pub fn create(t: &Thread, kind: u64) -> Result<u64, SyscallError> {
     }
     let obj = FileObj::new(kind)?;
     trace::log(ev::fs::create(p.pid as u64, kind));
-    p.files.lock().insert(Object::File(obj), file::RIGHTS_ALL)
+    p.files
+        .lock()
+        .insert(Object::File(obj, Arc::default()), file::RIGHTS_ALL)
 }
 
 /// `FileGrant`: give process `to` a handle to `h`'s object with
@@ -555,6 +575,11 @@ pub fn grant(t: &Thread, h: u64, to: u64, rights: u64) -> Result<u64, SyscallErr
     if to.state.lock().ended {
         return Err(SyscallError::NoSuchProcess);
     }
+    // A granted handle starts at position 0 of its own.
+    let obj = match obj {
+        Object::File(f, _) => Object::File(f, Arc::default()),
+        pipe => pipe,
+    };
     table.insert(obj, rights)
 }
 
@@ -569,11 +594,21 @@ pub fn close(t: &Thread, h: u64) -> Result<(), SyscallError> {
 
 /// `FileRead`: up to `len` bytes (at most `MAX_IO`) at `off` into the
 /// caller's `buf`; the bytes read.
+/// At [`file::AT_POSITION`], at the handle's position, which moves past
+/// the bytes read.
 pub fn read(t: &Thread, h: u64, off: u64, buf: u64, len: u64) -> Result<u64, SyscallError> {
     let p = &t.process;
-    let obj = handle(p, h, file::RIGHT_READ)?;
-    let n = obj.read(t.memory(), off, buf, len.min(MAX_IO))?;
-    trace::log(ev::fs::read(p.pid as u64, off, n));
+    let (obj, pos) = handle_pos(p, h, file::RIGHT_READ)?;
+    let at = if off == file::AT_POSITION {
+        pos.load(Ordering::Acquire)
+    } else {
+        off
+    };
+    let n = obj.read(t.memory(), at, buf, len.min(MAX_IO))?;
+    if off == file::AT_POSITION {
+        pos.store(at + n, Ordering::Release);
+    }
+    trace::log(ev::fs::read(p.pid as u64, at, n));
     Ok(n)
 }
 
@@ -588,15 +623,41 @@ pub fn write(
     flags: u64,
 ) -> Result<u64, SyscallError> {
     let p = &t.process;
-    let obj = handle(p, h, file::RIGHT_WRITE)?;
+    let (obj, pos) = handle_pos(p, h, file::RIGHT_WRITE)?;
     let len = len.min(MAX_IO);
     if flags & !file::WRITE_APPEND != 0 {
         return Err(SyscallError::InvalidArgument);
     }
     let append = flags & file::WRITE_APPEND != 0;
-    let end = obj.write(t.memory(), off, buf, len, append)?;
+    let at = if off == file::AT_POSITION {
+        pos.load(Ordering::Acquire)
+    } else {
+        off
+    };
+    let end = obj.write(t.memory(), at, buf, len, append)?;
+    if off == file::AT_POSITION {
+        pos.store(end, Ordering::Release);
+    }
     trace::log(ev::fs::write(p.pid as u64, end - len, len));
     Ok(end)
+}
+
+/// `FileSeek`: set handle `h`'s position to `off` from `whence` (0 the
+/// start, 1 the position, 2 the end); the new position.
+pub fn seek(t: &Thread, h: u64, off: i64, whence: u64) -> Result<u64, SyscallError> {
+    let (obj, pos) = handle_pos(&t.process, h, 0)?;
+    let base = match whence {
+        0 => 0,
+        1 => pos.load(Ordering::Acquire),
+        2 => obj.size.load(Ordering::Acquire),
+        _ => return Err(SyscallError::InvalidArgument),
+    };
+    let to = base
+        .checked_add_signed(off)
+        .filter(|&p| p <= i64::MAX as u64)
+        .ok_or(SyscallError::InvalidArgument)?;
+    pos.store(to, Ordering::Release);
+    Ok(to)
 }
 
 /// `FileSize`.

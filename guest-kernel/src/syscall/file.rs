@@ -95,3 +95,8 @@ pub fn pipe_poll(cx: &mut Context, [h]: [u64; 1]) -> SysResult {
     let end = files::pipe_end(&t.process, h).ok_or(k42_abi::syscall::SyscallError::BadHandle)?;
     value(pipe::poll(&end))
 }
+
+/// `FileSeek`.
+pub fn seek(cx: &mut Context, [h, off, whence]: [u64; 3]) -> SysResult {
+    value(files::seek(&*cx.thread()?, h, off as i64, whence)?)
+}

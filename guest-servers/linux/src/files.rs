@@ -320,11 +320,9 @@ pub fn read(fd: u64, buf: u64, len: u64) -> LinuxResult {
     if !open.readable() {
         return Err(e::EBADF);
     }
-    let n = read_at(&open, open.pos.load(Ordering::Relaxed), buf, len)?;
-    if matches!(open.kind, Kind::File { .. }) {
-        open.pos.fetch_add(n, Ordering::Relaxed);
-    }
-    Ok(n)
+    // A file's position is its kernel handle's, shared with forked
+    // children (Linux's open file description).
+    read_at(&open, file::AT_POSITION, buf, len)
 }
 
 /// `write`.
@@ -335,15 +333,11 @@ pub fn write(fd: u64, buf: u64, len: u64) -> LinuxResult {
     }
     let mut done = 0;
     while done < len {
-        let pos = open.pos.load(Ordering::Relaxed);
-        let (n, end) = match write_at(&open, pos, buf + done, len - done) {
-            Ok(r) => r,
+        let n = match write_at(&open, file::AT_POSITION, buf + done, len - done) {
+            Ok((n, _)) => n,
             Err(err) if done == 0 => return Err(err),
             Err(_) => break,
         };
-        if matches!(open.kind, Kind::File { .. }) {
-            open.pos.store(end, Ordering::Relaxed);
-        }
         done += n;
     }
     Ok(done)
@@ -404,6 +398,13 @@ pub fn writev(fd: u64, iov: u64, n: u64) -> LinuxResult {
 /// `lseek`.
 pub fn lseek(fd: u64, off: i64, whence: u64) -> LinuxResult {
     let open = fd::get(fd)?;
+    if let Kind::File { handle } = open.kind {
+        if whence > 2 {
+            return Err(e::EINVAL);
+        }
+        let r = k42_rt::sys::raw::FileSeek::call([handle, off as u64, whence]);
+        return k42_rt::sys::sys_result(r).map_err(sys_errno);
+    }
     let base = match (open.kind, whence as u32) {
         (Kind::Console | Kind::Pipe { .. }, _) => return Err(e::ESPIPE),
         (_, g::SEEK_SET) => 0,

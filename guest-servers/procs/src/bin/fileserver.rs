@@ -113,6 +113,8 @@ fn run(start: Start) -> u8 {
             mtime: now_ns(),
         },
     );
+    // The directory every Linux system has for temporary files.
+    let _ = mkdir("/tmp", MODE_GIVEN | 0o1777);
     let files = match populate() {
         Ok(n) => n,
         Err(e) => {
