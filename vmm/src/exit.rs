@@ -17,6 +17,9 @@ pub const EXIT_PANIC: u8 = 101;
 pub const EXIT_FAULT: u8 = 102;
 /// Exit code for `--timeout` expiry.
 pub const EXIT_TIMEOUT: u8 = 124;
+/// Exit code when the user stops the VM with Ctrl-A x (as for ^C: 128 +
+/// SIGINT).
+pub const EXIT_QUIT: u8 = 130;
 /// Exit code for a bad command line or bad input.
 pub const EXIT_USAGE: u8 = 2;
 
@@ -39,6 +42,8 @@ pub enum ExitReason {
     Timeout { after: Duration },
     /// k42vmm received a terminating signal.
     Signal(i32),
+    /// The user typed the escape Ctrl-A x on the terminal.
+    Quit,
     /// The host failed (a KVM call, a thread).
     HostError(String),
 }
@@ -52,6 +57,7 @@ impl ExitReason {
             ExitReason::TripleFault { .. } | ExitReason::Fault { .. } => EXIT_FAULT,
             ExitReason::Timeout { .. } => EXIT_TIMEOUT,
             ExitReason::Signal(s) => 128u8.wrapping_add(*s as u8),
+            ExitReason::Quit => EXIT_QUIT,
             ExitReason::HostError(_) => 1,
         }
     }
@@ -65,6 +71,7 @@ impl ExitReason {
             ExitReason::Fault { .. } => "fault",
             ExitReason::Timeout { .. } => "timeout",
             ExitReason::Signal(_) => "signal",
+            ExitReason::Quit => "quit",
             ExitReason::HostError(_) => "host-error",
         }
     }
@@ -157,5 +164,6 @@ mod tests {
             124
         );
         assert_eq!(ExitReason::Signal(libc::SIGINT).code(), 130);
+        assert_eq!(ExitReason::Quit.code(), 130);
     }
 }

@@ -14,6 +14,7 @@ use k42_abi::hypercall::{
 };
 use zerocopy::{FromBytes, IntoBytes};
 
+use crate::console::Taken;
 use crate::exit::ExitReason;
 use crate::report::{BenchResult, TestRecord};
 use crate::run_state::VmShared;
@@ -123,9 +124,7 @@ fn dispatch(
         HypercallNr::Nop => cont(Ok(0)),
         HypercallNr::ZeroPages => cont(zero_pages(shared, args[0], args[1])),
         HypercallNr::CopyMem => cont(copy_mem(shared, args[0], args[1])),
-        // k42vmm does not forward its stdin yet (BootInfo::console_input
-        // is 0): there is no console input to read.
-        HypercallNr::ConsoleRead => cont(Err(HypercallResult::NotPermitted)),
+        HypercallNr::ConsoleRead => cont(console_read(shared, args[0], args[1])),
         HypercallNr::TraceRegister => cont(
             match shared
                 .trace
@@ -246,6 +245,30 @@ fn copy_mem(shared: &VmShared, gpa: u64, count: u64) -> CallResult {
         total += n;
     }
     Ok(total as i64)
+}
+
+/// Copy up to `len` bytes of console input to `gpa`: the count, 0 when
+/// none is waiting, or CONSOLE_END once it ended and all was read.
+/// Refused when k42vmm does not forward its stdin (no `-- COMMAND`).
+fn console_read(shared: &VmShared, gpa: u64, len: u64) -> CallResult {
+    let Some(console) = shared.console else {
+        return Err(HypercallResult::NotPermitted);
+    };
+    if len > abi::MAX_CONSOLE_READ {
+        return Err(HypercallResult::TooLong);
+    }
+    if !shared.ram.contains(gpa, len) {
+        return Err(HypercallResult::BadAddress);
+    }
+    match console
+        .queue
+        .take(len as usize, |b| shared.ram.write(gpa, b))
+    {
+        Ok(Taken::Bytes(n)) => Ok(n as i64),
+        Ok(Taken::Empty) => Ok(0),
+        Ok(Taken::End) => Ok(abi::CONSOLE_END),
+        Err(_) => Err(HypercallResult::BadAddress),
+    }
 }
 
 fn boot_info(shared: &VmShared, gpa: u64, len: u64) -> CallResult {

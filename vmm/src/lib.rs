@@ -11,7 +11,9 @@
 //!                     ├─ vcpu     one thread per vCPU: create, configure, run, kick
 //!                     │   ├─ cpuid     per-vCPU CPUID (APIC ids, hypervisor bit)
 //!                     │   ├─ hypercall port-I/O hypercalls (shared-abi)
-//!                     │   └─ serial    COM1 → stdout
+//!                     │   ├─ serial    COM1 → stdout
+//!                     │   └─ console   stdin → ConsoleRead (with `-- COMMAND`):
+//!                     │                reader thread, raw terminal, Ctrl-A x
 //!                     ├─ trace    collector thread: guest trace buffers → CTF, live socket
 //!                     ├─ exit     the one decision of how the VM ends
 //!                     ├─ platform KVM flavour, native vs emulated guest kernel
@@ -26,6 +28,7 @@
 
 pub mod bench;
 pub mod config;
+pub mod console;
 pub mod cpuid;
 pub mod error;
 pub mod exit;

@@ -1,7 +1,7 @@
 //! `k42vmm`: the command-line front end. `run` parses arguments, runs the
 //! VM, prints how it ended, writes the report, and exits with the code
 //! DESIGN.md gives: the guest's shutdown code, 101 guest panic, 102 guest
-//! fault, 124 timeout, 2 bad command line or input. `topology` prints the
+//! fault, 124 timeout, 130 Ctrl-A x, 2 bad command line or input. `topology` prints the
 //! host topology and the placement plan without booting. `bench` sweeps
 //! the guest's benchmarks over vCPU counts (`k42vmm::bench`); `trace …`
 //! reads traces and watches running VMs.
@@ -29,9 +29,15 @@ struct Cli {
 enum Command {
     /// Boot an image and run it until the guest shuts down.
     ///
+    /// With `-- COMMAND`, k42vmm's stdin is the command's console input
+    /// (a terminal, pipe or file). A terminal is put in raw mode for the
+    /// run, so keys such as Ctrl-C go to the guest; type Ctrl-A then x to
+    /// stop the VM (exit 130), Ctrl-A Ctrl-A to send a Ctrl-A, Ctrl-A h
+    /// for these keys. The terminal's settings are restored at exit.
+    ///
     /// Exit status: the guest's shutdown code; 101 guest panic; 102 guest
-    /// fault (triple fault, unexpected exit); 124 timeout; 2 bad command
-    /// line or input; 1 host failure.
+    /// fault (triple fault, unexpected exit); 124 timeout; 130 Ctrl-A x
+    /// (or SIGINT); 2 bad command line or input; 1 host failure.
     Run(RunArgs),
     /// Print the host's CPUs and NUMA nodes and the placement plan for a VM
     /// (vCPU → host CPU → host node → guest node; memory per node) without
@@ -300,7 +306,8 @@ struct RunArgs {
     image: PathBuf,
     /// A Linux program in the guest (an absolute path) and its arguments,
     /// after `--`: run it as the guest's job, with the console as its
-    /// standard input and output, and exit with its status.
+    /// standard input (k42vmm's stdin, forwarded; a terminal in raw mode,
+    /// Ctrl-A x quits) and output, and exit with its status.
     #[arg(last = true, value_name = "COMMAND")]
     command: Vec<String>,
 }

@@ -19,7 +19,8 @@ pub struct Report {
     pub cmdline: String,
     /// k42vmm's exit code.
     pub exit_code: u8,
-    /// shutdown, panic, triple-fault, fault, timeout, signal or host-error.
+    /// shutdown, panic, triple-fault, fault, timeout, signal, quit (Ctrl-A
+    /// x) or host-error.
     pub exit_reason: String,
     /// The same in words (panic message, fault description).
     pub exit_message: String,
@@ -54,6 +55,9 @@ pub struct Report {
     /// What the trace collector saw (with `--trace` or `--trace-socket`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trace: Option<crate::trace::collector::TraceReport>,
+    /// Console input (forwarded stdin, with `-- COMMAND`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_input: Option<crate::console::ConsoleReport>,
 }
 
 /// One in-kernel test result, as reported by the guest.

@@ -14,6 +14,7 @@ use k42_abi::Topology;
 use kvm_bindings::CpuId;
 use kvm_ioctls::VmFd;
 
+use crate::console::ConsoleInput;
 use crate::error::VmmError;
 use crate::exit::ExitLatch;
 use crate::kvm::KvmVm;
@@ -127,6 +128,9 @@ pub struct VmShared<'a> {
     pub clock: RunClock,
     /// Where the guest's trace registration meets the collector.
     pub trace: &'a TraceHub,
+    /// Forwarded stdin (a run with `-- COMMAND`); `None`: ConsoleRead is
+    /// refused.
+    pub console: Option<&'a ConsoleInput>,
     online: Vec<AtomicBool>,
     online_count: AtomicU32,
     tests: Mutex<Vec<TestRecord>>,
@@ -138,7 +142,8 @@ pub struct VmShared<'a> {
 }
 
 impl<'a> VmShared<'a> {
-    /// The state of a VM about to start `plan.vcpus` vCPUs, with console `serial`.
+    /// The state of a VM about to start `plan.vcpus` vCPUs, with console
+    /// `serial` (and no console input: see [`VmShared::with_console`]).
     pub fn new(
         vm: &'a KvmVm,
         ram: &'a GuestRam,
@@ -163,6 +168,7 @@ impl<'a> VmShared<'a> {
             serial: Mutex::new(serial),
             clock: RunClock::new(started),
             trace,
+            console: None,
             online: (0..vcpus).map(|_| AtomicBool::new(false)).collect(),
             online_count: AtomicU32::new(0),
             tests: Mutex::new(Vec::new()),
@@ -171,6 +177,11 @@ impl<'a> VmShared<'a> {
             threads: Mutex::new(vec![None; vcpus as usize]),
             finished: AtomicU32::new(0),
         })
+    }
+
+    /// The same, with forwarded stdin `console` for ConsoleRead.
+    pub fn with_console(self, console: Option<&'a ConsoleInput>) -> Self {
+        Self { console, ..self }
     }
 }
 

@@ -15,15 +15,21 @@
 //!                                   create+configure  create+configure
 //!   event loop (exit eventfd,       run kernel        wait at ap_gate
 //!     timeout timerfd, signals,     StartAps ───────► run kernel
-//!     stdin → COM1)                 ...               ...
+//!     stdin → COM1, or Ctrl-A x     ...               ...
+//!     from the console thread)
 //!   exit decided ◄────────────────  Shutdown/Panic/fault (ExitLatch)
 //!   kick vCPUs until all stopped
 //!   trace collector drains        (a thread of its own with --trace or
 //!   report                         --trace-socket, reading guest RAM)
+//!
+//!   With `-- COMMAND`, a detached thread reads stdin into the console
+//!   queue (ConsoleRead) and interrupts vCPU 0; a terminal stays in raw
+//!   mode until `run` returns (crate::console).
 //! ```
 
 use std::os::fd::AsRawFd;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicI32, Ordering};
 use std::thread::{Scope, ScopedJoinHandle};
 use std::time::{Duration, Instant};
@@ -34,6 +40,7 @@ use vmm_sys_util::eventfd::{EFD_NONBLOCK, EventFd};
 use vmm_sys_util::timerfd::TimerFd;
 
 use crate::config::VmConfig;
+use crate::console::{self, ConsoleInput, RawTerminal};
 use crate::error::VmmError;
 use crate::exit::ExitReason;
 use crate::kvm::{self, KvmVm};
@@ -105,13 +112,31 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
             data: &argv,
         }]
     };
-    let layout = loader::load(&ram, &image, &extra, plan.vcpus, &cmdline)?;
+    let mut layout = loader::load(&ram, &image, &extra, plan.vcpus, &cmdline)?;
     warn_about_plan(&plan);
     let serial = Com1::new(&vm.fd, Box::new(std::io::stdout()))
         .map_err(|e| VmmError::Host(format!("COM1: {e}")))?;
-    let shared = VmShared::new(&vm, &ram, &layout, &plan, &trace_hub, serial, started)?;
     install_signal_handlers()?;
+    // From here on, every way out of this function (a return, an error,
+    // unwinding) drops `_raw` and so restores the terminal.
+    let (console, _raw) = if config.command.is_empty() {
+        (None, None)
+    } else {
+        let (console, raw) = open_console()?;
+        layout.boot_info.console_input = 1;
+        layout.boot_info.console_is_terminal = console.terminal as u32;
+        (Some(console), raw)
+    };
+    let shared = VmShared::new(&vm, &ram, &layout, &plan, &trace_hub, serial, started)?
+        .with_console(console.as_deref());
+    if let Some(c) = &console {
+        c.start_reader(libc::STDIN_FILENO, Arc::downgrade(&vm.fd))
+            .map_err(|e| VmmError::Host(format!("cannot start the stdin thread: {e}")))?;
+    }
     let stopped = run_threads(&shared, config.timeout, server);
+    if let Some(c) = &console {
+        c.stop();
+    }
     shared.flush_serial();
     let ended = Instant::now();
     let reason = shared.exit.reason().unwrap_or(ExitReason::HostError(
@@ -132,6 +157,21 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
         still_running: stopped.still_running,
         trace_error: stopped.trace.and_then(|r| r.err()),
     })
+}
+
+/// Console input for a run with a command: stdin, in raw mode while the
+/// returned guard lives when it is a terminal.
+fn open_console() -> Result<(Arc<ConsoleInput>, Option<RawTerminal>), VmmError> {
+    let raw = if console::is_terminal(libc::STDIN_FILENO) {
+        Some(RawTerminal::enter(libc::STDIN_FILENO).map_err(|e| {
+            VmmError::Host(format!("cannot put the terminal (stdin) in raw mode: {e}"))
+        })?)
+    } else {
+        None
+    };
+    let input = ConsoleInput::new(raw.is_some())
+        .map_err(|e| VmmError::Host(format!("console input: {e}")))?;
+    Ok((Arc::new(input), raw))
 }
 
 /// Refuse a vCPU count or memory size no plan could satisfy.
@@ -398,6 +438,7 @@ fn make_report(
             .trace
             .as_ref()
             .and_then(|r| r.as_ref().ok().cloned()),
+        console_input: shared.console.map(|c| c.report()),
     }
 }
 
@@ -449,6 +490,7 @@ pub fn describe(reason: &ExitReason, still_running: &[(u32, String)]) -> String 
             )
         }
         ExitReason::Signal(s) => format!("stopped by signal {s}"),
+        ExitReason::Quit => "stopped from the terminal (Ctrl-A x)".into(),
         ExitReason::HostError(m) => format!("host error: {m}"),
     }
 }
@@ -491,6 +533,11 @@ impl MutEventSubscriber for MainLoop<'_> {
         let _ = ops.add(Events::new(&self.shared.exit.event, EventSet::IN));
         let _ = ops.add(Events::new(&self.timer, EventSet::IN));
         let _ = ops.add(Events::new(&self.signal_event, EventSet::IN));
+        if let Some(c) = self.shared.console {
+            // The console's reader thread owns stdin; it reports Ctrl-A x.
+            let _ = ops.add(Events::new(&c.quit, EventSet::IN));
+            return;
+        }
         // Regular files and /dev/null cannot be polled: then there is no
         // console input, which is fine.
         self.stdin_open = ops
@@ -500,7 +547,12 @@ impl MutEventSubscriber for MainLoop<'_> {
 
     fn process(&mut self, events: Events, ops: &mut EventOps) {
         let fd = events.fd();
-        if fd == self.timer.as_raw_fd() {
+        if let Some(c) = self.shared.console
+            && fd == c.quit.as_raw_fd()
+        {
+            let _ = c.quit.read();
+            self.shared.exit.decide(ExitReason::Quit);
+        } else if fd == self.timer.as_raw_fd() {
             let _ = self.timer.wait();
             if let Some(after) = self.timeout {
                 self.shared.exit.decide(ExitReason::Timeout { after });
