@@ -267,7 +267,6 @@ fn no_console_input_without_a_command() {
 
 /// Piped lines reach a program's stdin in the guest.
 #[test]
-#[ignore = "needs the guest tty (merge with the kernel side)"]
 fn piped_input_reaches_the_command() {
     require_kvm();
     let image = default_image();
@@ -293,4 +292,101 @@ fn piped_input_reaches_the_command() {
         "{}",
         describe(&out)
     );
+}
+
+/// Wait until the terminal's output so far (`seen`, filled by a drain
+/// thread) contains `text`, at most 120 s.
+fn expect_output(seen: &std::sync::Mutex<Vec<u8>>, text: &str) {
+    let t0 = Instant::now();
+    loop {
+        if String::from_utf8_lossy(&seen.lock().unwrap()).contains(text) {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "no {text:?} after 120 s:\n{}",
+            String::from_utf8_lossy(&seen.lock().unwrap())
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// An interactive busybox shell on the terminal: its prompt, a command,
+/// ^C interrupting `sleep 100` (the foreground job gets SIGINT; the shell
+/// reports 130), ^D ending the shell, k42vmm exiting 0 with the terminal
+/// restored.
+#[test]
+fn an_interactive_shell_on_the_terminal() {
+    require_kvm();
+    let pty = openpty();
+    let before = termios(&pty.slave);
+    let image = default_image();
+    let mut cmd = Command::new(k42vmm());
+    cmd.args(["run", "--vcpus", "2", "--timeout", "300s"])
+        .arg(&image)
+        .args(["--", "/bin/sh"]);
+    let slave = || Stdio::from(pty.slave.try_clone().expect("dup of the pty"));
+    cmd.stdin(slave()).stdout(slave()).stderr(slave());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("k42vmm starts");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
+    let copy = seen.clone();
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            copy.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let run = OnPtyKeys(std::fs::File::from(pty.master.try_clone().unwrap()));
+    expect_output(&seen, "/ # ");
+    run.keys(b"echo hi $((6*7))\r");
+    expect_output(&seen, "hi 42");
+    run.keys(b"sleep 100\r");
+    std::thread::sleep(Duration::from_secs(3));
+    run.keys(b"\x03");
+    run.keys(b"echo status $?\r");
+    expect_output(&seen, "status 130");
+    run.keys(b"\x04");
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(120),
+            "k42vmm still running after ^D"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let after = termios(&pty.slave);
+    let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert_eq!(
+        settings(&after),
+        settings(&before),
+        "terminal not restored\n{text}"
+    );
+    drop(pty);
+    drop(drain);
+}
+
+/// Keys typed at the terminal's master side.
+struct OnPtyKeys(std::fs::File);
+
+impl OnPtyKeys {
+    fn keys(&self, bytes: &[u8]) {
+        (&self.0).write_all(bytes).unwrap();
+    }
 }

@@ -392,7 +392,15 @@ pub fn control(t: &Arc<Thread>, op: u64, arg: u64) -> Result<u64, SyscallError> 
             TTY.lock().termios = tio;
             Ok(0)
         }
-        op::GET_PGRP => Ok(u64::from(TTY.lock().fg)),
+        op::GET_PGRP => {
+            // The first process to ask finds its own group in the
+            // foreground, as a session leader acquiring its terminal.
+            let mut tty = TTY.lock();
+            if tty.fg == 0 {
+                tty.fg = super::get_pgid(&t.process, 0)?;
+            }
+            Ok(u64::from(tty.fg))
+        }
         op::SET_PGRP => {
             let pgid = u32::try_from(arg).map_err(|_| SyscallError::InvalidArgument)?;
             TTY.lock().fg = pgid;

@@ -238,6 +238,9 @@ fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
         nr::__NR_clone => process::clone(a[0], a[1], a[2], a[3], a[4]),
         nr::__NR_wait4 => process::wait4(int(a[0]) as i64, a[1], a[2], a[3]),
         nr::__NR_kill => signal::kill(int(a[0]) as i64, a[1]),
+        // One thread per process: a thread id is its process id.
+        nr::__NR_tgkill => signal::kill(int(a[0]) as i64, a[2]),
+        nr::__NR_tkill => signal::kill(int(a[0]) as i64, a[1]),
         nr::__NR_getpid | nr::__NR_gettid => process::getpid(),
         nr::__NR_getppid => process::getppid(),
         nr::__NR_getuid | nr::__NR_geteuid | nr::__NR_getgid | nr::__NR_getegid => Ok(0),
