@@ -248,6 +248,13 @@ macro_rules! for_each_syscall {
         /// Wait until a signal the caller does not block is pending
         /// (Linux `rt_sigsuspend`, `pause`); returns 0.
         SignalWait = 41 => linux::signal_wait(0);
+        /// Log event `rdi` (its minor number) of the `linux` trace class
+        /// for the calling process: the kernel stamps the caller's pid as
+        /// its first field and reads the rest (the event's other fields,
+        /// a word each) from `rsi`. Does nothing while the class is off;
+        /// the personality tests the mask word first (see
+        /// [`crate::linux::INFO_TRACE_VIEW`]).
+        LinuxTrace = 42 => linux::trace(2);
         }
     };
 }
