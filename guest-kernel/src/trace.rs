@@ -167,6 +167,14 @@ pub fn init(pa: u64, g: Geometry, ncpus: u32) -> Result<(), Refused> {
     Ok(())
 }
 
+/// Guest-physical address of the region's header page (geometry and
+/// the class mask), once tracing is registered: Linux processes map it
+/// read-only (`proc::memory`), to test the `linux` class without a call.
+pub fn header_frame() -> Option<u64> {
+    let pa = REGION.load(Ordering::Relaxed);
+    (pa != 0).then_some(pa)
+}
+
 /// The pages of the trace region a user program sees from
 /// `k42_abi::trace::USER_VIEW_BASE`, laid out as in guest-physical
 /// memory, as (offset, physical address, writable): the header read-only

@@ -25,6 +25,8 @@
 //! 0x2000_0000        the personality's heap (k42_rt)
 //! 0x4000_0000_0000   anonymous mmap (LINUX_MMAP_BASE, growing up)
 //! 0x6000_0000_0000   the personality (PERSONALITY_BASE): entry first
+//! 0x7000_0000_0000   the trace region's header page, read-only, when
+//!                    tracing is on (trace::USER_VIEW_BASE; INFO_TRACE_VIEW)
 //! USER_TOP           the Linux stack (argc, argv, envp, auxv, strings)
 //! ```
 
@@ -33,6 +35,14 @@ pub const PERSONALITY_MODULE: &str = "linux";
 /// Where the personality is linked; its first byte is the system-call
 /// entry (`IA32_LSTAR`).
 pub const PERSONALITY_BASE: u64 = 0x0000_6000_0000_0000;
+/// `ProgramInfo::args` index that tells the personality where the trace
+/// region's header page (geometry and the class mask word, read-only) is
+/// mapped in its process: `crate::trace::USER_VIEW_BASE`, or 0 when
+/// tracing is off. The personality tests the `linux` class there before
+/// logging a Linux call (`Syscall::LinuxTrace`), so a disabled class
+/// costs a load. (`args[0]` and `args[1]` are the program's entry and
+/// initial stack pointer.)
+pub const INFO_TRACE_VIEW: usize = 2;
 /// Where anonymous mappings without an address go (growing up).
 pub const LINUX_MMAP_BASE: u64 = 0x0000_4000_0000_0000;
 /// Size of a Linux process's stack region (pages are made when touched).

@@ -280,6 +280,13 @@ macro_rules! for_each_syscall {
         /// and kept across exec; `FileRead`/`FileWrite` at
         /// [`file::AT_POSITION`] use and move it.
         FileSeek = 48 => file::seek(3);
+        /// Log event `rdi` (its minor number) of the `linux` trace class
+        /// for the calling process: the kernel stamps the caller's pid as
+        /// its first field and reads the rest (the event's other fields,
+        /// a word each) from `rsi`. Does nothing while the class is off;
+        /// the personality tests the mask word first (see
+        /// [`crate::linux::INFO_TRACE_VIEW`]).
+        LinuxTrace = 49 => linux::trace(2);
         }
     };
 }

@@ -319,17 +319,32 @@ pub enum FieldType {
     /// A system-call number ([`crate::syscall::Syscall`]), shown by its
     /// name from the system-call table.
     Syscall,
+    /// A Linux x86_64 system-call number, shown by its Linux name
+    /// (`openat`).
+    LinuxSyscall,
 }
 
 impl FieldType {
     /// How a word of this type reads: a number, or a system call's name
-    /// (`file.read`; an unknown number as `#99`).
+    /// (`file.read`, `openat`; `None` for an unknown number, which tools
+    /// show as `#99`).
     pub fn name_of(self, word: u64) -> Option<&'static str> {
         match self {
             Self::Syscall => crate::syscall::Syscall::from_raw(word).map(|c| c.name()),
+            Self::LinuxSyscall => linux_syscall_name(word),
             _ => None,
         }
     }
+}
+
+/// The name of Linux x86_64 system call `nr` (`None` if Linux has none).
+pub fn linux_syscall_name(nr: u64) -> Option<&'static str> {
+    syscalls::x86_64::Sysno::new(usize::try_from(nr).ok()?).map(|s| s.name())
+}
+
+/// Every Linux x86_64 system call, as (number, name), in number order.
+pub fn linux_syscalls() -> impl Iterator<Item = (u64, &'static str)> {
+    syscalls::x86_64::Sysno::iter().map(|s| (s.id() as u64, s.name()))
 }
 
 /// One payload field.
@@ -384,6 +399,9 @@ macro_rules! __trace_field_ty {
     (syscall) => {
         u64
     };
+    (linux_syscall) => {
+        u64
+    };
 }
 
 #[doc(hidden)]
@@ -400,6 +418,9 @@ macro_rules! __trace_field_kind {
     };
     (syscall) => {
         $crate::trace::FieldType::Syscall
+    };
+    (linux_syscall) => {
+        $crate::trace::FieldType::LinuxSyscall
     };
 }
 
@@ -465,6 +486,8 @@ macro_rules! catalogue {
                     $(
                         $(#[doc = $edoc])*
                         #[inline(always)]
+                        // One argument per field (`linux:enter` has eight).
+                        #[allow(clippy::too_many_arguments)]
                         pub const fn $event($($field: $crate::__trace_field_ty!($fty)),*)
                             -> Event<{ 0 $(+ $crate::__trace_one!($field))* }> {
                             Event {
@@ -630,6 +653,20 @@ catalogue! {
         /// number), which the personality does not implement (ENOSYS).
         unimplemented = 3 instant(pid: u64, nr: u64);
     }
+    /// Linux system calls served by the personality, for `k42vmm trace
+    /// strace` (off unless asked for: a trace mask of `all` or naming
+    /// `linux`). `pid` is the calling process's, stamped by the kernel
+    /// (`LinuxTrace`); `nr` is a Linux x86_64 number, shown by its name.
+    class linux = 13 {
+        /// A Linux call starts: its number and six argument registers.
+        enter = 1 instant(pid: u64, nr: linux_syscall, a0: hex, a1: hex, a2: hex, a3: hex, a4: hex, a5: hex);
+        /// A Linux call returns to the program with `result` (-4095..-1:
+        /// an errno, or one of Linux's internal restart codes). Calls that
+        /// do not return (exit, a successful execve) have none.
+        exit = 2 instant(pid: u64, nr: linux_syscall, result: i64);
+        /// Signal `sig` is delivered to a handler at `handler`.
+        signal = 3 instant(pid: u64, sig: u64, handler: hex);
+    }
 }
 
 /// The descriptor of event `id`, if the catalogue has one.
@@ -653,8 +690,8 @@ pub fn all_classes_mask() -> u64 {
 }
 
 /// Classes logged only when asked for by name or with `all` (they are
-/// frequent enough to crowd out the rest): `syscall`.
-pub const OFF_BY_DEFAULT: u64 = class::syscall.bit();
+/// frequent enough to crowd out the rest): `syscall`, `linux`.
+pub const OFF_BY_DEFAULT: u64 = class::syscall.bit() | class::linux.bit();
 
 /// The mask a trace starts with when none is given: every class but
 /// [`OFF_BY_DEFAULT`].
@@ -760,6 +797,28 @@ mod tests {
         let h = ev::hypercall::exit(4, -2);
         assert_eq!(h.words[1] as i64, -2);
         assert_eq!(ev::idle::enter().words.len(), 0);
+    }
+
+    #[test]
+    fn linux_class_is_off_by_default_and_named() {
+        assert_eq!(class_by_name("linux"), Some(class::linux));
+        assert_eq!(default_mask() & class::linux.bit(), 0);
+        assert_eq!(default_mask() & class::syscall.bit(), 0);
+        assert_ne!(all_classes_mask() & class::linux.bit(), 0);
+        // The kernel stamps the pid as every linux event's first field.
+        for e in EVENTS.iter().filter(|e| e.class == class::linux) {
+            assert_eq!(e.fields[0].name, "pid", "{}", e.name);
+        }
+        let e = ev::linux::enter(7, 257, 1, 2, 3, 4, 5, 6);
+        let d = event_desc(e.id).unwrap();
+        assert_eq!(d.name, "linux:enter");
+        assert_eq!(d.fields[1].ty, FieldType::LinuxSyscall);
+        assert_eq!(e.words, [7, 257, 1, 2, 3, 4, 5, 6]);
+        assert_eq!(FieldType::LinuxSyscall.name_of(257), Some("openat"));
+        assert_eq!(FieldType::LinuxSyscall.name_of(59), Some("execve"));
+        assert_eq!(FieldType::LinuxSyscall.name_of(100_000), None);
+        assert_eq!(FieldType::LinuxSyscall.name_of(u64::MAX), None);
+        assert!(linux_syscalls().any(|(n, name)| n == 0 && name == "read"));
     }
 
     #[test]

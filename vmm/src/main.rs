@@ -6,6 +6,7 @@
 //! the guest's benchmarks over vCPU counts (`k42vmm::bench`); `trace …`
 //! reads traces and watches running VMs.
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -15,7 +16,7 @@ use k42vmm::bench::command::{self as bench, SweepOptions};
 use k42vmm::bench::compare::DEFAULT_THRESHOLD_PCT;
 use k42vmm::exit::{EXIT_USAGE, ExitReason};
 use k42vmm::topology::{self, NumaPolicy, PinPolicy, PlacementRequest};
-use k42vmm::trace::{TraceError, TraceOptions, ctf, live, perfetto, stats};
+use k42vmm::trace::{TraceError, TraceOptions, ctf, live, perfetto, stats, strace};
 use k42vmm::{VmConfig, config, vm};
 
 #[derive(Parser)]
@@ -210,6 +211,13 @@ enum TraceCommand {
         #[arg(value_name = "DIR")]
         dir: PathBuf,
     },
+    /// The Linux system calls of a trace written with `--trace-mask linux`,
+    /// one line per call, as strace prints them.
+    Strace {
+        /// A trace directory written by `k42vmm run --trace`.
+        #[arg(value_name = "DIR")]
+        dir: PathBuf,
+    },
     /// Convert a trace for another viewer.
     Export {
         /// The output format (perfetto: Chrome JSON, opens in ui.perfetto.dev).
@@ -377,6 +385,27 @@ fn trace(cmd: TraceCommand) -> Result<(), TraceError> {
                 );
             } else {
                 print!("{}", stats::render(&s, &dir));
+            }
+            Ok(())
+        }
+        TraceCommand::Strace { dir } => {
+            let t = ctf::read_trace(&dir)?;
+            let (events, lost) = strace::collect(&t, &dir)?;
+            if events.is_empty() {
+                eprintln!(
+                    "k42vmm: trace {}: no Linux system calls (was it written with --trace-mask linux?)",
+                    dir.display()
+                );
+            }
+            let mut out = std::io::stdout().lock();
+            for line in strace::render(&events) {
+                if writeln!(out, "{line}").is_err() {
+                    // A closed pipe (`| head`): stop quietly.
+                    return Ok(());
+                }
+            }
+            if lost > 0 {
+                eprintln!("k42vmm: the guest lost {lost} trace events: some calls may be missing");
             }
             Ok(())
         }

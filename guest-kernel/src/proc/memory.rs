@@ -24,11 +24,12 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 
 use k42_abi::layout::PAGE_SIZE;
-use k42_abi::linux::{LINUX_SIGNALS, LINUX_STACK_SIZE};
+use k42_abi::linux::{INFO_TRACE_VIEW, LINUX_SIGNALS, LINUX_STACK_SIZE};
 use k42_abi::syscall::{
     ARGS_OFFSET, PROGRAM_INFO_MAGIC, ProgramInfo, SyscallError, USER_BASE, USER_HEAP, USER_INFO,
     USER_TOP,
 };
+use k42_abi::trace::USER_VIEW_BASE;
 use k42_cobj::ObjRef;
 use k42_cobj::objects::process::{self as pobj, Process as RegionList, Region};
 use zerocopy::IntoBytes;
@@ -105,6 +106,9 @@ enum Backing {
     /// A file's memory object, shared with every other mapping and
     /// handle of the file (and with a forked child).
     File(Arc<FileObj>),
+    /// One kernel frame, mapped read-only, owned by no process (the trace
+    /// region's header page): never freed or copied, kept by a fork.
+    Fixed(u64),
 }
 
 impl Backing {
@@ -112,7 +116,7 @@ impl Backing {
     fn release(self) {
         match self {
             Self::Private(fcm, _) => fcm::retire(fcm),
-            Self::File(_) => {}
+            Self::File(_) | Self::Fixed(_) => {}
         }
     }
 }
@@ -275,6 +279,19 @@ impl Memory {
         let stack_base = USER_TOP - LINUX_STACK_SIZE;
         mem.add_region(stack_base, USER_TOP, rw, Source::Zero)?;
         mem.add_region(USER_HEAP, USER_HEAP + HEAP_SIZE, rw, Source::Zero)?;
+        let mut info = info;
+        if let Some(pa) = crate::trace::header_frame() {
+            // The trace region's header, for the personality's mask test.
+            let slot = *mem.nregions.lock();
+            mem.add_region_with(
+                USER_VIEW_BASE,
+                USER_VIEW_BASE + PAGE_SIZE,
+                PROT_READ,
+                Backing::Fixed(pa),
+            )?;
+            mem.map_fixed(slot)?;
+            info.args[INFO_TRACE_VIEW] = USER_VIEW_BASE;
+        }
         // The carried state is at most MAX_CARRY bytes (checked by the
         // caller).
         mem.add_info_page(info, image.carry)?;
@@ -355,6 +372,26 @@ impl Memory {
         self.charge()?;
         fcm::pin(pa);
         self.install(slot, 0, pa, true)
+    }
+
+    /// Map region `slot`'s fixed frame now (read-only), so that the first
+    /// read takes no fault.
+    fn map_fixed(&self, slot: usize) -> Result<(), SyscallError> {
+        let s = self.slots[slot].get().expect("region slot set");
+        let Backing::Fixed(pa) = s.backing else {
+            unreachable!("map_fixed is for fixed regions");
+        };
+        self.space
+            .lock()
+            .set_leaf(
+                s.region.start,
+                pa,
+                PageFlags {
+                    writable: false,
+                    executable: false,
+                },
+            )
+            .map_err(|_| SyscallError::NoMemory)
     }
 
     /// Put frame `pa` (charged, owned) at page `k` of region `slot` and
@@ -508,6 +545,16 @@ impl Memory {
                 fcm::call(*obj, |f| f.resolve(k, access, source, &charge, &mut map))
             }
             Backing::File(file) => file.fault(k, &mut |pa| map(k, pa, access.writable)),
+            // Read-only whatever the region's protection says (a program
+            // may mprotect it).
+            &Backing::Fixed(pa) if k == 0 && !write => {
+                if map(k, pa, false) {
+                    Ok(())
+                } else {
+                    Err(FaultError::OutOfMemory)
+                }
+            }
+            Backing::Fixed(_) => Err(FaultError::Segv),
         };
         if let Some(va) = mapped {
             arch::flush_tlb_page(va);
@@ -583,6 +630,7 @@ impl Memory {
                 ),
                 // A file mapping is shared: the child maps the same file.
                 Backing::File(f) => Backing::File(f.clone()),
+                &Backing::Fixed(pa) => Backing::Fixed(pa),
             };
             // Same slot numbers, so the pieces' protection words hold.
             child.slots[slot].set(Slot {
@@ -597,6 +645,15 @@ impl Memory {
         for &piece in &pieces {
             if !child.regions.call(&cpu.request(), |r| r.add_region(piece)) {
                 return Err(SyscallError::InvalidArgument);
+            }
+            let slot = (piece.prot >> 8) as usize;
+            if let Some(Slot {
+                backing: Backing::Fixed(_),
+                ..
+            }) = child.slots[slot].get()
+            {
+                // Mapped now, as at exec: no fault on its first read.
+                child.map_fixed(slot)?;
             }
         }
         *child.layout.lock() = pieces;

@@ -1,10 +1,11 @@
 //! The kernel's part of the Linux personality: exec of a Linux program,
 //! the FS base, memory mappings, and counting the Linux calls the
-//! personality does not implement (`proc::linux`, `proc::memory`).
+//! personality does not implement (`proc::linux`, `proc::memory`), and
+//! logging the personality's `linux` trace events.
 
 use k42_abi::linux::{MAP_FIXED, MAX_CARRY, MAX_EXEC_STRINGS, MAX_KEEP};
 use k42_abi::syscall::SyscallError;
-use k42_abi::trace::ev;
+use k42_abi::trace::{class, ev};
 
 use super::{Context, Done, SysResult, value};
 use crate::mm::user;
@@ -64,6 +65,38 @@ pub fn unimplemented(cx: &mut Context, [nr]: [u64; 1]) -> SysResult {
     proc::linux::unimplemented(nr)?;
     crate::trace::log(ev::syscall::unimplemented(t.process.pid as u64, nr));
     value(0)
+}
+
+/// `LinuxTrace`: log `linux` event `minor` for the caller, its pid
+/// first, the other fields from the words at `words`. Done here because
+/// the personality cannot write the per-CPU buffers itself: its thread
+/// may move to another CPU between choosing a CPU's buffers and
+/// committing the event, and those buffers' writers use unlocked
+/// read-modify-writes (`k42_trace::Local`). The kernel runs a call to
+/// its end on one CPU.
+pub fn trace(cx: &mut Context, [minor, words]: [u64; 2]) -> SysResult {
+    let t = cx.thread()?;
+    if !crate::trace::enabled(class::linux) {
+        return value(0);
+    }
+    let pid = t.process.pid as u64;
+    let mem = t.memory();
+    let logged = match minor {
+        1 => {
+            let [nr, a0, a1, a2, a3, a4, a5] = user::read_val::<[u64; 7]>(mem, words)?;
+            crate::trace::log(ev::linux::enter(pid, nr, a0, a1, a2, a3, a4, a5))
+        }
+        2 => {
+            let [nr, result] = user::read_val::<[u64; 2]>(mem, words)?;
+            crate::trace::log(ev::linux::exit(pid, nr, result as i64))
+        }
+        3 => {
+            let [sig, handler] = user::read_val::<[u64; 2]>(mem, words)?;
+            crate::trace::log(ev::linux::signal(pid, sig, handler))
+        }
+        _ => return Err(SyscallError::InvalidArgument),
+    };
+    value(u64::from(logged))
 }
 
 /// `Signal`: send Linux signal `sig` to Linux process `pid`.

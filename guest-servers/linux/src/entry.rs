@@ -15,7 +15,7 @@
 
 use linux_raw_sys::general as nr;
 
-use crate::{LinuxResult, fd, files, memory, poll, process, signal, system};
+use crate::{LinuxResult, fd, files, memory, poll, process, signal, system, trace};
 
 /// Bytes of the personality's own stack.
 const STACK_SIZE: usize = 256 * 1024;
@@ -140,6 +140,7 @@ const _: () = assert!(core::mem::size_of::<Frame>() == 16 * 8);
 extern "C" fn k42_user_main(info: u64, sp: u64) -> ! {
     let start = k42_rt::start(info, 0);
     let entry = start.info.args[0];
+    trace::start(start.info);
     fd::start(start.info);
     memory::start(sp);
     signal::start();
@@ -153,17 +154,19 @@ extern "C" fn k42_user_main(info: u64, sp: u64) -> ! {
 #[unsafe(no_mangle)]
 extern "C" fn linux_syscall(frame: &mut Frame) {
     let n = frame.rax;
+    let a = [
+        frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
+    ];
+    trace::enter(n, &a);
     if n == u64::from(nr::__NR_rt_sigreturn) {
         signal::rt_sigreturn(frame);
     } else {
-        let a = [
-            frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
-        ];
         frame.rax = match dispatch(n, a) {
             Ok(v) => v,
             Err(errno) => -(errno as i64) as u64,
         };
     }
+    trace::exit(n, frame.rax);
     signal::at_exit(frame, n);
 }
 

@@ -443,6 +443,7 @@ fn restart_call(frame: &mut Frame, nr: u64) {
 
 /// Build the signal frame for `sig` and resume in its handler.
 fn enter_handler(frame: &mut Frame, sig: u32, action: &Action) {
+    crate::trace::signal(sig, action.handler);
     let p = page();
     let blocked = p.blocked.load(Ordering::Acquire);
     let saved_mask = SUSPEND_MASK.lock().take().unwrap_or(blocked);

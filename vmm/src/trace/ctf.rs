@@ -174,18 +174,28 @@ stream {{
         );
         for f in e.fields {
             let (signed, base) = match f.ty {
-                FieldType::U64 | FieldType::Syscall => ("false", 10),
+                FieldType::U64 | FieldType::Syscall | FieldType::LinuxSyscall => ("false", 10),
                 FieldType::I64 => ("true", 10),
                 FieldType::Hex => ("false", 16),
             };
             let int =
                 format!("integer {{ size = 64; align = 64; signed = {signed}; base = {base}; }}");
-            if f.ty == FieldType::Syscall {
+            let labels: Option<Vec<String>> = match f.ty {
                 // An enumeration, so that babeltrace2 prints the call's name.
-                let labels: Vec<String> = k42_abi::syscall::Syscall::ALL
-                    .iter()
-                    .map(|c| format!("\"{}\" = {}", c.name(), *c as u64))
-                    .collect();
+                FieldType::Syscall => Some(
+                    k42_abi::syscall::Syscall::ALL
+                        .iter()
+                        .map(|c| format!("\"{}\" = {}", c.name(), *c as u64))
+                        .collect(),
+                ),
+                FieldType::LinuxSyscall => Some(
+                    k42_abi::trace::linux_syscalls()
+                        .map(|(nr, name)| format!("\"{name}\" = {nr}"))
+                        .collect(),
+                ),
+                _ => None,
+            };
+            if let Some(labels) = labels {
                 let _ = writeln!(
                     m,
                     "\t\tenum : {int} {{ {} }} {};",

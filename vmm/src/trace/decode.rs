@@ -42,7 +42,7 @@ pub fn value_json(ty: FieldType, word: u64) -> Value {
     match ty {
         FieldType::I64 => Value::from(word as i64),
         FieldType::U64 | FieldType::Hex => Value::from(word),
-        FieldType::Syscall => match ty.name_of(word) {
+        FieldType::Syscall | FieldType::LinuxSyscall => match ty.name_of(word) {
             Some(name) => Value::from(name),
             None => Value::from(word),
         },
@@ -55,7 +55,7 @@ pub fn value_text(ty: FieldType, word: u64) -> String {
         FieldType::U64 => word.to_string(),
         FieldType::I64 => (word as i64).to_string(),
         FieldType::Hex => format!("{word:#x}"),
-        FieldType::Syscall => match ty.name_of(word) {
+        FieldType::Syscall | FieldType::LinuxSyscall => match ty.name_of(word) {
             Some(name) => name.to_string(),
             None => format!("#{word}"),
         },
@@ -114,6 +114,11 @@ mod tests {
         let d = event_desc(c.id).unwrap();
         assert_eq!(fields_text(d, &c.words), "nr=file.read result=-2");
         assert_eq!(value_text(FieldType::Syscall, 9999), "#9999");
+        let l = ev::linux::exit(3, 257, -2);
+        let d = event_desc(l.id).unwrap();
+        assert_eq!(fields_text(d, &l.words), "pid=3 nr=openat result=-2");
+        assert_eq!(value_text(FieldType::LinuxSyscall, 9999), "#9999");
+        assert_eq!(value_json(FieldType::LinuxSyscall, 0), Value::from("read"));
         assert_eq!(
             value_json(FieldType::Syscall, 4),
             Value::from("program.null")

@@ -10,6 +10,7 @@
 //!                                            └─ live::Server ─► trace attach / top / mask
 //!  k42vmm trace stats DIR ──► ctf::read_trace ──► stats
 //!  k42vmm trace export    ──► ctf::read_trace ──► perfetto (Chrome JSON)
+//!  k42vmm trace strace    ──► ctf::read_trace ──► strace (Linux calls)
 //! ```
 //!
 //! | module       | what it does                                            |
@@ -19,6 +20,7 @@
 //! | [`decode`]   | events named and typed by the shared-abi catalogue      |
 //! | [`live`]     | the `--trace-socket` server and its clients             |
 //! | [`stats`]    | `trace stats`                                           |
+//! | [`strace`]   | `trace strace`: the `linux` class as strace prints it   |
 //! | [`perfetto`] | `trace export --format perfetto`                        |
 
 pub mod collector;
@@ -27,6 +29,7 @@ pub mod decode;
 pub mod live;
 pub mod perfetto;
 pub mod stats;
+pub mod strace;
 
 use std::path::PathBuf;
 use std::sync::{Condvar, Mutex};
