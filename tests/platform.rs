@@ -34,6 +34,12 @@ fn pvm_probe_reports_every_finding() {
         "{}",
         r["platform"]
     );
+    // No Linux program ran: where `syscall` lands is not known.
+    assert!(
+        r["platform"]["linux_syscall"].is_null(),
+        "{}",
+        r["platform"]
+    );
     if r["platform"]["host_kvm"] == "kvm_pvm" {
         // On KVM-PVM an ordinary ring-0 kernel cannot run natively, and the
         // probe finds no upstream PVM interface that would let it.
@@ -42,6 +48,51 @@ fn pvm_probe_reports_every_finding() {
             text.contains("upstream PVM interface (CPUID signature or MSRs): absent"),
             "{text}"
         );
+    }
+}
+
+/// The first Linux system call shows where `syscall` lands, and the
+/// report says it: on KVM-PVM in user mode (the personality is entered
+/// directly; docs/PLATFORM.md), on VT-x/SVM in the kernel, which
+/// reflects it. Either way the program runs.
+#[test]
+fn the_report_says_where_a_linux_syscall_lands() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    let image = default_image();
+    let out = run(&[
+        "run",
+        "--vcpus",
+        "2",
+        "--timeout",
+        "120s",
+        "--report",
+        report.to_str().unwrap(),
+        image.to_str().unwrap(),
+        "--",
+        "/bin/busybox",
+        "sh",
+        "-c",
+        "echo $((6*7))",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(stdout(&out).contains("42\n"), "{}", describe(&out));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let p = &r["platform"];
+    let path = p["linux_syscall"].as_str().unwrap_or_else(|| panic!("{p}"));
+    match (p["host_kvm"].as_str(), p["supervisor_mode"].as_str()) {
+        (Some("kvm_pvm"), _) => {
+            assert_eq!(path, "user-mode", "{p}");
+            assert!(
+                stderr(&out).contains("a Linux syscall stays in user mode"),
+                "{}",
+                describe(&out)
+            );
+        }
+        (_, Some("native")) => assert_eq!(path, "kernel-reflects", "{p}"),
+        _ => assert!(["user-mode", "kernel-reflects"].contains(&path), "{p}"),
     }
 }
 

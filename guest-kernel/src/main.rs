@@ -32,6 +32,7 @@ mod proc;
 mod smp;
 mod sync;
 mod syscall;
+mod syscall_path;
 mod time;
 mod topology;
 mod trace;
@@ -44,7 +45,7 @@ use core::sync::atomic::Ordering;
 use k42_abi::trace::ev;
 use k42_abi::{Hypercall, KernelAbiNote};
 
-use crate::arch::x86_64::{apic, gdt, interrupts};
+use crate::arch::x86_64::{apic, gdt, interrupts, linux_syscall};
 use crate::boot::Crash;
 
 /// The ABI note k42vmm checks before loading this kernel.
@@ -54,8 +55,10 @@ static ABI_NOTE: KernelAbiNote = KernelAbiNote::CURRENT;
 
 /// Entry from `_start` on every vCPU.
 pub fn start(cpu: u32, magic: u64) -> ! {
-    gdt::init_cpu(cpu as usize);
+    let trap_stack = gdt::init_cpu(cpu as usize);
     percpu::init(cpu);
+    linux_syscall::set_trap_stack(trap_stack);
+    linux_syscall::init_cpu();
     if cpu == 0 {
         boot_cpu_main(magic)
     } else {
@@ -253,6 +256,7 @@ fn provoke(crash: Crash) {
 
 /// Stop the VM with exit code `code`.
 pub fn shutdown(code: u8) -> ! {
+    syscall_path::report_at_exit();
     trace::log(ev::boot::shutdown(code as u64));
     arch::hypercall(Hypercall::shutdown(code));
     arch::halt_forever()

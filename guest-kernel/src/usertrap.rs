@@ -24,6 +24,9 @@ fn exception(frame: &mut TrapFrame) -> bool {
         syscall::entry(frame);
         return true;
     }
+    if crate::syscall_path::on_user_fault(frame) {
+        return true;
+    }
     let address = arch::fault_address();
     if proc::on_user_exception(frame, address) {
         return true;

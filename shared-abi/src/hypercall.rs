@@ -50,6 +50,31 @@ pub const MAX_COPY_SEGMENTS: u64 = 64;
 /// Longest [`HypercallNr::CopyMem`] segment.
 pub const MAX_COPY_SEGMENT: u64 = 4096;
 
+/// Where a Linux program's `syscall` instruction lands on this host, as
+/// the kernel found at the first one (docs/LINUX.md).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum LinuxSyscallPath {
+    /// At `IA32_LSTAR` still in user mode (KVM-PVM): LSTAR is the
+    /// personality's entry, and a Linux call enters no kernel.
+    UserMode = 1,
+    /// In ring 0 at `IA32_LSTAR` (VT-x, SVM): the kernel's entry returns
+    /// to user mode at the personality's entry with the registers
+    /// `syscall` left.
+    KernelReflects = 2,
+}
+
+impl LinuxSyscallPath {
+    /// The path numbered `raw`, if any.
+    pub const fn from_raw(raw: u64) -> Option<Self> {
+        Some(match raw {
+            1 => Self::UserMode,
+            2 => Self::KernelReflects,
+            _ => return None,
+        })
+    }
+}
+
 /// log2 of [`BLOCK_ALIGN`]: the port value is a block's guest-physical
 /// address shifted right by this.
 pub const BLOCK_SHIFT: u32 = 7;
@@ -185,6 +210,9 @@ pub enum HypercallNr {
     /// of it was read. Never blocks: k42vmm sends
     /// [`CONSOLE_INPUT_VECTOR`] to vCPU 0 when more arrives.
     ConsoleRead = 17,
+    /// Where a Linux `syscall` lands on this host, a [`LinuxSyscallPath`]
+    /// in `args[0]`: sent once, when the kernel first sees one.
+    LinuxSyscallPath = 18,
 }
 
 impl HypercallNr {
@@ -207,6 +235,7 @@ impl HypercallNr {
             15 => Self::ZeroPages,
             16 => Self::CopyMem,
             17 => Self::ConsoleRead,
+            18 => Self::LinuxSyscallPath,
             _ => return None,
         })
     }
@@ -288,6 +317,11 @@ impl Hypercall {
         Self::new(HypercallNr::PlatformInfo, [iterations, ns, 0, 0])
     }
 
+    /// [`HypercallNr::LinuxSyscallPath`]: a Linux `syscall` takes `path`.
+    pub const fn linux_syscall_path(path: LinuxSyscallPath) -> Self {
+        Self::new(HypercallNr::LinuxSyscallPath, [path as u64, 0, 0, 0])
+    }
+
     /// [`HypercallNr::BenchRecord`]: `len` bytes at `pa`.
     pub const fn bench_record(pa: u64, len: u64) -> Self {
         Self::new(HypercallNr::BenchRecord, [pa, len, 0, 0])
@@ -367,7 +401,7 @@ mod tests {
             }
         }
         assert_eq!(HypercallNr::from_raw(0), None);
-        assert_eq!(HypercallNr::from_raw(18), None);
+        assert_eq!(HypercallNr::from_raw(19), None);
     }
 
     #[test]

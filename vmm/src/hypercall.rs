@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use k42_abi::bench::{BenchMode, BenchRecord};
 use k42_abi::hypercall::{
-    self as abi, HypercallBlock, HypercallNr, HypercallResult, RESULT_OFFSET,
+    self as abi, HypercallBlock, HypercallNr, HypercallResult, LinuxSyscallPath, RESULT_OFFSET,
 };
 use zerocopy::{FromBytes, IntoBytes};
 
@@ -119,6 +119,13 @@ fn dispatch(
         } else {
             let _ = shared.guest_spin.set((args[0], args[1]));
             Ok(0)
+        }),
+        HypercallNr::LinuxSyscallPath => cont(match LinuxSyscallPath::from_raw(args[0]) {
+            Some(path) => {
+                let _ = shared.linux_syscall.set(path);
+                Ok(0)
+            }
+            None => Err(HypercallResult::InvalidArgument),
         }),
         HypercallNr::BenchRecord => cont(bench_record(shared, args[0], args[1])),
         HypercallNr::Nop => cont(Ok(0)),

@@ -137,6 +137,8 @@ pub struct VmShared<'a> {
     bench: Mutex<Vec<BenchResult>>,
     /// The guest's boot-time calibration: (spin iterations, ns).
     pub guest_spin: OnceLock<(u64, u64)>,
+    /// Where a Linux `syscall` lands, once the guest has seen one.
+    pub linux_syscall: OnceLock<k42_abi::hypercall::LinuxSyscallPath>,
     threads: Mutex<Vec<Option<libc::pthread_t>>>,
     finished: AtomicU32,
 }
@@ -174,6 +176,7 @@ impl<'a> VmShared<'a> {
             tests: Mutex::new(Vec::new()),
             bench: Mutex::new(Vec::new()),
             guest_spin: OnceLock::new(),
+            linux_syscall: OnceLock::new(),
             threads: Mutex::new(vec![None; vcpus as usize]),
             finished: AtomicU32::new(0),
         })

@@ -413,7 +413,11 @@ fn make_report(
         ms_to_exit: ended.duration_since(shared.clock.started).as_secs_f64() * 1e3,
         vcpus_online: online_vcpus.len() as u32,
         online_vcpus,
-        platform: PlatformReport::new(shared.guest_spin.get().copied(), stopped.host_ns_per_spin),
+        platform: PlatformReport::new(
+            shared.guest_spin.get().copied(),
+            shared.linux_syscall.get().copied(),
+            stopped.host_ns_per_spin,
+        ),
         tests: shared.tests(),
         bench: shared.bench_results(),
         vcpu_exits: stopped

@@ -27,8 +27,13 @@ fn bad_hypercalls_get_error_codes() -> TestResult {
     use HypercallResult::{BadAddress, InvalidArgument, NoSuchCall, NotPermitted, TooLong};
     let text = "x";
     let text_pa = arch::virt_to_phys(text.as_ptr() as u64).unwrap();
-    let cases: [(&str, i64, HypercallResult); 10] = [
+    let cases: [(&str, i64, HypercallResult); 11] = [
         ("unknown number", call(0, 0, [0; 4]), NoSuchCall),
+        (
+            "no such syscall path",
+            call(HypercallNr::LinuxSyscallPath as u32, 0, [7, 0, 0, 0]),
+            InvalidArgument,
+        ),
         ("number past the last", call(999, 0, [0; 4]), NoSuchCall),
         (
             "reserved field set",

@@ -79,7 +79,8 @@ static IST_STACKS: PerCpuStacks = PerCpuStacks(UnsafeCell::new(
 /// Build and load CPU `cpu`'s GDT and TSS, and reload the segment
 /// registers. Must run once per CPU, on that CPU, before interrupts are
 /// enabled. Clobbers the GS base (callers set per-CPU data afterwards).
-pub fn init_cpu(cpu: usize) {
+/// Returns the top of the CPU's trap stack (TSS.rsp0).
+pub fn init_cpu(cpu: usize) -> u64 {
     // SAFETY: see the Sync impls: this CPU is the only user of element
     // `cpu`, and it has not loaded these tables yet.
     let (tables, stacks): (&'static mut CpuTables, &'static mut IstStacks) =
@@ -114,41 +115,11 @@ pub fn init_cpu(cpu: usize) {
         GS::set_reg(SegmentSelector(0));
         load_tss(tss);
     }
-    init_syscall_msrs();
+    user_trap_top.as_u64()
 }
 
-/// `IA32_EFER`, `IA32_STAR`, `IA32_LSTAR`, `IA32_FMASK`, `IA32_FS_BASE`.
-const EFER: u32 = 0xc000_0080;
-const STAR: u32 = 0xc000_0081;
-const LSTAR: u32 = 0xc000_0082;
-const FMASK: u32 = 0xc000_0084;
+/// `IA32_FS_BASE`.
 const FS_BASE: u32 = 0xc000_0100;
-/// EFER.SCE: `syscall`/`sysret` enabled.
-const EFER_SCE: u64 = 1;
-/// RFLAGS bits `syscall` clears: TF, DF and AC (never IF: on KVM-PVM the
-/// instruction stays in user mode, where the personality must remain
-/// preemptible).
-const SYSCALL_FMASK: u64 = 1 << 8 | 1 << 10 | 1 << 18;
-
-/// Point `syscall` at the Linux personality's entry
-/// (`k42_abi::linux::PERSONALITY_BASE`). On KVM-PVM `syscall` from user
-/// mode arrives there still in user mode (docs/PLATFORM.md), so a Linux
-/// system call is served by the personality with no kernel entry; in a
-/// process without the personality it faults on the unmapped page.
-fn init_syscall_msrs() {
-    // sysret's selectors: the 32-bit user code placeholder, user data
-    // 8 above it, 64-bit user code 16 above it.
-    let star = (u64::from(k42_abi::layout::KERNEL_CS) << 32) | ((USER_DS - 8) << 48);
-    // SAFETY: these MSRs exist on every x86_64 CPU; setting SCE and the
-    // entry changes only what `syscall` does, and no kernel code uses it.
-    unsafe {
-        let efer = Msr::new(EFER).read();
-        Msr::new(EFER).write(efer | EFER_SCE);
-        Msr::new(STAR).write(star);
-        Msr::new(LSTAR).write(k42_abi::linux::PERSONALITY_BASE);
-        Msr::new(FMASK).write(SYSCALL_FMASK);
-    }
-}
 
 /// Load the FS base of the thread about to run (Linux TLS).
 pub fn set_fs_base(base: u64) {

@@ -9,6 +9,8 @@
 //! | `interrupts`  | IDT, trap stubs, exception reports, handler registry  |
 //! | `apic`        | x2APIC: enable, EOI, IPIs, TSC-deadline timer         |
 //! | `hypercall`   | port-I/O hypercalls to k42vmm                         |
+//! | `linux_syscall` | where a Linux `syscall` lands: the personality's   |
+//! |               | entry, or the ring-0 reflection to it; boot probe     |
 //! | `msr`         | MSR reads and writes that survive a #GP (probing)     |
 //! | `serial`      | COM1 output for the early console                     |
 //! | `usermode`    | entering user mode, system calls, getting back        |
@@ -22,6 +24,7 @@ pub mod entry;
 pub mod gdt;
 pub mod hypercall;
 pub mod interrupts;
+pub mod linux_syscall;
 pub mod msr;
 pub mod platform;
 pub mod serial;

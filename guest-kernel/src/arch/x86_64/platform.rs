@@ -12,6 +12,9 @@ pub use super::interrupts::{
     TrapFrame, UserTraps, VECTOR_INVALID_OPCODE, VECTOR_TIMER, VECTOR_WAKEUP, exception_name,
     set_handler, set_user_traps,
 };
+pub use super::linux_syscall::{
+    entered_ring0 as syscall_entered_ring0, take_user_mode_arrival as take_user_mode_syscall,
+};
 pub use super::serial::write_str as serial_write;
 pub use super::usermode::{ArchPerCpu, FpuState, enter_thread, enter_user, return_to_kernel};
 

@@ -37,12 +37,19 @@ use crate::percpu::PerCpu;
 pub struct ArchPerCpu {
     /// `enter_user`'s saved kernel stack pointer; 0 when not in user mode.
     pub kernel_ctx_rsp: AtomicU64,
+    /// The program's stack pointer while the `syscall` reflection
+    /// (`linux_syscall`) switches stacks.
+    pub syscall_scratch: AtomicU64,
+    /// The top of this CPU's trap stack (TSS.rsp0), for the reflection.
+    pub trap_stack_top: AtomicU64,
 }
 
 impl ArchPerCpu {
     pub const fn new() -> Self {
         Self {
             kernel_ctx_rsp: AtomicU64::new(0),
+            syscall_scratch: AtomicU64::new(0),
+            trap_stack_top: AtomicU64::new(0),
         }
     }
 }
