@@ -104,6 +104,36 @@ fn busybox_matches_linux(script: &str, tag: &str, vcpus: u32) {
     );
 }
 
+/// A program's descriptor 2 is k42vmm's stderr, apart from its stdout:
+/// the same script writes the same bytes to each stream as on host Linux
+/// (k42vmm adds its own lines to stderr after the guest's), and `2>&1`
+/// or `>&2` move output between them as on Linux.
+#[test]
+fn stderr_is_k42vmm_s_stderr() {
+    let script = "echo =BEGIN=; echo out; echo err >&2; /bin/busybox ls /nonexistent; \
+        echo \"status $?\"; (echo sub-err >&2); echo both 2>&1 >&2; \
+        exec 2>&1; echo now-out >&2; echo =END=";
+    let host = Command::new(HOST_BUSYBOX)
+        .args(["sh", "-c", script])
+        .output()
+        .unwrap();
+    let out = guest(1, &["/bin/busybox", "sh", "-c", script]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert_eq!(
+        between_markers(&stdout(&out)),
+        between_markers(&String::from_utf8(host.stdout).unwrap()),
+        "{}",
+        describe(&out)
+    );
+    let host_err = String::from_utf8(host.stderr).unwrap();
+    assert!(host_err.contains("err\n") && host_err.contains("sub-err\n"));
+    assert!(
+        stderr(&out).starts_with(&host_err),
+        "guest stderr does not start with the host's {host_err:?}\n{}",
+        describe(&out)
+    );
+}
+
 #[test]
 fn a_busybox_script_prints_what_it_prints_on_linux_1_vcpu() {
     script_matches_linux(1);

@@ -11,6 +11,7 @@ use core::mem::MaybeUninit;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use k42_abi::Hypercall;
+use k42_abi::hypercall::Stream;
 
 use crate::arch;
 
@@ -28,12 +29,18 @@ pub fn write_str(s: &str) {
 
 /// Write `s` (any bytes: a program's output) to the console as one piece.
 pub fn write_bytes(s: &[u8]) {
+    write_bytes_to(Stream::Stdout, s);
+}
+
+/// Write `s` to k42vmm's `stream` as one piece (stderr goes to the serial
+/// port with everything else before the hypercall console is up).
+pub fn write_bytes_to(stream: Stream, s: &[u8]) {
     if s.is_empty() {
         return;
     }
     if USE_HYPERCALL.load(Ordering::Acquire) {
         let pa = arch::virt_to_phys(s.as_ptr() as u64).expect("console text in kernel memory");
-        arch::hypercall(Hypercall::console_write(pa, s.len() as u64));
+        arch::hypercall(Hypercall::console_write(pa, s.len() as u64, stream));
     } else {
         arch::serial_write(s);
     }

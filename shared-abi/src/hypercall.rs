@@ -28,6 +28,16 @@ use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 /// The I/O port the guest writes a block address to.
 pub const PORT: u16 = 0x0510;
 
+/// Where [`HypercallNr::ConsoleWrite`] puts its bytes (`args[2]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u64)]
+pub enum Stream {
+    /// k42vmm's standard output.
+    Stdout = 0,
+    /// k42vmm's standard error.
+    Stderr = 1,
+}
+
 /// Longest buffer accepted by [`HypercallNr::ConsoleWrite`].
 pub const MAX_CONSOLE_WRITE: u64 = 64 * 1024;
 /// Longest message accepted by [`HypercallNr::Panic`].
@@ -149,8 +159,10 @@ const _: () = assert!(core::mem::offset_of!(HypercallBlock, result) as u64 == RE
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u32)]
 pub enum HypercallNr {
-    /// Write `args[1]` bytes of UTF-8 at guest-physical `args[0]` to the
-    /// console (at most [`MAX_CONSOLE_WRITE`]). Returns the byte count.
+    /// Write `args[1]` bytes at guest-physical `args[0]` (at most
+    /// [`MAX_CONSOLE_WRITE`]; a Linux program's output, any bytes) to the
+    /// console: k42vmm's stdout, or its stderr when `args[2]` is
+    /// [`Stream::Stderr`]. Returns the byte count.
     ConsoleWrite = 1,
     /// Stop the VM; `args[0]` (0..=255) becomes k42vmm's exit code.
     Shutdown = 2,
@@ -255,9 +267,9 @@ impl Hypercall {
         Self { nr, args }
     }
 
-    /// [`HypercallNr::ConsoleWrite`]: `len` bytes of UTF-8 at `pa`.
-    pub const fn console_write(pa: u64, len: u64) -> Self {
-        Self::new(HypercallNr::ConsoleWrite, [pa, len, 0, 0])
+    /// [`HypercallNr::ConsoleWrite`]: `len` bytes at `pa` to `stream`.
+    pub const fn console_write(pa: u64, len: u64, stream: Stream) -> Self {
+        Self::new(HypercallNr::ConsoleWrite, [pa, len, stream as u64, 0])
     }
 
     /// [`HypercallNr::ConsoleRead`] into `len` bytes at `pa`.

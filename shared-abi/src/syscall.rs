@@ -20,6 +20,11 @@
 /// (never executed: the kernel resumes after it).
 pub const SYSCALL_SITE: [u8; 6] = [0x0f, 0x0b, b'k', b'4', b'2', b's'];
 
+/// [`Syscall::Write`]'s stream: k42vmm's standard output.
+pub const WRITE_STDOUT: u64 = 0;
+/// [`Syscall::Write`]'s stream: k42vmm's standard error.
+pub const WRITE_STDERR: u64 = 1;
+
 /// Lowest address of user space.
 pub const USER_BASE: u64 = 0x0000_0000_0040_0000;
 /// End (exclusive) of user space.
@@ -98,8 +103,10 @@ macro_rules! for_each_syscall {
         /// End the program with status `rdi` (0..=255).
         Exit = 0 => process::exit(1);
         /// Write `rsi` bytes at `rdi` to the console (any bytes; at most
-        /// [`crate::hypercall::MAX_CONSOLE_WRITE`]).
-        Write = 1 => program::write(2);
+        /// [`crate::hypercall::MAX_CONSOLE_WRITE`]): to k42vmm's stdout
+        /// when `rdx` is [`WRITE_STDOUT`], its stderr when
+        /// [`WRITE_STDERR`].
+        Write = 1 => program::write(3);
         /// Report a benchmark result: a [`crate::bench::BenchRecord`] at
         /// `rdi`, `rsi` its size. The kernel forwards it to k42vmm.
         BenchRecord = 2 => program::bench_record(2);

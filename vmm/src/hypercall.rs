@@ -69,16 +69,23 @@ fn dispatch(
     };
     let cont = |r: CallResult| (r, Outcome::Continue);
     match nr {
-        HypercallNr::ConsoleWrite => {
-            cont(read(args[0], args[1], abi::MAX_CONSOLE_WRITE).map(|bytes| {
+        HypercallNr::ConsoleWrite => cont(match args[2] {
+            0 | 1 => read(args[0], args[1], abi::MAX_CONSOLE_WRITE).map(|bytes| {
                 // Bytes as they are: a Linux program's output need not be
                 // text.
-                let mut out = std::io::stdout().lock();
-                let _ = out.write_all(&bytes);
-                let _ = out.flush();
+                if args[2] == abi::Stream::Stderr as u64 {
+                    let mut err = std::io::stderr().lock();
+                    let _ = err.write_all(&bytes);
+                    let _ = err.flush();
+                } else {
+                    let mut out = std::io::stdout().lock();
+                    let _ = out.write_all(&bytes);
+                    let _ = out.flush();
+                }
                 bytes.len() as i64
-            }))
-        }
+            }),
+            _ => Err(HypercallResult::InvalidArgument),
+        }),
         HypercallNr::Shutdown => match u8::try_from(args[0]) {
             Ok(code) => {
                 shared.exit.decide(ExitReason::Shutdown(code));

@@ -27,7 +27,12 @@ fn bad_hypercalls_get_error_codes() -> TestResult {
     use HypercallResult::{BadAddress, InvalidArgument, NoSuchCall, NotPermitted, TooLong};
     let text = "x";
     let text_pa = arch::virt_to_phys(text.as_ptr() as u64).unwrap();
-    let cases: [(&str, i64, HypercallResult); 11] = [
+    let cases: [(&str, i64, HypercallResult); 12] = [
+        (
+            "console stream neither stdout nor stderr",
+            call(HypercallNr::ConsoleWrite as u32, 0, [text_pa, 1, 2, 0]),
+            InvalidArgument,
+        ),
         ("unknown number", call(0, 0, [0; 4]), NoSuchCall),
         (
             "no such syscall path",

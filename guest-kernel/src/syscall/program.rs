@@ -4,20 +4,26 @@
 
 use k42_abi::bench::{BenchMode, BenchRecord};
 use k42_abi::hypercall::MAX_CONSOLE_WRITE;
-use k42_abi::syscall::SyscallError;
+use k42_abi::hypercall::Stream;
+use k42_abi::syscall::{SyscallError, WRITE_STDERR, WRITE_STDOUT};
 
 use super::{Caller, Context, Done, SysResult, value};
 use crate::mm::user;
 use crate::{arch, percpu, proc};
 
-/// `Write`: bytes to the console (at most the console hypercall's limit
-/// at once).
-pub fn write(cx: &mut Context, [ptr, len]: [u64; 2]) -> SysResult {
+/// `Write`: bytes to the console's stdout or stderr stream (at most the
+/// console hypercall's limit at once).
+pub fn write(cx: &mut Context, [ptr, len, stream]: [u64; 3]) -> SysResult {
     if len > MAX_CONSOLE_WRITE {
         return Err(SyscallError::InvalidArgument);
     }
+    let stream = match stream {
+        WRITE_STDOUT => Stream::Stdout,
+        WRITE_STDERR => Stream::Stderr,
+        _ => return Err(SyscallError::InvalidArgument),
+    };
     let text = cx.with_user(|space| user::copy_in(space, ptr, len, MAX_CONSOLE_WRITE))?;
-    crate::console::write_bytes(&text);
+    crate::console::write_bytes_to(stream, &text);
     value(len)
 }
 

@@ -26,8 +26,10 @@ pub const MAX_FDS: usize = 1024;
 /// What a description opens.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
-    /// The console: k42vmm's terminal or pipe.
-    Console,
+    /// The console: k42vmm's terminal or pipe. Written, it is k42vmm's
+    /// stdout, or its stderr for the description the first Linux program
+    /// gets as descriptor 2.
+    Console { stderr: bool },
     /// A file: its kernel handle.
     File { handle: u64 },
     /// A directory (read with getdents64 through the file server).
@@ -295,7 +297,8 @@ pub fn carry() -> (Vec<u8>, Vec<u64>) {
     out.extend_from_slice(st.cwd.as_bytes());
     for o in &opens {
         let (kind, handle) = match o.kind {
-            Kind::Console => (0u32, 0),
+            Kind::Console { stderr: false } => (0u32, 0),
+            Kind::Console { stderr: true } => (6, 0),
             Kind::File { handle } => (1, handle),
             Kind::Dir => (2, 0),
             Kind::Null => (3, 0),
@@ -351,12 +354,20 @@ pub fn start(info: &ProgramInfo) {
     // start at ARGS_OFFSET within it.
     let bytes = unsafe { core::slice::from_raw_parts((USER_INFO + ARGS_OFFSET) as *const u8, len) };
     if len == 0 || restore(bytes).is_none() {
-        let console = Open::new(Kind::Console, g::O_RDWR, String::from("/dev/console"));
+        let console = |stderr| {
+            Open::new(
+                Kind::Console { stderr },
+                g::O_RDWR,
+                String::from("/dev/console"),
+            )
+        };
+        let out = console(false);
         let mut st = STATE.lock();
-        st.fds = (0..3)
-            .map(|_| {
+        st.fds = [out.clone(), out, console(true)]
+            .into_iter()
+            .map(|open| {
                 Some(Fd {
-                    open: console.clone(),
+                    open,
                     cloexec: false,
                 })
             })
@@ -388,7 +399,8 @@ fn restore(bytes: &[u8]) -> Option<()> {
         let path_len = r.u32()?;
         let path = r.string(path_len)?;
         let kind = match kind {
-            0 => Kind::Console,
+            0 => Kind::Console { stderr: false },
+            6 => Kind::Console { stderr: true },
             1 => Kind::File { handle },
             2 => Kind::Dir,
             3 => Kind::Null,

@@ -17,7 +17,7 @@ use core::sync::atomic::Ordering;
 
 use k42_abi::fs as proto;
 use k42_abi::hypercall::MAX_CONSOLE_WRITE;
-use k42_abi::syscall::{SyscallError, file};
+use k42_abi::syscall::{SyscallError, WRITE_STDERR, WRITE_STDOUT, file};
 use k42_rt::fs::{self as rtfs, Error};
 use linux_raw_sys::errno as e;
 use linux_raw_sys::general as g;
@@ -144,7 +144,7 @@ fn device(path: &str) -> Option<Kind> {
     match path {
         "/dev/null" => Some(Kind::Null),
         "/dev/zero" => Some(Kind::Zero),
-        "/dev/console" | "/dev/tty" => Some(Kind::Console),
+        "/dev/console" | "/dev/tty" => Some(Kind::Console { stderr: false }),
         _ => None,
     }
 }
@@ -200,7 +200,7 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> LinuxResult {
 /// Read from `open` at `pos` into the program's `buf`; the bytes read.
 fn read_at(open: &Open, pos: u64, buf: u64, len: u64) -> LinuxResult {
     match open.kind {
-        Kind::Console => console_read(open, buf, len),
+        Kind::Console { .. } => console_read(open, buf, len),
         Kind::Null => Ok(0),
         Kind::Zero => {
             // SAFETY: the program's buffer (see `cstr`).
@@ -252,9 +252,10 @@ fn broken_pipe() -> u32 {
 /// (bytes written, new end).
 fn write_at(open: &Open, pos: u64, buf: u64, len: u64) -> Result<(u64, u64), u32> {
     match open.kind {
-        Kind::Console => {
+        Kind::Console { stderr } => {
             let n = len.min(MAX_CONSOLE_WRITE);
-            let r = k42_rt::sys::raw::Write::call([buf, n]);
+            let stream = if stderr { WRITE_STDERR } else { WRITE_STDOUT };
+            let r = k42_rt::sys::raw::Write::call([buf, n, stream]);
             k42_rt::sys::sys_result(r).map_err(sys_errno)?;
             Ok((n, 0))
         }
@@ -406,7 +407,7 @@ pub fn lseek(fd: u64, off: i64, whence: u64) -> LinuxResult {
         return k42_rt::sys::sys_result(r).map_err(sys_errno);
     }
     let base = match (open.kind, whence as u32) {
-        (Kind::Console | Kind::Pipe { .. }, _) => return Err(e::ESPIPE),
+        (Kind::Console { .. } | Kind::Pipe { .. }, _) => return Err(e::ESPIPE),
         (_, g::SEEK_SET) => 0,
         (_, g::SEEK_CUR) => open.pos.load(Ordering::Relaxed) as i64,
         (Kind::File { handle }, g::SEEK_END) => rtfs::file_size(handle).map_err(errno)? as i64,
@@ -498,7 +499,7 @@ fn put_stat(buf: u64, a: Attrs) -> LinuxResult {
 /// or a device served here.
 fn stat_path(path: &str, buf: u64, follow: bool) -> LinuxResult {
     match device(path) {
-        Some(Kind::Console) => return put_stat(buf, device_attrs(2, 0o620, 5 << 8 | 1)),
+        Some(Kind::Console { .. }) => return put_stat(buf, device_attrs(2, 0o620, 5 << 8 | 1)),
         Some(Kind::Null) => return put_stat(buf, device_attrs(3, 0o666, 1 << 8 | 3)),
         Some(_) => return put_stat(buf, device_attrs(4, 0o666, 1 << 8 | 5)),
         None => {}
@@ -612,7 +613,7 @@ pub fn getdents64(fd: u64, buf: u64, len: u64) -> LinuxResult {
 pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
     use linux_raw_sys::ioctl as io;
     let open = fd::get(fd)?;
-    if open.kind != Kind::Console {
+    if !matches!(open.kind, Kind::Console { .. }) {
         return Err(e::ENOTTY);
     }
     let tty = |op: u64, a: u64| {

@@ -48,7 +48,7 @@ fn ready(fd: i32) -> u16 {
             }
             r
         }
-        Kind::Console => {
+        Kind::Console { .. } => {
             let readable = match sys_result(raw::TtyControl::call([TTY_READY, 0])) {
                 Ok(n) => n != 0,
                 // No input forwarded: a read ends at once (end of file).

@@ -78,7 +78,11 @@ pub fn exit(status: u8) -> ! {
 
 /// Write `s` to the console.
 pub fn write(s: &str) -> i64 {
-    self::raw::Write::call([s.as_ptr() as u64, s.len() as u64])
+    self::raw::Write::call([
+        s.as_ptr() as u64,
+        s.len() as u64,
+        k42_abi::syscall::WRITE_STDOUT,
+    ])
 }
 
 /// Report a benchmark result to k42vmm through the kernel.
