@@ -6,6 +6,7 @@
 #   make bench-boot boot-time benchmark against a bare-VM baseline
 #   make bench-platform what virtualisation costs guest code, vs the host
 #   make bench      sweep the default suite over vCPU counts (k42vmm bench)
+#   make bench-linux  the Linux personality vs host Linux, same static binary
 #   make nightly    the nightly regression job: sweep, compare with the
 #                   accepted baseline of this host class, write the report
 #   make bench-accept  accept the last nightly results as that baseline
@@ -20,6 +21,9 @@ IMAGE      := target/images/default.img
 K42VMM     := target/release/k42vmm
 BASELINES  := bench/baselines
 NIGHTLY    := target/bench/nightly
+# The measuring program of `k42vmm bench --suite linux`, a static Linux
+# program the default image carries (/bin/k42-lbench).
+LBENCH     := target/linux/k42-lbench
 
 # The guest packages, built for $(GUEST) (the only list of them; the root
 # Cargo.toml's default-members leaves them out). The user programs are
@@ -32,7 +36,7 @@ GUEST_PACKAGES      := k42-kernel $(GUEST_USER_PACKAGES)
 # Linted for $(GUEST) too: the guest packages and the libraries only they link.
 GUEST_LINT_PACKAGES := $(GUEST_PACKAGES) k42-rt k42-trace
 
-.PHONY: all setup kernel image vmm run test lint check-guest-profiles unit-test bench-boot bench-platform bench nightly bench-accept bench-trace clean
+.PHONY: all setup kernel image vmm run test lint check-guest-profiles unit-test bench-boot bench-platform bench bench-linux nightly bench-accept bench-trace clean
 
 all: image vmm
 
@@ -44,11 +48,17 @@ setup:
 		apt-get install -y -q babeltrace2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q babeltrace2 >/dev/null; }; }
 	@test -x /bin/busybox && test -x /bin/bash-static || { echo "installing busybox-static and bash-static (the default image runs Debian's own static Linux binaries)"; \
 		apt-get install -y -q busybox-static bash-static >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q busybox-static bash-static >/dev/null; }; }
+	@command -v gcc >/dev/null && test -f /usr/lib/x86_64-linux-gnu/libc.a || { echo "installing gcc and libc6-dev (k42-lbench, the Linux benchmark's program, is built with gcc -static)"; \
+		apt-get install -y -q gcc libc6-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q gcc libc6-dev >/dev/null; }; }
 
 kernel: setup
 	$(CARGO) build $(addprefix -p ,$(GUEST_PACKAGES)) --target $(GUEST) --release
 
-image: kernel
+$(LBENCH): bench/linux/k42-lbench.c | setup
+	@mkdir -p $(dir $@)
+	gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
+
+image: kernel $(LBENCH)
 	$(CARGO) run -q --release -p k42-image --bin k42-mkimage -- images/default.toml -o $(IMAGE)
 
 vmm:
@@ -91,6 +101,9 @@ bench-platform: image vmm
 
 bench: image vmm
 	$(K42VMM) bench --out target/bench/latest $(IMAGE)
+
+bench-linux: image vmm
+	$(K42VMM) bench --suite linux --out target/bench/linux $(IMAGE)
 
 # The nightly job: the default suite, compared with the accepted baseline
 # of this host class (bench/baselines/<class>.json, see

@@ -5,7 +5,8 @@
 //! given and marks overcommitted points; accepted baselines land under
 //! their host class; a boot that fails stops the sweep with exit 1; every
 //! catalogued benchmark gets its records from the guest; every bad input
-//! is one line and exit 2.
+//! is one line and exit 2; `--suite linux --quick` writes both series
+//! (guest and host Linux) for every measurement and the script's split.
 //!
 //! No assertion depends on how fast anything ran: the regression is made
 //! by editing the baseline, and the sweep that compares with a baseline
@@ -515,4 +516,89 @@ fn bad_bench_inputs_exit_2_with_one_line() {
     );
     // All of these were refused before anything booted or was written.
     assert!(!out_dir.exists());
+}
+
+/// `k42vmm bench --suite linux --quick`: one guest boot and host Linux
+/// running the same k42-lbench, then a traced boot of the script.
+/// Checks that results.json and report.md are well formed with both
+/// series for every measurement, never how fast anything ran.
+#[test]
+fn linux_suite_quick_writes_both_series_and_the_split() {
+    require_kvm();
+    let image = default_image();
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("linux");
+    let out = bench(&[
+        "--suite",
+        "linux",
+        "--quick",
+        "--samples",
+        "1",
+        "--out",
+        out_dir.to_str().unwrap(),
+        image.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(text.contains("null call: personality getppid"), "{text}");
+    assert!(text.contains("sdet split"), "{text}");
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out_dir.join("results.json")).unwrap())
+            .unwrap();
+    assert_eq!(json["kind"], "k42vmm-bench-linux-results");
+    assert_eq!(json["schema"], 1);
+    assert_eq!(json["provenance"]["quick"], true);
+    let names: Vec<&str> = json["benchmarks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "linux.bare",
+            "linux.getppid",
+            "linux.spawn",
+            "linux.pipe",
+            "linux.sdet"
+        ]
+    );
+    for b in json["benchmarks"].as_array().unwrap() {
+        let labels: Vec<&str> = b["series"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["label"].as_str().unwrap())
+            .collect();
+        assert_eq!(labels, ["k42", "linux"], "{b}");
+        for s in b["series"].as_array().unwrap() {
+            let samples = s["samples"].as_array().unwrap();
+            assert_eq!(samples.len(), 1, "{b}");
+            assert!(samples[0]["iterations"].as_u64().unwrap() > 0, "{b}");
+            assert!(s["median_ns_per_op"].as_f64().is_some(), "{b}");
+        }
+        assert!(b["ratio_k42_over_linux"].as_f64().is_some(), "{b}");
+    }
+    assert!(json["null_call"]["ratio"].as_f64().is_some());
+    assert_eq!(json["null_call"]["aim"], 1.3);
+    let split = &json["sdet_split"];
+    assert!(split["traced_wall_ns"].as_u64().unwrap() > 0, "{split}");
+    // The script forks, execs and names files: the trace saw kernel calls.
+    assert!(split["syscalls"].as_u64().unwrap() > 0, "{split}");
+    assert!(!split["notes"].as_array().unwrap().is_empty());
+    let report = std::fs::read_to_string(out_dir.join("report.md")).unwrap();
+    for needle in ["linux.getppid", "linux.sdet", "## The null call", "| PPC ("] {
+        assert!(
+            report.contains(needle),
+            "report.md lacks {needle}:\n{report}"
+        );
+    }
+    let img = image.to_str().unwrap();
+    let o = out_dir.to_str().unwrap();
+    expect_bench_error(
+        &["--suite", "linux", "--vcpus", "2", "--out", o, img],
+        "--vcpus 2: the linux suite runs on one vCPU",
+    );
+    expect_bench_error(&["--quick", "--out", o, img], "--quick: only --suite linux");
 }

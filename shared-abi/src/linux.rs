@@ -43,6 +43,11 @@ pub const PERSONALITY_BASE: u64 = 0x0000_6000_0000_0000;
 /// costs a load. (`args[0]` and `args[1]` are the program's entry and
 /// initial stack pointer.)
 pub const INFO_TRACE_VIEW: usize = 2;
+/// A Linux call number no Linux uses, which the personality's entry
+/// answers with 0 at once (no frame, no service): the bare `syscall`
+/// round trip `k42vmm bench --suite linux` measures (`k42-lbench bare`).
+/// Host Linux answers it ENOSYS.
+pub const BARE_SYSCALL: u64 = 0x4b42;
 /// Where anonymous mappings without an address go (growing up).
 pub const LINUX_MMAP_BASE: u64 = 0x0000_4000_0000_0000;
 /// Size of a Linux process's stack region (pages are made when touched).

@@ -579,6 +579,9 @@ catalogue! {
         ppc_call = 5 instant(server: u64, method: u64);
         /// A PPC call returns from server `server` with `result`.
         ppc_return = 6 instant(server: u64, result: i64);
+        /// A user page fault was taken (before it is resolved: the time
+        /// to the `fault` event is the kernel's resolution).
+        fault_taken = 7 instant(pid: u64, address: hex);
     }
     /// Hypercalls to k42vmm.
     class hypercall = 6 {

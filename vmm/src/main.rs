@@ -116,6 +116,10 @@ struct SweepArgs {
     /// Allow vCPU counts above the usable host CPUs (marked overcommitted).
     #[arg(long)]
     allow_overcommit: bool,
+    /// With --suite linux: small sizes, to check that everything runs
+    /// (not figures).
+    #[arg(long)]
+    quick: bool,
     /// The boot image.
     #[arg(value_name = "IMAGE", default_value = "target/images/default.img")]
     image: PathBuf,
@@ -362,6 +366,7 @@ fn run_bench(args: BenchArgs) -> ExitCode {
                 baseline: s.baseline,
                 threshold: s.threshold,
                 allow_overcommit: s.allow_overcommit,
+                quick: s.quick,
                 image: s.image,
                 command_line: std::env::args().collect(),
             })

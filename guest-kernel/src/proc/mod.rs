@@ -413,6 +413,10 @@ pub fn on_user_exception(frame: &mut TrapFrame, address: u64) -> bool {
     if vector == PAGE_FAULT {
         let write = frame.error_code & 2 != 0;
         let exec = frame.error_code & 16 != 0;
+        crate::trace::log(k42_abi::trace::ev::sched::fault_taken(
+            t.process.pid as u64,
+            address,
+        ));
         match t.memory().fault(address, write, exec) {
             Ok(()) => {
                 crate::trace::log(k42_abi::trace::ev::sched::fault(

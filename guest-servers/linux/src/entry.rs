@@ -10,7 +10,10 @@
 //! frame — as `sysret` would after a plain call, or in a signal handler,
 //! or back where `rt_sigreturn` says, when the call changed the frame.
 //! `rcx` and `r11` carry the return address and flags, as after a real
-//! `syscall`. The personality is built without SSE (the target's
+//! `syscall`. Call number [`BARE_SYSCALL`](k42_abi::linux::BARE_SYSCALL)
+//! returns 0 at once, restoring only the flags: the bare `syscall` round
+//! trip that `k42vmm bench --suite linux` sets the null call beside. The
+//! personality is built without SSE (the target's
 //! soft-float), so the program's vector registers are untouched.
 
 use linux_raw_sys::general as nr;
@@ -36,6 +39,8 @@ core::arch::global_asm!(
     .section .text.linux_entry, "ax"
     .global linux_syscall_entry
 linux_syscall_entry:
+    cmp rax, {bare}
+    je 2f
     mov [rip + {user_rsp}], rsp
     lea rsp, [rip + {stack} + {size}]
     push qword ptr [rip + {user_rsp}]
@@ -74,6 +79,14 @@ linux_syscall_entry:
     pop rcx
     pop rsp
     jmp rcx
+2:
+    mov [rip + {user_rsp}], rsp
+    lea rsp, [rip + {stack} + {size}]
+    xor eax, eax
+    push r11
+    popfq
+    mov rsp, [rip + {user_rsp}]
+    jmp rcx
 
     .section .text
     .global linux_enter_program
@@ -99,6 +112,7 @@ linux_enter_program:
     user_rsp = sym LINUX_USER_RSP,
     stack = sym LINUX_STACK,
     size = const STACK_SIZE,
+    bare = const k42_abi::linux::BARE_SYSCALL,
 );
 
 unsafe extern "C" {

@@ -338,6 +338,12 @@ pub fn listing() -> String {
             suite.benchmarks.join(", ")
         );
     }
+    s += &format!(
+        "  {:<w$}  {}\n  {:<w$}  its own driver: guest and host Linux in one run, no vCPU sweep (--quick: small sizes)\n",
+        super::linux::SUITE,
+        super::linux::DESCRIPTION,
+        ""
+    );
     s += "\nbenchmarks (k42vmm bench --bench NAME):\n";
     let w = BENCHMARKS.iter().map(|b| b.name.len()).max().unwrap_or(0);
     for b in BENCHMARKS {

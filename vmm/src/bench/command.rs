@@ -38,6 +38,8 @@ pub struct SweepOptions {
     /// `--threshold`, in percent ([`parse_threshold`]).
     pub threshold: String,
     pub allow_overcommit: bool,
+    /// `--quick`: small sizes (the linux suite only).
+    pub quick: bool,
     pub image: PathBuf,
     /// The whole command line, for the provenance.
     pub command_line: Vec<String>,
@@ -108,6 +110,7 @@ pub fn select(
             catalog::SUITES
                 .iter()
                 .map(|s| s.name)
+                .chain([super::linux::SUITE])
                 .collect::<Vec<_>>()
                 .join(", "),
         )
@@ -283,6 +286,15 @@ fn conclude(
 /// `k42vmm bench`: sweep, write DIR/results.json, DIR/<bench>.svg and
 /// DIR/report.md, print the summary, compare with the baseline.
 pub fn sweep(opts: &SweepOptions) -> Result<u8, BenchError> {
+    if opts.suite.as_deref() == Some(super::linux::SUITE) {
+        if !opts.benchmarks.is_empty() {
+            return Err(BenchError::SuiteAndBenchmarks(super::linux::SUITE.into()));
+        }
+        return super::linux::run(opts);
+    }
+    if opts.quick {
+        return Err(BenchError::QuickWithoutLinux);
+    }
     let (suite, benches) = select(opts.suite.as_deref(), &opts.benchmarks)?;
     let vcpus = option("--vcpus", &opts.vcpus, VcpuSpec::parse)?;
     let samples = option("--samples", &opts.samples, parse_samples)?;

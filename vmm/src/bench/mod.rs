@@ -12,7 +12,8 @@
 //!  ├─ provenance  host, host class, git revision, guest image
 //!  ├─ compare     the regression rule and the comparison with a baseline
 //!  ├─ plot        DIR/<bench>.svg
-//!  └─ summary     the terminal table and DIR/report.md
+//!  ├─ summary     the terminal table and DIR/report.md
+//!  └─ linux       --suite linux: the personality vs host Linux, same binary
 //! ```
 //!
 //! Exit codes of `k42vmm bench`: 0 done (improvements included), 1 a
@@ -23,6 +24,7 @@ pub mod catalog;
 pub mod command;
 pub mod compare;
 pub mod driver;
+pub mod linux;
 pub mod plot;
 pub mod provenance;
 pub mod results;
@@ -67,6 +69,10 @@ pub enum BenchError {
         found: u64,
         want: u32,
     },
+    #[error("--quick: only --suite linux has a quick mode")]
+    QuickWithoutLinux,
+    #[error("{0}: the image has no module {1} (rebuild it with make image)")]
+    ImageLacks(PathBuf, String),
     #[error(transparent)]
     Image(#[from] k42_image::ImageError),
     #[error("--out {0}: {1}")]
@@ -99,6 +105,8 @@ impl BenchError {
             | BenchError::Malformed { .. }
             | BenchError::SchemaMismatch { .. }
             | BenchError::Image(_)
+            | BenchError::ImageLacks(..)
+            | BenchError::QuickWithoutLinux
             | BenchError::OutDir(..) => 2,
             BenchError::RunFailed { .. }
             | BenchError::BadRecords { .. }
