@@ -326,6 +326,56 @@ fn unimplemented_calls_are_named_when_the_vm_exits() {
     );
 }
 
+/// What glibc and busybox ask of every program beyond files and
+/// processes is served, not ENOSYS: `set_robust_list`, `sysinfo`,
+/// `sendfile` (cp of a file larger than one round of its buffer), the
+/// id calls, and `sched_getaffinity` (`nproc` counts the vCPUs). Only
+/// `rseq` is left to ENOSYS, as glibc allows.
+#[test]
+fn the_calls_every_program_makes_are_served() {
+    let script = r#"
+B=/bin/busybox
+echo =BEGIN=
+mkdir -p /tmp/k42c && cd /tmp/k42c
+$B dd if=/dev/zero bs=1000 count=300 2>/dev/null | $B tr '\0' k > big
+$B cp big big2 && $B cmp big big2 && echo "copied $($B wc -c < big2)"
+$B md5sum < big2
+$B id
+$B uptime > /dev/null && echo "uptime runs"
+cd / && $B rm -r /tmp/k42c
+echo =END=
+echo "nproc $($B nproc)"
+"#;
+    let dir = format!("/tmp/k42c-{}", std::process::id());
+    let script = script.replace("/tmp/k42c", &dir);
+    let host = Command::new(HOST_BUSYBOX)
+        .args(["sh", "-c", &script])
+        .output()
+        .unwrap();
+    assert!(host.status.success(), "host: {}", describe(&host));
+    let out = guest(3, &["/bin/busybox", "sh", "-c", &script]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        between_markers(&text),
+        between_markers(&String::from_utf8(host.stdout).unwrap()),
+        "{}",
+        describe(&out)
+    );
+    assert!(text.contains("\nnproc 3\n"), "{}", describe(&out));
+    let unimplemented: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("k42: Linux system calls not implemented"))
+        .collect();
+    assert_eq!(unimplemented.len(), 1, "{}", describe(&out));
+    let calls = unimplemented[0].rsplit(": ").next().unwrap();
+    assert!(
+        calls.split(' ').all(|c| c.starts_with("rseq(334)x")),
+        "{}",
+        describe(&out)
+    );
+}
+
 /// A bash script with functions, arrays, `[[ ]]`, `read` and `printf`,
 /// run by Debian's bash-static on the host and in the guest.
 #[test]

@@ -34,6 +34,30 @@ pub const USER_INFO: u64 = 0x0000_0000_1000_0000;
 /// Where the kernel maps a program's heap (`ProgramInfo::heap_size` bytes).
 pub const USER_HEAP: u64 = 0x0000_0000_2000_0000;
 
+/// What [`Syscall::SystemInfo`] writes: the machine's memory and
+/// processes now.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
+pub struct SystemInfo {
+    /// Page frames of RAM the kernel manages.
+    pub total_frames: u64,
+    /// Of those, free ones.
+    pub free_frames: u64,
+    /// Processes alive (not yet reaped).
+    pub processes: u64,
+}
+
 /// What the kernel tells a program at start. Every CPU that runs the
 /// program enters `_start` with `rdi` = [`USER_INFO`] and `rsi` = its CPU
 /// index; the stack pointer is that CPU's own stack.
@@ -294,6 +318,8 @@ macro_rules! for_each_syscall {
         /// the personality tests the mask word first (see
         /// [`crate::linux::INFO_TRACE_VIEW`]).
         LinuxTrace = 49 => linux::trace(2);
+        /// Write the machine's [`SystemInfo`] to `rdi` (Linux `sysinfo`).
+        SystemInfo = 55 => process::system_info(1);
         }
     };
 }

@@ -140,6 +140,11 @@ fn limit() -> u32 {
     crate::boot::options().proc_max
 }
 
+/// Processes alive now (not yet reaped).
+pub fn live_processes() -> u32 {
+    TABLE.lock().live
+}
+
 pub fn lookup(pid: u32) -> Option<Arc<Process>> {
     TABLE.lock().procs.get(&pid).cloned()
 }

@@ -6,6 +6,7 @@ use k42_abi::syscall::{MAX_ARGS_LEN, MAX_NAME_LEN, SyscallError, status};
 use super::{Caller, Context, Done, SysResult, value};
 use crate::mm::user;
 use crate::{proc, smp};
+use zerocopy::IntoBytes;
 
 /// `Exit`: end the process (or the kernel-run program) with `status`.
 pub fn exit(cx: &mut Context, [code]: [u64; 1]) -> SysResult {
@@ -104,6 +105,18 @@ pub fn map_anon(cx: &mut Context, [len]: [u64; 1]) -> SysResult {
 pub fn free_frames(cx: &mut Context, []: [u64; 0]) -> SysResult {
     cx.thread()?;
     value(proc::memory::free_frames())
+}
+
+/// `SystemInfo`: the machine's memory and process count to `out`.
+pub fn system_info(cx: &mut Context, [out]: [u64; 1]) -> SysResult {
+    let t = cx.thread()?;
+    let info = k42_abi::syscall::SystemInfo {
+        total_frames: crate::mm::frame::total_frames(),
+        free_frames: proc::memory::free_frames(),
+        processes: u64::from(proc::live_processes()),
+    };
+    user::copy_out(t.memory(), out, info.as_bytes())?;
+    value(0)
 }
 
 /// `Pin`: keep the calling thread on CPU `cpu` (moving it there), or

@@ -362,6 +362,78 @@ pub fn pwrite(fd: u64, buf: u64, len: u64, off: u64) -> LinuxResult {
     write_at(&open, off, buf, len).map(|(n, _)| n)
 }
 
+/// Bytes `sendfile` moves per round.
+const SENDFILE_CHUNK: usize = 64 * 1024;
+
+/// `sendfile`: up to `count` bytes from file `in_fd` (at `*off_ptr`, which
+/// is advanced, or at its position) to `out_fd`, through a buffer of the
+/// personality's own. As on Linux, `in_fd` must be a regular file (a pipe
+/// gets EINVAL, and busybox falls back to read/write) and `out_fd` not
+/// opened for appending.
+pub fn sendfile(out_fd: u64, in_fd: u64, off_ptr: u64, count: u64) -> LinuxResult {
+    let (input, output) = (fd::get(in_fd)?, fd::get(out_fd)?);
+    if !input.readable() || !output.writable() {
+        return Err(e::EBADF);
+    }
+    let Kind::File { handle } = input.kind else {
+        return Err(e::EINVAL);
+    };
+    if output.flags() & g::O_APPEND != 0 {
+        return Err(e::EINVAL);
+    }
+    let mut off = if off_ptr == 0 {
+        None
+    } else {
+        // SAFETY: the program's `loff_t` (see `cstr`).
+        Some(unsafe { core::ptr::read_unaligned(off_ptr as *const i64) })
+    };
+    if off.is_some_and(|o| o < 0) {
+        return Err(e::EINVAL);
+    }
+    let mut buf = alloc::vec![0u8; SENDFILE_CHUNK];
+    let mut done = 0u64;
+    while done < count {
+        let want = (count - done).min(SENDFILE_CHUNK as u64);
+        let pos = off.map_or(file::AT_POSITION, |o| o as u64);
+        let got = match read_at(&input, pos, buf.as_mut_ptr() as u64, want) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(err) if done == 0 => return Err(err),
+            Err(_) => break,
+        };
+        let mut put = 0;
+        while put < got {
+            match write_at(
+                &output,
+                file::AT_POSITION,
+                buf.as_ptr() as u64 + put,
+                got - put,
+            ) {
+                Ok((n, _)) => put += n,
+                Err(err) if done + put == 0 => return Err(err),
+                Err(_) => break,
+            }
+        }
+        done += put;
+        if let Some(o) = off.as_mut() {
+            *o += put as i64;
+        } else if put < got {
+            // Bytes read but not written: give them back to the position.
+            let back = -((got - put) as i64);
+            let r = k42_rt::sys::raw::FileSeek::call([handle, back as u64, 1]);
+            k42_rt::sys::sys_result(r).map_err(sys_errno)?;
+        }
+        if put < got {
+            break;
+        }
+    }
+    if let Some(o) = off {
+        // SAFETY: as above.
+        unsafe { core::ptr::write_unaligned(off_ptr as *mut i64, o) };
+    }
+    Ok(done)
+}
+
 /// The program's iovec array at `iov` (`n` entries).
 fn iovecs(iov: u64, n: u64) -> Result<&'static [g::iovec], u32> {
     if n > 1024 {

@@ -121,6 +121,68 @@ pub fn setsid() -> LinuxResult {
     Ok(u64::from(me))
 }
 
+/// The robust-futex list the program registered (`set_robust_list`):
+/// its head and length. Kept for `get_robust_list`; a forked child starts
+/// without one (glibc registers again), as on Linux. Nothing walks it at
+/// exit yet: there are no futexes until threads are supported.
+static ROBUST_LIST: SpinLock<(u64, u64)> = SpinLock::new((0, 0));
+
+/// `set_robust_list`: `len` must be Linux's `robust_list_head` size.
+pub fn set_robust_list(head: u64, len: u64) -> LinuxResult {
+    if len != core::mem::size_of::<g::robust_list_head>() as u64 {
+        return Err(e::EINVAL);
+    }
+    *ROBUST_LIST.lock() = (head, len);
+    Ok(0)
+}
+
+/// `get_robust_list` of this process (another's needs ptrace rights:
+/// EPERM, or ESRCH when there is no such process).
+pub fn get_robust_list(pid: u64, head_ptr: u64, len_ptr: u64) -> LinuxResult {
+    if pid != 0 && pid != getpid()? {
+        return Err(match raw::GetPgid::call([pid]) {
+            r if r < 0 => e::ESRCH,
+            _ => e::EPERM,
+        });
+    }
+    let (head, len) = *ROBUST_LIST.lock();
+    if head_ptr == 0 || len_ptr == 0 {
+        return Err(e::EFAULT);
+    }
+    // SAFETY: the program's pointer and size_t (see files::cstr).
+    unsafe {
+        core::ptr::write_unaligned(head_ptr as *mut u64, head);
+        core::ptr::write_unaligned(len_ptr as *mut u64, len);
+    }
+    Ok(0)
+}
+
+/// `setuid`, `setgid`, `setreuid`, `setregid`, `setresuid`, `setresgid`:
+/// every process is root and stays root, so each id given must be 0 or
+/// -1 (unchanged); another is refused with EPERM (see docs/LINUX.md).
+pub fn set_ids(ids: &[u64]) -> LinuxResult {
+    if ids
+        .iter()
+        .all(|&id| id as u32 == 0 || id as u32 == u32::MAX)
+    {
+        Ok(0)
+    } else {
+        Err(e::EPERM)
+    }
+}
+
+/// `getresuid`, `getresgid`: all three ids are 0.
+pub fn get_res_ids(ptrs: [u64; 3]) -> LinuxResult {
+    if ptrs.contains(&0) {
+        return Err(e::EFAULT);
+    }
+    for p in ptrs {
+        // SAFETY: the program's uid_t (see files::cstr).
+        unsafe { core::ptr::write_unaligned(p as *mut u32, 0) };
+    }
+    Ok(0)
+}
+
 /// `fork`, `vfork` (a copy serves a vfork's child as well).
 pub fn fork() -> LinuxResult {
     let parent = getpid()? as u32;
@@ -131,6 +193,7 @@ pub fn fork() -> LinuxResult {
     })?;
     if r == 0 {
         STATE.lock().ppid = parent;
+        *ROBUST_LIST.lock() = (0, 0);
     }
     Ok(r)
 }

@@ -98,6 +98,57 @@ pub fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> LinuxResult {
     Ok(0)
 }
 
+/// `sysinfo`: uptime, the machine's RAM and free RAM, and the number of
+/// processes, from the kernel (`SystemInfo`). No swap, no shared or
+/// buffer memory, no high memory; the load averages are 0 (the kernel
+/// keeps none).
+pub fn sysinfo(buf: u64) -> LinuxResult {
+    let mut k = k42_abi::syscall::SystemInfo::default();
+    let r = k42_rt::sys::raw::SystemInfo::call([&raw mut k as u64]);
+    k42_rt::sys::sys_result(r).map_err(crate::files::sys_errno)?;
+    let page = k42_abi::layout::PAGE_SIZE;
+    put(
+        buf,
+        linux_raw_sys::system::sysinfo {
+            uptime: (now_ns() / 1_000_000_000) as _,
+            loads: [0; 3],
+            totalram: k.total_frames * page,
+            freeram: k.free_frames * page,
+            sharedram: 0,
+            bufferram: 0,
+            totalswap: 0,
+            freeswap: 0,
+            procs: k.processes.min(u64::from(u16::MAX)) as u16,
+            pad: 0,
+            totalhigh: 0,
+            freehigh: 0,
+            mem_unit: 1,
+            _f: Default::default(),
+        },
+    )
+}
+
+/// `sched_getaffinity`: every CPU of the machine (a process may run on
+/// any); returns the bytes written, a whole number of longs as Linux's.
+pub fn sched_getaffinity(pid: u64, len: u64, mask: u64) -> LinuxResult {
+    if pid != 0 && pid != crate::process::getpid()? && k42_rt::sys::raw::GetPgid::call([pid]) < 0 {
+        return Err(e::ESRCH);
+    }
+    let cpus = u64::from(info().cpus.max(1));
+    let size = cpus.div_ceil(64) * 8;
+    if len < size || !len.is_multiple_of(8) {
+        return Err(e::EINVAL);
+    }
+    for word in 0..size / 8 {
+        let bits = match cpus.saturating_sub(word * 64) {
+            n if n >= 64 => u64::MAX,
+            n => (1u64 << n) - 1,
+        };
+        put(mask + word * 8, bits)?;
+    }
+    Ok(size)
+}
+
 /// The wall clock: nanoseconds since 1970.
 pub fn realtime_ns() -> u64 {
     info().epoch_ns + now_ns()
