@@ -80,8 +80,24 @@ struct OnPty {
 }
 
 fn start_on_pty(timeout: &str, command: &[&str]) -> OnPty {
+    start_on_sized_pty(timeout, command, None)
+}
+
+/// As [`start_on_pty`], the terminal `rows` x `cols` when given.
+fn start_on_sized_pty(timeout: &str, command: &[&str], size: Option<(u16, u16)>) -> OnPty {
     require_kvm();
     let pty = openpty();
+    if let Some((rows, cols)) = size {
+        let ws = libc::winsize {
+            ws_row: rows,
+            ws_col: cols,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: a valid descriptor and a live `winsize`.
+        let r = unsafe { libc::ioctl(pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(r, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+    }
     let before = termios(&pty.slave);
     assert!(!is_raw(&before), "a new pty starts in cooked mode");
     let image = default_image();
@@ -178,6 +194,27 @@ fn raw_mode_for_the_run_and_restored_at_the_guests_exit() {
     let (status, output) = run.finish();
     assert_eq!(status.code(), Some(0), "{output}");
     assert!(output.contains("init exited with status 0"), "{output}");
+}
+
+/// The guest's terminal has k42vmm's terminal's size (TIOCGWINSZ), and
+/// TIOCSWINSZ in the guest changes it there.
+#[test]
+fn the_guest_terminal_has_the_hosts_window_size() {
+    let mut run = start_on_sized_pty(
+        "60s",
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "echo size=$(stty size); stty rows 30 cols 90; echo now=$(stty size)",
+        ],
+        Some((37, 101)),
+    );
+    run.wait_for_raw_mode();
+    let (status, output) = run.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(output.contains("size=37 101"), "{output}");
+    assert!(output.contains("now=30 90"), "{output}");
 }
 
 #[test]

@@ -90,7 +90,11 @@ fn boot_cpu_main(magic: u64) -> ! {
     usertrap::init();
     apic::init_cpu(interrupts::VECTOR_SPURIOUS, interrupts::VECTOR_TIMER);
     time::init(bi.tsc_khz, bi.realtime_ns);
-    proc::tty::init(bi.console_input == 1, bi.console_is_terminal == 1);
+    proc::tty::init(
+        bi.console_input == 1,
+        bi.console_is_terminal == 1,
+        (bi.console_rows, bi.console_cols),
+    );
     bench::calibrate();
     smp::init(bi.vcpus);
     let geometry = opts.trace.geometry;

@@ -161,6 +161,11 @@ pub struct BootInfo {
     /// 1 when that input is a terminal (k42vmm put it in raw mode: the
     /// guest echoes and edits lines itself), 0 when it is a pipe or file.
     pub console_is_terminal: u32,
+    /// That terminal's size when k42vmm started, rows and columns (0 when
+    /// unknown: the guest assumes 24x80).
+    pub console_rows: u32,
+    /// See `console_rows`.
+    pub console_cols: u32,
     /// Total guest RAM in bytes (not where it ends: see
     /// [`BootInfo::ram_end`]).
     pub mem_size: u64,
@@ -186,7 +191,7 @@ pub struct BootInfo {
 const _: () = assert!(core::mem::size_of::<MemRegion>() == 24);
 const _: () = assert!(core::mem::size_of::<BootModule>() == 64);
 const _: () = assert!(
-    core::mem::size_of::<BootInfo>() == 88 + 24 * MAX_MEM_REGIONS + 64 * MAX_MODULES + MAX_CMDLINE
+    core::mem::size_of::<BootInfo>() == 96 + 24 * MAX_MEM_REGIONS + 64 * MAX_MODULES + MAX_CMDLINE
 );
 
 impl BootInfo {

@@ -125,6 +125,10 @@ pub fn run(config: &VmConfig, started: Instant) -> Result<RunResult, VmmError> {
         let (console, raw) = open_console()?;
         layout.boot_info.console_input = 1;
         layout.boot_info.console_is_terminal = console.terminal as u32;
+        if let Some((rows, cols)) = console::window_size(libc::STDIN_FILENO) {
+            layout.boot_info.console_rows = rows.into();
+            layout.boot_info.console_cols = cols.into();
+        }
         (Some(console), raw)
     };
     let shared = VmShared::new(&vm, &ram, &layout, &plan, &trace_hub, serial, started)?

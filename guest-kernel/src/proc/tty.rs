@@ -98,7 +98,15 @@ pub mod op {
     pub const SET_PGRP: u64 = 4;
     /// 1 when a read would not wait (bytes, or end of file), else 0.
     pub const READY: u64 = 5;
+    /// The window size: rows << 16 | columns.
+    pub const GET_WINSIZE: u64 = 6;
+    /// Set the window size to `arg` (rows << 16 | columns); a change
+    /// sends SIGWINCH to the foreground group, as Linux's TIOCSWINSZ.
+    pub const SET_WINSIZE: u64 = 7;
 }
+
+/// The window size when k42vmm does not know the terminal's.
+const DEFAULT_WINSIZE: (u32, u32) = (24, 80);
 
 struct Tty {
     /// k42vmm forwards input; `terminal`: that input is a terminal.
@@ -116,6 +124,8 @@ struct Tty {
     ended: bool,
     /// The foreground process group (0: none).
     fg: u32,
+    /// Rows and columns (k42vmm's terminal's at start; TIOCSWINSZ).
+    winsize: (u32, u32),
     /// Processes with a thread parked in a read.
     waiting: Vec<Arc<Process>>,
 }
@@ -129,6 +139,7 @@ static TTY: SpinLock<Tty> = SpinLock::new(Tty {
     eof: false,
     ended: false,
     fg: 0,
+    winsize: DEFAULT_WINSIZE,
     waiting: Vec::new(),
 });
 
@@ -137,10 +148,13 @@ static PUMPING: AtomicBool = AtomicBool::new(false);
 
 /// Set the console up from boot info: whether k42vmm forwards input and
 /// whether it is a terminal; the input interrupt's handler.
-pub fn init(input: bool, terminal: bool) {
+pub fn init(input: bool, terminal: bool, (rows, cols): (u32, u32)) {
     let mut t = TTY.lock();
     t.enabled = input;
     t.terminal = terminal;
+    if rows > 0 && cols > 0 && rows <= 0xffff && cols <= 0xffff {
+        t.winsize = (rows, cols);
+    }
     if !terminal {
         // Raw: bytes as they come, no echo, no signals.
         t.termios.iflag = 0;
@@ -404,6 +418,27 @@ pub fn control(t: &Arc<Thread>, op: u64, arg: u64) -> Result<u64, SyscallError> 
         op::SET_PGRP => {
             let pgid = u32::try_from(arg).map_err(|_| SyscallError::InvalidArgument)?;
             TTY.lock().fg = pgid;
+            Ok(0)
+        }
+        op::GET_WINSIZE => {
+            let (rows, cols) = TTY.lock().winsize;
+            Ok(u64::from(rows) << 16 | u64::from(cols))
+        }
+        op::SET_WINSIZE => {
+            if arg > 0xffff_ffff {
+                return Err(SyscallError::InvalidArgument);
+            }
+            let size = ((arg >> 16) as u32, (arg & 0xffff) as u32);
+            let fg = {
+                let mut tty = TTY.lock();
+                let changed = tty.winsize != size;
+                tty.winsize = size;
+                if changed { tty.fg } else { 0 }
+            };
+            if fg != 0 {
+                // No such group any more is not the caller's error.
+                let _ = super::signal::send_group(fg, g::SIGWINCH);
+            }
             Ok(0)
         }
         _ => Err(SyscallError::InvalidArgument),

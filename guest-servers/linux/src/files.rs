@@ -715,9 +715,10 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
             tty(TTY_SET_PGRP, pgid as u64).map(|_| 0)
         }
         io::TIOCGWINSZ => {
+            let size = tty(TTY_GET_WINSIZE, 0)?;
             let ws = g::winsize {
-                ws_row: 24,
-                ws_col: 80,
+                ws_row: (size >> 16) as u16,
+                ws_col: size as u16,
                 ws_xpixel: 0,
                 ws_ypixel: 0,
             };
@@ -725,7 +726,16 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
             unsafe { core::ptr::write_unaligned(arg as *mut g::winsize, ws) };
             Ok(0)
         }
-        io::TIOCSWINSZ | io::TIOCSCTTY | io::TIOCNOTTY => Ok(0),
+        io::TIOCSWINSZ => {
+            // SAFETY: as above.
+            let ws = unsafe { core::ptr::read_unaligned(arg as *const g::winsize) };
+            tty(
+                TTY_SET_WINSIZE,
+                u64::from(ws.ws_row) << 16 | u64::from(ws.ws_col),
+            )
+            .map(|_| 0)
+        }
+        io::TIOCSCTTY | io::TIOCNOTTY => Ok(0),
         _ => Err(e::EINVAL),
     }
 }
@@ -735,6 +745,8 @@ const TTY_GET: u64 = 1;
 const TTY_SET: u64 = 2;
 const TTY_GET_PGRP: u64 = 3;
 const TTY_SET_PGRP: u64 = 4;
+const TTY_GET_WINSIZE: u64 = 6;
+const TTY_SET_WINSIZE: u64 = 7;
 
 /// `access`, `faccessat`: as for root — whether the path exists, and
 /// for X_OK whether a file has an execute bit.
