@@ -59,6 +59,11 @@ fn between_markers(text: &str) -> &str {
 }
 
 fn guest(vcpus: u32, command: &[&str]) -> std::process::Output {
+    guest_within(vcpus, "600s", command)
+}
+
+/// Run `command` in the guest with `vcpus`, stopped after `timeout`.
+fn guest_within(vcpus: u32, timeout: &str, command: &[&str]) -> std::process::Output {
     require_kvm();
     let n = vcpus.to_string();
     let image = default_image();
@@ -67,7 +72,7 @@ fn guest(vcpus: u32, command: &[&str]) -> std::process::Output {
         "--vcpus",
         &n,
         "--timeout",
-        "600s",
+        timeout,
         image.to_str().unwrap(),
         "--",
     ];
@@ -84,6 +89,12 @@ fn script_matches_linux(vcpus: u32) {
 /// in the script becomes a directory of this test's own: tests run at
 /// once, and the host's /tmp is shared.
 fn busybox_matches_linux(script: &str, tag: &str, vcpus: u32) {
+    busybox_matches_linux_within(script, tag, vcpus, "600s");
+}
+
+/// [`busybox_matches_linux`] with the guest stopped after `timeout` (a
+/// stall then fails the test in that time, not the usual 600 s).
+fn busybox_matches_linux_within(script: &str, tag: &str, vcpus: u32, timeout: &str) {
     let dir = format!("/tmp/{tag}-{}-{vcpus}", std::process::id());
     let script = script.replace(&format!("/tmp/{tag}"), &dir);
     let script = script.as_str();
@@ -93,7 +104,7 @@ fn busybox_matches_linux(script: &str, tag: &str, vcpus: u32) {
         .expect("host busybox runs (make installs busybox-static)");
     assert!(host.status.success(), "host: {}", describe(&host));
     let host_text = String::from_utf8(host.stdout).unwrap();
-    let out = guest(vcpus, &["/bin/busybox", "sh", "-c", script]);
+    let out = guest_within(vcpus, timeout, &["/bin/busybox", "sh", "-c", script]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let text = stdout(&out);
     assert_eq!(
@@ -162,10 +173,40 @@ fn signals_and_jobs_behave_as_on_linux_1_vcpu() {
 /// runs tests two at a time on two host CPUs, and 200 fork+exec cycles
 /// at 4 vCPUs there take most of the time limit. (Twice, run that way,
 /// the guest stalled with every vCPU halted just after `yes | head -2`:
-/// a lost wake-up not yet found; see the issue notes.)
+/// the pipe end a CPU kept while idle, see
+/// `many_pipelines_kills_and_waits_never_stall_4_vcpus`.)
 #[test]
 fn signals_and_jobs_behave_as_on_linux_4_vcpus() {
     busybox_matches_linux(&format!("PROCESSES=50\n{SIGNALS}"), "k42s", 4);
+}
+
+/// Many short pipelines, kills and waits at 4 vCPUs: `yes | head -1`
+/// (the reader blocks on the empty pipe, the writer on the full one,
+/// then gets EPIPE and SIGPIPE when the reader exits) and a killed
+/// background job waited for, over and over. Before the scheduler waited
+/// for the next thread only at a trap's end, a CPU that went idle inside
+/// a blocked reader's call kept that call's reference to the pipe's read
+/// end: the reader, woken on another CPU, exited, but the read end never
+/// closed, `yes` waited on the full pipe for ever and every vCPU halted
+/// (within a few dozen rounds with the host busy).
+const PIPELINES: &str = r#"
+B=/bin/busybox
+exec 2>/dev/null
+echo =BEGIN=
+n=0
+while [ $n -lt ${ROUNDS:-40} ]; do
+  $B yes | $B head -1 >/dev/null
+  $B sleep 5 & kill -TERM $!; wait $!
+  n=$((n+1))
+done
+echo "$n rounds, last status $?"
+$B yes | $B head -3
+echo =END=
+"#;
+
+#[test]
+fn many_pipelines_kills_and_waits_never_stall_4_vcpus() {
+    busybox_matches_linux_within(PIPELINES, "k42p", 4, "300s");
 }
 
 /// Links, modes and times: symbolic links (relative, absolute, through
