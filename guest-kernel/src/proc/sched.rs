@@ -12,10 +12,16 @@
 //! saved `rax` and queues the thread. So a CPU needs no kernel stack per
 //! thread, and an emulated kernel runs few instructions per switch.
 //!
+//! A CPU left with no thread ready does not halt where the thread left
+//! it (inside the system call's handler) but at the trap's end, once
+//! the handler has returned ([`finish_trap`]): whatever the handler held
+//! — the blocked thread, a pipe end — is let go before the CPU idles.
+//!
 //! ```text
 //! enqueue(t) ──► an idle CPU's queue (IPI), else the shortest queue
 //! CPU: pick own queue front ─► else steal another queue's back ─► else
-//!      halt (interrupts on) until woken; quiescent point on every wake
+//!      (at the trap's end) halt, interrupts on, until woken; quiescent
+//!      point on every wake
 //! timer/IPI from user mode: queue not empty and slice (10 ms) used up
 //!      ─► current to the back of its queue, next from the front
 //! ```
@@ -211,6 +217,10 @@ struct CpuSched {
     slice_end: AtomicU64,
     /// The FS base loaded on this CPU (a wrmsr only when it changes).
     fs_base: AtomicU64,
+    /// The thread this CPU ran left it inside a trap and no other was
+    /// ready: the trap's end ([`finish_trap`]) waits for one (touched
+    /// only by this CPU).
+    switch_pending: AtomicBool,
 }
 
 static CPUS: [CpuSched; MAX_VCPUS] = [const {
@@ -220,6 +230,7 @@ static CPUS: [CpuSched; MAX_VCPUS] = [const {
         idle: AtomicBool::new(false),
         slice_end: AtomicU64::new(0),
         fs_base: AtomicU64::new(0),
+        switch_pending: AtomicBool::new(false),
     }
 }; MAX_VCPUS];
 
@@ -365,18 +376,27 @@ fn install(t: Arc<Thread>, frame: &mut TrapFrame) {
     CURRENT.set(&NoPreempt::here(), Some(t));
 }
 
+/// A thread this CPU may run now, if one is queued (threads of killed
+/// processes found on the way end). Called with no current thread, in
+/// the kernel's address space.
+fn ready_thread() -> Option<Arc<Thread>> {
+    while let Some(t) = pick() {
+        if t.process.killed() {
+            super::thread_ended(t);
+            continue;
+        }
+        return Some(t);
+    }
+    None
+}
+
 /// Wait (interrupts on, halting) for a thread this CPU may run; `None`
-/// once the scheduler is done. Called with no current thread, in the
-/// kernel's address space.
+/// once the scheduler is done. Called with no current thread.
 fn next_thread() -> Option<Arc<Thread>> {
     crate::mm::paging::activate_kernel();
     let mine = me();
     loop {
-        if let Some(t) = pick() {
-            if t.process.killed() {
-                super::thread_ended(t);
-                continue;
-            }
+        if let Some(t) = ready_thread() {
             return Some(t);
         }
         if DONE.load(Ordering::Acquire) {
@@ -385,7 +405,9 @@ fn next_thread() -> Option<Arc<Thread>> {
         mine.idle.store(true, Ordering::Release);
         arch::disable_interrupts();
         if mine.queued.load(Ordering::Acquire) == 0 && !DONE.load(Ordering::Acquire) {
+            crate::trace::log(k42_abi::trace::ev::idle::enter());
             arch::enable_and_halt();
+            crate::trace::log(k42_abi::trace::ev::idle::exit());
         }
         arch::enable_interrupts();
         mine.idle.store(false, Ordering::Release);
@@ -395,9 +417,33 @@ fn next_thread() -> Option<Arc<Thread>> {
 }
 
 /// Switch this CPU, inside a trap from user mode with no current thread
-/// left, to the next runnable thread by rewriting `frame`; when the
-/// scheduler is done, leave user mode for good.
+/// left, to the next runnable thread by rewriting `frame`. When none is
+/// ready this only notes that the CPU must wait: the wait happens at the
+/// trap's end ([`finish_trap`]), once the system call or fault handler
+/// that got here has returned. Halting in here instead kept the
+/// handler's locals alive for as long as the CPU stayed idle — a pipe
+/// end a blocked reader's call held (so the writer never saw the read
+/// end close and waited for ever), the blocked thread and its memory.
 pub fn switch_to_next(frame: &mut TrapFrame) {
+    crate::mm::paging::activate_kernel();
+    match ready_thread() {
+        Some(t) => {
+            arch::disable_interrupts();
+            install(t, frame);
+        }
+        None => me().switch_pending.store(true, Ordering::Relaxed),
+    }
+}
+
+/// The end of a trap from user mode: if its thread left this CPU with no
+/// other ready ([`switch_to_next`]), wait for one and make it the thread
+/// `frame` resumes; when the scheduler is done, leave user mode for good.
+/// Called by the trap's dispatcher once every handler has returned, so
+/// that nothing a handler held stays held while the CPU is idle.
+pub fn finish_trap(frame: &mut TrapFrame) {
+    if !me().switch_pending.swap(false, Ordering::Relaxed) {
+        return;
+    }
     let Some(t) = next_thread() else {
         arch::disable_interrupts();
         arch::return_to_kernel(0);
