@@ -44,8 +44,18 @@ setup:
 		apt-get install -y -q babeltrace2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q babeltrace2 >/dev/null; }; }
 	@test -x /bin/busybox && test -x /bin/bash-static || { echo "installing busybox-static and bash-static (the default image runs Debian's own static Linux binaries)"; \
 		apt-get install -y -q busybox-static bash-static >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q busybox-static bash-static >/dev/null; }; }
+	@command -v gcc >/dev/null && test -f /usr/lib/x86_64-linux-gnu/libc.a || { echo "installing gcc and libc6-dev (static C test programs)"; \
+		apt-get install -y -q gcc libc6-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q gcc libc6-dev >/dev/null; }; }
 
-kernel: setup
+# Static C test programs (tests/linux-c) for the default image: bad
+# pointers and bad programs (badinput), the system-call fuzzer (fuzz).
+LINUX_PROGS := target/linux/badinput target/linux/fuzz
+
+target/linux/%: tests/linux-c/%.c
+	@mkdir -p target/linux
+	gcc -static -O2 -Wall -o $@ $<
+
+kernel: setup $(LINUX_PROGS)
 	$(CARGO) build $(addprefix -p ,$(GUEST_PACKAGES)) --target $(GUEST) --release
 
 image: kernel

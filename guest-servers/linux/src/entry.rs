@@ -10,7 +10,10 @@
 //! frame — as `sysret` would after a plain call, or in a signal handler,
 //! or back where `rt_sigreturn` says, when the call changed the frame.
 //! `rcx` and `r11` carry the return address and flags, as after a real
-//! `syscall`. The personality is built without SSE (the target's
+//! `syscall`. The direction flag is cleared on the way in (the
+//! program's own is restored on the way out), as Linux's `syscall`
+//! mask does: the personality's copies assume it clear. The
+//! personality is built without SSE (the target's
 //! soft-float), so the program's vector registers are untouched.
 
 use linux_raw_sys::general as nr;
@@ -36,6 +39,7 @@ core::arch::global_asm!(
     .section .text.linux_entry, "ax"
     .global linux_syscall_entry
 linux_syscall_entry:
+    cld
     mov [rip + {user_rsp}], rsp
     lea rsp, [rip + {stack} + {size}]
     push qword ptr [rip + {user_rsp}]
@@ -268,6 +272,7 @@ fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
         nr::__NR_nanosleep => system::nanosleep(a[0], a[1]),
         nr::__NR_clock_nanosleep => system::clock_nanosleep(a[0], a[1], a[2], a[3]),
         nr::__NR_sched_yield => system::sched_yield(),
+        nr::__NR_sched_getaffinity => system::sched_getaffinity(int(a[0]), a[1], a[2]),
         nr::__NR_prctl => system::prctl(a[0], a[1]),
         _ => unimplemented(n),
     }

@@ -69,24 +69,10 @@ pub fn sys_errno(s: SyscallError) -> u32 {
     }
 }
 
-/// The NUL-terminated string at `ptr` in the program's memory.
-pub fn cstr(ptr: u64) -> Result<&'static [u8], u32> {
-    if ptr == 0 {
-        return Err(e::EFAULT);
-    }
-    let mut n = 0;
-    // SAFETY: the program's own memory, in this address space; a pointer
-    // it should not have passed faults the program (EFAULT is not yet
-    // told apart).
-    unsafe {
-        while *((ptr + n as u64) as *const u8) != 0 {
-            n += 1;
-            if n > PATH_MAX {
-                return Err(e::ENAMETOOLONG);
-            }
-        }
-        Ok(core::slice::from_raw_parts(ptr as *const u8, n))
-    }
+/// The NUL-terminated string at `ptr` in the program's memory (EFAULT
+/// for a bad pointer, ENAMETOOLONG past PATH_MAX).
+pub fn cstr(ptr: u64) -> Result<Vec<u8>, u32> {
+    crate::uaccess::string(ptr, PATH_MAX, e::ENAMETOOLONG)
 }
 
 /// Fold `.` and `..` of `path` onto the absolute `base`.
@@ -131,7 +117,7 @@ pub fn resolve(dirfd: u64, ptr: u64) -> Result<String, u32> {
         }
         open.path.clone()
     };
-    let abs = join(&base, path)?;
+    let abs = join(&base, &path)?;
     Ok(if abs == "/proc/self/exe" {
         crate::process::exe_path()
     } else {
@@ -199,12 +185,12 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> LinuxResult {
 
 /// Read from `open` at `pos` into the program's `buf`; the bytes read.
 fn read_at(open: &Open, pos: u64, buf: u64, len: u64) -> LinuxResult {
+    crate::uaccess::check(buf, len)?;
     match open.kind {
         Kind::Console => console_read(open, buf, len),
         Kind::Null => Ok(0),
         Kind::Zero => {
-            // SAFETY: the program's buffer (see `cstr`).
-            unsafe { core::ptr::write_bytes(buf as *mut u8, 0, len as usize) };
+            crate::uaccess::clear(buf, len)?;
             Ok(len)
         }
         Kind::Dir => Err(e::EISDIR),
@@ -251,6 +237,7 @@ fn broken_pipe() -> u32 {
 /// Write the program's `buf` to `open` at `pos` (the end if appending);
 /// (bytes written, new end).
 fn write_at(open: &Open, pos: u64, buf: u64, len: u64) -> Result<(u64, u64), u32> {
+    crate::uaccess::check(buf, len)?;
     match open.kind {
         Kind::Console => {
             let n = len.min(MAX_CONSOLE_WRITE);
@@ -309,8 +296,11 @@ pub fn pipe2(fds: u64, flags: u64) -> LinuxResult {
         }
     };
     let pair = [a as i32, b as i32];
-    // SAFETY: the program's int[2] (see `cstr`).
-    unsafe { core::ptr::write_unaligned(fds as *mut [i32; 2], pair) };
+    if let Err(err) = crate::uaccess::write(fds, &pair) {
+        let _ = fd::close(a);
+        let _ = fd::close(b);
+        return Err(err);
+    }
     Ok(0)
 }
 
@@ -362,15 +352,11 @@ pub fn pwrite(fd: u64, buf: u64, len: u64, off: u64) -> LinuxResult {
 }
 
 /// The program's iovec array at `iov` (`n` entries).
-fn iovecs(iov: u64, n: u64) -> Result<&'static [g::iovec], u32> {
+fn iovecs(iov: u64, n: u64) -> Result<Vec<g::iovec>, u32> {
     if n > 1024 {
         return Err(e::EINVAL);
     }
-    if iov == 0 && n > 0 {
-        return Err(e::EFAULT);
-    }
-    // SAFETY: the program's memory (see `cstr`).
-    Ok(unsafe { core::slice::from_raw_parts(iov as *const g::iovec, n as usize) })
+    crate::uaccess::read_array(iov, n as usize)
 }
 
 /// `readv`.
@@ -472,9 +458,6 @@ fn put_stat(buf: u64, a: Attrs) -> LinuxResult {
         rdev,
         mtime,
     } = a;
-    if buf == 0 {
-        return Err(e::EFAULT);
-    }
     // SAFETY: `stat` is plain data; all zeros is a valid value.
     let mut st: g::stat = unsafe { core::mem::zeroed() };
     st.st_dev = 1;
@@ -489,8 +472,7 @@ fn put_stat(buf: u64, a: Attrs) -> LinuxResult {
     (st.st_mtime, st.st_mtime_nsec) = (sec, nsec);
     (st.st_atime, st.st_atime_nsec) = (sec, nsec);
     (st.st_ctime, st.st_ctime_nsec) = (sec, nsec);
-    // SAFETY: the program's buffer (see `cstr`).
-    unsafe { core::ptr::write_unaligned(buf as *mut g::stat, st) };
+    crate::uaccess::write(buf, &st)?;
     Ok(0)
 }
 
@@ -593,10 +575,7 @@ pub fn getdents64(fd: u64, buf: u64, len: u64) -> LinuxResult {
         rec[16..18].copy_from_slice(&(reclen as u16).to_le_bytes());
         rec[18] = dtype as u8;
         rec[19..19 + name.len()].copy_from_slice(name.as_bytes());
-        // SAFETY: the program's buffer of `len` bytes (see `cstr`).
-        unsafe {
-            core::ptr::copy_nonoverlapping(rec.as_ptr(), (buf + at) as *mut u8, reclen as usize)
-        };
+        crate::uaccess::copy_out(buf + at, &rec[..reclen as usize])?;
         at += reclen;
         pos += 1;
     }
@@ -629,13 +608,11 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
         io::TCGETS => tty(TTY_GET, arg).map(|_| 0),
         io::TCSETS | io::TCSETSW | io::TCSETSF => tty(TTY_SET, arg).map(|_| 0),
         io::TIOCGPGRP => {
-            // SAFETY: the program's int (see `cstr`).
-            unsafe { core::ptr::write_unaligned(arg as *mut i32, pgrp as i32) };
+            crate::uaccess::write(arg, &(pgrp as i32))?;
             Ok(0)
         }
         io::TIOCSPGRP => {
-            // SAFETY: as above.
-            let pgid = unsafe { core::ptr::read_unaligned(arg as *const i32) };
+            let pgid: i32 = crate::uaccess::read(arg)?;
             if pgid < 0 {
                 return Err(e::EINVAL);
             }
@@ -648,8 +625,7 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
                 ws_xpixel: 0,
                 ws_ypixel: 0,
             };
-            // SAFETY: as above.
-            unsafe { core::ptr::write_unaligned(arg as *mut g::winsize, ws) };
+            crate::uaccess::write(arg, &ws)?;
             Ok(0)
         }
         io::TIOCSWINSZ | io::TIOCSCTTY | io::TIOCNOTTY => Ok(0),
@@ -687,11 +663,9 @@ pub fn getcwd(buf: u64, size: u64) -> LinuxResult {
     if size < n {
         return Err(e::ERANGE);
     }
-    // SAFETY: the program's buffer of `size` bytes (see `cstr`).
-    unsafe {
-        core::ptr::copy_nonoverlapping(cwd.as_ptr(), buf as *mut u8, cwd.len());
-        *((buf + cwd.len() as u64) as *mut u8) = 0;
-    }
+    let mut bytes = cwd.into_bytes();
+    bytes.push(0);
+    crate::uaccess::copy_out(buf, &bytes)?;
     Ok(n)
 }
 
@@ -710,7 +684,7 @@ pub fn chdir(path: u64) -> LinuxResult {
 /// `/proc/self/exe` (the program's path).
 pub fn readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> LinuxResult {
     let p = cstr(path)?;
-    let abs = join(&STATE.lock().cwd.clone(), p)?;
+    let abs = join(&STATE.lock().cwd.clone(), &p)?;
     let target = if abs == "/proc/self/exe" {
         crate::process::exe_path()
     } else {
@@ -720,8 +694,7 @@ pub fn readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> LinuxResult {
         return Err(e::EINVAL);
     }
     let n = (target.len() as u64).min(size);
-    // SAFETY: the program's buffer of `size` bytes (see `cstr`).
-    unsafe { core::ptr::copy_nonoverlapping(target.as_ptr(), buf as *mut u8, n as usize) };
+    crate::uaccess::copy_out(buf, &target.as_bytes()[..n as usize])?;
     Ok(n)
 }
 
@@ -734,7 +707,8 @@ pub fn mkdirat(dirfd: u64, path: u64, mode: u64) -> LinuxResult {
 
 /// `symlink`, `symlinkat`.
 pub fn symlinkat(target: u64, dirfd: u64, path: u64) -> LinuxResult {
-    let target = core::str::from_utf8(cstr(target)?).map_err(|_| e::EINVAL)?;
+    let target = cstr(target)?;
+    let target = core::str::from_utf8(&target).map_err(|_| e::EINVAL)?;
     if target.is_empty() {
         return Err(e::ENOENT);
     }
@@ -807,8 +781,7 @@ pub fn utimensat(dirfd: u64, path: u64, times: u64, _flags: u64) -> LinuxResult 
     let ns = if times == 0 {
         Some(now)
     } else {
-        // SAFETY: the program's two timespecs (see `cstr`).
-        let ts = unsafe { core::ptr::read_unaligned(times as *const [g::__kernel_timespec; 2]) };
+        let ts: [g::__kernel_timespec; 2] = crate::uaccess::read(times)?;
         let m = ts[1];
         match m.tv_nsec {
             n if n == g::UTIME_NOW as i64 => Some(now),

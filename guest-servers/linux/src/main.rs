@@ -22,6 +22,7 @@
 //! | [`process`]| exit, exec, fork, wait, ids                             |
 //! | [`signal`]| actions, masks, kill, delivery, rt_sigreturn            |
 //! | [`system`]| uname, time, random, limits                             |
+//! | [`uaccess`]| the program's memory: copies that fail with EFAULT        |
 #![no_std]
 #![no_main]
 
@@ -35,6 +36,7 @@ mod poll;
 mod process;
 mod signal;
 mod system;
+mod uaccess;
 
 /// A Linux system call's result: a value, or an errno (returned as its
 /// negation, as the kernel's ABI does).

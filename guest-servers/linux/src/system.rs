@@ -29,12 +29,8 @@ fn now_ns() -> u64 {
 }
 
 /// Write a plain value to the program's memory at `ptr`.
-fn put<T>(ptr: u64, v: T) -> LinuxResult {
-    if ptr == 0 {
-        return Err(e::EFAULT);
-    }
-    // SAFETY: the program's memory (see files::cstr).
-    unsafe { core::ptr::write_unaligned(ptr as *mut T, v) };
+fn put<T: crate::uaccess::Plain>(ptr: u64, v: T) -> LinuxResult {
+    crate::uaccess::write(ptr, &v)?;
     Ok(0)
 }
 
@@ -61,12 +57,20 @@ pub fn uname(buf: u64) -> LinuxResult {
 pub fn getrandom(buf: u64, len: u64, _flags: u64) -> LinuxResult {
     // SAFETY: rdtsc (see `now_ns`).
     let mut x = unsafe { core::arch::x86_64::_rdtsc() } | 1;
-    for i in 0..len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        // SAFETY: the program's buffer of `len` bytes.
-        unsafe { *((buf + i) as *mut u8) = x as u8 };
+    let mut chunk = [0u8; 256];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(chunk.len() as u64);
+        for b in &mut chunk[..n as usize] {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        if let Err(err) = crate::uaccess::copy_out(buf + done, &chunk[..n as usize]) {
+            return if done == 0 { Err(err) } else { Ok(done) };
+        }
+        done += n;
     }
     Ok(len)
 }
@@ -85,7 +89,10 @@ pub fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> LinuxResult {
         r if r < g::RLIM_NLIMITS => (u64::MAX, u64::MAX),
         _ => return Err(e::EINVAL),
     };
-    let _ = new;
+    if new != 0 {
+        // Read (a bad pointer is EFAULT), not applied.
+        crate::uaccess::read::<[u64; 2]>(new)?;
+    }
     if old != 0 {
         put(
             old,
@@ -162,8 +169,7 @@ fn sleep_until(deadline: u64, rem: u64) -> LinuxResult {
                     tv_sec: (left / 1_000_000_000) as _,
                     tv_nsec: (left % 1_000_000_000) as _,
                 };
-                // SAFETY: the program's memory.
-                unsafe { core::ptr::write_unaligned(rem as *mut g::__kernel_timespec, ts) };
+                crate::uaccess::write(rem, &ts)?;
             }
             return Err(crate::signal::ERESTARTNOHAND);
         }
@@ -174,11 +180,7 @@ fn sleep_until(deadline: u64, rem: u64) -> LinuxResult {
 
 /// The program's timespec at `ptr`, in nanoseconds.
 fn timespec_ns(ptr: u64) -> Result<u64, u32> {
-    if ptr == 0 {
-        return Err(e::EFAULT);
-    }
-    // SAFETY: the program's memory.
-    let ts = unsafe { core::ptr::read_unaligned(ptr as *const g::__kernel_timespec) };
+    let ts: g::__kernel_timespec = crate::uaccess::read(ptr)?;
     if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
         return Err(e::EINVAL);
     }
@@ -212,14 +214,39 @@ pub fn prctl(option: u64, arg: u64) -> LinuxResult {
     static NAME: k42_rt::sync::SpinLock<[u8; 16]> = k42_rt::sync::SpinLock::new([0; 16]);
     match option as u32 {
         linux_raw_sys::prctl::PR_SET_NAME => {
-            let s = crate::files::cstr(arg).unwrap_or(b"");
-            let mut n = NAME.lock();
-            *n = [0; 16];
-            let k = s.len().min(15);
-            n[..k].copy_from_slice(&s[..k]);
+            // Up to 15 bytes, as Linux copies them.
+            let mut name = [0u8; 16];
+            for (i, b) in name.iter_mut().take(15).enumerate() {
+                *b = crate::uaccess::read(arg.wrapping_add(i as u64))?;
+                if *b == 0 {
+                    break;
+                }
+            }
+            *NAME.lock() = name;
             Ok(0)
         }
         linux_raw_sys::prctl::PR_GET_NAME => put(arg, *NAME.lock()),
         _ => Err(e::EINVAL),
     }
+}
+
+/// `sched_getaffinity`: every CPU of the machine (`ProgramInfo::cpus`);
+/// a process runs wherever the kernel places it. The size written, as
+/// Linux returns it.
+pub fn sched_getaffinity(pid: u64, len: u64, mask: u64) -> LinuxResult {
+    if pid != 0 && pid != crate::process::getpid()? {
+        return Err(e::ESRCH);
+    }
+    let len = len as u32 as u64;
+    let cpus = u64::from(info().cpus.max(1));
+    let size = cpus.div_ceil(64) * 8;
+    if len * 8 < cpus || !len.is_multiple_of(8) {
+        return Err(e::EINVAL);
+    }
+    let mut words = alloc::vec![0u64; (size / 8) as usize];
+    for c in 0..cpus {
+        words[(c / 64) as usize] |= 1 << (c % 64);
+    }
+    crate::uaccess::write_array(mask, &words)?;
+    Ok(size)
 }
