@@ -60,6 +60,11 @@ fn between_markers(text: &str) -> &str {
 }
 
 fn guest(vcpus: u32, command: &[&str]) -> std::process::Output {
+    guest_within(vcpus, "600s", command)
+}
+
+/// `command` in a guest of `vcpus` that k42vmm stops after `timeout`.
+fn guest_within(vcpus: u32, timeout: &str, command: &[&str]) -> std::process::Output {
     require_kvm();
     let n = vcpus.to_string();
     let image = default_image();
@@ -68,7 +73,7 @@ fn guest(vcpus: u32, command: &[&str]) -> std::process::Output {
         "--vcpus",
         &n,
         "--timeout",
-        "600s",
+        timeout,
         image.to_str().unwrap(),
         "--",
     ];
@@ -381,7 +386,7 @@ fn bad_pointers_and_bad_programs_fail_as_on_linux() {
     assert!(host.status.success(), "host: {}", describe(&host));
     let host_text = String::from_utf8(host.stdout).unwrap();
     assert!(host_text.contains("EFAULT"), "{host_text}");
-    let out = guest(1, &["/bin/badinput"]);
+    let out = guest_within(1, "120s", &["/bin/badinput"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let text = stdout(&out);
     assert_eq!(
@@ -399,8 +404,9 @@ fn bad_pointers_and_bad_programs_fail_as_on_linux() {
 /// fuzzer exits 0, the next commands in the same VM run, the VM exits 0.
 #[test]
 fn the_kernel_survives_a_system_call_fuzzer_on_2_vcpus() {
-    let out = guest(
+    let out = guest_within(
         2,
+        "120s",
         &[
             "/bin/busybox",
             "sh",
