@@ -121,6 +121,9 @@ int main(int argc, char **argv) {
         {"kernel", (long)0xffff800000001000UL},
         {"unmapped", (long)unmapped},
         {"noncanonical", (long)0x8000000000000000UL},
+        /* Where K42 maps the Linux personality in every Linux process:
+         * nothing a program may name (unmapped on the host). */
+        {"personality", (long)0x600000001000UL},
     };
     int p[2];
     if (pipe(p) != 0)

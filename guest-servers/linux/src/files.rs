@@ -196,10 +196,12 @@ fn read_at(open: &Open, pos: u64, buf: u64, len: u64) -> LinuxResult {
         Kind::Dir => Err(e::EISDIR),
         Kind::File { handle } => {
             let n = len.min(file::MAX_IO);
+            crate::uaccess::program(buf, n)?;
             let r = k42_rt::sys::raw::FileRead::call([handle, pos, buf, n]);
             k42_rt::sys::sys_result(r).map_err(sys_errno)
         }
         Kind::Pipe { handle } => {
+            crate::uaccess::program(buf, len)?;
             let r = k42_rt::sys::raw::FileRead::call([handle, nonblock(open), buf, len]);
             k42_rt::sys::sys_result(r).map_err(sys_errno)
         }
@@ -210,6 +212,7 @@ fn read_at(open: &Open, pos: u64, buf: u64, len: u64) -> LinuxResult {
 /// of file when k42vmm forwards no input.
 fn console_read(open: &Open, buf: u64, len: u64) -> LinuxResult {
     let nonblock = u64::from(open.flags() & g::O_NONBLOCK != 0);
+    crate::uaccess::program(buf, len)?;
     match k42_rt::sys::sys_result(k42_rt::sys::raw::TtyRead::call([buf, len, nonblock])) {
         Ok(n) => Ok(n),
         Err(SyscallError::NotPermitted) => Ok(0),
@@ -241,6 +244,7 @@ fn write_at(open: &Open, pos: u64, buf: u64, len: u64) -> Result<(u64, u64), u32
     match open.kind {
         Kind::Console => {
             let n = len.min(MAX_CONSOLE_WRITE);
+            crate::uaccess::program(buf, n)?;
             let r = k42_rt::sys::raw::Write::call([buf, n]);
             k42_rt::sys::sys_result(r).map_err(sys_errno)?;
             Ok((n, 0))
@@ -251,11 +255,13 @@ fn write_at(open: &Open, pos: u64, buf: u64, len: u64) -> Result<(u64, u64), u32
             let n = len.min(file::MAX_IO);
             let append = open.flags() & g::O_APPEND != 0;
             let flags = if append { file::WRITE_APPEND } else { 0 };
+            crate::uaccess::program(buf, n)?;
             let r = k42_rt::sys::raw::FileWrite::call([handle, pos, buf, n, flags]);
             let end = k42_rt::sys::sys_result(r).map_err(sys_errno)?;
             Ok((n, end))
         }
         Kind::Pipe { handle } => {
+            crate::uaccess::program(buf, len)?;
             let r = k42_rt::sys::raw::FileWrite::call([handle, nonblock(open), buf, len, 0]);
             match k42_rt::sys::sys_result(r) {
                 Ok(n) => Ok((n, 0)),
@@ -605,8 +611,14 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
     // Whether the console is a terminal at all.
     let pgrp = tty(TTY_GET_PGRP, 0)?;
     match cmd as u32 {
-        io::TCGETS => tty(TTY_GET, arg).map(|_| 0),
-        io::TCSETS | io::TCSETSW | io::TCSETSF => tty(TTY_SET, arg).map(|_| 0),
+        io::TCGETS => {
+            crate::uaccess::program(arg, core::mem::size_of::<g::termios>() as u64)?;
+            tty(TTY_GET, arg).map(|_| 0)
+        }
+        io::TCSETS | io::TCSETSW | io::TCSETSF => {
+            crate::uaccess::program(arg, core::mem::size_of::<g::termios>() as u64)?;
+            tty(TTY_SET, arg).map(|_| 0)
+        }
         io::TIOCGPGRP => {
             crate::uaccess::write(arg, &(pgrp as i32))?;
             Ok(0)

@@ -10,7 +10,7 @@ use linux_raw_sys::general as g;
 
 use crate::LinuxResult;
 
-fn info() -> &'static ProgramInfo {
+pub fn info() -> &'static ProgramInfo {
     // SAFETY: the kernel maps the information page at USER_INFO,
     // read-only, for the process's life.
     unsafe { &*(USER_INFO as *const ProgramInfo) }

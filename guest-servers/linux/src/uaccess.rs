@@ -13,11 +13,17 @@
 //! EFAULT — Linux's exception table, with one entry. A forked child gets
 //! the words with its copy of the page; exec's new personality writes
 //! them again. Addresses at or above `USER_TOP` and ranges that wrap are
-//! refused before any access.
+//! refused before any access ([`check`], Linux's `access_ok`), and so
+//! are ranges that touch the personality's own memory — its image, its
+//! heap, the information and signal pages ([`program`]) — where a
+//! program on Linux has nothing mapped: a `read` there would otherwise
+//! overwrite the personality.
 
 use alloc::vec::Vec;
 
-use k42_abi::syscall::USER_TOP;
+use k42_abi::layout::PAGE_SIZE;
+use k42_abi::linux::{LINUX_SIGNALS, PERSONALITY_BASE};
+use k42_abi::syscall::{USER_HEAP, USER_INFO, USER_TOP};
 use linux_raw_sys::errno as e;
 
 core::arch::global_asm!(
@@ -65,6 +71,8 @@ linux_uaccess_end:
 );
 
 unsafe extern "C" {
+    /// The end of the personality's image (linux.ld).
+    static linux_personality_end: u8;
     fn linux_uaccess_start();
     fn linux_uaccess_end();
     fn linux_uaccess_fixup();
@@ -92,6 +100,25 @@ pub fn check(addr: u64, len: u64) -> Result<(), u32> {
     }
 }
 
+/// EFAULT unless `[addr, addr + len)` is the program's memory: below
+/// `USER_TOP` and clear of the personality's image, heap, information
+/// and signal pages (nothing is mapped there for a program on Linux).
+pub fn program(addr: u64, len: u64) -> Result<(), u32> {
+    check(addr, len)?;
+    let end = addr + len;
+    let image_end = &raw const linux_personality_end as u64;
+    let heap_end = USER_HEAP + crate::system::info().heap_size;
+    let ours = [
+        (PERSONALITY_BASE, image_end),
+        (USER_HEAP, heap_end),
+        (USER_INFO, LINUX_SIGNALS + PAGE_SIZE),
+    ];
+    if len > 0 && ours.iter().any(|&(s, e)| addr < e && s < end) {
+        return Err(e::EFAULT);
+    }
+    Ok(())
+}
+
 /// Map a routine's result to EFAULT.
 fn done(r: u64) -> Result<(), u32> {
     if r == u64::MAX {
@@ -104,7 +131,7 @@ fn done(r: u64) -> Result<(), u32> {
 /// Copy the program's `[src, src + dst.len())` into `dst`.
 pub fn copy_in(dst: &mut [u8], src: u64) -> Result<(), u32> {
     let len = dst.len() as u64;
-    check(src, len)?;
+    program(src, len)?;
     // SAFETY: `dst` is ours and `len` bytes long; a fault reading the
     // program's `src` resumes at the fixup (module doc), which returns.
     done(unsafe { linux_copy_user(dst.as_mut_ptr() as u64, src, len) })
@@ -113,7 +140,7 @@ pub fn copy_in(dst: &mut [u8], src: u64) -> Result<(), u32> {
 /// Copy `src` to the program's `dst`.
 pub fn copy_out(dst: u64, src: &[u8]) -> Result<(), u32> {
     let len = src.len() as u64;
-    check(dst, len)?;
+    program(dst, len)?;
     // SAFETY: `src` is ours; a fault writing the program's `dst` resumes
     // at the fixup. The program's memory is not this program's Rust
     // data (below USER_TOP, apart from the personality).
@@ -122,7 +149,7 @@ pub fn copy_out(dst: u64, src: &[u8]) -> Result<(), u32> {
 
 /// Zero the program's `[dst, dst + len)`.
 pub fn clear(dst: u64, len: u64) -> Result<(), u32> {
-    check(dst, len)?;
+    program(dst, len)?;
     // SAFETY: as for `copy_out`.
     done(unsafe { linux_clear_user(dst, len) })
 }
@@ -189,7 +216,7 @@ pub fn write<T: Plain>(addr: u64, v: &T) -> Result<(), u32> {
 pub fn read_array<T: Plain>(addr: u64, n: usize) -> Result<Vec<T>, u32> {
     let size = core::mem::size_of::<T>();
     let len = (n as u64).checked_mul(size as u64).ok_or(e::EFAULT)?;
-    check(addr, len)?;
+    program(addr, len)?;
     let mut out: Vec<T> = Vec::with_capacity(n);
     // SAFETY: the vector's spare room, `n` elements of it, zeroed first
     // so that every byte is initialized.
@@ -217,8 +244,10 @@ pub fn string(ptr: u64, max: usize, too_long: u32) -> Result<Vec<u8>, u32> {
     if ptr >= USER_TOP {
         return Err(e::EFAULT);
     }
-    // Never past USER_TOP: the scan stops there.
+    // Never past USER_TOP: the scan stops there; nor into the
+    // personality's memory.
     let limit = (max as u64 + 1).min(USER_TOP - ptr);
+    program(ptr, 1)?;
     // SAFETY: reads the program's bytes; a fault resumes at the fixup.
     let n = unsafe { linux_strnlen_user(ptr, limit) };
     if n == u64::MAX {
