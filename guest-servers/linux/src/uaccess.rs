@@ -105,7 +105,16 @@ pub fn check(addr: u64, len: u64) -> Result<(), u32> {
 /// and signal pages (nothing is mapped there for a program on Linux).
 pub fn program(addr: u64, len: u64) -> Result<(), u32> {
     check(addr, len)?;
-    let end = addr + len;
+    if personality(addr, len) {
+        return Err(e::EFAULT);
+    }
+    Ok(())
+}
+
+/// Whether `[addr, addr + len)` (which must not wrap) touches the
+/// personality's image, heap, information or signal pages.
+pub fn personality(addr: u64, len: u64) -> bool {
+    let end = addr.saturating_add(len);
     let image_end = &raw const linux_personality_end as u64;
     let heap_end = USER_HEAP + crate::system::info().heap_size;
     let ours = [
@@ -113,10 +122,7 @@ pub fn program(addr: u64, len: u64) -> Result<(), u32> {
         (USER_HEAP, heap_end),
         (USER_INFO, LINUX_SIGNALS + PAGE_SIZE),
     ];
-    if len > 0 && ours.iter().any(|&(s, e)| addr < e && s < end) {
-        return Err(e::EFAULT);
-    }
-    Ok(())
+    len > 0 && ours.iter().any(|&(s, e)| addr < e && s < end)
 }
 
 /// Map a routine's result to EFAULT.
