@@ -3,7 +3,8 @@
  * printed so that a run can be replayed. Each child issues calls with
  * random numbers (Linux's x86_64 range and a little past it) and random
  * arguments: small integers, pointers into its own memory, NULL, kernel
- * addresses, non-canonical and arbitrary values. Only calls that would
+ * addresses, addresses in K42's Linux personality, non-canonical and
+ * arbitrary values. Only calls that would
  * end the experiment trivially are left out: signals to other processes
  * (kill, tkill, tgkill, rt_sigqueueinfo, rt_tgsigqueueinfo,
  * pidfd_send_signal). A child that forks ends its own child at once; a
@@ -49,7 +50,8 @@ static unsigned char heap[4 * 4096] __attribute__((aligned(4096)));
 static long arg(void) {
     static const char *names[] = {"f", "d", "d/f", "g", ".", "x", "", "l"};
     unsigned char stack[256];
-    switch (rnd() % 10) {
+    switch (rnd() % 11) {
+    case 10: return (long)(0x600000000000ULL + rnd() % 0x40000); /* K42's personality */
     case 0: return rnd() % 8;
     case 1: return (long)(rnd() % 4096) - 2048;
     case 2: return (long)(heap + rnd() % sizeof heap);
