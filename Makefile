@@ -48,8 +48,16 @@ setup:
 		apt-get install -y -q babeltrace2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q babeltrace2 >/dev/null; }; }
 	@test -x /bin/busybox && test -x /bin/bash-static || { echo "installing busybox-static and bash-static (the default image runs Debian's own static Linux binaries)"; \
 		apt-get install -y -q busybox-static bash-static >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q busybox-static bash-static >/dev/null; }; }
-	@command -v gcc >/dev/null && test -f /usr/lib/x86_64-linux-gnu/libc.a || { echo "installing gcc and libc6-dev (k42-lbench, the Linux benchmark's program, is built with gcc -static)"; \
+	@command -v gcc >/dev/null && test -f /usr/lib/x86_64-linux-gnu/libc.a || { echo "installing gcc and libc6-dev (the Linux benchmark's k42-lbench and the static C test programs are built with gcc -static)"; \
 		apt-get install -y -q gcc libc6-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q gcc libc6-dev >/dev/null; }; }
+
+# Static C test programs (tests/linux-c) for the default image: bad
+# pointers and bad programs (badinput), the system-call fuzzer (fuzz).
+LINUX_PROGS := target/linux/badinput target/linux/fuzz
+
+target/linux/%: tests/linux-c/%.c | setup
+	@mkdir -p target/linux
+	gcc -static -O2 -Wall -o $@ $<
 
 kernel: setup
 	$(CARGO) build $(addprefix -p ,$(GUEST_PACKAGES)) --target $(GUEST) --release
@@ -58,7 +66,7 @@ $(LBENCH): bench/linux/k42-lbench.c | setup
 	@mkdir -p $(dir $@)
 	gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
 
-image: kernel $(LBENCH)
+image: kernel $(LBENCH) $(LINUX_PROGS)
 	$(CARGO) run -q --release -p k42-image --bin k42-mkimage -- images/default.toml -o $(IMAGE)
 
 vmm:

@@ -9,7 +9,8 @@
 //! exit statuses of signalled processes), many processes, a MiB through
 //! a pipe; many short pipelines at 4 vCPUs with no stall; the everyday
 //! file tools (tar and gzip round trips, find | xargs, cp, mv, rm, grep,
-//! sed, awk, diff, cmp, od).
+//! sed, awk, diff, cmp, od); bad pointers (EFAULT) and bad programs; a
+//! system-call fuzzer.
 
 mod common;
 
@@ -533,4 +534,64 @@ echo =END=
         "guest and host differ\n{}",
         describe(&out)
     );
+}
+
+/// tests/linux-c/badinput.c, built by `make` with `gcc -static`; the
+/// image holds the same file at /bin/badinput.
+const HOST_BADINPUT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/linux/badinput");
+
+/// Bad pointers (NULL, the kernel half, an unmapped page, a non-canonical
+/// address) given to read, write, stat, open, getcwd, uname, pipe,
+/// wait4, rt_sigaction, clock_gettime and more get EFAULT, never a fault
+/// of the program; exec of a text file, a 32-bit ELF, truncated ELFs,
+/// a missing PT_INTERP interpreter gets the errno Linux gives. The same
+/// static binary's output on the host and in the guest, byte for byte.
+#[test]
+fn bad_pointers_and_bad_programs_fail_as_on_linux() {
+    let host = Command::new(HOST_BADINPUT)
+        .current_dir("/")
+        .output()
+        .expect("target/linux/badinput runs on the host (make builds it)");
+    assert!(host.status.success(), "host: {}", describe(&host));
+    let host_text = String::from_utf8(host.stdout).unwrap();
+    assert!(host_text.contains("EFAULT"), "{host_text}");
+    let out = guest_within(1, "120s", &["/bin/badinput"]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        between_markers(&text),
+        between_markers(&host_text),
+        "guest and host differ\n{}",
+        describe(&out)
+    );
+    assert!(!text.contains("killed by"), "{}", describe(&out));
+}
+
+/// The system-call fuzzer (tests/linux-c/fuzz.c): a child per CPU
+/// issuing random Linux calls with random arguments for a few seconds,
+/// replaced when it dies, all reaped at the end. The kernel stays up: the
+/// fuzzer exits 0, the next commands in the same VM run, the VM exits 0.
+#[test]
+fn the_kernel_survives_a_system_call_fuzzer_on_2_vcpus() {
+    let out = guest_within(
+        2,
+        "120s",
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "/bin/fuzz 4; echo \"fuzz status $?\"; /bin/busybox ls /bin/fuzz; echo healthy",
+        ],
+    );
+    let text = stdout(&out);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    assert!(text.contains("fuzz: seed "), "{}", describe(&out));
+    assert!(text.contains("2 children"), "{}", describe(&out));
+    assert!(text.contains("fuzz: done: "), "{}", describe(&out));
+    assert!(
+        text.contains("fuzz status 0\n/bin/fuzz\nhealthy\n"),
+        "{}",
+        describe(&out)
+    );
+    assert!(!text.to_lowercase().contains("panic"), "{}", describe(&out));
 }

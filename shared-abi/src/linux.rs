@@ -125,6 +125,13 @@ pub struct SignalPage {
     pub caught: core::sync::atomic::AtomicU64,
     /// Signals set to SIG_IGN.
     pub ignored: core::sync::atomic::AtomicU64,
+    /// The personality's user-access routines (its exception table, one
+    /// entry): `[start, end, fixup]`. A page or protection fault the
+    /// kernel cannot resolve, taken with `rip` in `[start, end)`, resumes
+    /// the process at `fixup` (which makes the Linux call fail with
+    /// EFAULT) instead of ending it. The personality writes them at
+    /// start; a forked child's page copies them.
+    pub uaccess: [core::sync::atomic::AtomicU64; 3],
 }
 
 /// Linux signal numbers are 1..=[`MAX_SIGNAL`].

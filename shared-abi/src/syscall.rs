@@ -319,7 +319,7 @@ macro_rules! for_each_syscall {
         /// [`crate::linux::INFO_TRACE_VIEW`]).
         LinuxTrace = 49 => linux::trace(2);
         /// Write the machine's [`SystemInfo`] to `rdi` (Linux `sysinfo`).
-        SystemInfo = 55 => process::system_info(1);
+        SystemInfo = 50 => process::system_info(1);
         }
     };
 }

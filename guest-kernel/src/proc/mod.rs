@@ -447,6 +447,15 @@ pub fn on_user_exception(frame: &mut TrapFrame, address: u64) -> bool {
             Err(memory::FaultError::Segv) => {}
         }
     }
+    const GENERAL_PROTECTION: u8 = 13;
+    if (vector == PAGE_FAULT || vector == GENERAL_PROTECTION)
+        && let Some(fixup) = signal::uaccess_fixup(&t.process, frame.rip)
+    {
+        // The personality touched a bad pointer a Linux program passed:
+        // its user-access routine returns EFAULT.
+        frame.rip = fixup;
+        return true;
+    }
     report_fault(&t.process, vector, frame.rip, address, frame.error_code);
     t.process.kill_with(status::FAULT | vector as u64);
     drop(t);

@@ -38,6 +38,8 @@ struct Words<'a> {
     blocked: &'a AtomicU64,
     caught: &'a AtomicU64,
     ignored: &'a AtomicU64,
+    /// `[start, end, fixup]` of the personality's user-access routines.
+    uaccess: [&'a AtomicU64; 3],
 }
 
 /// Run `f` on signal frame `pa` (held by the caller).
@@ -49,6 +51,7 @@ fn on_frame<R>(pa: u64, f: impl FnOnce(&Words) -> R) -> R {
             blocked: &w[offset_of!(SignalPage, blocked) / 8],
             caught: &w[offset_of!(SignalPage, caught) / 8],
             ignored: &w[offset_of!(SignalPage, ignored) / 8],
+            uaccess: core::array::from_fn(|i| &w[offset_of!(SignalPage, uaccess) / 8 + i]),
         })
     })
 }
@@ -84,6 +87,9 @@ pub fn page_for_child(parent: &Process) -> Result<Option<u64>, SyscallError> {
             s.blocked.load(Ordering::Acquire),
             s.caught.load(Ordering::Acquire),
             s.ignored.load(Ordering::Acquire),
+            s.uaccess[0].load(Ordering::Acquire),
+            s.uaccess[1].load(Ordering::Acquire),
+            s.uaccess[2].load(Ordering::Acquire),
         ]
     }) else {
         return Ok(None);
@@ -93,8 +99,24 @@ pub fn page_for_child(parent: &Process) -> Result<Option<u64>, SyscallError> {
         s.blocked.store(words[0], Ordering::Relaxed);
         s.caught.store(words[1], Ordering::Relaxed);
         s.ignored.store(words[2], Ordering::Relaxed);
+        for (w, &v) in s.uaccess.iter().zip(&words[3..]) {
+            w.store(v, Ordering::Relaxed);
+        }
     });
     Ok(Some(pa))
+}
+
+/// Where `p` resumes after a fault it cannot resolve taken at `rip`:
+/// the fixup of its personality's user-access routines when `rip` is
+/// among them (`SignalPage::uaccess`, Linux's exception table), so that
+/// the Linux call the personality serves fails with EFAULT; `None`
+/// otherwise (the fault ends the process).
+pub fn uaccess_fixup(p: &Process, rip: u64) -> Option<u64> {
+    with_page(p, |s| {
+        let [start, end, fixup] = s.uaccess.map(|w| w.load(Ordering::Acquire));
+        (start <= rip && rip < end).then_some(fixup)
+    })
+    .flatten()
 }
 
 /// `p` ended: let go of its signal page.

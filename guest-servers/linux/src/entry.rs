@@ -10,9 +10,12 @@
 //! frame — as `sysret` would after a plain call, or in a signal handler,
 //! or back where `rt_sigreturn` says, when the call changed the frame.
 //! `rcx` and `r11` carry the return address and flags, as after a real
-//! `syscall`. Call number [`BARE_SYSCALL`](k42_abi::linux::BARE_SYSCALL)
-//! returns 0 at once, restoring only the flags: the bare `syscall` round
-//! trip that `k42vmm bench --suite linux` sets the null call beside. The
+//! `syscall`. The direction flag is cleared on the way in (the
+//! program's own is restored on the way out), as Linux's `syscall`
+//! mask does: the personality's copies assume it clear. Call number
+//! [`BARE_SYSCALL`](k42_abi::linux::BARE_SYSCALL) returns 0 at once,
+//! restoring only the flags: the bare `syscall` round trip that
+//! `k42vmm bench --suite linux` sets the null call beside. The
 //! personality is built without SSE (the target's
 //! soft-float), so the program's vector registers are untouched.
 
@@ -39,6 +42,7 @@ core::arch::global_asm!(
     .section .text.linux_entry, "ax"
     .global linux_syscall_entry
 linux_syscall_entry:
+    cld
     cmp rax, {bare}
     je 2f
     mov [rip + {user_rsp}], rsp
@@ -272,7 +276,6 @@ fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
         nr::__NR_set_robust_list => process::set_robust_list(a[0], a[1]),
         nr::__NR_get_robust_list => process::get_robust_list(a[0], a[1], a[2]),
         nr::__NR_sysinfo => system::sysinfo(a[0]),
-        nr::__NR_sched_getaffinity => system::sched_getaffinity(a[0], a[1], a[2]),
         nr::__NR_sendfile => files::sendfile(int(a[0]), int(a[1]), a[2], a[3]),
         nr::__NR_getpgrp => process::getpgid(0),
         nr::__NR_getpgid => process::getpgid(int(a[0])),
@@ -298,6 +301,7 @@ fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
         nr::__NR_nanosleep => system::nanosleep(a[0], a[1]),
         nr::__NR_clock_nanosleep => system::clock_nanosleep(a[0], a[1], a[2], a[3]),
         nr::__NR_sched_yield => system::sched_yield(),
+        nr::__NR_sched_getaffinity => system::sched_getaffinity(int(a[0]), a[1], a[2]),
         nr::__NR_prctl => system::prctl(a[0], a[1]),
         _ => unimplemented(n),
     }

@@ -69,24 +69,10 @@ pub fn sys_errno(s: SyscallError) -> u32 {
     }
 }
 
-/// The NUL-terminated string at `ptr` in the program's memory.
-pub fn cstr(ptr: u64) -> Result<&'static [u8], u32> {
-    if ptr == 0 {
-        return Err(e::EFAULT);
-    }
-    let mut n = 0;
-    // SAFETY: the program's own memory, in this address space; a pointer
-    // it should not have passed faults the program (EFAULT is not yet
-    // told apart).
-    unsafe {
-        while *((ptr + n as u64) as *const u8) != 0 {
-            n += 1;
-            if n > PATH_MAX {
-                return Err(e::ENAMETOOLONG);
-            }
-        }
-        Ok(core::slice::from_raw_parts(ptr as *const u8, n))
-    }
+/// The NUL-terminated string at `ptr` in the program's memory (EFAULT
+/// for a bad pointer, ENAMETOOLONG past PATH_MAX).
+pub fn cstr(ptr: u64) -> Result<Vec<u8>, u32> {
+    crate::uaccess::string(ptr, PATH_MAX, e::ENAMETOOLONG)
 }
 
 /// Fold `.` and `..` of `path` onto the absolute `base`.
@@ -131,7 +117,7 @@ pub fn resolve(dirfd: u64, ptr: u64) -> Result<String, u32> {
         }
         open.path.clone()
     };
-    let abs = join(&base, path)?;
+    let abs = join(&base, &path)?;
     Ok(if abs == "/proc/self/exe" {
         crate::process::exe_path()
     } else {
@@ -197,23 +183,48 @@ pub fn openat(dirfd: u64, path: u64, flags: u64, mode: u64) -> LinuxResult {
     }
 }
 
+/// Whose memory a buffer is: the program's (checked: its system calls may
+/// not reach the personality's memory) or the personality's own.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Whose {
+    Program,
+    Personality,
+}
+
+impl Whose {
+    /// EFAULT for a program's buffer that is not the program's memory.
+    fn check(self, buf: u64, len: u64) -> Result<(), u32> {
+        match self {
+            Whose::Program => crate::uaccess::program(buf, len),
+            Whose::Personality => Ok(()),
+        }
+    }
+}
+
 /// Read from `open` at `pos` into the program's `buf`; the bytes read.
 fn read_at(open: &Open, pos: u64, buf: u64, len: u64) -> LinuxResult {
+    read_into(open, pos, buf, len, Whose::Program)
+}
+
+/// Read from `open` at `pos` into `whose` `buf`; the bytes read.
+fn read_into(open: &Open, pos: u64, buf: u64, len: u64, whose: Whose) -> LinuxResult {
+    crate::uaccess::check(buf, len)?;
     match open.kind {
-        Kind::Console { .. } => console_read(open, buf, len),
+        Kind::Console { .. } => console_read(open, buf, len, whose),
         Kind::Null => Ok(0),
         Kind::Zero => {
-            // SAFETY: the program's buffer (see `cstr`).
-            unsafe { core::ptr::write_bytes(buf as *mut u8, 0, len as usize) };
+            crate::uaccess::clear(buf, len)?;
             Ok(len)
         }
         Kind::Dir => Err(e::EISDIR),
         Kind::File { handle } => {
             let n = len.min(file::MAX_IO);
+            whose.check(buf, n)?;
             let r = k42_rt::sys::raw::FileRead::call([handle, pos, buf, n]);
             k42_rt::sys::sys_result(r).map_err(sys_errno)
         }
         Kind::Pipe { handle } => {
+            whose.check(buf, len)?;
             let r = k42_rt::sys::raw::FileRead::call([handle, nonblock(open), buf, len]);
             k42_rt::sys::sys_result(r).map_err(sys_errno)
         }
@@ -222,8 +233,9 @@ fn read_at(open: &Open, pos: u64, buf: u64, len: u64) -> LinuxResult {
 
 /// Read the console (the terminal's line discipline in the kernel); end
 /// of file when k42vmm forwards no input.
-fn console_read(open: &Open, buf: u64, len: u64) -> LinuxResult {
+fn console_read(open: &Open, buf: u64, len: u64, whose: Whose) -> LinuxResult {
     let nonblock = u64::from(open.flags() & g::O_NONBLOCK != 0);
+    whose.check(buf, len)?;
     match k42_rt::sys::sys_result(k42_rt::sys::raw::TtyRead::call([buf, len, nonblock])) {
         Ok(n) => Ok(n),
         Err(SyscallError::NotPermitted) => Ok(0),
@@ -251,10 +263,18 @@ fn broken_pipe() -> u32 {
 /// Write the program's `buf` to `open` at `pos` (the end if appending);
 /// (bytes written, new end).
 fn write_at(open: &Open, pos: u64, buf: u64, len: u64) -> Result<(u64, u64), u32> {
+    write_from(open, pos, buf, len, Whose::Program)
+}
+
+/// Write `whose` `buf` to `open` at `pos` (the end if appending); (bytes
+/// written, new end).
+fn write_from(open: &Open, pos: u64, buf: u64, len: u64, whose: Whose) -> Result<(u64, u64), u32> {
+    crate::uaccess::check(buf, len)?;
     match open.kind {
         Kind::Console { stderr } => {
             let n = len.min(MAX_CONSOLE_WRITE);
             let stream = if stderr { WRITE_STDERR } else { WRITE_STDOUT };
+            whose.check(buf, n)?;
             let r = k42_rt::sys::raw::Write::call([buf, n, stream]);
             k42_rt::sys::sys_result(r).map_err(sys_errno)?;
             Ok((n, 0))
@@ -265,11 +285,13 @@ fn write_at(open: &Open, pos: u64, buf: u64, len: u64) -> Result<(u64, u64), u32
             let n = len.min(file::MAX_IO);
             let append = open.flags() & g::O_APPEND != 0;
             let flags = if append { file::WRITE_APPEND } else { 0 };
+            whose.check(buf, n)?;
             let r = k42_rt::sys::raw::FileWrite::call([handle, pos, buf, n, flags]);
             let end = k42_rt::sys::sys_result(r).map_err(sys_errno)?;
             Ok((n, end))
         }
         Kind::Pipe { handle } => {
+            whose.check(buf, len)?;
             let r = k42_rt::sys::raw::FileWrite::call([handle, nonblock(open), buf, len, 0]);
             match k42_rt::sys::sys_result(r) {
                 Ok(n) => Ok((n, 0)),
@@ -310,8 +332,11 @@ pub fn pipe2(fds: u64, flags: u64) -> LinuxResult {
         }
     };
     let pair = [a as i32, b as i32];
-    // SAFETY: the program's int[2] (see `cstr`).
-    unsafe { core::ptr::write_unaligned(fds as *mut [i32; 2], pair) };
+    if let Err(err) = crate::uaccess::write(fds, &pair) {
+        let _ = fd::close(a);
+        let _ = fd::close(b);
+        return Err(err);
+    }
     Ok(0)
 }
 
@@ -384,8 +409,7 @@ pub fn sendfile(out_fd: u64, in_fd: u64, off_ptr: u64, count: u64) -> LinuxResul
     let mut off = if off_ptr == 0 {
         None
     } else {
-        // SAFETY: the program's `loff_t` (see `cstr`).
-        Some(unsafe { core::ptr::read_unaligned(off_ptr as *const i64) })
+        Some(crate::uaccess::read::<i64>(off_ptr)?)
     };
     if off.is_some_and(|o| o < 0) {
         return Err(e::EINVAL);
@@ -395,7 +419,13 @@ pub fn sendfile(out_fd: u64, in_fd: u64, off_ptr: u64, count: u64) -> LinuxResul
     while done < count {
         let want = (count - done).min(SENDFILE_CHUNK as u64);
         let pos = off.map_or(file::AT_POSITION, |o| o as u64);
-        let got = match read_at(&input, pos, buf.as_mut_ptr() as u64, want) {
+        let got = match read_into(
+            &input,
+            pos,
+            buf.as_mut_ptr() as u64,
+            want,
+            Whose::Personality,
+        ) {
             Ok(0) => break,
             Ok(n) => n,
             Err(err) if done == 0 => return Err(err),
@@ -403,11 +433,13 @@ pub fn sendfile(out_fd: u64, in_fd: u64, off_ptr: u64, count: u64) -> LinuxResul
         };
         let mut put = 0;
         while put < got {
-            match write_at(
+            let at = buf.as_ptr() as u64 + put;
+            match write_from(
                 &output,
                 file::AT_POSITION,
-                buf.as_ptr() as u64 + put,
+                at,
                 got - put,
+                Whose::Personality,
             ) {
                 Ok((n, _)) => put += n,
                 Err(err) if done + put == 0 => return Err(err),
@@ -428,22 +460,17 @@ pub fn sendfile(out_fd: u64, in_fd: u64, off_ptr: u64, count: u64) -> LinuxResul
         }
     }
     if let Some(o) = off {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_unaligned(off_ptr as *mut i64, o) };
+        crate::uaccess::write(off_ptr, &o)?;
     }
     Ok(done)
 }
 
 /// The program's iovec array at `iov` (`n` entries).
-fn iovecs(iov: u64, n: u64) -> Result<&'static [g::iovec], u32> {
+fn iovecs(iov: u64, n: u64) -> Result<Vec<g::iovec>, u32> {
     if n > 1024 {
         return Err(e::EINVAL);
     }
-    if iov == 0 && n > 0 {
-        return Err(e::EFAULT);
-    }
-    // SAFETY: the program's memory (see `cstr`).
-    Ok(unsafe { core::slice::from_raw_parts(iov as *const g::iovec, n as usize) })
+    crate::uaccess::read_array(iov, n as usize)
 }
 
 /// `readv`.
@@ -545,9 +572,6 @@ fn put_stat(buf: u64, a: Attrs) -> LinuxResult {
         rdev,
         mtime,
     } = a;
-    if buf == 0 {
-        return Err(e::EFAULT);
-    }
     // SAFETY: `stat` is plain data; all zeros is a valid value.
     let mut st: g::stat = unsafe { core::mem::zeroed() };
     st.st_dev = 1;
@@ -562,8 +586,7 @@ fn put_stat(buf: u64, a: Attrs) -> LinuxResult {
     (st.st_mtime, st.st_mtime_nsec) = (sec, nsec);
     (st.st_atime, st.st_atime_nsec) = (sec, nsec);
     (st.st_ctime, st.st_ctime_nsec) = (sec, nsec);
-    // SAFETY: the program's buffer (see `cstr`).
-    unsafe { core::ptr::write_unaligned(buf as *mut g::stat, st) };
+    crate::uaccess::write(buf, &st)?;
     Ok(0)
 }
 
@@ -666,10 +689,7 @@ pub fn getdents64(fd: u64, buf: u64, len: u64) -> LinuxResult {
         rec[16..18].copy_from_slice(&(reclen as u16).to_le_bytes());
         rec[18] = dtype as u8;
         rec[19..19 + name.len()].copy_from_slice(name.as_bytes());
-        // SAFETY: the program's buffer of `len` bytes (see `cstr`).
-        unsafe {
-            core::ptr::copy_nonoverlapping(rec.as_ptr(), (buf + at) as *mut u8, reclen as usize)
-        };
+        crate::uaccess::copy_out(buf + at, &rec[..reclen as usize])?;
         at += reclen;
         pos += 1;
     }
@@ -699,16 +719,20 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
     // Whether the console is a terminal at all.
     let pgrp = tty(TTY_GET_PGRP, 0)?;
     match cmd as u32 {
-        io::TCGETS => tty(TTY_GET, arg).map(|_| 0),
-        io::TCSETS | io::TCSETSW | io::TCSETSF => tty(TTY_SET, arg).map(|_| 0),
+        io::TCGETS => {
+            crate::uaccess::program(arg, core::mem::size_of::<g::termios>() as u64)?;
+            tty(TTY_GET, arg).map(|_| 0)
+        }
+        io::TCSETS | io::TCSETSW | io::TCSETSF => {
+            crate::uaccess::program(arg, core::mem::size_of::<g::termios>() as u64)?;
+            tty(TTY_SET, arg).map(|_| 0)
+        }
         io::TIOCGPGRP => {
-            // SAFETY: the program's int (see `cstr`).
-            unsafe { core::ptr::write_unaligned(arg as *mut i32, pgrp as i32) };
+            crate::uaccess::write(arg, &(pgrp as i32))?;
             Ok(0)
         }
         io::TIOCSPGRP => {
-            // SAFETY: as above.
-            let pgid = unsafe { core::ptr::read_unaligned(arg as *const i32) };
+            let pgid: i32 = crate::uaccess::read(arg)?;
             if pgid < 0 {
                 return Err(e::EINVAL);
             }
@@ -722,13 +746,11 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
                 ws_xpixel: 0,
                 ws_ypixel: 0,
             };
-            // SAFETY: as above.
-            unsafe { core::ptr::write_unaligned(arg as *mut g::winsize, ws) };
+            crate::uaccess::write(arg, &ws)?;
             Ok(0)
         }
         io::TIOCSWINSZ => {
-            // SAFETY: as above.
-            let ws = unsafe { core::ptr::read_unaligned(arg as *const g::winsize) };
+            let ws: g::winsize = crate::uaccess::read(arg)?;
             tty(
                 TTY_SET_WINSIZE,
                 u64::from(ws.ws_row) << 16 | u64::from(ws.ws_col),
@@ -772,11 +794,9 @@ pub fn getcwd(buf: u64, size: u64) -> LinuxResult {
     if size < n {
         return Err(e::ERANGE);
     }
-    // SAFETY: the program's buffer of `size` bytes (see `cstr`).
-    unsafe {
-        core::ptr::copy_nonoverlapping(cwd.as_ptr(), buf as *mut u8, cwd.len());
-        *((buf + cwd.len() as u64) as *mut u8) = 0;
-    }
+    let mut bytes = cwd.into_bytes();
+    bytes.push(0);
+    crate::uaccess::copy_out(buf, &bytes)?;
     Ok(n)
 }
 
@@ -795,7 +815,7 @@ pub fn chdir(path: u64) -> LinuxResult {
 /// `/proc/self/exe` (the program's path).
 pub fn readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> LinuxResult {
     let p = cstr(path)?;
-    let abs = join(&STATE.lock().cwd.clone(), p)?;
+    let abs = join(&STATE.lock().cwd.clone(), &p)?;
     let target = if abs == "/proc/self/exe" {
         crate::process::exe_path()
     } else {
@@ -805,8 +825,7 @@ pub fn readlinkat(dirfd: u64, path: u64, buf: u64, size: u64) -> LinuxResult {
         return Err(e::EINVAL);
     }
     let n = (target.len() as u64).min(size);
-    // SAFETY: the program's buffer of `size` bytes (see `cstr`).
-    unsafe { core::ptr::copy_nonoverlapping(target.as_ptr(), buf as *mut u8, n as usize) };
+    crate::uaccess::copy_out(buf, &target.as_bytes()[..n as usize])?;
     Ok(n)
 }
 
@@ -819,7 +838,8 @@ pub fn mkdirat(dirfd: u64, path: u64, mode: u64) -> LinuxResult {
 
 /// `symlink`, `symlinkat`.
 pub fn symlinkat(target: u64, dirfd: u64, path: u64) -> LinuxResult {
-    let target = core::str::from_utf8(cstr(target)?).map_err(|_| e::EINVAL)?;
+    let target = cstr(target)?;
+    let target = core::str::from_utf8(&target).map_err(|_| e::EINVAL)?;
     if target.is_empty() {
         return Err(e::ENOENT);
     }
@@ -892,8 +912,7 @@ pub fn utimensat(dirfd: u64, path: u64, times: u64, _flags: u64) -> LinuxResult 
     let ns = if times == 0 {
         Some(now)
     } else {
-        // SAFETY: the program's two timespecs (see `cstr`).
-        let ts = unsafe { core::ptr::read_unaligned(times as *const [g::__kernel_timespec; 2]) };
+        let ts: [g::__kernel_timespec; 2] = crate::uaccess::read(times)?;
         let m = ts[1];
         match m.tv_nsec {
             n if n == g::UTIME_NOW as i64 => Some(now),

@@ -23,6 +23,7 @@
 //! | [`signal`]| actions, masks, kill, delivery, rt_sigreturn            |
 //! | [`system`]| uname, time, random, limits                             |
 //! | [`trace`] | the `linux` trace class: each call's entry and result   |
+//! | [`uaccess`]| the program's memory: copies that fail with EFAULT        |
 #![no_std]
 #![no_main]
 
@@ -37,6 +38,7 @@ mod process;
 mod signal;
 mod system;
 mod trace;
+mod uaccess;
 
 /// A Linux system call's result: a value, or an errno (returned as its
 /// negation, as the kernel's ABI does).

@@ -1,7 +1,8 @@
 //! Memory: the program break (kept here, over one lazily-filled region
 //! reserved up to `USER_INFO`), and anonymous and private file mappings,
 //! protection and unmapping through the kernel's `MemMap`, `MemProtect`
-//! and `MemUnmap`.
+//! and `MemUnmap`. The personality's own memory is not the program's to
+//! map over, unmap or protect (ENOMEM, EINVAL, ENOMEM; see `uaccess`).
 //!
 //! Not yet: shared file mappings at an offset, `MADV_DONTNEED`; memory
 //! below a lowered break stays readable until the region is unmapped.
@@ -116,6 +117,10 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Li
         if !addr.is_multiple_of(PAGE) {
             return Err(e::EINVAL);
         }
+        if crate::uaccess::personality(addr, len) {
+            // Not the program's to replace.
+            return Err(e::ENOMEM);
+        }
         MAP_FIXED
     } else {
         0
@@ -148,21 +153,25 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Li
     Ok(at)
 }
 
-/// `munmap`.
+/// `munmap` (EINVAL over the personality's memory).
 pub fn munmap(addr: u64, len: u64) -> LinuxResult {
-    if !addr.is_multiple_of(PAGE) || len == 0 {
+    if !addr.is_multiple_of(PAGE) || len == 0 || crate::uaccess::personality(addr, len) {
         return Err(e::EINVAL);
     }
     mem_errno(raw::MemUnmap::call([addr, len]))
 }
 
-/// `mprotect`.
+/// `mprotect` (ENOMEM over the personality's memory, as for memory
+/// that is not mapped).
 pub fn mprotect(addr: u64, len: u64, prot: u64) -> LinuxResult {
     if !addr.is_multiple_of(PAGE) || prot & !7 != 0 {
         return Err(e::EINVAL);
     }
     if len == 0 {
         return Ok(0);
+    }
+    if crate::uaccess::personality(addr, len) {
+        return Err(e::ENOMEM);
     }
     mem_errno(raw::MemProtect::call([addr, len, prot]))
 }

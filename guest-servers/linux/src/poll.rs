@@ -94,8 +94,7 @@ fn deadline_ts(ts: u64) -> Result<Option<u64>, u32> {
     if ts == 0 {
         return Ok(None);
     }
-    // SAFETY: the program's memory (see files::cstr).
-    let t = unsafe { core::ptr::read_unaligned(ts as *const g::__kernel_timespec) };
+    let t: g::__kernel_timespec = crate::uaccess::read(ts)?;
     if t.tv_sec < 0 || !(0..1_000_000_000).contains(&t.tv_nsec) {
         return Err(e::EINVAL);
     }
@@ -118,12 +117,8 @@ fn poll_until(fds: u64, nfds: u64, deadline: Option<u64>) -> LinuxResult {
     if nfds > MAX_POLL_FDS {
         return Err(e::EINVAL);
     }
-    if nfds > 0 && fds == 0 {
-        return Err(e::EFAULT);
-    }
-    // SAFETY: the program's array of `nfds` pollfds (see files::cstr).
-    let list = unsafe { core::slice::from_raw_parts_mut(fds as *mut g::pollfd, nfds as usize) };
-    wait(deadline, || {
+    let mut list: Vec<g::pollfd> = crate::uaccess::read_array(fds, nfds as usize)?;
+    let n = wait(deadline, || {
         let mut n = 0;
         for p in list.iter_mut() {
             p.revents = 0;
@@ -138,7 +133,9 @@ fn poll_until(fds: u64, nfds: u64, deadline: Option<u64>) -> LinuxResult {
             }
         }
         n
-    })
+    })?;
+    crate::uaccess::write_array(fds, &list)?;
+    Ok(n)
 }
 
 /// An `fd_set` of the program's, as words (`n` descriptors).
@@ -148,13 +145,13 @@ struct FdSet {
 }
 
 impl FdSet {
-    fn read(ptr: u64, n: usize) -> Option<Self> {
-        (ptr != 0).then(|| {
-            let len = n.div_ceil(64);
-            // SAFETY: the program's fd_set of at least `n` bits.
-            let words = unsafe { core::slice::from_raw_parts(ptr as *const u64, len) }.to_vec();
-            Self { ptr, words }
-        })
+    /// The set at `ptr` (NULL: none).
+    fn read(ptr: u64, n: usize) -> Result<Option<Self>, u32> {
+        if ptr == 0 {
+            return Ok(None);
+        }
+        let words = crate::uaccess::read_array(ptr, n.div_ceil(64))?;
+        Ok(Some(Self { ptr, words }))
     }
 
     fn has(&self, fd: usize) -> bool {
@@ -167,8 +164,7 @@ pub fn select(n: u64, r: u64, w: u64, x: u64, tv: u64) -> LinuxResult {
     let deadline = if tv == 0 {
         None
     } else {
-        // SAFETY: the program's timeval (see files::cstr).
-        let t = unsafe { core::ptr::read_unaligned(tv as *const g::__kernel_old_timeval) };
+        let t: g::__kernel_old_timeval = crate::uaccess::read(tv)?;
         if t.tv_sec < 0 || !(0..1_000_000).contains(&t.tv_usec) {
             return Err(e::EINVAL);
         }
@@ -185,8 +181,8 @@ pub fn pselect6(n: u64, r: u64, w: u64, x: u64, ts: u64, sig: u64) -> LinuxResul
     let (mask, size) = if sig == 0 {
         (0, 8)
     } else {
-        // SAFETY: the program's { const sigset_t *ss; size_t ss_len; }.
-        unsafe { core::ptr::read_unaligned(sig as *const [u64; 2]) }.into()
+        // The program's { const sigset_t *ss; size_t ss_len; }.
+        crate::uaccess::read::<[u64; 2]>(sig)?.into()
     };
     crate::signal::with_mask(mask, size, || select_until(n, r, w, x, deadline))
 }
@@ -196,7 +192,7 @@ fn select_until(n: u64, r: u64, w: u64, x: u64, deadline: Option<u64>) -> LinuxR
         return Err(e::EINVAL);
     }
     let n = n as usize;
-    let sets = [FdSet::read(r, n), FdSet::read(w, n), FdSet::read(x, n)];
+    let sets = [FdSet::read(r, n)?, FdSet::read(w, n)?, FdSet::read(x, n)?];
     for fd in 0..n {
         if sets.iter().flatten().any(|s| s.has(fd)) && fd::get(fd as u64).is_err() {
             return Err(e::EBADF);
@@ -229,10 +225,7 @@ fn select_until(n: u64, r: u64, w: u64, x: u64, deadline: Option<u64>) -> LinuxR
     })?;
     for (k, set) in sets.iter().enumerate() {
         if let Some(s) = set {
-            // SAFETY: the program's fd_set, read above.
-            unsafe {
-                core::ptr::copy_nonoverlapping(out[k].as_ptr(), s.ptr as *mut u64, out[k].len())
-            };
+            crate::uaccess::write_array(s.ptr, &out[k])?;
         }
     }
     Ok(count)

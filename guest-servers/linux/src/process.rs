@@ -32,7 +32,7 @@ static EXE: SpinLock<String> = SpinLock::new(String::new());
 pub fn set_exe(ptr: u64) {
     if let Ok(p) = files::cstr(ptr) {
         let cwd = STATE.lock().cwd.clone();
-        if let Ok(abs) = files::join(&cwd, p) {
+        if let Ok(abs) = files::join(&cwd, &p) {
             *EXE.lock() = abs;
         }
     }
@@ -61,8 +61,7 @@ pub fn arch_prctl(code: u64, addr: u64) -> LinuxResult {
         0x1003 => {
             // ARCH_GET_FS
             let v = FS.load(core::sync::atomic::Ordering::Relaxed);
-            // SAFETY: the program's memory (see files::cstr).
-            unsafe { core::ptr::write_unaligned(addr as *mut u64, v) };
+            crate::uaccess::write(addr, &v)?;
             Ok(0)
         }
         _ => Err(e::EINVAL),
@@ -146,14 +145,8 @@ pub fn get_robust_list(pid: u64, head_ptr: u64, len_ptr: u64) -> LinuxResult {
         });
     }
     let (head, len) = *ROBUST_LIST.lock();
-    if head_ptr == 0 || len_ptr == 0 {
-        return Err(e::EFAULT);
-    }
-    // SAFETY: the program's pointer and size_t (see files::cstr).
-    unsafe {
-        core::ptr::write_unaligned(head_ptr as *mut u64, head);
-        core::ptr::write_unaligned(len_ptr as *mut u64, len);
-    }
+    crate::uaccess::write(head_ptr, &head)?;
+    crate::uaccess::write(len_ptr, &len)?;
     Ok(0)
 }
 
@@ -173,12 +166,8 @@ pub fn set_ids(ids: &[u64]) -> LinuxResult {
 
 /// `getresuid`, `getresgid`: all three ids are 0.
 pub fn get_res_ids(ptrs: [u64; 3]) -> LinuxResult {
-    if ptrs.contains(&0) {
-        return Err(e::EFAULT);
-    }
     for p in ptrs {
-        // SAFETY: the program's uid_t (see files::cstr).
-        unsafe { core::ptr::write_unaligned(p as *mut u32, 0) };
+        crate::uaccess::write(p, &0u32)?;
     }
     Ok(0)
 }
@@ -212,12 +201,11 @@ pub fn clone(flags: u64, stack: u64, ptid: u64, ctid: u64, _tls: u64) -> LinuxRe
     if pid == 0 {
         if flags & g::CLONE_CHILD_SETTID != 0 && ctid != 0 {
             let me = getpid()? as u32;
-            // SAFETY: the program's memory (see files::cstr).
-            unsafe { core::ptr::write_unaligned(ctid as *mut u32, me) };
+            // A bad pointer is the child's (Linux ignores it too).
+            let _ = crate::uaccess::write(ctid, &me);
         }
     } else if flags & g::CLONE_PARENT_SETTID != 0 && ptid != 0 {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_unaligned(ptid as *mut u32, pid as u32) };
+        let _ = crate::uaccess::write(ptid, &(pid as u32));
     }
     Ok(pid)
 }
@@ -228,6 +216,7 @@ fn wait_status(word: u64) -> u32 {
         w if w <= status::EXITED_MAX => (w as u32) << 8,
         w if w & !0xff == status::FAULT => match w & 0xff {
             0 => g::SIGFPE,
+            1 | 3 => g::SIGTRAP,
             6 => g::SIGILL,
             _ => g::SIGSEGV,
         },
@@ -253,26 +242,23 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> LinuxResult {
         return Ok(0);
     }
     if wstatus != 0 {
-        // SAFETY: the program's memory (see files::cstr).
-        unsafe { core::ptr::write_unaligned(wstatus as *mut u32, wait_status(word & 0xffff)) };
+        crate::uaccess::write(wstatus, &wait_status(word & 0xffff))?;
     }
     if rusage != 0 {
-        // SAFETY: as above; plain data, zeros valid.
-        unsafe { core::ptr::write_bytes(rusage as *mut u8, 0, core::mem::size_of::<g::rusage>()) };
+        crate::uaccess::clear(rusage, core::mem::size_of::<g::rusage>() as u64)?;
     }
     Ok(word >> 16)
 }
 
 /// The NUL-terminated strings of the program's array at `ptr` (NULL
 /// ended).
-fn string_array(ptr: u64) -> Result<Vec<&'static [u8]>, u32> {
+fn string_array(ptr: u64) -> Result<Vec<Vec<u8>>, u32> {
     let mut out = Vec::new();
     if ptr == 0 {
         return Ok(out);
     }
     loop {
-        // SAFETY: the program's memory (see files::cstr).
-        let p = unsafe { core::ptr::read_unaligned((ptr + 8 * out.len() as u64) as *const u64) };
+        let p: u64 = crate::uaccess::read(ptr + 8 * out.len() as u64)?;
         if p == 0 {
             return Ok(out);
         }
@@ -299,6 +285,57 @@ fn open_exec(path: &str) -> Result<u64, u32> {
         return Err(e::EACCES);
     }
     Ok(h)
+}
+
+/// Linux's checks of an ELF's headers before it loads one, with its
+/// errors: ENOEXEC for what is not a 64-bit x86-64 executable (a 32-bit
+/// ELF included: no compatibility mode here) and for program headers
+/// the file is too short to hold, EIO for an interpreter path it is too
+/// short to hold, and the
+/// interpreter's own error when `PT_INTERP` names one that cannot be
+/// opened (ENOENT). `head` is the file's first bytes, zero past its end.
+/// A program with an interpreter that exists still fails (the kernel
+/// runs static programs only: ENOEXEC).
+fn check_elf(handle: u64, head: &[u8; 256]) -> Result<(), u32> {
+    let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]);
+    let e_type = u16_at(16);
+    if head[4] != 2 || head[5] != 1 || !matches!(e_type, 2 | 3) || u16_at(18) != 62 {
+        return Err(e::ENOEXEC);
+    }
+    let phoff = u64::from_le_bytes(head[32..40].try_into().expect("8 bytes"));
+    let (phentsize, phnum) = (u16_at(54) as usize, u16_at(56) as usize);
+    if phentsize != 56 || phnum == 0 || phnum * 56 > 65536 {
+        return Err(e::ENOEXEC);
+    }
+    let mut phdrs = alloc::vec![0u8; phnum * 56];
+    let got = k42_rt::fs::file_read(handle, phoff, &mut phdrs).map_err(files::errno)?;
+    if got != phdrs.len() {
+        return Err(e::ENOEXEC);
+    }
+    for ph in phdrs.chunks_exact(56) {
+        if u32::from_le_bytes(ph[0..4].try_into().expect("4 bytes")) != 3 {
+            continue;
+        }
+        // PT_INTERP: the interpreter's path, NUL-terminated.
+        let off = u64::from_le_bytes(ph[8..16].try_into().expect("8 bytes"));
+        let size = u64::from_le_bytes(ph[32..40].try_into().expect("8 bytes"));
+        if !(2..=4096).contains(&size) {
+            return Err(e::ENOEXEC);
+        }
+        let mut path = alloc::vec![0u8; size as usize];
+        let got = k42_rt::fs::file_read(handle, off, &mut path).map_err(files::errno)?;
+        if got != path.len() {
+            return Err(e::EIO);
+        }
+        if path.pop() != Some(0) {
+            return Err(e::ENOEXEC);
+        }
+        let interp = files::join("/", &path)?;
+        let h = open_exec(&interp)?;
+        let _ = k42_rt::fs::file_close(h);
+        return Err(e::ENOEXEC);
+    }
+    Ok(())
 }
 
 /// `execve`: an ELF program, or a `#!` script run by its interpreter.
@@ -333,7 +370,7 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> LinuxResult {
         if !rest.is_empty() {
             interp_args.push(rest);
         }
-        interp_args.push(given.into());
+        interp_args.push(given.clone());
         let _ = k42_rt::fs::file_close(handle);
         let cwd = STATE.lock().cwd.clone();
         handle = open_exec(&files::join(&cwd, interp)?)?;
@@ -343,12 +380,15 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> LinuxResult {
     } else if n < 4 || &head[..4] != b"\x7fELF" {
         let _ = k42_rt::fs::file_close(handle);
         return Err(e::ENOEXEC);
+    } else if let Err(err) = check_elf(handle, &head) {
+        let _ = k42_rt::fs::file_close(handle);
+        return Err(err);
     }
     let (carry, keep) = fd::carry();
     let all_args: Vec<&[u8]> = interp_args
         .iter()
         .map(|a| a.as_slice())
-        .chain(args.iter().copied())
+        .chain(args.iter().map(|a| a.as_slice()))
         .collect();
     let header = ExecHeader {
         argc: all_args.len() as u32,
@@ -360,11 +400,15 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> LinuxResult {
     };
     let mut block = Vec::new();
     block.extend_from_slice(header.as_bytes());
-    for s in all_args.iter().chain(env.iter()) {
+    for s in all_args
+        .iter()
+        .copied()
+        .chain(env.iter().map(|s| s.as_slice()))
+    {
         block.extend_from_slice(s);
         block.push(0);
     }
-    block.extend_from_slice(given);
+    block.extend_from_slice(&given);
     block.push(0);
     block.extend_from_slice(&carry);
     for h in keep {

@@ -72,6 +72,9 @@ struct Action {
     mask: u64,
 }
 
+// SAFETY: four 64-bit words (IntoBytes: no padding).
+unsafe impl crate::uaccess::Plain for Action {}
+
 /// Each signal's action (index = signal number); SIG_IGN is kept in the
 /// page's `ignored` word, which survives exec.
 static ACTIONS: SpinLock<[Action; MAX_SIGNAL as usize + 1]> = SpinLock::new(
@@ -89,6 +92,10 @@ static SUSPEND_MASK: SpinLock<Option<u64>> = SpinLock::new(None);
 
 /// Set the actions up at start: what exec keeps (SIG_IGN) from the page.
 pub fn start() {
+    let p = page();
+    for (w, v) in p.uaccess.iter().zip(crate::uaccess::table()) {
+        w.store(v, Ordering::Release);
+    }
     let ignored = page().ignored.load(Ordering::Acquire);
     let mut actions = ACTIONS.lock();
     for (sig, a) in actions.iter_mut().enumerate().skip(1) {
@@ -138,15 +145,13 @@ pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> LinuxResult {
     let mut actions = ACTIONS.lock();
     let old = actions[sig as usize];
     if act != 0 {
-        // SAFETY: the program's memory (see files::cstr).
-        let mut new = unsafe { core::ptr::read_unaligned(act as *const Action) };
+        let mut new: Action = crate::uaccess::read(act)?;
         new.mask &= !UNBLOCKABLE;
         actions[sig as usize] = new;
         publish(sig, &new);
     }
     if oact != 0 {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_unaligned(oact as *mut Action, old) };
+        crate::uaccess::write(oact, &old)?;
     }
     Ok(0)
 }
@@ -163,8 +168,7 @@ pub fn rt_sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> LinuxResult {
     }
     let old = page().blocked.load(Ordering::Acquire);
     if set != 0 {
-        // SAFETY: the program's memory (see files::cstr).
-        let s = unsafe { core::ptr::read_unaligned(set as *const u64) };
+        let s: u64 = crate::uaccess::read(set)?;
         set_blocked(match how as u32 {
             g::SIG_BLOCK => old | s,
             g::SIG_UNBLOCK => old & !s,
@@ -173,8 +177,7 @@ pub fn rt_sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> LinuxResult {
         });
     }
     if oset != 0 {
-        // SAFETY: as above.
-        unsafe { core::ptr::write_unaligned(oset as *mut u64, old) };
+        crate::uaccess::write(oset, &old)?;
     }
     Ok(0)
 }
@@ -186,8 +189,7 @@ pub fn rt_sigpending(set: u64, size: u64) -> LinuxResult {
     }
     let p = page();
     let pending = p.pending.load(Ordering::Acquire) & p.blocked.load(Ordering::Acquire);
-    // SAFETY: the program's memory (see files::cstr).
-    unsafe { core::ptr::write_unaligned(set as *mut u64, pending) };
+    crate::uaccess::write(set, &pending)?;
     Ok(0)
 }
 
@@ -209,8 +211,7 @@ pub fn rt_sigsuspend(set: u64, size: u64) -> LinuxResult {
     if size != 8 {
         return Err(e::EINVAL);
     }
-    // SAFETY: the program's memory (see files::cstr).
-    let mask = unsafe { core::ptr::read_unaligned(set as *const u64) };
+    let mask: u64 = crate::uaccess::read(set)?;
     let old = page().blocked.load(Ordering::Acquire);
     *SUSPEND_MASK.lock() = Some(old);
     set_blocked(mask);
@@ -228,8 +229,7 @@ pub fn with_mask(set: u64, size: u64, f: impl FnOnce() -> LinuxResult) -> LinuxR
     if size != 8 {
         return Err(e::EINVAL);
     }
-    // SAFETY: the program's memory (see files::cstr).
-    let mask = unsafe { core::ptr::read_unaligned(set as *const u64) };
+    let mask: u64 = crate::uaccess::read(set)?;
     let old = page().blocked.load(Ordering::Acquire);
     set_blocked(mask);
     let r = f();
@@ -298,6 +298,22 @@ pub fn raise(sig: u32) {
 }
 
 /// End this process by signal `sig`, its default action.
+/// The FP state as `fxsave64` stores it (16-byte aligned).
+#[repr(C, align(16))]
+struct FxArea([u8; FP_STATE as usize]);
+
+/// A signal frame the program's stack cannot hold or give back: end the
+/// program with SIGSEGV whatever its action and mask (Linux's
+/// `force_sigsegv`).
+fn force_segv() -> ! {
+    let reset = Action::default();
+    ACTIONS.lock()[g::SIGSEGV as usize] = reset;
+    publish(g::SIGSEGV, &reset);
+    let p = page();
+    set_blocked(p.blocked.load(Ordering::Acquire) & !signal_bit(g::SIGSEGV));
+    terminate(g::SIGSEGV)
+}
+
 fn terminate(sig: u32) -> ! {
     if let Ok(me) = crate::process::getpid() {
         let _ = send(me, sig);
@@ -449,13 +465,17 @@ fn enter_handler(frame: &mut Frame, sig: u32, action: &Action) {
     let saved_mask = SUSPEND_MASK.lock().take().unwrap_or(blocked);
     // Below the red zone: the FP state (64-byte aligned), then the frame,
     // placed so that the handler starts as if called (rsp + 8 aligned).
-    let fp = (frame.rsp - 128 - FP_STATE) & !63;
-    let sp = ((fp - core::mem::size_of::<RtSigframe>() as u64) & !15) - 8;
-    // SAFETY: the program's stack; `fxsave64` stores 512 bytes at a
-    // 16-byte-aligned address (a fault there ends the program, as a bad
-    // stack does on Linux). The personality itself uses no FP or vector
-    // registers, so they hold the program's state.
-    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) fp, options(nostack)) };
+    let fp = frame.rsp.wrapping_sub(128 + FP_STATE) & !63;
+    let sp = (fp.wrapping_sub(core::mem::size_of::<RtSigframe>() as u64) & !15).wrapping_sub(8);
+    let mut fx = FxArea([0; FP_STATE as usize]);
+    // SAFETY: `fxsave64` stores 512 bytes at a 16-byte-aligned address,
+    // `fx`. The personality itself uses no FP or vector registers, so
+    // they hold the program's state.
+    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) fx.0.as_mut_ptr(), options(nostack)) };
+    if crate::uaccess::copy_out(fp, &fx.0).is_err() {
+        // No room for the frame: SIGSEGV, as Linux forces it.
+        force_segv();
+    }
     let restorer = if action.flags & u64::from(g::SA_RESTORER) != 0 {
         action.restorer
     } else {
@@ -495,8 +515,9 @@ fn enter_handler(frame: &mut Frame, sig: u32, action: &Action) {
         },
         info,
     };
-    // SAFETY: as above, the program's stack.
-    unsafe { core::ptr::write_unaligned(sp as *mut RtSigframe, sigframe) };
+    if crate::uaccess::copy_out(sp, sigframe.as_bytes()).is_err() {
+        force_segv();
+    }
     let mut mask = blocked | action.mask;
     if action.flags & u64::from(g::SA_NODEFER) == 0 {
         mask |= signal_bit(sig);
@@ -524,10 +545,13 @@ fn enter_handler(frame: &mut Frame, sig: u32, action: &Action) {
 /// uses them, as `sysret` does (a signal is only delivered at a system
 /// call's end, where they hold nothing the program keeps).
 pub fn rt_sigreturn(frame: &mut Frame) {
-    let sp = frame.rsp - 8;
-    // SAFETY: the program's stack, where `enter_handler` put the frame
-    // (a program that moved it gets what it wrote, as on Linux).
-    let sf = unsafe { core::ptr::read_unaligned(sp as *const RtSigframe) };
+    let sp = frame.rsp.wrapping_sub(8);
+    // The program's stack, where `enter_handler` put the frame (a
+    // program that moved it gets what it wrote, as on Linux).
+    let mut sf = <RtSigframe as zerocopy::FromZeros>::new_zeroed();
+    if crate::uaccess::copy_in(sf.as_mut_bytes(), sp).is_err() {
+        force_segv();
+    }
     let m = &sf.uc.mcontext;
     frame.r8 = m.r8;
     frame.r9 = m.r9;
@@ -545,12 +569,15 @@ pub fn rt_sigreturn(frame: &mut Frame) {
     frame.rsp = m.rsp;
     frame.rip = m.rip;
     frame.rflags = (frame.rflags & !USER_FLAGS) | (m.eflags & USER_FLAGS) | FIXED_FLAGS;
-    if m.fpstate != 0 && m.fpstate % 16 == 0 {
-        // SAFETY: 512 bytes of FP state at a 16-byte-aligned address in
-        // the program's memory, as `enter_handler` saved it (fxrstor
-        // faults on reserved MXCSR bits, ending the program, as Linux
-        // refuses such a frame).
-        unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) m.fpstate, options(nostack)) };
+    if m.fpstate != 0 {
+        let mut fx = FxArea([0; FP_STATE as usize]);
+        if crate::uaccess::copy_in(&mut fx.0, m.fpstate).is_err() {
+            force_segv();
+        }
+        // SAFETY: 512 bytes of FP state, 16-byte aligned, as
+        // `enter_handler` saved them (fxrstor faults on reserved MXCSR
+        // bits, ending the program, as Linux refuses such a frame).
+        unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) fx.0.as_ptr(), options(nostack)) };
     }
     set_blocked(sf.uc.sigmask);
 }

@@ -10,7 +10,7 @@ use linux_raw_sys::general as g;
 
 use crate::LinuxResult;
 
-fn info() -> &'static ProgramInfo {
+pub fn info() -> &'static ProgramInfo {
     // SAFETY: the kernel maps the information page at USER_INFO,
     // read-only, for the process's life.
     unsafe { &*(USER_INFO as *const ProgramInfo) }
@@ -29,12 +29,8 @@ fn now_ns() -> u64 {
 }
 
 /// Write a plain value to the program's memory at `ptr`.
-fn put<T>(ptr: u64, v: T) -> LinuxResult {
-    if ptr == 0 {
-        return Err(e::EFAULT);
-    }
-    // SAFETY: the program's memory (see files::cstr).
-    unsafe { core::ptr::write_unaligned(ptr as *mut T, v) };
+fn put<T: crate::uaccess::Plain>(ptr: u64, v: T) -> LinuxResult {
+    crate::uaccess::write(ptr, &v)?;
     Ok(0)
 }
 
@@ -61,12 +57,20 @@ pub fn uname(buf: u64) -> LinuxResult {
 pub fn getrandom(buf: u64, len: u64, _flags: u64) -> LinuxResult {
     // SAFETY: rdtsc (see `now_ns`).
     let mut x = unsafe { core::arch::x86_64::_rdtsc() } | 1;
-    for i in 0..len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        // SAFETY: the program's buffer of `len` bytes.
-        unsafe { *((buf + i) as *mut u8) = x as u8 };
+    let mut chunk = [0u8; 256];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(chunk.len() as u64);
+        for b in &mut chunk[..n as usize] {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            *b = x as u8;
+        }
+        if let Err(err) = crate::uaccess::copy_out(buf + done, &chunk[..n as usize]) {
+            return if done == 0 { Err(err) } else { Ok(done) };
+        }
+        done += n;
     }
     Ok(len)
 }
@@ -85,7 +89,10 @@ pub fn prlimit64(pid: u64, resource: u64, new: u64, old: u64) -> LinuxResult {
         r if r < g::RLIM_NLIMITS => (u64::MAX, u64::MAX),
         _ => return Err(e::EINVAL),
     };
-    let _ = new;
+    if new != 0 {
+        // Read (a bad pointer is EFAULT), not applied.
+        crate::uaccess::read::<[u64; 2]>(new)?;
+    }
     if old != 0 {
         put(
             old,
@@ -109,8 +116,8 @@ pub fn sysinfo(buf: u64) -> LinuxResult {
     let page = k42_abi::layout::PAGE_SIZE;
     put(
         buf,
-        linux_raw_sys::system::sysinfo {
-            uptime: (now_ns() / 1_000_000_000) as _,
+        Sysinfo {
+            uptime: now_ns() / 1_000_000_000,
             loads: [0; 3],
             totalram: k.total_frames * page,
             freeram: k.free_frames * page,
@@ -119,35 +126,43 @@ pub fn sysinfo(buf: u64) -> LinuxResult {
             totalswap: 0,
             freeswap: 0,
             procs: k.processes.min(u64::from(u16::MAX)) as u16,
-            pad: 0,
+            pad: [0; 3],
             totalhigh: 0,
             freehigh: 0,
             mem_unit: 1,
-            _f: Default::default(),
+            pad_end: 0,
         },
     )
 }
 
-/// `sched_getaffinity`: every CPU of the machine (a process may run on
-/// any); returns the bytes written, a whole number of longs as Linux's.
-pub fn sched_getaffinity(pid: u64, len: u64, mask: u64) -> LinuxResult {
-    if pid != 0 && pid != crate::process::getpid()? && k42_rt::sys::raw::GetPgid::call([pid]) < 0 {
-        return Err(e::ESRCH);
-    }
-    let cpus = u64::from(info().cpus.max(1));
-    let size = cpus.div_ceil(64) * 8;
-    if len < size || !len.is_multiple_of(8) {
-        return Err(e::EINVAL);
-    }
-    for word in 0..size / 8 {
-        let bits = match cpus.saturating_sub(word * 64) {
-            n if n >= 64 => u64::MAX,
-            n => (1u64 << n) - 1,
-        };
-        put(mask + word * 8, bits)?;
-    }
-    Ok(size)
+/// Linux's x86_64 `struct sysinfo` with its padding spelled out (the
+/// crate's type has an unsized tail and no `Copy`).
+#[derive(Clone, Copy)]
+#[repr(C)]
+struct Sysinfo {
+    uptime: u64,
+    loads: [u64; 3],
+    totalram: u64,
+    freeram: u64,
+    sharedram: u64,
+    bufferram: u64,
+    totalswap: u64,
+    freeswap: u64,
+    procs: u16,
+    pad: [u16; 3],
+    totalhigh: u64,
+    freehigh: u64,
+    mem_unit: u32,
+    pad_end: u32,
 }
+
+const _: () = assert!(
+    core::mem::size_of::<Sysinfo>() == core::mem::size_of::<linux_raw_sys::system::sysinfo>()
+);
+const _: () = assert!(core::mem::offset_of!(Sysinfo, mem_unit) == 104);
+
+// SAFETY: integers only, every padding byte a named field.
+unsafe impl crate::uaccess::Plain for Sysinfo {}
 
 /// The wall clock: nanoseconds since 1970.
 pub fn realtime_ns() -> u64 {
@@ -213,8 +228,7 @@ fn sleep_until(deadline: u64, rem: u64) -> LinuxResult {
                     tv_sec: (left / 1_000_000_000) as _,
                     tv_nsec: (left % 1_000_000_000) as _,
                 };
-                // SAFETY: the program's memory.
-                unsafe { core::ptr::write_unaligned(rem as *mut g::__kernel_timespec, ts) };
+                crate::uaccess::write(rem, &ts)?;
             }
             return Err(crate::signal::ERESTARTNOHAND);
         }
@@ -225,11 +239,7 @@ fn sleep_until(deadline: u64, rem: u64) -> LinuxResult {
 
 /// The program's timespec at `ptr`, in nanoseconds.
 fn timespec_ns(ptr: u64) -> Result<u64, u32> {
-    if ptr == 0 {
-        return Err(e::EFAULT);
-    }
-    // SAFETY: the program's memory.
-    let ts = unsafe { core::ptr::read_unaligned(ptr as *const g::__kernel_timespec) };
+    let ts: g::__kernel_timespec = crate::uaccess::read(ptr)?;
     if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
         return Err(e::EINVAL);
     }
@@ -263,14 +273,39 @@ pub fn prctl(option: u64, arg: u64) -> LinuxResult {
     static NAME: k42_rt::sync::SpinLock<[u8; 16]> = k42_rt::sync::SpinLock::new([0; 16]);
     match option as u32 {
         linux_raw_sys::prctl::PR_SET_NAME => {
-            let s = crate::files::cstr(arg).unwrap_or(b"");
-            let mut n = NAME.lock();
-            *n = [0; 16];
-            let k = s.len().min(15);
-            n[..k].copy_from_slice(&s[..k]);
+            // Up to 15 bytes, as Linux copies them.
+            let mut name = [0u8; 16];
+            for (i, b) in name.iter_mut().take(15).enumerate() {
+                *b = crate::uaccess::read(arg.wrapping_add(i as u64))?;
+                if *b == 0 {
+                    break;
+                }
+            }
+            *NAME.lock() = name;
             Ok(0)
         }
         linux_raw_sys::prctl::PR_GET_NAME => put(arg, *NAME.lock()),
         _ => Err(e::EINVAL),
     }
+}
+
+/// `sched_getaffinity`: every CPU of the machine (`ProgramInfo::cpus`);
+/// a process runs wherever the kernel places it. The size written, as
+/// Linux returns it.
+pub fn sched_getaffinity(pid: u64, len: u64, mask: u64) -> LinuxResult {
+    if pid != 0 && pid != crate::process::getpid()? && k42_rt::sys::raw::GetPgid::call([pid]) < 0 {
+        return Err(e::ESRCH);
+    }
+    let len = len as u32 as u64;
+    let cpus = u64::from(info().cpus.max(1));
+    let size = cpus.div_ceil(64) * 8;
+    if len * 8 < cpus || !len.is_multiple_of(8) {
+        return Err(e::EINVAL);
+    }
+    let mut words = alloc::vec![0u64; (size / 8) as usize];
+    for c in 0..cpus {
+        words[(c / 64) as usize] |= 1 << (c % 64);
+    }
+    crate::uaccess::write_array(mask, &words)?;
+    Ok(size)
 }
