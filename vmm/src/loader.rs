@@ -113,7 +113,8 @@ pub fn load(
         return Err(VmmError::MemoryTooSmall {
             image: image.path.clone(),
             have_mib: ram.size() >> 20,
-            need_mib: mib(need),
+            // A size --memory accepts: a multiple of 2 MiB.
+            need_mib: mib(need).next_multiple_of(2),
             why: format!(
                 "kernel {} MiB, modules {} MiB, {} boot stacks {} MiB, {} MiB free for the kernel",
                 mib(kernel_end),
