@@ -57,29 +57,9 @@ fn pvm_probe_reports_every_finding() {
 /// reflects it. Either way the program runs.
 #[test]
 fn the_report_says_where_a_linux_syscall_lands() {
-    require_kvm();
-    let dir = tempfile::tempdir().unwrap();
-    let report = dir.path().join("report.json");
-    let image = default_image();
-    let out = run(&[
-        "run",
-        "--vcpus",
-        "2",
-        "--timeout",
-        "120s",
-        "--report",
-        report.to_str().unwrap(),
-        image.to_str().unwrap(),
-        "--",
-        "/bin/busybox",
-        "sh",
-        "-c",
-        "echo $((6*7))",
-    ]);
+    let (out, r) = boot_command(2, &[], &["/bin/busybox", "sh", "-c", "echo $((6*7))"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert!(stdout(&out).contains("42\n"), "{}", describe(&out));
-    let r: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
     let p = &r["platform"];
     let path = p["linux_syscall"].as_str().unwrap_or_else(|| panic!("{p}"));
     match (p["host_kvm"].as_str(), p["supervisor_mode"].as_str()) {

@@ -69,6 +69,12 @@ pub fn stdout(out: &Output) -> String {
 /// Boot the default image with `vcpus` vCPUs and `extra` arguments,
 /// returning the run's output and parsed report.
 pub fn boot(vcpus: u32, extra: &[&str]) -> (Output, Value) {
+    boot_command(vcpus, extra, &[])
+}
+
+/// As [`boot`], running the Linux program `command` (`-- COMMAND…`)
+/// when it is not empty.
+pub fn boot_command(vcpus: u32, extra: &[&str], command: &[&str]) -> (Output, Value) {
     require_kvm();
     let dir = tempfile::tempdir().unwrap();
     let report = dir.path().join("report.json");
@@ -85,6 +91,10 @@ pub fn boot(vcpus: u32, extra: &[&str]) -> (Output, Value) {
     ];
     args.extend_from_slice(extra);
     args.push(image.to_str().unwrap());
+    if !command.is_empty() {
+        args.push("--");
+        args.extend_from_slice(command);
+    }
     let out = run(&args);
     let text = std::fs::read_to_string(&report)
         .unwrap_or_else(|e| panic!("no report ({e})\n{}", describe(&out)));
