@@ -310,6 +310,12 @@ $B ls -l link | $B cut -c1-10
 $B chmod 640 file; $B stat -c '%a %A' file
 $B chmod +x file; $B stat -c '%a' file
 TZ=UTC $B touch -d '2020-01-02 03:04:05' file; $B stat -c '%Y' file
+echo more >> file; test "$($B stat -c %Y file)" -gt 1577934245 && echo "a write moves the time"
+TZ=UTC $B touch -d '2020-01-02 03:04:05' file; $B stat -c '%Y' file
+$B truncate -s 2 file 2>/dev/null || : > file; test "$($B stat -c %Y file)" -gt 1577934245 && echo "a truncation moves the time"
+echo data > file
+TZ=UTC $B touch -d '2020-01-02 03:04:05' sub; : > sub/new; test "$($B stat -c %Y sub)" -gt 1577934245 && echo "a new entry moves the directory's time"
+TZ=UTC $B touch -d '2020-01-02 03:04:05' sub; rm sub/new; test "$($B stat -c %Y sub)" -gt 1577934245 && echo "so does a removal"
 $B rm link; test -e link || echo "link gone"; $B cat file
 $B ln -s nowhere dangling; test -L dangling && echo "dangling is a link"
 test -e dangling || echo "dangling target missing"

@@ -320,6 +320,13 @@ macro_rules! for_each_syscall {
         LinuxTrace = 49 => linux::trace(2);
         /// Write the machine's [`SystemInfo`] to `rdi` (Linux `sysinfo`).
         SystemInfo = 50 => process::system_info(1);
+        /// Write the [`file::FileState`] (size and modification time) of
+        /// the file behind handle `rdi` to `rsi`.
+        FileStat = 51 => file::stat(2);
+        /// Set the modification time of the file behind handle `rdi`
+        /// (write right) to `rsi` ns since 1970. Writes and truncation
+        /// set it to the time they happen.
+        FileSetTime = 52 => file::set_time(2);
         }
     };
 }
@@ -407,6 +414,26 @@ pub mod file {
     pub const MAX_SIZE: u64 = 1 << 40;
     /// Most bytes one `FileRead` or `FileWrite` moves.
     pub const MAX_IO: u64 = 64 << 10;
+
+    /// What [`super::Syscall::FileStat`] writes.
+    #[derive(
+        Clone,
+        Copy,
+        Debug,
+        Default,
+        zerocopy::FromBytes,
+        zerocopy::IntoBytes,
+        zerocopy::Immutable,
+        zerocopy::KnownLayout,
+    )]
+    #[repr(C)]
+    pub struct FileState {
+        /// Size in bytes.
+        pub size: u64,
+        /// Last modification (a write, a truncation, or as set), ns
+        /// since 1970.
+        pub mtime: u64,
+    }
 }
 
 /// Protected procedure calls: a call into another process's server on

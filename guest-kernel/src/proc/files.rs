@@ -73,6 +73,10 @@ pub struct FileObj {
     /// The file was ever mapped writable: bytes past its end may then
     /// hold what a mapping stored there, which growing must clear.
     mapped_writable: AtomicBool,
+    /// Last modification, ns since 1970: creation, a write through a
+    /// handle, a truncation, or as set (`FileSetTime`). Stores through a
+    /// shared mapping do not move it.
+    mtime: AtomicU64,
 }
 
 impl FileObj {
@@ -106,6 +110,7 @@ impl FileObj {
             size: AtomicU64::new(0),
             mutate: SpinLock::new(Vec::new()),
             mapped_writable: AtomicBool::new(false),
+            mtime: AtomicU64::new(wall_ns()),
         }))
     }
 
@@ -635,6 +640,7 @@ pub fn write(
         off
     };
     let end = obj.write(t.memory(), at, buf, len, append)?;
+    obj.mtime.store(wall_ns(), Ordering::Release);
     if off == file::AT_POSITION {
         pos.store(end, Ordering::Release);
     }
@@ -666,10 +672,33 @@ pub fn size(t: &Thread, h: u64) -> Result<u64, SyscallError> {
     Ok(handle(p, h, 0)?.size.load(Ordering::Acquire))
 }
 
+/// `FileStat`: handle `h`'s file's size and modification time.
+pub fn stat(t: &Thread, h: u64) -> Result<file::FileState, SyscallError> {
+    let obj = handle(&t.process, h, 0)?;
+    Ok(file::FileState {
+        size: obj.size.load(Ordering::Acquire),
+        mtime: obj.mtime.load(Ordering::Acquire),
+    })
+}
+
+/// `FileSetTime`: set handle `h`'s file's modification time to `ns`.
+pub fn set_time(t: &Thread, h: u64, ns: u64) -> Result<(), SyscallError> {
+    let obj = handle(&t.process, h, file::RIGHT_WRITE)?;
+    obj.mtime.store(ns, Ordering::Release);
+    Ok(())
+}
+
+/// The wall clock, ns since 1970.
+fn wall_ns() -> u64 {
+    crate::time::epoch_ns() + crate::time::now_ns()
+}
+
 /// `FileTruncate`.
 pub fn truncate(t: &Thread, h: u64, size: u64) -> Result<(), SyscallError> {
     let p = &t.process;
-    handle(p, h, file::RIGHT_WRITE)?.truncate(size)?;
+    let obj = handle(p, h, file::RIGHT_WRITE)?;
+    obj.truncate(size)?;
+    obj.mtime.store(wall_ns(), Ordering::Release);
     trace::log(ev::fs::truncate(p.pid as u64, size));
     Ok(())
 }

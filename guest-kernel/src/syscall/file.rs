@@ -1,6 +1,7 @@
 //! File memory objects and image modules (`proc::files` does the work).
 
 use k42_abi::syscall::file::PIPE_NONBLOCK;
+use zerocopy::IntoBytes;
 
 use super::{Context, Done, SysResult, value};
 use crate::mm::user;
@@ -66,6 +67,20 @@ pub fn pipe(cx: &mut Context, [out]: [u64; 1]) -> SysResult {
 /// `FileSize`.
 pub fn size(cx: &mut Context, [h]: [u64; 1]) -> SysResult {
     value(files::size(&*cx.thread()?, h)?)
+}
+
+/// `FileStat`.
+pub fn stat(cx: &mut Context, [h, out]: [u64; 2]) -> SysResult {
+    let t = cx.thread()?;
+    let state = files::stat(&t, h)?;
+    user::copy_out(t.memory(), out, state.as_bytes())?;
+    value(0)
+}
+
+/// `FileSetTime`.
+pub fn set_time(cx: &mut Context, [h, ns]: [u64; 2]) -> SysResult {
+    files::set_time(&*cx.thread()?, h, ns)?;
+    value(0)
 }
 
 /// `FileTruncate`.

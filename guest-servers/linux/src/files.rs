@@ -613,21 +613,21 @@ pub fn fstat(fd: u64, buf: u64) -> LinuxResult {
     let open = fd::get(fd)?;
     match open.kind {
         Kind::File { handle } => {
-            let size = rtfs::file_size(handle).map_err(errno)?;
+            let file = rtfs::file_stat(handle).map_err(errno)?;
             // The name's attributes (if it still has the name), the
-            // handle's size.
+            // handle's size and time.
             let mut a = rtfs::stat(&open.path).map_or(
                 Attrs {
                     ino: 0,
                     mode: g::S_IFREG | 0o644,
-                    size,
+                    size: 0,
                     nlink: 0,
                     rdev: 0,
                     mtime: 0,
                 },
                 |s| server_attrs(&s),
             );
-            a.size = size;
+            (a.size, a.mtime) = (file.size, file.mtime);
             put_stat(buf, a)
         }
         Kind::Pipe { handle } => put_stat(
@@ -921,6 +921,14 @@ pub fn utimensat(dirfd: u64, path: u64, times: u64, _flags: u64) -> LinuxResult 
             n => Some(m.tv_sec as u64 * 1_000_000_000 + n as u64),
         }
     };
+    if let (0, Some(ns)) = (path, ns)
+        && let Kind::File { handle } = fd::get(dirfd)?.kind
+        && rtfs::file_set_time(handle, ns).is_ok()
+    {
+        // `futimens` on a handle that may write: the file itself, even
+        // if it has no name now.
+        return Ok(0);
+    }
     match ns {
         Some(ns) => rtfs::set_time(&target, ns).map(|_| 0).map_err(errno),
         None => rtfs::stat(&target).map(|_| 0).map_err(errno),

@@ -104,6 +104,22 @@ pub fn file_size(h: u64) -> Result<u64> {
     Ok(sys_result(crate::sys::raw::FileSize::call([h]))?)
 }
 
+/// The size and modification time of `h`'s file.
+pub fn file_stat(h: u64) -> Result<k42_abi::syscall::file::FileState> {
+    let mut st = k42_abi::syscall::file::FileState::default();
+    sys_result(crate::sys::raw::FileStat::call([
+        h,
+        core::ptr::from_mut(&mut st) as u64,
+    ]))?;
+    Ok(st)
+}
+
+/// Set the modification time of `h`'s file (ns since 1970).
+pub fn file_set_time(h: u64, ns: u64) -> Result<()> {
+    sys_result(crate::sys::raw::FileSetTime::call([h, ns]))?;
+    Ok(())
+}
+
 /// Set the size of `h`'s file.
 pub fn file_truncate(h: u64, size: u64) -> Result<()> {
     sys_result(crate::sys::raw::FileTruncate::call([h, size]))?;

@@ -40,6 +40,7 @@ use k42_abi::fs::{
     self as proto, DEFAULT_EXEC_MODE, DEFAULT_FILE_MODE, FsError, KIND_DIR, KIND_FILE,
     KIND_SYMLINK, MODE_GIVEN, Stat, open,
 };
+use k42_abi::syscall::file::FileState;
 use k42_abi::syscall::{SyscallError, file};
 use k42_rt::fs::{self as rtfs, Error};
 use k42_rt::sync::SpinLock;
@@ -405,15 +406,33 @@ impl Tree {
     fn entry<'p>(&mut self, p: &'p str) -> R<(u64, &'p str, u64)> {
         let (dir, name) = self.parent(p)?;
         let ino = *self
-            .dir_mut(dir)
+            .entries(dir)
             .get(name)
             .ok_or(fs_err(FsError::NotFound))?;
         Ok((dir, name, ino))
     }
 
-    fn dir_mut(&mut self, ino: u64) -> &mut BTreeMap<String, u64> {
-        match self.nodes.get_mut(&ino).map(|n| &mut n.node) {
+    /// Directory `ino`'s entries.
+    fn entries(&self, ino: u64) -> &BTreeMap<String, u64> {
+        match self.nodes.get(&ino).map(|n| &n.node) {
             Some(Node::Dir(d)) => d,
+            _ => unreachable!("checked to be a directory"),
+        }
+    }
+
+    /// Directory `ino`'s entries, to change: its modification time is
+    /// now, as Linux's is when an entry comes or goes.
+    fn dir_mut(&mut self, ino: u64) -> &mut BTreeMap<String, u64> {
+        let inode = self.nodes.get_mut(&ino);
+        match inode {
+            Some(Inode {
+                node: Node::Dir(d),
+                mtime,
+                ..
+            }) => {
+                *mtime = now_ns();
+                d
+            }
             _ => unreachable!("checked to be a directory"),
         }
     }
@@ -452,8 +471,11 @@ impl Tree {
         }
     }
 
-    fn stat_of(&self, ino: u64, size: u64) -> R<Stat> {
+    /// `ino`'s attributes; a file's size and time are `file`'s (its
+    /// memory object's, which writes keep).
+    fn stat_of(&self, ino: u64, file: FileState) -> R<Stat> {
         let inode = self.node(ino)?;
+        let mut mtime = inode.mtime;
         let (kind, size, nlink) = match &inode.node {
             Node::Dir(d) => {
                 let subdirs = d
@@ -462,7 +484,10 @@ impl Tree {
                     .count() as u32;
                 (KIND_DIR, d.len() as u64, 2 + subdirs)
             }
-            Node::File(_) => (KIND_FILE, size, inode.names),
+            Node::File(_) => {
+                mtime = file.mtime;
+                (KIND_FILE, file.size, inode.names)
+            }
             Node::Symlink(t) => (KIND_SYMLINK, t.len() as u64, 1),
         };
         Ok(Stat {
@@ -471,7 +496,7 @@ impl Tree {
             size,
             mode: inode.mode,
             nlink,
-            mtime: inode.mtime,
+            mtime,
         })
     }
 }
@@ -574,13 +599,13 @@ fn open_file(p: &str, flags: u64, caller: u64) -> R<(u64, Stat)> {
             if flags & open::TRUNCATE != 0 {
                 rtfs::file_truncate(h, 0)?;
             }
-            let size = rtfs::file_size(h)?;
+            let state = rtfs::file_stat(h)?;
             let granted = rtfs::file_grant(h, caller, rights)?;
-            Ok((granted, size))
+            Ok((granted, state))
         })();
         match step {
-            Ok((granted, size)) => {
-                let st = TREE.lock().stat_of(ino, size);
+            Ok((granted, state)) => {
+                let st = TREE.lock().stat_of(ino, state);
                 match st {
                     Ok(st) => return Ok((granted, st)),
                     Err(_) => {
@@ -603,15 +628,15 @@ fn stat(p: &str, follow: bool) -> R<Stat> {
             let ino = t.resolve(p, follow)?;
             match t.node(ino)?.node {
                 Node::File(h) => (ino, h),
-                _ => return t.stat_of(ino, 0),
+                _ => return t.stat_of(ino, FileState::default()),
             }
         };
-        let size = match rtfs::file_size(h) {
-            Ok(size) => size,
+        let state = match rtfs::file_stat(h) {
+            Ok(state) => state,
             Err(Error::Sys(SyscallError::BadHandle)) => continue,
             Err(e) => return Err(e),
         };
-        match TREE.lock().stat_of(ino, size) {
+        match TREE.lock().stat_of(ino, state) {
             Ok(st) => return Ok(st),
             Err(_) => continue,
         }
@@ -707,7 +732,7 @@ fn rename(from: &str, to: &str) -> R<u64> {
                 return Err(fs_err(FsError::Invalid));
             }
         }
-        let old = t.dir_mut(tdir).get(tname).copied();
+        let old = t.entries(tdir).get(tname).copied();
         let mut replaced = None;
         if let Some(old) = old {
             if old == ino {
@@ -812,10 +837,27 @@ fn chmod(p: &str, mode: u64) -> R<u64> {
 }
 
 /// SET_TIME: `p`'s modification time.
+/// A file's time is its memory object's (set outside the lock, as
+/// `stat` reads it).
 fn set_time(p: &str, ns: u64) -> R<u64> {
-    let mut t = TREE.lock();
-    let ino = t.resolve(p, true)?;
-    let inode = t.nodes.get_mut(&ino).ok_or(fs_err(FsError::NotFound))?;
-    inode.mtime = ns;
-    Ok(0)
+    loop {
+        let h = {
+            let mut t = TREE.lock();
+            let ino = t.resolve(p, true)?;
+            let inode = t.nodes.get_mut(&ino).ok_or(fs_err(FsError::NotFound))?;
+            match inode.node {
+                Node::File(h) => h,
+                _ => {
+                    inode.mtime = ns;
+                    return Ok(0);
+                }
+            }
+        };
+        match rtfs::file_set_time(h, ns) {
+            Ok(()) => return Ok(0),
+            // Unlinked meanwhile (its handle closed): look again.
+            Err(Error::Sys(SyscallError::BadHandle)) => continue,
+            Err(e) => return Err(e),
+        }
+    }
 }
