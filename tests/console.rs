@@ -217,6 +217,46 @@ fn the_guest_terminal_has_the_hosts_window_size() {
     assert!(output.contains("now=30 90"), "{output}");
 }
 
+/// Resizing k42vmm's terminal resizes the guest's: the foreground
+/// program gets SIGWINCH and reads the new size.
+#[test]
+fn a_resize_of_the_host_terminal_reaches_the_guest() {
+    let mut run = start_on_sized_pty(
+        "120s",
+        &[
+            "/bin/busybox",
+            "sh",
+            "-c",
+            "trap 'echo winch=$(stty size); exit 0' WINCH; while :; do sleep 1; done",
+        ],
+        Some((37, 101)),
+    );
+    run.wait_for_raw_mode();
+    // Resize until the guest's trap (set some time after boot) reports
+    // a size and the shell exits: 41 x 133 and 42 x 134 in turn.
+    let t0 = Instant::now();
+    let mut turn = 0u16;
+    while run.child.try_wait().unwrap().is_none() && t0.elapsed() < Duration::from_secs(90) {
+        let ws = libc::winsize {
+            ws_row: 41 + turn % 2,
+            ws_col: 133 + turn % 2,
+            ws_xpixel: 0,
+            ws_ypixel: 0,
+        };
+        // SAFETY: a valid descriptor and a live `winsize`.
+        let r = unsafe { libc::ioctl(run.pty.master.as_raw_fd(), libc::TIOCSWINSZ, &ws) };
+        assert_eq!(r, 0, "TIOCSWINSZ: {}", std::io::Error::last_os_error());
+        turn += 1;
+        std::thread::sleep(Duration::from_millis(700));
+    }
+    let (status, output) = run.finish();
+    assert_eq!(status.code(), Some(0), "{output}");
+    assert!(
+        output.contains("winch=41 133") || output.contains("winch=42 134"),
+        "{output}"
+    );
+}
+
 #[test]
 fn ctrl_a_x_stops_the_vm_with_130_and_restores_the_terminal() {
     let mut run = start_on_pty("60s", &["/bin/busybox", "sleep", "50"]);

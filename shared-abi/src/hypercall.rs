@@ -47,6 +47,11 @@ pub const MAX_CONSOLE_READ: u64 = 4096;
 /// What [`HypercallNr::ConsoleRead`] returns once the host's input has
 /// ended and every byte of it was read (end of file).
 pub const CONSOLE_END: i64 = 1 << 32;
+/// What [`HypercallNr::ConsoleRead`] returns, with the rows in bits
+/// 16–31 and the columns in bits 0–15 (nothing copied), when the host
+/// terminal's window size changed since the guest last read (it comes
+/// before the bytes still waiting).
+pub const CONSOLE_RESIZE: i64 = 1 << 33;
 /// The interrupt vector k42vmm sends vCPU 0 (an MSI to APIC id 0) when
 /// console input arrives or ends, once the guest enabled input
 /// ([`crate::BootInfo::console_input`] set).
@@ -219,7 +224,7 @@ pub enum HypercallNr {
     /// (at most [`MAX_CONSOLE_READ`]) of what has arrived, in order, to
     /// guest-physical `args[0]`. Returns the bytes copied — 0 when none
     /// is waiting — or [`CONSOLE_END`] once the input has ended and all
-    /// of it was read. Never blocks: k42vmm sends
+    /// of it was read, or a [`CONSOLE_RESIZE`] word. Never blocks: k42vmm sends
     /// [`CONSOLE_INPUT_VECTOR`] to vCPU 0 when more arrives.
     ConsoleRead = 17,
     /// Where a Linux `syscall` lands on this host, a [`LinuxSyscallPath`]

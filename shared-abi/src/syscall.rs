@@ -436,6 +436,25 @@ pub mod file {
     }
 }
 
+/// [`Syscall::TtyControl`] operations.
+pub mod tty_op {
+    /// Copy the `termios` to the caller's `arg`.
+    pub const GET: u64 = 1;
+    /// Set the `termios` from the caller's `arg`.
+    pub const SET: u64 = 2;
+    /// The foreground process group.
+    pub const GET_PGRP: u64 = 3;
+    /// Set the foreground process group to `arg`.
+    pub const SET_PGRP: u64 = 4;
+    /// 1 when a read would not wait (bytes, or end of file), else 0.
+    pub const READY: u64 = 5;
+    /// The window size: rows << 16 | columns.
+    pub const GET_WINSIZE: u64 = 6;
+    /// Set the window size to `arg` (rows << 16 | columns); a change
+    /// sends SIGWINCH to the foreground group, as Linux's TIOCSWINSZ.
+    pub const SET_WINSIZE: u64 = 7;
+}
+
 /// Protected procedure calls: a call into another process's server on
 /// the caller's CPU. The kernel switches the CPU from the caller's thread
 /// to a thread of the server's at its entry, with `rdi` = the caller's

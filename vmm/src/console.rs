@@ -56,6 +56,8 @@ pub enum Taken {
     Empty,
     /// The input has ended and all of it was read.
     End,
+    /// The host terminal's window size (rows, columns) changed to this.
+    Resize(u16, u16),
 }
 
 #[derive(Default)]
@@ -64,6 +66,8 @@ struct QueueState {
     ended: bool,
     total_in: u64,
     total_out: u64,
+    /// A window size the guest has not been told yet.
+    resize: Option<(u16, u16)>,
 }
 
 /// A bounded byte queue from the reader thread to the guest.
@@ -123,6 +127,12 @@ impl InputQueue {
         done
     }
 
+    /// The host terminal's window size is now `size` (rows, columns):
+    /// the guest's next take says so first.
+    pub fn resize(&self, size: (u16, u16)) {
+        self.lock().resize = Some(size);
+    }
+
     /// Mark the end of the input (after its last byte).
     pub fn end(&self) {
         self.lock().ended = true;
@@ -138,6 +148,9 @@ impl InputQueue {
         deliver: impl FnOnce(&[u8]) -> Result<(), E>,
     ) -> Result<Taken, E> {
         let mut s = self.lock();
+        if let Some((rows, cols)) = s.resize.take() {
+            return Ok(Taken::Resize(rows, cols));
+        }
         if s.bytes.is_empty() {
             return Ok(if s.ended { Taken::End } else { Taken::Empty });
         }
@@ -319,11 +332,25 @@ impl ConsoleInput {
         let mut filter = EscapeFilter::default();
         let mut buf = [0u8; 4096];
         let mut out = Vec::with_capacity(buf.len() + 1);
+        // The size the guest booted with; a change is passed on within
+        // a reader tick (polled: no SIGWINCH handler in k42vmm).
+        let mut size = self.terminal.then(|| window_size(fd)).flatten();
         loop {
             if self.stopped() {
                 return;
             }
-            let n = match wait_and_read(fd, &mut buf) {
+            let outcome = wait_and_read(fd, &mut buf);
+            if self.terminal {
+                let now = window_size(fd);
+                if now.is_some() && now != size {
+                    size = now;
+                    if let Some(now) = now {
+                        self.queue.resize(now);
+                    }
+                    notify();
+                }
+            }
+            let n = match outcome {
                 ReadOutcome::Nothing => continue,
                 ReadOutcome::Bytes(n) => n,
                 ReadOutcome::End => {

@@ -281,6 +281,9 @@ fn console_read(shared: &VmShared, gpa: u64, len: u64) -> CallResult {
         Ok(Taken::Bytes(n)) => Ok(n as i64),
         Ok(Taken::Empty) => Ok(0),
         Ok(Taken::End) => Ok(abi::CONSOLE_END),
+        Ok(Taken::Resize(rows, cols)) => {
+            Ok(abi::CONSOLE_RESIZE | i64::from(rows) << 16 | i64::from(cols))
+        }
         Err(_) => Err(HypercallResult::BadAddress),
     }
 }

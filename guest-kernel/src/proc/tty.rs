@@ -8,6 +8,7 @@
 //! k42vmm stdin ─► ConsoleRead hypercall ◄─ pump (the input interrupt on
 //!                 vCPU 0, and every TtyRead)
 //!   ISIG  ^C ^\ ^Z ─► SIGINT/SIGQUIT/SIGTSTP to the foreground group
+//!   the host terminal resized ─► window size, SIGWINCH to that group
 //!   ICANON line editing (erase, kill, ^D) ─► complete lines ─► ready
 //!   else  each byte ─► ready
 //!   ECHO  ─► the console
@@ -28,7 +29,7 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, Ordering};
 
 use k42_abi::Hypercall;
-use k42_abi::hypercall::{CONSOLE_END, CONSOLE_INPUT_VECTOR, MAX_CONSOLE_READ};
+use k42_abi::hypercall::{CONSOLE_END, CONSOLE_INPUT_VECTOR, CONSOLE_RESIZE, MAX_CONSOLE_READ};
 use k42_abi::syscall::SyscallError;
 use linux_raw_sys::general as g;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
@@ -87,23 +88,7 @@ const TERMINAL: Termios = {
 };
 
 /// `TtyControl` operations.
-pub mod op {
-    /// Copy the `termios` to the caller's `arg`.
-    pub const GET: u64 = 1;
-    /// Set the `termios` from the caller's `arg`.
-    pub const SET: u64 = 2;
-    /// The foreground process group.
-    pub const GET_PGRP: u64 = 3;
-    /// Set the foreground process group to `arg`.
-    pub const SET_PGRP: u64 = 4;
-    /// 1 when a read would not wait (bytes, or end of file), else 0.
-    pub const READY: u64 = 5;
-    /// The window size: rows << 16 | columns.
-    pub const GET_WINSIZE: u64 = 6;
-    /// Set the window size to `arg` (rows << 16 | columns); a change
-    /// sends SIGWINCH to the foreground group, as Linux's TIOCSWINSZ.
-    pub const SET_WINSIZE: u64 = 7;
-}
+pub use k42_abi::syscall::tty_op as op;
 
 /// The window size when k42vmm does not know the terminal's.
 const DEFAULT_WINSIZE: (u32, u32) = (24, 80);
@@ -193,6 +178,14 @@ fn pump() {
         if n <= 0 {
             break;
         }
+        if n & CONSOLE_RESIZE != 0 {
+            // The host terminal was resized: as a TIOCSWINSZ on it.
+            let size = (((n >> 16) & 0xffff) as u32, (n & 0xffff) as u32);
+            if let Some(fg) = t.set_winsize(size) {
+                signals.push((fg, g::SIGWINCH));
+            }
+            continue;
+        }
         for &b in &buf[..(n as usize).min(buf.len())] {
             t.input(b, &mut echo, &mut signals);
         }
@@ -213,6 +206,14 @@ fn pump() {
 }
 
 impl Tty {
+    /// Set the window size; the foreground group to send SIGWINCH when
+    /// it changed.
+    fn set_winsize(&mut self, size: (u32, u32)) -> Option<u32> {
+        let changed = self.winsize != size;
+        self.winsize = size;
+        (changed && self.fg != 0).then_some(self.fg)
+    }
+
     /// One input byte through the discipline.
     fn input(&mut self, mut b: u8, echo: &mut Vec<u8>, signals: &mut Vec<(u32, u32)>) {
         let tio = self.termios;
@@ -429,13 +430,8 @@ pub fn control(t: &Arc<Thread>, op: u64, arg: u64) -> Result<u64, SyscallError> 
                 return Err(SyscallError::InvalidArgument);
             }
             let size = ((arg >> 16) as u32, (arg & 0xffff) as u32);
-            let fg = {
-                let mut tty = TTY.lock();
-                let changed = tty.winsize != size;
-                tty.winsize = size;
-                if changed { tty.fg } else { 0 }
-            };
-            if fg != 0 {
+            let fg = TTY.lock().set_winsize(size);
+            if let Some(fg) = fg {
                 // No such group any more is not the caller's error.
                 let _ = super::signal::send_group(fg, g::SIGWINCH);
             }

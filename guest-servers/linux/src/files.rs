@@ -17,7 +17,7 @@ use core::sync::atomic::Ordering;
 
 use k42_abi::fs as proto;
 use k42_abi::hypercall::MAX_CONSOLE_WRITE;
-use k42_abi::syscall::{SyscallError, WRITE_STDERR, WRITE_STDOUT, file};
+use k42_abi::syscall::{SyscallError, WRITE_STDERR, WRITE_STDOUT, file, tty_op};
 use k42_rt::fs::{self as rtfs, Error};
 use linux_raw_sys::errno as e;
 use linux_raw_sys::general as g;
@@ -717,15 +717,15 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
         )
     };
     // Whether the console is a terminal at all.
-    let pgrp = tty(TTY_GET_PGRP, 0)?;
+    let pgrp = tty(tty_op::GET_PGRP, 0)?;
     match cmd as u32 {
         io::TCGETS => {
             crate::uaccess::program(arg, core::mem::size_of::<g::termios>() as u64)?;
-            tty(TTY_GET, arg).map(|_| 0)
+            tty(tty_op::GET, arg).map(|_| 0)
         }
         io::TCSETS | io::TCSETSW | io::TCSETSF => {
             crate::uaccess::program(arg, core::mem::size_of::<g::termios>() as u64)?;
-            tty(TTY_SET, arg).map(|_| 0)
+            tty(tty_op::SET, arg).map(|_| 0)
         }
         io::TIOCGPGRP => {
             crate::uaccess::write(arg, &(pgrp as i32))?;
@@ -736,10 +736,10 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
             if pgid < 0 {
                 return Err(e::EINVAL);
             }
-            tty(TTY_SET_PGRP, pgid as u64).map(|_| 0)
+            tty(tty_op::SET_PGRP, pgid as u64).map(|_| 0)
         }
         io::TIOCGWINSZ => {
-            let size = tty(TTY_GET_WINSIZE, 0)?;
+            let size = tty(tty_op::GET_WINSIZE, 0)?;
             let ws = g::winsize {
                 ws_row: (size >> 16) as u16,
                 ws_col: size as u16,
@@ -752,7 +752,7 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
         io::TIOCSWINSZ => {
             let ws: g::winsize = crate::uaccess::read(arg)?;
             tty(
-                TTY_SET_WINSIZE,
+                tty_op::SET_WINSIZE,
                 u64::from(ws.ws_row) << 16 | u64::from(ws.ws_col),
             )
             .map(|_| 0)
@@ -761,14 +761,6 @@ pub fn ioctl(fd: u64, cmd: u64, arg: u64) -> LinuxResult {
         _ => Err(e::EINVAL),
     }
 }
-
-/// `TtyControl` operations (the kernel's `proc::tty::op`).
-const TTY_GET: u64 = 1;
-const TTY_SET: u64 = 2;
-const TTY_GET_PGRP: u64 = 3;
-const TTY_SET_PGRP: u64 = 4;
-const TTY_GET_WINSIZE: u64 = 6;
-const TTY_SET_WINSIZE: u64 = 7;
 
 /// `access`, `faccessat`: as for root — whether the path exists, and
 /// for X_OK whether a file has an execute bit.

@@ -11,7 +11,7 @@
 
 use alloc::vec::Vec;
 
-use k42_abi::syscall::{SyscallError, file};
+use k42_abi::syscall::{SyscallError, file, tty_op};
 use k42_rt::sys::{raw, sys_result};
 use linux_raw_sys::errno as e;
 use linux_raw_sys::general as g;
@@ -49,7 +49,7 @@ fn ready(fd: i32) -> u16 {
             r
         }
         Kind::Console { .. } => {
-            let readable = match sys_result(raw::TtyControl::call([TTY_READY, 0])) {
+            let readable = match sys_result(raw::TtyControl::call([tty_op::READY, 0])) {
                 Ok(n) => n != 0,
                 // No input forwarded: a read ends at once (end of file).
                 Err(SyscallError::NotPermitted) => true,
@@ -60,9 +60,6 @@ fn ready(fd: i32) -> u16 {
         _ => inb | outb,
     }
 }
-
-/// `TtyControl`'s READY operation (the kernel's `proc::tty::op::READY`).
-const TTY_READY: u64 = 5;
 
 /// Wait until `check` finds something (its count), `deadline_ns` passes
 /// (0 then; `None`: no deadline), or a signal is to be delivered.

@@ -96,6 +96,15 @@ fn command() -> Option<Vec<u8>> {
 /// In the child: become the Linux program at `path`; exits 126 or 127
 /// (as a shell does) when it cannot.
 fn exec(path: &str, args: &[&[u8]]) -> ! {
+    // The command leads its own process group, the terminal's
+    // foreground group (as login makes a shell): the terminal's signals
+    // (^C, a resize) reach it before it asks. Not a terminal: nothing to
+    // set.
+    let _ = k42_rt::sys::raw::SetPgid::call([0, 0]);
+    let _ = k42_rt::sys::raw::TtyControl::call([
+        k42_abi::syscall::tty_op::SET_PGRP,
+        u64::from(process::getpid()),
+    ]);
     let handle = match rtfs::on_path(k42_abi::fs::OPEN, path, k42_abi::fs::open::READ) {
         Ok((h, _, _)) => h,
         Err(e) => {
