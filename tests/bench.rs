@@ -601,4 +601,51 @@ fn linux_suite_quick_writes_both_series_and_the_split() {
         "--vcpus 2: the linux suite runs on one vCPU",
     );
     expect_bench_error(&["--quick", "--out", o, img], "--quick: only --suite linux");
+    // Compared with itself: judged by the sweeps' rule, one sample too few.
+    let results = out_dir.join("results.json");
+    let r = results.to_str().unwrap();
+    let cmp_dir = dir.path().join("cmp");
+    let out = bench(&[
+        "compare",
+        r,
+        "--baseline",
+        r,
+        "--out",
+        cmp_dir.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert!(text.contains("linux.getppid"), "{text}");
+    assert!(text.contains("5 with too few samples"), "{text}");
+    let report = std::fs::read_to_string(cmp_dir.join("report.md")).unwrap();
+    assert!(report.contains("## Against the baseline"), "{report}");
+    // Only another linux-suite file is a baseline for it; a quick run is
+    // no baseline.
+    let other = dir.path().join("other.json");
+    std::fs::write(&other, r#"{"kind": "k42vmm-bench-results", "schema": 1}"#).unwrap();
+    expect_bench_error(
+        &["compare", r, "--baseline", other.to_str().unwrap()],
+        "compared only with another",
+    );
+    expect_bench_error(
+        &[
+            "--suite",
+            "linux",
+            "--baseline",
+            other.to_str().unwrap(),
+            "--out",
+            o,
+            img,
+        ],
+        "compared only with another",
+    );
+    expect_bench_error(
+        &[
+            "accept",
+            r,
+            "--baselines",
+            dir.path().join("bl").to_str().unwrap(),
+        ],
+        "a --quick run has no figures",
+    );
 }

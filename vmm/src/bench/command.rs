@@ -17,7 +17,7 @@ use super::results::{
     SeriesResults,
 };
 use super::sweep::{self, BootResult, Group, Progress, VcpuSpec};
-use super::{BenchError, plot, provenance, summary, write_atomically};
+use super::{BenchError, linux_compare, plot, provenance, summary, write_atomically};
 
 /// Where `make nightly` keeps accepted baselines, one per host class.
 pub const BASELINES_DIR: &str = "bench/baselines";
@@ -52,7 +52,7 @@ pub const DEFAULT_SAMPLES: u32 = 5;
 pub const MAX_SAMPLES: u32 = 1000;
 
 /// Check an option's value with `parse`, naming the option in the error.
-fn option<T>(
+pub fn option<T>(
     option: &'static str,
     value: &str,
     parse: impl FnOnce(&str) -> Result<T, String>,
@@ -402,8 +402,7 @@ pub fn compare(
     out: Option<&Path>,
 ) -> Result<u8, BenchError> {
     let threshold_pct = option("--threshold", threshold, parse_threshold)?;
-    let new = Results::load(results)?;
-    let base = Results::load(baseline)?;
+    let linux = std::fs::read_to_string(results).is_ok_and(|t| linux_compare::is_linux_results(&t));
     let dir = match out {
         Some(d) => {
             std::fs::create_dir_all(d).map_err(|e| {
@@ -417,6 +416,25 @@ pub fn compare(
             .unwrap_or(Path::new("."))
             .to_path_buf(),
     };
+    if linux {
+        let new = linux_compare::load(results)?;
+        let base = linux_compare::load(baseline)?;
+        let cmp = linux_compare::LinuxComparison::new(
+            &baseline.display().to_string(),
+            &base,
+            &new,
+            threshold_pct,
+        );
+        let report = dir.join("report.md");
+        write_atomically(
+            &report,
+            &(super::linux::markdown(&new) + "\n" + &cmp.render(true)),
+        )?;
+        print!("{}", cmp.render(false));
+        return Ok(cmp.conclude(&report));
+    }
+    let new = Results::load(results)?;
+    let base = Results::load(baseline)?;
     let cmp = Comparison::new(&baseline.display().to_string(), &base, &new, threshold_pct);
     conclude(&new, Some(&cmp), &dir.join("report.md"))
 }
@@ -424,6 +442,9 @@ pub fn compare(
 /// `k42vmm bench accept RESULTS`: make RESULTS the baseline of its host
 /// class in `dir`.
 pub fn accept(results: &Path, dir: &Path) -> Result<u8, BenchError> {
+    if std::fs::read_to_string(results).is_ok_and(|t| linux_compare::is_linux_results(&t)) {
+        return accept_linux(results, dir);
+    }
     let r = Results::load(results)?;
     let thin: Vec<String> = r
         .points()
@@ -448,6 +469,43 @@ pub fn accept(results: &Path, dir: &Path) -> Result<u8, BenchError> {
         path.display()
     );
     Ok(0)
+}
+
+/// `k42vmm bench accept` of a linux-suite results file: it becomes
+/// `DIR/<host class>.linux.json`, beside the sweeps' baseline.
+fn accept_linux(results: &Path, dir: &Path) -> Result<u8, BenchError> {
+    let r = linux_compare::load(results)?;
+    if r.provenance.quick {
+        return Err(BenchError::BadOption {
+            option: "accept",
+            value: results.display().to_string(),
+            why: "a --quick run has no figures to judge against".into(),
+        });
+    }
+    if (r.provenance.samples as usize) < MIN_SAMPLES {
+        eprintln!(
+            "k42vmm bench: warning: {} samples (fewer than {MIN_SAMPLES}), so never judged against this baseline",
+            r.provenance.samples
+        );
+    }
+    std::fs::create_dir_all(dir).map_err(|e| BenchError::Write(dir.to_path_buf(), e))?;
+    let path = linux_baseline(dir, &r.provenance.host.class);
+    let json = serde_json::to_string_pretty(&r).expect("results serialise") + "\n";
+    write_atomically(&path, &json)?;
+    println!(
+        "accepted {} (revision {}, run {}) as the linux-suite baseline for host class {}: {}",
+        results.display(),
+        r.provenance.git.revision,
+        r.provenance.started,
+        r.provenance.host.class,
+        path.display()
+    );
+    Ok(0)
+}
+
+/// Where `bench accept` puts host class `class`'s linux-suite baseline.
+pub fn linux_baseline(dir: &Path, class: &str) -> PathBuf {
+    dir.join(format!("{class}.linux.json"))
 }
 
 /// `k42vmm bench list`.

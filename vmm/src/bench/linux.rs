@@ -298,13 +298,6 @@ fn check(opts: &SweepOptions) -> Result<u32, BenchError> {
             "the linux suite runs on one vCPU, pinned beside host Linux",
         ));
     }
-    if let Some(b) = &opts.baseline {
-        return Err(bad(
-            "--baseline",
-            &b.display().to_string(),
-            "the linux suite compares with host Linux in the same run, not with a baseline",
-        ));
-    }
     super::command::parse_samples(&opts.samples).map_err(|why| BenchError::BadOption {
         option: "--samples",
         value: opts.samples.clone(),
@@ -668,6 +661,17 @@ pub fn split(trace: &ctf::TraceData, start: u64, end: u64) -> Result<SdetSplit, 
 /// `k42vmm bench --suite linux`.
 pub fn run(opts: &SweepOptions) -> Result<u8, BenchError> {
     let samples = check(opts)?;
+    let threshold = super::command::option(
+        "--threshold",
+        &opts.threshold,
+        super::command::parse_threshold,
+    )?;
+    // A bad baseline is refused before anything boots.
+    let baseline = opts
+        .baseline
+        .as_deref()
+        .map(|p| super::linux_compare::load(p).map(|r| (p, r)))
+        .transpose()?;
     let sizes = if opts.quick { QUICK } else { FULL };
     let image = k42_image::Image::open(&opts.image)?;
     for m in [LBENCH_MODULE, BUSYBOX_MODULE, SDET_MODULE] {
@@ -836,10 +840,30 @@ pub fn run(opts: &SweepOptions) -> Result<u8, BenchError> {
     let json = serde_json::to_string_pretty(&results).expect("results serialise") + "\n";
     write_atomically(&out.join("results.json"), &json)?;
     let report = out.join("report.md");
-    write_atomically(&report, &markdown(&results))?;
+    let cmp = baseline.map(|(path, base)| {
+        super::linux_compare::LinuxComparison::new(
+            &path.display().to_string(),
+            &base,
+            &results,
+            threshold,
+        )
+    });
+    let mut md = markdown(&results);
+    if let Some(c) = &cmp {
+        md = md + "\n" + &c.render(true);
+    }
+    write_atomically(&report, &md)?;
     print!("{}", table(&results));
-    println!("report: {}", report.display());
-    Ok(0)
+    match cmp {
+        Some(c) => {
+            print!("{}", c.render(false));
+            Ok(c.conclude(&report))
+        }
+        None => {
+            println!("report: {}", report.display());
+            Ok(0)
+        }
+    }
 }
 
 /// A time per operation, or a pipe's rate.

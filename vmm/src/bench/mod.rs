@@ -25,6 +25,7 @@ pub mod command;
 pub mod compare;
 pub mod driver;
 pub mod linux;
+pub mod linux_compare;
 pub mod plot;
 pub mod provenance;
 pub mod results;
