@@ -597,6 +597,11 @@ fn main_loop(shared: &VmShared, timeout: Option<Duration>) -> std::io::Result<()
     }
     let signal_event = EventFd::new(EFD_NONBLOCK)?;
     SIGNAL_EVENT_FD.store(signal_event.as_raw_fd(), Ordering::SeqCst);
+    if LAST_SIGNAL.load(Ordering::SeqCst) != 0 {
+        // It came between the handlers' installation and now, when the
+        // handler had no event to write to.
+        signal_event.write(1)?;
+    }
     let mut em =
         EventManager::<MainLoop>::new().map_err(|e| std::io::Error::other(format!("{e:?}")))?;
     em.add_subscriber(MainLoop {
