@@ -6,7 +6,8 @@
 //! What runs here: exec from the file server (ELF and `#!`), fork, wait,
 //! pipes, redirections to files, directories, the working directory,
 //! signals (traps, `kill`, background jobs with `wait`, SIGPIPE, the
-//! exit statuses of signalled processes), many processes, a MiB through
+//! exit statuses of signalled processes; stop and continue, the
+//! alternate signal stack), many processes, a MiB through
 //! a pipe; many short pipelines at 4 vCPUs with no stall; the everyday
 //! file tools (tar and gzip round trips, find | xargs, cp, mv, rm, grep,
 //! sed, awk, diff, cmp, od); bad pointers (EFAULT) and bad programs; a

@@ -276,7 +276,9 @@ macro_rules! for_each_syscall {
         /// Send Linux signal `rsi` (1..=64; 0 only checks) to Linux process `rdi` (see
         /// [`crate::linux::SignalPage`]): SIGKILL, and a signal whose
         /// action is to terminate (not caught, not blocked), end it with
-        /// [`status::SIGNALED`]; an ignored one is dropped; any other is
+        /// [`status::SIGNALED`]; SIGSTOP, and a stop signal whose action
+        /// is the default (not blocked), stop it until SIGCONT, which
+        /// continues it whatever its action; an ignored one is dropped; any other is
         /// made pending and interrupts the target's blocking call
         /// (`Interrupted`). `NotPermitted` for a process that does not
         /// run a Linux program.
