@@ -52,8 +52,9 @@ setup:
 		apt-get install -y -q gcc libc6-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q gcc libc6-dev >/dev/null; }; }
 
 # Static C test programs (tests/linux-c) for the default image: bad
-# pointers and bad programs (badinput), the system-call fuzzer (fuzz).
-LINUX_PROGS := target/linux/badinput target/linux/fuzz
+# pointers and bad programs (badinput), the system-call fuzzer (fuzz), stop
+# and continue (jobctl), the alternate signal stack (altstack).
+LINUX_PROGS := target/linux/badinput target/linux/fuzz target/linux/jobctl target/linux/altstack
 
 target/linux/%: tests/linux-c/%.c | setup
 	@mkdir -p target/linux

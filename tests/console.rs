@@ -1,7 +1,9 @@
 //! Console input: `k42vmm run IMAGE -- COMMAND` forwards its stdin to the
 //! guest (ConsoleRead), puts a terminal in raw mode for the run and
 //! restores it on every way out (the guest's exit, --timeout, SIGTERM,
-//! the escape Ctrl-A x), and never waits for stdin at exit.
+//! the escape Ctrl-A x), and never waits for stdin at exit; job control
+//! at interactive busybox sh and bash (^Z, jobs, bg, fg, kill %1, a
+//! background read stopped by SIGTTIN) as on host Linux.
 //!
 //! The terminal tests run k42vmm on a pseudo-terminal of their own
 //! (openpty; k42vmm in a new session with the pty as its controlling
@@ -466,4 +468,200 @@ impl OnPtyKeys {
     fn keys(&self, bytes: &[u8]) {
         (&self.0).write_all(bytes).unwrap();
     }
+}
+
+/// One step of an interactive session on a terminal.
+enum Step {
+    /// Keys typed at the terminal.
+    Keys(&'static [u8]),
+    /// Text the terminal shows next (after what the earlier steps found).
+    Shows(&'static str),
+    /// A pause (ms): a command starting before the next key.
+    Pause(u64),
+}
+
+/// Run `cmd` in a new session on a pty of its own (its controlling
+/// terminal) through `steps`, then wait for it to exit; its exit status,
+/// everything the terminal showed, and whether the terminal's settings
+/// were as before. Panics, with the output, at a step that does not
+/// show what it should within a minute.
+fn session(mut cmd: Command, who: &str, steps: &[Step]) -> (ExitStatus, String, bool) {
+    let pty = openpty();
+    let before = termios(&pty.slave);
+    let slave = || Stdio::from(pty.slave.try_clone().expect("dup of the pty"));
+    cmd.stdin(slave()).stdout(slave()).stderr(slave());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("the shell starts");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let mut master = std::fs::File::from(pty.master.try_clone().unwrap());
+    let copy = seen.clone();
+    let drain = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = master.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            copy.lock().unwrap().extend_from_slice(&buf[..n]);
+        }
+    });
+    let keys = OnPtyKeys(std::fs::File::from(pty.master.try_clone().unwrap()));
+    let mut from = 0;
+    for step in steps {
+        match step {
+            Step::Keys(k) => keys.keys(k),
+            Step::Pause(ms) => std::thread::sleep(Duration::from_millis(*ms)),
+            Step::Shows(text) => {
+                let t0 = Instant::now();
+                loop {
+                    let now = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+                    if let Some(i) = now[from..].find(text) {
+                        from += i + text.len();
+                        break;
+                    }
+                    if t0.elapsed() > Duration::from_secs(60) {
+                        let _ = child.kill();
+                        panic!("{who}: {text:?} not shown after {:?}\n{now}", &now[from..]);
+                    }
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    let t0 = Instant::now();
+    let status = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        if t0.elapsed() > Duration::from_secs(120) {
+            let _ = child.kill();
+            panic!(
+                "{who}: still running at the end\n{}",
+                String::from_utf8_lossy(&seen.lock().unwrap())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let restored = settings(&termios(&pty.slave)) == settings(&before);
+    drop(pty);
+    drop(drain);
+    let text = String::from_utf8_lossy(&seen.lock().unwrap()).into_owned();
+    (status, text, restored)
+}
+
+/// Job control at an interactive shell, `prompt` its prompt's end and
+/// `resumed` what `bg` prints: `sleep 100`, ^Z (the job stops: "Stopped"),
+/// `jobs`, `bg` (it runs on), `kill %1`; `cat &` reading the terminal in
+/// the background (SIGTTIN stops it), `fg` (it reads a line); `sleep
+/// 100`, ^Z, `fg`, ^C (status 130), ^D. The same keys on host Linux
+/// (the same static shell on a pty of its own) and in the guest must
+/// show the same texts in the same order; k42vmm exits 0 with the
+/// terminal restored.
+fn job_control_as_on_linux(
+    host: &[&str],
+    guest: &[&str],
+    prompt: &'static str,
+    resumed: &'static str,
+) {
+    use Step::*;
+    let steps = [
+        Shows(prompt),
+        Keys(b"sleep 100\r"),
+        Pause(5000),
+        Keys(b"\x1a"),
+        Shows("Stopped"),
+        Shows("sleep 100"),
+        Shows(prompt),
+        Keys(b"jobs\r"),
+        Shows("[1]+  Stopped"),
+        Shows(prompt),
+        Keys(b"bg\r"),
+        Shows(resumed),
+        Shows(prompt),
+        Keys(b"jobs\r"),
+        Shows("[1]+  Running"),
+        Shows(prompt),
+        // "Terminated" comes before the next prompt or at `jobs`, as
+        // the job's end and the shell's reading race.
+        Keys(b"kill %1\r"),
+        Pause(3000),
+        Keys(b"jobs\r"),
+        Shows("Terminated"),
+        Shows(prompt),
+        Keys(b"cat &\r"),
+        Shows(prompt),
+        Pause(5000),
+        Keys(b"jobs\r"),
+        Shows("[1]+  Stopped"),
+        Shows("cat"),
+        Shows(prompt),
+        Keys(b"fg\r"),
+        Shows("cat"),
+        Pause(3000),
+        Keys(b"typed\r"),
+        Shows("typed\r\ntyped"),
+        Keys(b"\x04"),
+        Shows(prompt),
+        Keys(b"sleep 100\r"),
+        Pause(5000),
+        Keys(b"\x1a"),
+        Shows("Stopped"),
+        Shows(prompt),
+        Keys(b"fg\r"),
+        Shows("sleep 100"),
+        Pause(3000),
+        Keys(b"\x03"),
+        Shows(prompt),
+        Keys(b"echo status $?\r"),
+        Shows("status 130"),
+        Shows(prompt),
+        Keys(b"\x04"),
+    ];
+    let mut on_host = Command::new(host[0]);
+    on_host
+        .args(&host[1..])
+        .current_dir("/")
+        .env_clear()
+        .env("HOME", "/");
+    let (status, text, _) = session(on_host, "host", &steps);
+    assert!(status.success(), "host: {status}\n{text}");
+    require_kvm();
+    let image = default_image();
+    let mut on_guest = Command::new(k42vmm());
+    on_guest
+        .args(["run", "--vcpus", "2", "--timeout", "300s"])
+        .arg(&image)
+        .arg("--")
+        .args(guest);
+    let (status, text, restored) = session(on_guest, "guest", &steps);
+    assert_eq!(status.code(), Some(0), "{text}");
+    assert!(restored, "terminal not restored\n{text}");
+}
+
+#[test]
+fn job_control_in_busybox_sh_as_on_linux() {
+    job_control_as_on_linux(
+        &["/bin/busybox", "sh", "-i"],
+        &["/bin/sh"],
+        "/ # ",
+        "[1] sleep 100",
+    );
+}
+
+#[test]
+fn job_control_in_bash_as_on_linux() {
+    job_control_as_on_linux(
+        &["/bin/bash-static", "--norc", "--noprofile", "-i"],
+        &["/bin/bash", "--norc", "--noprofile", "-i"],
+        // bash-static on the host, bash in the guest (its argv[0]).
+        "-5.2# ",
+        "[1]+ sleep 100 &",
+    );
 }

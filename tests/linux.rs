@@ -6,7 +6,8 @@
 //! What runs here: exec from the file server (ELF and `#!`), fork, wait,
 //! pipes, redirections to files, directories, the working directory,
 //! signals (traps, `kill`, background jobs with `wait`, SIGPIPE, the
-//! exit statuses of signalled processes), many processes, a MiB through
+//! exit statuses of signalled processes; stop and continue, the
+//! alternate signal stack), many processes, a MiB through
 //! a pipe; many short pipelines at 4 vCPUs with no stall; the everyday
 //! file tools (tar and gzip round trips, find | xargs, cp, mv, rm, grep,
 //! sed, awk, diff, cmp, od); bad pointers (EFAULT) and bad programs; a
@@ -604,4 +605,95 @@ fn the_kernel_survives_a_system_call_fuzzer_on_2_vcpus() {
         describe(&out)
     );
     assert!(!text.to_lowercase().contains("panic"), "{}", describe(&out));
+}
+
+/// A static C test program of tests/linux-c (built by `make` with `gcc
+/// -static` into target/linux/, the image holding the same file at
+/// /bin/NAME): its output on the host and in the guest with `vcpus`,
+/// byte for byte between the markers.
+fn c_program_matches_linux(name: &str, vcpus: u32) {
+    let host_path = format!("{}/../target/linux/{name}", env!("CARGO_MANIFEST_DIR"));
+    let host = Command::new(&host_path)
+        .current_dir("/")
+        .output()
+        .unwrap_or_else(|e| panic!("{host_path} runs on the host (make builds it): {e}"));
+    assert!(host.status.success(), "host: {}", describe(&host));
+    let host_text = String::from_utf8(host.stdout).unwrap();
+    let out = guest_within(vcpus, "120s", &[&format!("/bin/{name}")]);
+    assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
+    let text = stdout(&out);
+    assert_eq!(
+        between_markers(&text),
+        between_markers(&host_text),
+        "guest and host differ\n{}",
+        describe(&out)
+    );
+    assert!(!text.contains("k42: process"), "{}", describe(&out));
+}
+
+/// Stop and continue (tests/linux-c/jobctl.c): kill -STOP/-CONT/-TERM
+/// of a child with wait4(WUNTRACED|WCONTINUED) statuses (0x137f,
+/// 0xffff), each reported once, and SIGCHLD's si_code/si_status
+/// (CLD_STOPPED, CLD_CONTINUED, CLD_KILLED, CLD_EXITED); SIGTSTP caught
+/// vs its default; a stopped child spinning in user mode makes no
+/// progress until SIGCONT; SIGCONT discards a pending SIGTSTP, and a
+/// blocked SIGTSTP stops the child once unblocked; SA_NOCLDSTOP.
+#[test]
+fn stop_and_continue_behave_as_on_linux_1_vcpu() {
+    c_program_matches_linux("jobctl", 1);
+}
+
+#[test]
+fn stop_and_continue_behave_as_on_linux_4_vcpus() {
+    c_program_matches_linux("jobctl", 4);
+}
+
+/// sigaltstack (tests/linux-c/altstack.c): SS_DISABLE at start, EINVAL,
+/// ENOMEM below MINSIGSTKSZ, EFAULT; an SA_ONSTACK handler on the
+/// alternate stack (SS_ONSTACK, EPERM for a change there, uc_stack), a
+/// nested one below it, a handler without SA_ONSTACK off it, a forked
+/// child's inherited stack, SS_AUTODISARM, SS_DISABLE.
+#[test]
+fn the_alternate_signal_stack_behaves_as_on_linux_1_vcpu() {
+    c_program_matches_linux("altstack", 1);
+}
+
+#[test]
+fn the_alternate_signal_stack_behaves_as_on_linux_4_vcpus() {
+    c_program_matches_linux("altstack", 4);
+}
+
+/// A background job stopped with `kill -STOP` writes nothing until
+/// `kill -CONT`, then finishes and `wait` gets its status; a stopped job
+/// killed with TERM ends at once (143), as on Linux.
+const STOP_CONT: &str = r#"
+B=/bin/busybox
+exec 2>/dev/null
+echo =BEGIN=
+mkdir -p /tmp/k42j && cd /tmp/k42j && rm -f count finished
+( i=0; while [ $i -lt 6 ]; do echo $i > count; i=$((i+1)); $B sleep 0.2; done; echo finished > finished ) &
+p=$!
+while [ ! -e count ]; do $B sleep 0.1; done
+kill -STOP $p
+$B sleep 0.5
+a=$($B cat count); $B sleep 1; b=$($B cat count)
+[ "$a" = "$b" ] && echo "no progress while stopped"
+[ -e finished ] || echo "not finished while stopped"
+kill -CONT $p
+wait $p; echo "wait after CONT: $?"
+$B cat finished count
+$B sleep 10 & q=$!
+kill -STOP $q; kill -TERM $q; wait $q; echo "stopped, then TERM: $?"
+cd / && rm -r /tmp/k42j
+echo =END=
+"#;
+
+#[test]
+fn kill_stop_and_cont_of_a_background_job_as_on_linux_1_vcpu() {
+    busybox_matches_linux_within(STOP_CONT, "k42j", 1, "120s");
+}
+
+#[test]
+fn kill_stop_and_cont_of_a_background_job_as_on_linux_4_vcpus() {
+    busybox_matches_linux_within(STOP_CONT, "k42j", 4, "120s");
 }

@@ -132,7 +132,19 @@ pub struct SignalPage {
     /// EFAULT) instead of ending it. The personality writes them at
     /// start; a forked child's page copies them.
     pub uaccess: [core::sync::atomic::AtomicU64; 3],
+    /// [`SIGNAL_NOCLDSTOP`] and other flags the personality keeps for the
+    /// kernel.
+    pub flags: core::sync::atomic::AtomicU64,
+    /// The `siginfo` of the pending SIGCHLD, written by the kernel when
+    /// it makes SIGCHLD pending (not when it already was, as Linux keeps
+    /// the first): `[code | pid << 32, status]`, `code` a Linux `CLD_*`,
+    /// `status` the exit status or the signal.
+    pub sigchld: [core::sync::atomic::AtomicU64; 2],
 }
+
+/// [`SignalPage::flags`]: the SIGCHLD action has `SA_NOCLDSTOP` — no
+/// SIGCHLD when a child stops or continues.
+pub const SIGNAL_NOCLDSTOP: u64 = 1;
 
 /// Linux signal numbers are 1..=[`MAX_SIGNAL`].
 pub const MAX_SIGNAL: u32 = 64;
@@ -150,8 +162,8 @@ pub enum DefaultAction {
     Terminate,
     /// Nothing (SIGCHLD, SIGURG, SIGWINCH, SIGCONT).
     Ignore,
-    /// Stop the process (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU). Stopping
-    /// is not implemented: these are ignored.
+    /// Stop the process (SIGSTOP, SIGTSTP, SIGTTIN, SIGTTOU) until
+    /// SIGCONT.
     Stop,
 }
 

@@ -155,8 +155,10 @@ macro_rules! for_each_syscall {
         /// argument block `rdx`/`r10`. Returns only on failure.
         Exec = 9 => process::exec(4);
         /// Wait for child `rdi` (or any child when `rdi` is `u64::MAX`) to
-        /// end; returns `pid << 16 | status word` ([`status`]).
-        Wait = 10 => process::wait(1);
+        /// end; returns `pid << 16 | status word` ([`status`]). `rsi`:
+        /// [`wait`] options — also report a child that stopped
+        /// ([`status::STOPPED`]) or continued ([`status::CONTINUED`]).
+        Wait = 10 => process::wait(2);
         /// End process `rdi` (only the caller's children, or itself); its
         /// status word becomes [`status::KILLED`].
         Kill = 11 => process::kill(1);
@@ -262,7 +264,7 @@ macro_rules! for_each_syscall {
         LinuxUnimplemented = 37 => linux::unimplemented(1);
         /// As [`Syscall::Wait`], but returns 0 at once when no such child
         /// has ended yet (Linux `WNOHANG`).
-        TryWait = 38 => process::try_wait(1);
+        TryWait = 38 => process::try_wait(2);
         /// Make a pipe: its read end's handle and its write end's handle
         /// are written to the two words at `rdi`. `FileRead` and
         /// `FileWrite` on an end move bytes (blocking while the pipe is
@@ -274,7 +276,9 @@ macro_rules! for_each_syscall {
         /// Send Linux signal `rsi` (1..=64; 0 only checks) to Linux process `rdi` (see
         /// [`crate::linux::SignalPage`]): SIGKILL, and a signal whose
         /// action is to terminate (not caught, not blocked), end it with
-        /// [`status::SIGNALED`]; an ignored one is dropped; any other is
+        /// [`status::SIGNALED`]; SIGSTOP, and a stop signal whose action
+        /// is the default (not blocked), stop it until SIGCONT, which
+        /// continues it whatever its action; an ignored one is dropped; any other is
         /// made pending and interrupts the target's blocking call
         /// (`Interrupted`). `NotPermitted` for a process that does not
         /// run a Linux program.
@@ -285,7 +289,10 @@ macro_rules! for_each_syscall {
         /// Read console input through the terminal's line discipline: up
         /// to `rsi` bytes to `rdi` (a line at most when canonical); `rdx`
         /// bit 0 set: `WouldBlock` instead of waiting. 0 is end of file.
-        /// `NotPermitted` when k42vmm forwards no input.
+        /// `NotPermitted` when k42vmm forwards no input. A caller outside
+        /// the foreground process group stops its group with SIGTTIN
+        /// (`Interrupted`), or gets `Background` when it ignores or
+        /// blocks SIGTTIN.
         TtyRead = 42 => linux::tty_read(3);
         /// The console terminal's settings and foreground process group:
         /// operation `rdi` with argument `rsi` (`GET`/`SET` a Linux
@@ -508,6 +515,22 @@ pub mod status {
     pub const OUT_OF_MEMORY: u64 = 0x300;
     /// `SIGNALED | n`: ended by Linux signal `n` (its default action).
     pub const SIGNALED: u64 = 0x400;
+    /// `STOPPED | n`: not an end — stopped by Linux signal `n` (reported
+    /// only with [`super::wait::STOPPED`]).
+    pub const STOPPED: u64 = 0x500;
+    /// Not an end — continued by SIGCONT (reported only with
+    /// [`super::wait::CONTINUED`]).
+    pub const CONTINUED: u64 = 0x600;
+}
+
+/// [`Syscall::Wait`] and [`Syscall::TryWait`] options (`rsi`): what else
+/// than an end to report, once per change (Linux `WUNTRACED`,
+/// `WCONTINUED`).
+pub mod wait {
+    /// A child that stopped.
+    pub const STOPPED: u64 = 1;
+    /// A stopped child that continued.
+    pub const CONTINUED: u64 = 2;
 }
 
 /// Errors a system call returns (negated in `rax`).
@@ -562,6 +585,9 @@ pub enum SyscallError {
     /// A blocking call gave up waiting: a Linux signal the caller does
     /// not block is pending.
     Interrupted = -23,
+    /// A terminal read from a process outside its foreground process
+    /// group that ignores or blocks SIGTTIN (Linux EIO).
+    Background = -24,
 }
 
 impl SyscallError {
@@ -591,6 +617,7 @@ impl SyscallError {
             -21 => Self::BrokenPipe,
             -22 => Self::WouldBlock,
             -23 => Self::Interrupted,
+            -24 => Self::Background,
             _ => return None,
         })
     }
@@ -621,6 +648,7 @@ impl SyscallError {
             Self::BrokenPipe => "broken pipe",
             Self::WouldBlock => "would block",
             Self::Interrupted => "interrupted by a signal",
+            Self::Background => "a background process read the terminal",
         }
     }
 }

@@ -21,6 +21,7 @@
 
 pub mod fcm;
 pub mod files;
+pub mod job;
 pub mod linux;
 pub mod memory;
 pub mod pipe;
@@ -72,6 +73,10 @@ pub struct Process {
     /// Its process group (a new process's own pid; a fork child's
     /// parent's), for signals to a group and the terminal's foreground.
     pgid: AtomicU32,
+    /// Whether it is stopped (job control; read without the lock).
+    stopped: AtomicBool,
+    /// Its job-control state: stopped, parked threads, a change to report.
+    job: SpinLock<job::Job>,
 }
 
 struct State {
@@ -83,6 +88,8 @@ struct State {
     zombies: Vec<(u32, u64)>,
     /// A thread blocked in wait, and the pid it waits for (0: any).
     waiter: Option<(Arc<Thread>, u32)>,
+    /// That waiter's [`k42_abi::syscall::wait`] options.
+    wait_options: u64,
 }
 
 impl Process {
@@ -98,6 +105,11 @@ impl Process {
         self.kill_with(code.min(status::EXITED_MAX));
     }
 
+    /// Whether it is stopped (job control, [`job`]).
+    pub fn is_stopped(&self) -> bool {
+        self.stopped.load(Ordering::Acquire)
+    }
+
     /// Threads it has now.
     pub fn thread_count(&self) -> u32 {
         self.state.lock().threads
@@ -108,6 +120,7 @@ impl Process {
             self.kill_status
                 .compare_exchange(RUNNING, word, Ordering::AcqRel, Ordering::Acquire);
         wake_parked(self);
+        job::killed(self);
     }
 }
 
@@ -207,6 +220,7 @@ fn make_process(
             children: Vec::new(),
             zombies: Vec::new(),
             waiter: None,
+            wait_options: 0,
         }),
         kill_status: AtomicU64::new(RUNNING),
         parked: SpinLock::new(None),
@@ -219,6 +233,8 @@ fn make_process(
                 pid
             }
         })),
+        stopped: AtomicBool::new(false),
+        job: SpinLock::new(job::Job::default()),
     });
     TABLE.lock().procs.insert(pid, p.clone());
     if let Some(pp) = lookup(parent) {
@@ -358,21 +374,27 @@ fn notify_parent(p: &Arc<Process>, word: u64) {
         return;
     }
     s.children.retain(|&c| c != p.pid);
-    match s.waiter.take() {
+    let woken = match s.waiter.take() {
         Some((t, want)) if want == 0 || want == p.pid => {
             drop(s);
-            t.set_result((p.pid as u64) << 16 | word);
-            reaped(p.pid);
-            sched::enqueue(t);
+            Some(t)
         }
         other => {
             s.waiter = other;
             s.zombies.push((p.pid, word));
             drop(s);
+            None
         }
+    };
+    // A Linux parent also gets SIGCHLD (a k42 parent has no signal
+    // page), before a waiter runs: one that waited sees it pending.
+    let (code, child_status) = signal::child_end(word);
+    signal::send_child_changed(&pp, code, p.pid, child_status);
+    if let Some(t) = woken {
+        t.set_result((p.pid as u64) << 16 | word);
+        reaped(p.pid);
+        sched::enqueue(t);
     }
-    // A Linux parent also gets SIGCHLD (a k42 parent has no signal page).
-    let _ = signal::send(&pp, linux_raw_sys::general::SIGCHLD);
 }
 
 /// Init ended: kill every other process.
@@ -580,26 +602,32 @@ fn replace_image(
 pub fn wait(
     t: &Arc<Thread>,
     which: u64,
+    options: u64,
     frame: &mut TrapFrame,
 ) -> Result<Option<u64>, SyscallError> {
-    wait_or_not(t, which, Some(frame))
+    wait_or_not(t, which, options, Some(frame))
 }
 
 /// As [`wait`], but `Ok(Some(0))` at once when no such child has ended
 /// (`frame` None: never block).
-pub fn try_wait(t: &Arc<Thread>, which: u64) -> Result<u64, SyscallError> {
-    Ok(wait_or_not(t, which, None)?.unwrap_or(0))
+pub fn try_wait(t: &Arc<Thread>, which: u64, options: u64) -> Result<u64, SyscallError> {
+    Ok(wait_or_not(t, which, options, None)?.unwrap_or(0))
 }
 
 fn wait_or_not(
     t: &Arc<Thread>,
     which: u64,
+    options: u64,
     frame: Option<&mut TrapFrame>,
 ) -> Result<Option<u64>, SyscallError> {
+    use k42_abi::syscall::wait;
     let p = &t.process;
     let want = if which == u64::MAX { 0 } else { which as u32 };
     if which != u64::MAX && (which == 0 || which > u32::MAX as u64) {
         return Err(SyscallError::NoSuchProcess);
+    }
+    if options & !(wait::STOPPED | wait::CONTINUED) != 0 {
+        return Err(SyscallError::InvalidArgument);
     }
     let mut s = p.state.lock();
     if let Some(i) = s.zombies.iter().position(|&(z, _)| want == 0 || z == want) {
@@ -614,6 +642,17 @@ fn wait_or_not(
     if s.children.is_empty() {
         return Err(SyscallError::NoChildren);
     }
+    if options != 0 {
+        // A child that stopped or continued (parent's lock, then the
+        // child's job lock: the order job.rs keeps).
+        for &c in &s.children {
+            if let Some(cp) = lookup(c)
+                && let Some(word) = job::take_report(&cp, want, options)
+            {
+                return Ok(Some(u64::from(c) << 16 | word));
+            }
+        }
+    }
     let Some(frame) = frame else {
         return Ok(None);
     };
@@ -626,6 +665,7 @@ fn wait_or_not(
     }
     let me = sched::take_current(frame);
     s.waiter = Some((me, want));
+    s.wait_options = options;
     drop(s);
     sched::switch_to_next(frame);
     Ok(None)
@@ -757,6 +797,10 @@ pub fn describe_status(word: u64) -> String {
         }
         status::KILLED => write!(s, "killed"),
         status::OUT_OF_MEMORY => write!(s, "killed: out of memory"),
+        w if w & !0xff == status::STOPPED => {
+            write!(s, "stopped by signal {}", w & 0xff)
+        }
+        status::CONTINUED => write!(s, "continued"),
         w => write!(s, "ended with status word {w:#x}"),
     };
     s

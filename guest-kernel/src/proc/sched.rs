@@ -377,14 +377,17 @@ fn install(t: Arc<Thread>, frame: &mut TrapFrame) {
 }
 
 /// A thread this CPU may run now, if one is queued (threads of killed
-/// processes found on the way end). Called with no current thread, in
-/// the kernel's address space.
+/// processes found on the way end, those of stopped processes are
+/// parked). Called with no current thread, in the kernel's address space.
 fn ready_thread() -> Option<Arc<Thread>> {
     while let Some(t) = pick() {
         if t.process.killed() {
             super::thread_ended(t);
             continue;
         }
+        let Some(t) = super::job::park_if_stopped(t) else {
+            continue;
+        };
         return Some(t);
     }
     None
@@ -441,6 +444,15 @@ pub fn switch_to_next(frame: &mut TrapFrame) {
 /// Called by the trap's dispatcher once every handler has returned, so
 /// that nothing a handler held stays held while the CPU is idle.
 pub fn finish_trap(frame: &mut TrapFrame) {
+    if super::job::any_stopped() && current().is_some_and(|t| t.process.is_stopped()) {
+        // Its process was stopped: park the thread rather than resume it.
+        let t = take_current(frame);
+        if let Some(t) = super::job::park_if_stopped(t) {
+            // It continued meanwhile: it runs on.
+            enqueue_on(percpu::cpu_id(), t);
+        }
+        switch_to_next(frame);
+    }
     if !me().switch_pending.swap(false, Ordering::Relaxed) {
         return;
     }

@@ -8,9 +8,14 @@
 //! in the page:
 //!
 //! ```text
-//! Signal(pid, sig) ─► SIGKILL, or not caught and its default ends the
+//! Signal(pid, sig) ─► SIGCONT: pending stop signals dropped; a stopped
+//!                     process continues (job.rs), whatever its action
+//!                  ─► a stop signal: a pending SIGCONT dropped
+//!                  ─► SIGKILL, or not caught and its default ends the
 //!                     process and it is not blocked ─► end it (SIGNALED)
-//!                  ─► ignored (SIG_IGN, or default ignore/stop) ─► drop
+//!                  ─► SIGSTOP, or not caught and its default stops the
+//!                     process and it is not blocked ─► stop it (job.rs)
+//!                  ─► ignored (SIG_IGN, or default ignore) ─► drop
 //!                  ─► else pending |= bit; not blocked ─► interrupt:
 //!                     a thread parked in a pipe call or SignalWait makes
 //!                     its call again (which now sees the signal), one in
@@ -24,9 +29,11 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use k42_abi::linux::{DefaultAction, MAX_SIGNAL, SignalPage, default_action, signal_bit};
+use k42_abi::linux::{
+    DefaultAction, MAX_SIGNAL, SIGNAL_NOCLDSTOP, SignalPage, default_action, signal_bit,
+};
 use k42_abi::syscall::{SyscallError, status};
-use linux_raw_sys::general::SIGKILL;
+use linux_raw_sys::general::{self as g, SIGKILL};
 
 use super::{Process, sched, wake_parked};
 use crate::arch::TrapFrame;
@@ -40,6 +47,8 @@ struct Words<'a> {
     ignored: &'a AtomicU64,
     /// `[start, end, fixup]` of the personality's user-access routines.
     uaccess: [&'a AtomicU64; 3],
+    flags: &'a AtomicU64,
+    sigchld: [&'a AtomicU64; 2],
 }
 
 /// Run `f` on signal frame `pa` (held by the caller).
@@ -52,6 +61,8 @@ fn on_frame<R>(pa: u64, f: impl FnOnce(&Words) -> R) -> R {
             caught: &w[offset_of!(SignalPage, caught) / 8],
             ignored: &w[offset_of!(SignalPage, ignored) / 8],
             uaccess: core::array::from_fn(|i| &w[offset_of!(SignalPage, uaccess) / 8 + i]),
+            flags: &w[offset_of!(SignalPage, flags) / 8],
+            sigchld: core::array::from_fn(|i| &w[offset_of!(SignalPage, sigchld) / 8 + i]),
         })
     })
 }
@@ -76,7 +87,10 @@ pub fn page_for_exec(p: &Process) -> Result<u64, SyscallError> {
 /// `p` exec'd a Linux program: handlers do not survive exec (pending
 /// signals, the mask and ignored signals do).
 pub fn exec_done(p: &Process) {
-    with_page(p, |s| s.caught.store(0, Ordering::Release));
+    with_page(p, |s| {
+        s.caught.store(0, Ordering::Release);
+        s.flags.store(0, Ordering::Release);
+    });
 }
 
 /// A forked child's signal page: a copy of `parent`'s with nothing
@@ -90,6 +104,7 @@ pub fn page_for_child(parent: &Process) -> Result<Option<u64>, SyscallError> {
             s.uaccess[0].load(Ordering::Acquire),
             s.uaccess[1].load(Ordering::Acquire),
             s.uaccess[2].load(Ordering::Acquire),
+            s.flags.load(Ordering::Acquire),
         ]
     }) else {
         return Ok(None);
@@ -99,9 +114,10 @@ pub fn page_for_child(parent: &Process) -> Result<Option<u64>, SyscallError> {
         s.blocked.store(words[0], Ordering::Relaxed);
         s.caught.store(words[1], Ordering::Relaxed);
         s.ignored.store(words[2], Ordering::Relaxed);
-        for (w, &v) in s.uaccess.iter().zip(&words[3..]) {
+        for (w, &v) in s.uaccess.iter().zip(&words[3..6]) {
             w.store(v, Ordering::Relaxed);
         }
+        s.flags.store(words[6], Ordering::Relaxed);
     });
     Ok(Some(pa))
 }
@@ -138,6 +154,7 @@ pub fn deliverable(p: &Process) -> bool {
 /// What a sent signal does.
 enum Outcome {
     End,
+    Stop,
     Drop,
     Pend { interrupt: bool },
 }
@@ -156,6 +173,15 @@ pub fn send(target: &Arc<Process>, sig: u32) -> Result<(), SyscallError> {
         if sig == SIGKILL {
             return Outcome::End;
         }
+        if sig == g::SIGCONT {
+            s.pending.fetch_and(!STOP_SIGNALS, Ordering::AcqRel);
+        } else if STOP_SIGNALS & bit != 0 {
+            s.pending
+                .fetch_and(!signal_bit(g::SIGCONT), Ordering::AcqRel);
+        }
+        if sig == g::SIGSTOP {
+            return Outcome::Stop;
+        }
         let caught = s.caught.load(Ordering::Acquire) & bit != 0;
         let blocked = s.blocked.load(Ordering::Acquire) & bit != 0;
         if !caught {
@@ -163,9 +189,10 @@ pub fn send(target: &Arc<Process>, sig: u32) -> Result<(), SyscallError> {
                 return Outcome::Drop;
             }
             match default_action(sig) {
-                DefaultAction::Ignore | DefaultAction::Stop => return Outcome::Drop,
+                DefaultAction::Ignore => return Outcome::Drop,
                 DefaultAction::Terminate if !blocked => return Outcome::End,
-                DefaultAction::Terminate => {}
+                DefaultAction::Stop if !blocked => return Outcome::Stop,
+                DefaultAction::Terminate | DefaultAction::Stop => {}
             }
         }
         s.pending.fetch_or(bit, Ordering::AcqRel);
@@ -174,12 +201,73 @@ pub fn send(target: &Arc<Process>, sig: u32) -> Result<(), SyscallError> {
         }
     })
     .ok_or(SyscallError::NotPermitted)?;
+    if sig == g::SIGCONT {
+        // Continued first: a handler for it runs once it has.
+        super::job::resume(target);
+    }
     match outcome {
         Outcome::End => super::terminate(target, status::SIGNALED | u64::from(sig)),
+        Outcome::Stop => super::job::stop(target, sig),
         Outcome::Drop | Outcome::Pend { interrupt: false } => {}
         Outcome::Pend { interrupt: true } => interrupt(target),
     }
     Ok(())
+}
+
+/// The stop signals (their default action stops the process).
+const STOP_SIGNALS: u64 = signal_bit(g::SIGSTOP)
+    | signal_bit(g::SIGTSTP)
+    | signal_bit(g::SIGTTIN)
+    | signal_bit(g::SIGTTOU);
+
+/// Whether `p` ignores or blocks `sig` (a background read then fails
+/// with EIO rather than stopping it with SIGTTIN, as on Linux).
+pub fn ignores_or_blocks(p: &Process, sig: u32) -> bool {
+    let bit = signal_bit(sig);
+    with_page(p, |s| {
+        (s.ignored.load(Ordering::Acquire) | s.blocked.load(Ordering::Acquire)) & bit != 0
+    })
+    .unwrap_or(true)
+}
+
+/// The SIGCHLD `si_code` and `si_status` of a child's end, status word
+/// `word` (a fault as the signal Linux sends for it).
+pub fn child_end(word: u64) -> (u32, u32) {
+    match word {
+        w if w <= status::EXITED_MAX => (g::CLD_EXITED, w as u32),
+        w if w & !0xff == status::SIGNALED => (g::CLD_KILLED, (w & 0xff) as u32),
+        w if w & !0xff == status::FAULT => (
+            g::CLD_KILLED,
+            match w & 0xff {
+                0 => g::SIGFPE,
+                1 | 3 => g::SIGTRAP,
+                6 => g::SIGILL,
+                _ => g::SIGSEGV,
+            },
+        ),
+        _ => (g::CLD_KILLED, SIGKILL),
+    }
+}
+
+/// Send SIGCHLD to `parent` for child `pid`'s change `code` (a Linux
+/// `CLD_*`) with `child_status`, its `siginfo` in the page unless a
+/// SIGCHLD is pending already; none for a stop or continue when the
+/// parent's SIGCHLD action has `SA_NOCLDSTOP`.
+pub fn send_child_changed(parent: &Arc<Process>, code: u32, pid: u32, child_status: u32) {
+    let stop_or_continue = code == g::CLD_STOPPED || code == g::CLD_CONTINUED;
+    let send_it = with_page(parent, |s| {
+        if stop_or_continue && s.flags.load(Ordering::Acquire) & SIGNAL_NOCLDSTOP != 0 {
+            return false;
+        }
+        if s.pending.load(Ordering::Acquire) & signal_bit(g::SIGCHLD) == 0 {
+            s.sigchld[0].store(u64::from(code) | u64::from(pid) << 32, Ordering::Release);
+            s.sigchld[1].store(u64::from(child_status), Ordering::Release);
+        }
+        true
+    });
+    if send_it == Some(true) {
+        let _ = send(parent, g::SIGCHLD);
+    }
 }
 
 /// Send `sig` to every Linux process of group `pgid` (the others are

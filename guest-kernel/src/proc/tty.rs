@@ -331,6 +331,19 @@ pub fn read(
     pump();
     let p = &t.process;
     let mut tty = TTY.lock();
+    let pgid = super::get_pgid(p, 0)?;
+    if tty.terminal && tty.fg != 0 && tty.fg != pgid {
+        // A background job reading the terminal: SIGTTIN to its group
+        // (which stops it; the read is made again once it continues), or
+        // EIO when the reader would not stop (Linux's
+        // `__tty_check_change`; orphaned groups are not told apart).
+        drop(tty);
+        if signal::ignores_or_blocks(p, g::SIGTTIN) {
+            return Err(SyscallError::Background);
+        }
+        let _ = signal::send_group(pgid, g::SIGTTIN);
+        return Err(SyscallError::Interrupted);
+    }
     if tty.ready.is_empty() {
         if tty.eof {
             tty.eof = false;

@@ -68,9 +68,9 @@ pub fn exec(cx: &mut Context, [name, name_len, block, block_len]: [u64; 4]) -> S
 
 /// `Wait`: for child `which` (any with `u64::MAX`); blocks until one
 /// ends.
-pub fn wait(cx: &mut Context, [which]: [u64; 1]) -> SysResult {
+pub fn wait(cx: &mut Context, [which, options]: [u64; 2]) -> SysResult {
     let t = cx.thread()?;
-    match proc::wait(&t, which, cx.frame)? {
+    match proc::wait(&t, which, options, cx.frame)? {
         Some(word) => value(word),
         None => Ok(Done::Switched),
     }
@@ -78,9 +78,9 @@ pub fn wait(cx: &mut Context, [which]: [u64; 1]) -> SysResult {
 
 /// `TryWait`: for child `which` (any with `u64::MAX`); 0 when none has
 /// ended yet.
-pub fn try_wait(cx: &mut Context, [which]: [u64; 1]) -> SysResult {
+pub fn try_wait(cx: &mut Context, [which, options]: [u64; 2]) -> SysResult {
     let t = cx.thread()?;
-    value(proc::try_wait(&t, which)?)
+    value(proc::try_wait(&t, which, options)?)
 }
 
 /// `Kill`: a child, or the caller's own process.

@@ -178,6 +178,12 @@ extern "C" fn linux_syscall(frame: &mut Frame) {
     trace::enter(n, &a);
     if n == u64::from(nr::__NR_rt_sigreturn) {
         signal::rt_sigreturn(frame);
+    } else if n == u64::from(nr::__NR_sigaltstack) {
+        // It needs the program's stack pointer.
+        frame.rax = match crate::altstack::sigaltstack(a[0], a[1], frame.rsp) {
+            Ok(v) => v,
+            Err(errno) => -(errno as i64) as u64,
+        };
     } else {
         frame.rax = match dispatch(n, a) {
             Ok(v) => v,

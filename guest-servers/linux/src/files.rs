@@ -65,6 +65,7 @@ pub fn sys_errno(s: SyscallError) -> u32 {
         SyscallError::TooLong => e::E2BIG,
         SyscallError::NoSuchCall => e::ENOSYS,
         SyscallError::Interrupted => crate::signal::ERESTARTSYS,
+        SyscallError::Background => e::EIO,
         _ => e::EINVAL,
     }
 }

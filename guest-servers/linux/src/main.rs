@@ -14,6 +14,7 @@
 //!
 //! | module    | Linux calls                                              |
 //! |-----------|----------------------------------------------------------|
+//! | [`altstack`]| sigaltstack, the alternate signal stack                |
 //! | [`entry`] | the `syscall` entry, start-up, the dispatch              |
 //! | [`fd`]    | the descriptor table and what exec carries over          |
 //! | [`files`] | files, directories, paths, the console                  |
@@ -29,6 +30,7 @@
 
 extern crate alloc;
 
+mod altstack;
 mod entry;
 mod fd;
 mod files;

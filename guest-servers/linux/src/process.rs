@@ -221,18 +221,35 @@ fn wait_status(word: u64) -> u32 {
             _ => g::SIGSEGV,
         },
         w if w & !0xff == status::SIGNALED => (w & 0x7f) as u32,
+        w if w & !0xff == status::STOPPED => 0x7f | ((w & 0xff) as u32) << 8,
+        status::CONTINUED => 0xffff,
         _ => g::SIGKILL,
     }
 }
 
 /// `wait4`: for any child (pid -1, or a process group, which is any
-/// child here) or one; `WNOHANG` returns 0 while none has ended.
+/// child here) or one; `WNOHANG` returns 0 while none has ended;
+/// `WUNTRACED` and `WCONTINUED` also report a child that stopped or
+/// continued (once each).
 pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> LinuxResult {
+    const KNOWN: u64 =
+        (g::WNOHANG | g::WUNTRACED | g::WCONTINUED | g::__WALL | g::__WCLONE | g::__WNOTHREAD)
+            as u64;
+    if options & !KNOWN != 0 {
+        return Err(e::EINVAL);
+    }
     let which = if pid > 0 { pid as u64 } else { u64::MAX };
+    let mut report = 0;
+    if options & u64::from(g::WUNTRACED) != 0 {
+        report |= k42_abi::syscall::wait::STOPPED;
+    }
+    if options & u64::from(g::WCONTINUED) != 0 {
+        report |= k42_abi::syscall::wait::CONTINUED;
+    }
     let r = if options & u64::from(g::WNOHANG) != 0 {
-        raw::TryWait::call([which])
+        raw::TryWait::call([which, report])
     } else {
-        raw::Wait::call([which])
+        raw::Wait::call([which, report])
     };
     let word = sys_result(r).map_err(|err| match err {
         SyscallError::NoChildren | SyscallError::NoSuchProcess => e::ECHILD,

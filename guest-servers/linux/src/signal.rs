@@ -19,15 +19,23 @@
 //! `ERESTARTSYS` restarts when the handler has `SA_RESTART`,
 //! `ERESTARTNOHAND` only when no handler ran.
 //!
+//! A stop signal whose action is the default, pending because it was
+//! blocked when sent, stops the process when it is delivered: the
+//! personality sends it to itself, and the kernel stops the process
+//! (`proc/job.rs`). A handler with `SA_ONSTACK` gets its frame on the
+//! alternate stack ([`crate::altstack`]). SIGCHLD's `siginfo` carries
+//! the child's pid, `CLD_*` code and status, which the kernel leaves in
+//! the page.
+//!
 //! Not yet: delivery to a program that makes no system call (a caught
 //! signal waits for its next call; one that terminates does not wait),
-//! `sigaltstack`, stop and continue (stop signals are ignored),
-//! `siginfo` beyond the signal number.
+//! `siginfo` beyond the signal number for signals other than SIGCHLD.
 
 use core::sync::atomic::Ordering;
 
 use k42_abi::linux::{
-    DefaultAction, LINUX_SIGNALS, MAX_SIGNAL, SignalPage, default_action, signal_bit,
+    DefaultAction, LINUX_SIGNALS, MAX_SIGNAL, SIGNAL_NOCLDSTOP, SignalPage, default_action,
+    signal_bit,
 };
 use k42_abi::syscall::SyscallError;
 use k42_rt::sync::SpinLock;
@@ -37,6 +45,7 @@ use linux_raw_sys::general as g;
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::LinuxResult;
+use crate::altstack;
 use crate::entry::Frame;
 
 /// Linux's internal restart codes (never seen by a program).
@@ -123,6 +132,13 @@ fn publish(sig: u32, a: &Action) {
         p.caught.fetch_or(bit, Ordering::AcqRel);
     } else {
         p.caught.fetch_and(!bit, Ordering::AcqRel);
+    }
+    if sig == g::SIGCHLD {
+        if a.flags & u64::from(g::SA_NOCLDSTOP) != 0 {
+            p.flags.fetch_or(SIGNAL_NOCLDSTOP, Ordering::AcqRel);
+        } else {
+            p.flags.fetch_and(!SIGNAL_NOCLDSTOP, Ordering::AcqRel);
+        }
     }
     if ignored {
         p.ignored.fetch_or(bit, Ordering::AcqRel);
@@ -423,13 +439,22 @@ pub fn at_exit(frame: &mut Frame, nr: u64) {
             break;
         }
         let sig = ready.trailing_zeros() + 1;
+        // SIGCHLD's siginfo before its bit goes (the kernel writes it
+        // only while the bit is clear).
+        let info = siginfo(sig);
         p.pending.fetch_and(!signal_bit(sig), Ordering::AcqRel);
         let action = ACTIONS.lock()[sig as usize];
         match action.handler {
             SIG_IGN => continue,
             SIG_DFL => match default_action(sig) {
                 DefaultAction::Terminate => terminate(sig),
-                DefaultAction::Ignore | DefaultAction::Stop => continue,
+                DefaultAction::Stop => {
+                    // Stopped until SIGCONT (the kernel parks this thread
+                    // as the call returns); then delivery goes on.
+                    raise(sig);
+                    continue;
+                }
+                DefaultAction::Ignore => continue,
             },
             _ => {}
         }
@@ -440,7 +465,7 @@ pub fn at_exit(frame: &mut Frame, nr: u64) {
                 frame.rax = -(e::EINTR as i64) as u64;
             }
         }
-        enter_handler(frame, sig, &action);
+        enter_handler(frame, sig, &action, info);
         return;
     }
     if let Some(old) = SUSPEND_MASK.lock().take() {
@@ -457,16 +482,42 @@ fn restart_call(frame: &mut Frame, nr: u64) {
     frame.rax = nr;
 }
 
+/// Signal `sig`'s `siginfo` (128 bytes as 32 words): signo, errno, code,
+/// then for SIGCHLD pid, uid, status (from the page); SI_USER otherwise.
+fn siginfo(sig: u32) -> [u32; 32] {
+    let mut info = [0u32; 32];
+    info[0] = sig;
+    info[2] = g::SI_USER;
+    if sig == g::SIGCHLD {
+        let p = page();
+        let [what, status] = [&p.sigchld[0], &p.sigchld[1]].map(|w| w.load(Ordering::Acquire));
+        if what != 0 {
+            info[2] = what as u32;
+            info[4] = (what >> 32) as u32;
+            info[6] = status as u32;
+        }
+    }
+    info
+}
+
 /// Build the signal frame for `sig` and resume in its handler.
-fn enter_handler(frame: &mut Frame, sig: u32, action: &Action) {
+fn enter_handler(frame: &mut Frame, sig: u32, action: &Action, info: [u32; 32]) {
     crate::trace::signal(sig, action.handler);
     let p = page();
     let blocked = p.blocked.load(Ordering::Acquire);
     let saved_mask = SUSPEND_MASK.lock().take().unwrap_or(blocked);
-    // Below the red zone: the FP state (64-byte aligned), then the frame,
-    // placed so that the handler starts as if called (rsp + 8 aligned).
-    let fp = frame.rsp.wrapping_sub(128 + FP_STATE) & !63;
+    // Below the red zone, or the alternate stack's top: the FP state
+    // (64-byte aligned), then the frame, placed so that the handler
+    // starts as if called (rsp + 8 aligned).
+    let onstack = action.flags & u64::from(g::SA_ONSTACK) != 0;
+    let (top, alt) = altstack::frame_top(frame.rsp.wrapping_sub(128), onstack, frame.rsp);
+    let fp = top.wrapping_sub(FP_STATE) & !63;
     let sp = (fp.wrapping_sub(core::mem::size_of::<RtSigframe>() as u64) & !15).wrapping_sub(8);
+    if alt.is_some_and(|a| !altstack::holds(&a, sp)) {
+        // The frame would leave the alternate stack (Linux: "overflowed
+        // sigaltstack").
+        force_segv();
+    }
     let mut fx = FxArea([0; FP_STATE as usize]);
     // SAFETY: `fxsave64` stores 512 bytes at a 16-byte-aligned address,
     // `fx`. The personality itself uses no FP or vector registers, so
@@ -481,13 +532,13 @@ fn enter_handler(frame: &mut Frame, sig: u32, action: &Action) {
     } else {
         linux_sigreturn_trampoline as *const () as u64
     };
-    let mut info = [0u32; 32];
-    info[0] = sig;
-    info[2] = g::SI_USER;
+    let uc_stack = altstack::saved();
     let sigframe = RtSigframe {
         pretcode: restorer,
         uc: UContext {
-            stack_flags: u64::from(g::SS_DISABLE),
+            stack_sp: uc_stack.sp,
+            stack_flags: u64::from(uc_stack.flags),
+            stack_size: uc_stack.size,
             mcontext: SigContext {
                 r8: frame.r8,
                 r9: frame.r9,
@@ -518,6 +569,7 @@ fn enter_handler(frame: &mut Frame, sig: u32, action: &Action) {
     if crate::uaccess::copy_out(sp, sigframe.as_bytes()).is_err() {
         force_segv();
     }
+    altstack::delivered();
     let mut mask = blocked | action.mask;
     if action.flags & u64::from(g::SA_NODEFER) == 0 {
         mask |= signal_bit(sig);
@@ -580,4 +632,11 @@ pub fn rt_sigreturn(frame: &mut Frame) {
         unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) fx.0.as_ptr(), options(nostack)) };
     }
     set_blocked(sf.uc.sigmask);
+    let uc_stack = altstack::StackT {
+        sp: sf.uc.stack_sp,
+        flags: sf.uc.stack_flags as u32,
+        pad: 0,
+        size: sf.uc.stack_size,
+    };
+    altstack::restore(&uc_stack, frame.rsp);
 }

@@ -192,7 +192,8 @@ impl Ended {
 /// Wait for child `pid` (or any child with `None`) to end.
 pub fn wait(pid: Option<u32>) -> Result<(u32, Ended), SyscallError> {
     let r = sys_result(crate::sys::raw::Wait::call([
-        pid.map_or(u64::MAX, u64::from)
+        pid.map_or(u64::MAX, u64::from),
+        0,
     ]))?;
     Ok(((r >> 16) as u32, Ended::from_word(r & 0xffff)))
 }
