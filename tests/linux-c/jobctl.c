@@ -165,6 +165,8 @@ int main(void)
 	sigemptyset(&chld);
 	sigaddset(&chld, SIGCHLD);
 	sigprocmask(SIG_BLOCK, &chld, NULL);
+	/* A stall ends the program (and fails the comparison). */
+	alarm(120);
 	say("=BEGIN=\n");
 
 	say("kill -STOP, kill -CONT, kill -TERM of a child:\n");
@@ -280,13 +282,21 @@ int main(void)
 		read(back[0], &b, 1);
 		say("  round %d: SIGTSTP pending in the child: %s\n", round, b == 'y' ? "yes" : "no");
 		waitfor(c, WUNTRACED, "wait WUNTRACED");
-		if (round == 1) {
-			expect_chld(c);
-			kill(c, SIGCONT);
-			expect_chld(c);
-			waitfor(c, 0, "after SIGCONT");
-		}
 		expect_chld(c);
+		if (round == 1) {
+			/* It continues and exits at once: the two SIGCHLDs may
+			 * come as one (a signal pending is not queued twice). */
+			kill(c, SIGCONT);
+			waitfor(c, 0, "after SIGCONT");
+			sigset_t none;
+			sigemptyset(&none);
+			while (!chld_seen)
+				sigsuspend(&none);
+			sigprocmask(SIG_UNBLOCK, &chld, NULL);
+			sigprocmask(SIG_BLOCK, &chld, NULL);
+			chld_seen = 0;
+			say("  SIGCHLD came\n");
+		}
 		close(go[0]);
 		close(go[1]);
 		close(back[0]);
