@@ -8,11 +8,14 @@
 #   make bench      sweep the default suite over vCPU counts (k42vmm bench)
 #   make bench-linux  the Linux personality vs host Linux, same static binary
 #   make nightly    the nightly regression job: sweep, compare with the
-#                   accepted baseline of this host class, write the report
+#                   accepted baseline of this host class, add the run to
+#                   the history, find change points with Apache Otava,
+#                   write the report
 #   make bench-accept  accept the last nightly results as that baseline
 #   make bench-trace  ns per trace event, enabled and disabled, vs an empty loop
 #
-# Everything installs what it needs itself (the Rust target for the guest).
+# Everything installs what it needs itself (the Rust target for the guest,
+# Apache Otava in a virtual environment under target/otava).
 
 CARGO      ?= cargo
 GUEST      := x86_64-unknown-none
@@ -21,6 +24,14 @@ IMAGE      := target/images/default.img
 K42VMM     := target/release/k42vmm
 BASELINES  := bench/baselines
 NIGHTLY    := target/bench/nightly
+# Every nightly run, one CSV per host class (`k42vmm bench history add`).
+HISTORY    := bench/history
+# Apache Otava, the change-point detector `make nightly` runs on the
+# history, from PyPI into a virtual environment (pinned: k42vmm reads its
+# JSON output).
+OTAVA_VERSION := 0.8.0
+OTAVA_VENV := target/otava
+OTAVA      := $(OTAVA_VENV)/bin/otava
 # The measuring program of `k42vmm bench --suite linux`, a static Linux
 # program the default image carries (/bin/k42-lbench).
 LBENCH     := target/linux/k42-lbench
@@ -48,6 +59,10 @@ setup:
 		apt-get install -y -q babeltrace2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q babeltrace2 >/dev/null; }; }
 	@test -x /bin/busybox && test -x /bin/bash-static || { echo "installing busybox-static and bash-static (the default image runs Debian's own static Linux binaries)"; \
 		apt-get install -y -q busybox-static bash-static >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q busybox-static bash-static >/dev/null; }; }
+	@$(OTAVA_VENV)/bin/python -c 'import importlib.metadata as m, sys; sys.exit(m.version("apache-otava") != "$(OTAVA_VERSION)")' 2>/dev/null || { \
+		echo "installing apache-otava $(OTAVA_VERSION) into $(OTAVA_VENV) (make nightly finds change points in the history with it)"; \
+		python3 -m venv $(OTAVA_VENV) >/dev/null 2>&1 || { rm -rf $(OTAVA_VENV); apt-get install -y -q python3-venv >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null; }; python3 -m venv $(OTAVA_VENV); } && \
+		$(OTAVA_VENV)/bin/pip install -q --disable-pip-version-check apache-otava==$(OTAVA_VERSION); }
 	@command -v gcc >/dev/null && test -f /usr/lib/x86_64-linux-gnu/libc.a || { echo "installing gcc and libc6-dev (the Linux benchmark's k42-lbench and the static C test programs are built with gcc -static)"; \
 		apt-get install -y -q gcc libc6-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q gcc libc6-dev >/dev/null; }; }
 
@@ -116,19 +131,30 @@ bench-linux: image vmm
 
 # The nightly job: the default suite, compared with the accepted baseline
 # of this host class (bench/baselines/<class>.json, see
-# `k42vmm bench host-class`). Exit 1 on a regression; the report is
-# $(NIGHTLY)/report.md. Without a baseline for this class it measures,
-# says so, and passes.
-nightly: image vmm
+# `k42vmm bench host-class`) when there is one, then added to the
+# history $(HISTORY)/<class>.csv and analysed there by Apache Otava. The
+# report is $(NIGHTLY)/report.md, Otava's change points at its end.
+# Exit 1 on a regression: while the history has fewer runs than
+# `k42vmm bench history analyze --min-runs` (10), by the baseline rule;
+# from then on, a new regressing change point by Otava (docs/BENCH.md).
+# A sweep that fails before writing results.json (a boot or host
+# failure, bad input) stops the job with its exit status.
+nightly: image vmm setup
 	@class=$$($(K42VMM) bench host-class) || exit 2; \
 	base=$(BASELINES)/$$class.json; \
+	rm -f $(NIGHTLY)/results.json; \
 	if [ -f "$$base" ]; then \
 		echo "$(K42VMM) bench --suite nightly --out $(NIGHTLY) --baseline $$base $(IMAGE)"; \
-		$(K42VMM) bench --suite nightly --out $(NIGHTLY) --baseline "$$base" $(IMAGE); \
+		$(K42VMM) bench --suite nightly --out $(NIGHTLY) --baseline "$$base" $(IMAGE); rc=$$?; \
 	else \
 		echo "make nightly: no accepted baseline for host class $$class ($$base): measuring without a comparison; accept the results with make bench-accept"; \
-		$(K42VMM) bench --suite nightly --out $(NIGHTLY) $(IMAGE); \
-	fi
+		$(K42VMM) bench --suite nightly --out $(NIGHTLY) $(IMAGE); rc=$$?; \
+	fi; \
+	if [ ! -f $(NIGHTLY)/results.json ] || [ $$rc -gt 1 ]; then exit $$rc; fi; \
+	$(K42VMM) bench history add $(NIGHTLY)/results.json --history $(HISTORY) || exit $$?; \
+	regressed=; if [ $$rc -eq 1 ]; then regressed=--baseline-regressed; fi; \
+	echo "$(K42VMM) bench history analyze $(HISTORY)/$$class.csv --otava $(OTAVA) --report $(NIGHTLY)/report.md $$regressed"; \
+	$(K42VMM) bench history analyze $(HISTORY)/$$class.csv --otava $(OTAVA) --report $(NIGHTLY)/report.md $$regressed
 
 # Accept the last nightly results as the baseline of their host class;
 # commit the file it writes.

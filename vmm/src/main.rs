@@ -84,6 +84,72 @@ enum BenchAction {
     Accept(AcceptArgs),
     /// Print this host's class (the name of its baseline file).
     HostClass,
+    /// The nightly history: add a run, find change points with Apache
+    /// Otava.
+    #[command(subcommand)]
+    History(HistoryAction),
+    /// Write RESULTS for a continuous-benchmarking service: Bencher Metric
+    /// Format (bmf) or github-action-benchmark's customBiggerIsBetter.
+    Export(ExportArgs),
+}
+
+#[derive(Subcommand)]
+enum HistoryAction {
+    /// Append RESULTS as one row of DIR/<host class>.csv (medians; the
+    /// other statistics go to DIR/<host class>.jsonl). Exit 2 on a bad
+    /// results or history file, or a run already there.
+    Add(HistoryAddArgs),
+    /// Run Apache Otava on HISTORY and print its change points (and
+    /// append them to --report). Exit 1 on a new regressing change point
+    /// once the history has --min-runs runs; before that, on
+    /// --baseline-regressed.
+    Analyze(HistoryAnalyzeArgs),
+}
+
+#[derive(Args)]
+struct HistoryAddArgs {
+    /// The results to add (a results.json).
+    #[arg(value_name = "RESULTS")]
+    results: PathBuf,
+    /// Directory of histories.
+    #[arg(long, value_name = "DIR", default_value = k42vmm::bench::history::HISTORY_DIR)]
+    history: PathBuf,
+}
+
+#[derive(Args)]
+struct HistoryAnalyzeArgs {
+    /// The history (DIR/<host class>.csv).
+    #[arg(value_name = "HISTORY")]
+    history: PathBuf,
+    /// The otava executable.
+    #[arg(long, value_name = "PATH", default_value = "target/otava/bin/otava")]
+    otava: PathBuf,
+    /// Append the change points to this report.
+    #[arg(long, value_name = "FILE")]
+    report: Option<PathBuf>,
+    /// Runs the history needs before Otava's verdict sets the exit status.
+    #[arg(long, value_name = "N", default_value_t = k42vmm::bench::history::DEFAULT_MIN_RUNS)]
+    min_runs: usize,
+    /// A change point is new when it is in the last N runs.
+    #[arg(long, value_name = "N", default_value_t = k42vmm::bench::history::DEFAULT_RECENT_RUNS)]
+    recent: usize,
+    /// The baseline rule found a regression in the newest run (it decides
+    /// while the history is shorter than --min-runs).
+    #[arg(long)]
+    baseline_regressed: bool,
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// bmf or github-action-benchmark.
+    #[arg(long, value_name = "FORMAT")]
+    format: String,
+    /// The results to export (a results.json).
+    #[arg(value_name = "RESULTS")]
+    results: PathBuf,
+    /// Write here instead of stdout.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -355,6 +421,22 @@ fn run_bench(args: BenchArgs) -> ExitCode {
             bench::compare(&c.results, &c.baseline, &c.threshold, c.out.as_deref())
         }
         Some(BenchAction::Accept(a)) => bench::accept(&a.results, &a.baselines),
+        Some(BenchAction::History(HistoryAction::Add(a))) => {
+            k42vmm::bench::history::add(&a.results, &a.history)
+        }
+        Some(BenchAction::History(HistoryAction::Analyze(a))) => {
+            k42vmm::bench::history::analyze(&k42vmm::bench::history::AnalyzeOptions {
+                history: a.history,
+                otava: a.otava,
+                report: a.report,
+                min_runs: a.min_runs,
+                recent: a.recent,
+                baseline_regressed: a.baseline_regressed,
+            })
+        }
+        Some(BenchAction::Export(e)) => {
+            k42vmm::bench::export::export(&e.format, &e.results, e.out.as_deref())
+        }
         None => {
             let s = args.sweep;
             bench::sweep(&SweepOptions {

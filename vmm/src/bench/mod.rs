@@ -13,6 +13,8 @@
 //!  ├─ compare     the regression rule and the comparison with a baseline
 //!  ├─ plot        DIR/<bench>.svg
 //!  ├─ summary     the terminal table and DIR/report.md
+//!  ├─ history     bench/history/<class>.csv, change points by Apache Otava
+//!  ├─ export      Bencher Metric Format, github-action-benchmark JSON
 //!  └─ linux       --suite linux: the personality vs host Linux, same binary
 //! ```
 //!
@@ -24,6 +26,8 @@ pub mod catalog;
 pub mod command;
 pub mod compare;
 pub mod driver;
+pub mod export;
+pub mod history;
 pub mod linux;
 pub mod linux_compare;
 pub mod plot;
@@ -70,6 +74,8 @@ pub enum BenchError {
         found: u64,
         want: u32,
     },
+    #[error("{path}: not a k42vmm bench history: {why}")]
+    BadHistory { path: PathBuf, why: String },
     #[error("--quick: only --suite linux has a quick mode")]
     QuickWithoutLinux,
     #[error("{0}: the image has no module {1} (rebuild it with make image)")]
@@ -105,6 +111,7 @@ impl BenchError {
             | BenchError::NoSuchFile(_)
             | BenchError::Malformed { .. }
             | BenchError::SchemaMismatch { .. }
+            | BenchError::BadHistory { .. }
             | BenchError::Image(_)
             | BenchError::ImageLacks(..)
             | BenchError::QuickWithoutLinux
