@@ -353,6 +353,17 @@ impl Fcm for SharedFcm {
                 }
                 (e & !NOT_OWNED, access.writable && e & NOT_OWNED == 0)
             }
+            Some(e) if e & NOT_OWNED != 0 && access.write => {
+                // A page mapped in place while the region was read-only,
+                // now written (it was made writable): a private copy.
+                if !charge() {
+                    return Err(FaultError::OutOfMemory);
+                }
+                let new = pages::alloc_zeroed().ok_or(FaultError::OutOfMemory)?;
+                pages::copy_frame(e & !NOT_OWNED, new);
+                list.insert(k, new);
+                (new, true)
+            }
             Some(e) if e & NOT_OWNED != 0 => (e & !NOT_OWNED, false),
             Some(e) if share_count(e).load(Ordering::Acquire) == 0 => (e, access.writable),
             Some(e) if access.write => {

@@ -17,6 +17,14 @@
 //!                     Wait returns Interrupted
 //! ```
 //!
+//! A fault the program takes that the kernel cannot resolve (a page fault
+//! outside its regions or against their protection, a general protection
+//! fault, an invalid opcode, a divide error) ends the process, unless the
+//! program catches its signal (SIGSEGV, SIGILL, SIGFPE) and does not block
+//! it: then the kernel writes the fault into the page and resumes the
+//! program at the personality's fault entry ([`fault_to_handler`]), which
+//! delivers it to the handler with the fault's `siginfo`.
+//!
 //! A blocking call checks for a deliverable signal under the lock that
 //! parks it, and a sender sets the bit before taking that lock, so no
 //! wake-up is lost.
@@ -24,8 +32,12 @@
 use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use k42_abi::linux::{DefaultAction, MAX_SIGNAL, SignalPage, default_action, signal_bit};
+use k42_abi::linux::{
+    DefaultAction, FAULT_ADDR, FAULT_CODE, FAULT_RIP, FAULT_SIGNAL, MAX_SIGNAL, PERSONALITY_BASE,
+    SignalPage, default_action, signal_bit,
+};
 use k42_abi::syscall::{SyscallError, status};
+use k42_abi::trace::USER_VIEW_BASE;
 use linux_raw_sys::general::SIGKILL;
 
 use super::{Process, sched, wake_parked};
@@ -40,6 +52,9 @@ struct Words<'a> {
     ignored: &'a AtomicU64,
     /// `[start, end, fixup]` of the personality's user-access routines.
     uaccess: [&'a AtomicU64; 3],
+    /// The personality's fault entry, and the fault to deliver.
+    fault_entry: &'a AtomicU64,
+    fault: [&'a AtomicU64; 4],
 }
 
 /// Run `f` on signal frame `pa` (held by the caller).
@@ -52,6 +67,8 @@ fn on_frame<R>(pa: u64, f: impl FnOnce(&Words) -> R) -> R {
             caught: &w[offset_of!(SignalPage, caught) / 8],
             ignored: &w[offset_of!(SignalPage, ignored) / 8],
             uaccess: core::array::from_fn(|i| &w[offset_of!(SignalPage, uaccess) / 8 + i]),
+            fault_entry: &w[offset_of!(SignalPage, fault_entry) / 8],
+            fault: core::array::from_fn(|i| &w[offset_of!(SignalPage, fault) / 8 + i]),
         })
     })
 }
@@ -90,6 +107,7 @@ pub fn page_for_child(parent: &Process) -> Result<Option<u64>, SyscallError> {
             s.uaccess[0].load(Ordering::Acquire),
             s.uaccess[1].load(Ordering::Acquire),
             s.uaccess[2].load(Ordering::Acquire),
+            s.fault_entry.load(Ordering::Acquire),
         ]
     }) else {
         return Ok(None);
@@ -99,9 +117,10 @@ pub fn page_for_child(parent: &Process) -> Result<Option<u64>, SyscallError> {
         s.blocked.store(words[0], Ordering::Relaxed);
         s.caught.store(words[1], Ordering::Relaxed);
         s.ignored.store(words[2], Ordering::Relaxed);
-        for (w, &v) in s.uaccess.iter().zip(&words[3..]) {
+        for (w, &v) in s.uaccess.iter().zip(&words[3..6]) {
             w.store(v, Ordering::Relaxed);
         }
+        s.fault_entry.store(words[6], Ordering::Relaxed);
     });
     Ok(Some(pa))
 }
@@ -117,6 +136,42 @@ pub fn uaccess_fixup(p: &Process, rip: u64) -> Option<u64> {
         (start <= rip && rip < end).then_some(fixup)
     })
     .flatten()
+}
+
+/// A fault the kernel cannot resolve, taken by `p`'s program at
+/// `frame.rip`, that raises Linux signal `sig` with `si_code` `code` and
+/// `si_addr` `addr`: when the program catches `sig` and does not block
+/// it, and the personality has a fault entry, record the fault in the
+/// signal page and resume the program there (every other register as it
+/// was); true if so. A fault inside the personality is never the
+/// program's to catch.
+pub fn fault_to_handler(
+    p: &Process,
+    frame: &mut TrapFrame,
+    sig: u32,
+    code: u32,
+    addr: u64,
+) -> bool {
+    if (PERSONALITY_BASE..USER_VIEW_BASE).contains(&frame.rip) {
+        return false;
+    }
+    with_page(p, |s| {
+        let bit = signal_bit(sig);
+        let entry = s.fault_entry.load(Ordering::Acquire);
+        if entry == 0
+            || s.caught.load(Ordering::Acquire) & bit == 0
+            || s.blocked.load(Ordering::Acquire) & bit != 0
+        {
+            return false;
+        }
+        s.fault[FAULT_SIGNAL].store(u64::from(sig), Ordering::Relaxed);
+        s.fault[FAULT_CODE].store(u64::from(code), Ordering::Relaxed);
+        s.fault[FAULT_ADDR].store(addr, Ordering::Relaxed);
+        s.fault[FAULT_RIP].store(frame.rip, Ordering::Release);
+        frame.rip = entry;
+        true
+    })
+    .unwrap_or(false)
 }
 
 /// `p` ended: let go of its signal page.
