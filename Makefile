@@ -48,6 +48,8 @@ setup:
 		apt-get install -y -q babeltrace2 >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q babeltrace2 >/dev/null; }; }
 	@test -x /bin/busybox && test -x /bin/bash-static || { echo "installing busybox-static and bash-static (the default image runs Debian's own static Linux binaries)"; \
 		apt-get install -y -q busybox-static bash-static >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q busybox-static bash-static >/dev/null; }; }
+	@test -x /usr/bin/postmark || { echo "installing postmark (the default image runs Debian's dynamically linked postmark)"; \
+		apt-get install -y -q postmark >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postmark >/dev/null; }; }
 	@command -v gcc >/dev/null && test -f /usr/lib/x86_64-linux-gnu/libc.a || { echo "installing gcc and libc6-dev (the Linux benchmark's k42-lbench and the static C test programs are built with gcc -static)"; \
 		apt-get install -y -q gcc libc6-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q gcc libc6-dev >/dev/null; }; }
 
@@ -59,6 +61,16 @@ target/linux/%: tests/linux-c/%.c | setup
 	@mkdir -p target/linux
 	gcc -static -O2 -Wall -o $@ $<
 
+# Dynamically linked C test programs (plain gcc: PIE, dynamic, the
+# Debian default); the image holds them with the host's ld.so, the
+# libraries ldd lists and /etc/ld.so.cache (images/default.toml
+# [[linux_programs]]).
+DYN_PROGS := target/linux/dyntest
+
+$(DYN_PROGS): target/linux/%: tests/linux-c/%.c | setup
+	@mkdir -p target/linux
+	gcc -O2 -Wall -Wextra -o $@ $<
+
 kernel: setup
 	$(CARGO) build $(addprefix -p ,$(GUEST_PACKAGES)) --target $(GUEST) --release
 
@@ -66,7 +78,7 @@ $(LBENCH): bench/linux/k42-lbench.c | setup
 	@mkdir -p $(dir $@)
 	gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
 
-image: kernel $(LBENCH) $(LINUX_PROGS)
+image: kernel $(LBENCH) $(LINUX_PROGS) $(DYN_PROGS)
 	$(CARGO) run -q --release -p k42-image --bin k42-mkimage -- images/default.toml -o $(IMAGE)
 
 vmm:
