@@ -9,7 +9,8 @@
 //! of a dynamic program, private and shared file mappings (writes not in
 //! the file / in the file, across a fork), munmap of a mapping's middle,
 //! mprotect then a write caught by a SIGSEGV handler with the right
-//! `si_addr`, a handler that fixes the protection and returns,
+//! `si_addr`, a handler that fixes the protection and returns, a divide
+//! error and an invalid opcode caught (SIGFPE, SIGILL with their codes),
 //! `MADV_DONTNEED`, `MAP_FIXED` over a mapping, the end of a file, errors;
 //! Debian's postmark with a fixed seed and small configuration (its report
 //! but the times and rates); N processes of one dynamic program holding

@@ -232,6 +232,23 @@ static void mappings(const char *dir) {
     printf("handler returned: write done %c, si_addr right: %s\n", v[9],
            segv_addr == fix_page + 9 ? "yes" : "no");
     munmap(fix_page, PAGE);
+    /* Other faults' signals: a divide error, an invalid opcode. */
+    sa.sa_sigaction = on_segv;
+    sigaction(SIGFPE, &sa, NULL);
+    sigaction(SIGILL, &sa, NULL);
+    if (sigsetjmp(segv_jump, 1) == 0) {
+        volatile int zero = 0, ten = 10;
+        printf("divide by zero: %d, no fault\n", ten / zero);
+    } else {
+        printf("divide by zero: SIGFPE, code %s\n",
+               segv_code == FPE_INTDIV ? "FPE_INTDIV" : "other");
+    }
+    if (sigsetjmp(segv_jump, 1) == 0) {
+        __builtin_trap();
+    } else {
+        printf("invalid opcode: SIGILL, code %s\n",
+               segv_code == ILL_ILLOPN ? "ILL_ILLOPN" : "other");
+    }
     /* MADV_DONTNEED: private file pages go back to the file's bytes. */
     p[PAGE] = 'Z';
     int r = madvise(p + PAGE, PAGE, MADV_DONTNEED);
