@@ -8,7 +8,9 @@
  *   dyntest share N      N processes of this program at once: free memory
  *                        before and with them, and libc's text size
  *   dyntest hold         (share's children) touch libc's text, say so on
- *                        stdout (a pipe), wait for stdin to close */
+ *                        stdout (a pipe), wait for stdin to close
+ *   dyntest churn MIB    map, touch and let go of MIB MiB, 4 at a time
+ *                        (munmap, or MADV_DONTNEED then munmap) */
 #define _GNU_SOURCE
 #include <dlfcn.h>
 #include <errno.h>
@@ -370,6 +372,21 @@ static int share(const char *self, int n) {
     return 0;
 }
 
+static int churn(int mib) {
+    for (int round = 0; round < mib / 4; round++) {
+        char *a = mmap(NULL, 4 << 20, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+        if (a == MAP_FAILED)
+            die("mmap");
+        memset(a, round, 4 << 20);
+        if (round % 2 == 1 && madvise(a, 4 << 20, MADV_DONTNEED) != 0)
+            die("madvise");
+        if (munmap(a, 4 << 20) != 0)
+            die("munmap");
+    }
+    printf("churn: %d MiB mapped, touched and let go\n", mib / 4 * 4);
+    return 0;
+}
+
 int main(int argc, char **argv) {
     if (argc >= 2 && strcmp(argv[1], "child") == 0) {
         printf("child: argc %d:", argc);
@@ -380,6 +397,8 @@ int main(int argc, char **argv) {
     }
     if (argc >= 2 && strcmp(argv[1], "hold") == 0)
         return hold();
+    if (argc >= 3 && strcmp(argv[1], "churn") == 0)
+        return churn(atoi(argv[2]));
     if (argc >= 3 && strcmp(argv[1], "share") == 0)
         return share(argv[0], atoi(argv[2]));
     if (argc < 2) {

@@ -88,7 +88,8 @@ pub struct Memory {
     /// The pieces of regions in the region list, as there (for fork,
     /// unmap and protect, which change the list; faults read the list).
     layout: SpinLock<Vec<Region>>,
-    /// Pages this process holds (private and shared), and its limit.
+    /// Pages this process holds (private and shared; those it lets go,
+    /// by unmapping or discarding them, no longer count), and its limit.
     pages: AtomicU64,
     limit: u64,
     next_anon: AtomicU64,
@@ -860,9 +861,10 @@ impl Memory {
         for (a, b, s) in pieces {
             if let Backing::Private(obj, _) = &s.backing {
                 let base = s.region.start;
-                fcm::call(*obj, |f| {
+                let owned = fcm::call(*obj, |f| {
                     f.release_range((a - base) / PAGE_SIZE, (b - base) / PAGE_SIZE)
                 });
+                self.pages.fetch_sub(owned, Ordering::Relaxed);
             }
         }
         Ok(())
@@ -942,9 +944,10 @@ impl Memory {
                 && let Backing::Private(obj, _) = &s.backing
             {
                 let base = s.region.start;
-                fcm::call(*obj, |f| {
+                let owned = fcm::call(*obj, |f| {
                     f.release_range((a - base) / PAGE_SIZE, (b - base) / PAGE_SIZE)
                 });
+                self.pages.fetch_sub(owned, Ordering::Relaxed);
             }
             if b < r.end {
                 parts[2] = Some(Region { start: b, ..r });
