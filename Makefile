@@ -63,6 +63,8 @@ setup:
 		echo "installing apache-otava $(OTAVA_VERSION) into $(OTAVA_VENV) (make nightly finds change points in the history with it)"; \
 		python3 -m venv $(OTAVA_VENV) >/dev/null 2>&1 || { rm -rf $(OTAVA_VENV); apt-get install -y -q python3-venv >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q python3-venv >/dev/null; }; python3 -m venv $(OTAVA_VENV); } && \
 		$(OTAVA_VENV)/bin/pip install -q --disable-pip-version-check apache-otava==$(OTAVA_VERSION); }
+	@test -x /usr/bin/postmark || { echo "installing postmark (the default image runs Debian's dynamically linked postmark)"; \
+		apt-get install -y -q postmark >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postmark >/dev/null; }; }
 	@command -v gcc >/dev/null && test -f /usr/lib/x86_64-linux-gnu/libc.a || { echo "installing gcc and libc6-dev (the Linux benchmark's k42-lbench and the static C test programs are built with gcc -static)"; \
 		apt-get install -y -q gcc libc6-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q gcc libc6-dev >/dev/null; }; }
 
@@ -75,6 +77,16 @@ target/linux/%: tests/linux-c/%.c | setup
 	@mkdir -p target/linux
 	gcc -static -O2 -Wall -o $@ $<
 
+# Dynamically linked C test programs (plain gcc: PIE, dynamic, the
+# Debian default); the image holds them with the host's ld.so, the
+# libraries ldd lists and /etc/ld.so.cache (images/default.toml
+# [[linux_programs]]).
+DYN_PROGS := target/linux/dyntest
+
+$(DYN_PROGS): target/linux/%: tests/linux-c/%.c | setup
+	@mkdir -p target/linux
+	gcc -O2 -Wall -Wextra -o $@ $<
+
 kernel: setup
 	$(CARGO) build $(addprefix -p ,$(GUEST_PACKAGES)) --target $(GUEST) --release
 
@@ -82,7 +94,7 @@ $(LBENCH): bench/linux/k42-lbench.c | setup
 	@mkdir -p $(dir $@)
 	gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
 
-image: kernel $(LBENCH) $(LINUX_PROGS)
+image: kernel $(LBENCH) $(LINUX_PROGS) $(DYN_PROGS)
 	$(CARGO) run -q --release -p k42-image --bin k42-mkimage -- images/default.toml -o $(IMAGE)
 
 vmm:

@@ -265,6 +265,17 @@ impl<T> InitOnce<T> {
         Some(unsafe { self.value.get_mut().assume_init_read() })
     }
 
+    /// The value, once set, to change (the caller is its only user).
+    pub fn get_mut_opt(&mut self) -> Option<&mut T> {
+        if *self.ready.get_mut() {
+            // SAFETY: `ready` says the value was fully written, and
+            // `&mut self` says no one else can see it.
+            Some(unsafe { self.value.get_mut().assume_init_mut() })
+        } else {
+            None
+        }
+    }
+
     /// The value, once set.
     pub fn get(&self) -> Option<&T> {
         if self.ready.load(Ordering::Acquire) {

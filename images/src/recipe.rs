@@ -26,6 +26,14 @@
 //! [[add]]
 //! host = "rootfs/usr"
 //! guest = "/usr"
+//!
+//! # A dynamically linked Linux program at a guest path, with what it
+//! # needs to run: its interpreter (ld.so) and the libraries `ldd` lists,
+//! # each at its host path (symbolic links on the way, such as Debian's
+//! # /lib -> usr/lib, become links), and the host's /etc/ld.so.cache.
+//! [[linux_programs]]
+//! host = "/usr/bin/postmark"
+//! guest = "/bin/postmark"
 //! ```
 //!
 //! Files become `fs/PATH` modules and links one [`LINKS_MODULE`] module
@@ -62,6 +70,8 @@ pub struct Recipe {
     pub links: Vec<RecipeLink>,
     #[serde(default)]
     pub add: Vec<RecipeAdd>,
+    #[serde(default)]
+    pub linux_programs: Vec<RecipeAdd>,
 }
 
 /// A module in a recipe.
@@ -226,6 +236,15 @@ pub fn assemble(recipe_path: &Path, adds: &[Add]) -> Result<Assembled, String> {
         let origin = format!("--add {}:{}", a.host.display(), a.guest);
         c.add(&a.host, &a.guest, &origin)?;
     }
+    for p in &recipe.linux_programs {
+        let origin = at(p.host.span().start);
+        let host = base.join(p.host.get_ref());
+        c.add(&host, &p.guest, &origin)?;
+        for lib in libraries(&host).map_err(|e| format!("{origin}: {e}"))? {
+            c.host_path(&lib, &origin)?;
+        }
+        c.host_path(Path::new(LD_SO_CACHE), &origin)?;
+    }
     let (modules, files, links) = c
         .finish()
         .map_err(|e| format!("recipe {}: {e}", recipe_path.display()))?;
@@ -256,6 +275,42 @@ pub fn assemble(recipe_path: &Path, adds: &[Add]) -> Result<Assembled, String> {
         files,
         links,
     })
+}
+
+/// The dynamic linker's cache of library paths, which goes into an image
+/// with a dynamically linked program.
+const LD_SO_CACHE: &str = "/etc/ld.so.cache";
+
+/// The interpreter and libraries dynamically linked program `host`
+/// needs, as `ldd` lists them (absolute host paths; the vDSO, which has
+/// none, left out).
+fn libraries(host: &Path) -> Result<Vec<PathBuf>, String> {
+    let out = std::process::Command::new("ldd")
+        .arg(host)
+        .output()
+        .map_err(|e| format!("ldd {}: {e}", host.display()))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() {
+        return Err(format!(
+            "{}: not a dynamically linked program (ldd: {})",
+            host.display(),
+            text.trim()
+        ));
+    }
+    let mut libs = Vec::new();
+    for line in text.lines() {
+        // `NAME => PATH (ADDRESS)`, `PATH (ADDRESS)` or `NAME (ADDRESS)`.
+        let line = line.trim();
+        if line.contains("=> not found") {
+            return Err(format!("{}: ldd: {line}", host.display()));
+        }
+        let path = line.rsplit_once("=> ").map_or(line, |(_, p)| p);
+        let path = path.split(" (").next().unwrap_or(path);
+        if path.starts_with('/') {
+            libs.push(PathBuf::from(path));
+        }
+    }
+    Ok(libs)
 }
 
 /// A link of a link list: `(path, target, line number from 1)`.
@@ -486,6 +541,67 @@ impl Contents {
         }
     }
 
+    /// Host file `path` (absolute) at the same guest path, each symbolic
+    /// link met on the way there a link in the image (so that both the
+    /// path and the file's real path name it); nothing if already there.
+    fn host_path(&mut self, path: &Path, origin: &str) -> Result<(), String> {
+        let utf8 = |p: &Path| {
+            p.to_str()
+                .map(str::to_string)
+                .ok_or_else(|| format!("{origin}: host path {} is not UTF-8", p.display()))
+        };
+        let mut todo: Vec<String> = utf8(path)?
+            .split('/')
+            .filter(|c| !c.is_empty())
+            .rev()
+            .map(str::to_string)
+            .collect();
+        let mut at = String::new();
+        let mut links_met = 0;
+        while let Some(name) = todo.pop() {
+            if name == "." {
+                continue;
+            }
+            if name == ".." {
+                at.truncate(at.rfind('/').unwrap_or(0));
+                continue;
+            }
+            let next = format!("{at}/{name}");
+            let meta = std::fs::symlink_metadata(&next)
+                .map_err(|e| format!("{origin}: host path {next}: {e}"))?;
+            if !meta.file_type().is_symlink() {
+                at = next;
+                continue;
+            }
+            links_met += 1;
+            if links_met > 40 {
+                return Err(format!(
+                    "{origin}: host path {}: too many links",
+                    path.display()
+                ));
+            }
+            let target =
+                utf8(&std::fs::read_link(&next).map_err(|e| format!("{origin}: {next}: {e}"))?)?;
+            if self.links.get(&next) != Some(&target) {
+                self.link(&next, &target, origin)?;
+            }
+            if target.starts_with('/') {
+                at.clear();
+            }
+            todo.extend(
+                target
+                    .split('/')
+                    .filter(|c| !c.is_empty())
+                    .rev()
+                    .map(str::to_string),
+            );
+        }
+        if matches!(self.paths.get(&at), Some((Kind::File, _))) {
+            return Ok(());
+        }
+        self.add(Path::new(&at), &at, origin)
+    }
+
     /// Every entry of host directory `dir` under guest directory `guest`
     /// (`""` for the root), in name order.
     fn add_tree(&mut self, dir: &Path, guest: &str, origin: &str) -> Result<(), String> {
@@ -654,6 +770,38 @@ mod tests {
         check_link_target("../lib/x").unwrap();
         assert!(check_link_target("").unwrap_err().contains("empty"));
         assert!(check_link_target("a\nb").unwrap_err().contains("newline"));
+    }
+
+    #[test]
+    fn a_host_path_brings_the_links_on_its_way() {
+        // dir/lib -> real, dir/real/x -> ../other/x.so, dir/other/x.so a file.
+        let dir = std::env::temp_dir().join(format!("k42-hostpath-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        std::fs::create_dir_all(dir.join("other")).unwrap();
+        std::fs::write(dir.join("other/x.so"), b"lib").unwrap();
+        std::os::unix::fs::symlink("real", dir.join("lib")).unwrap();
+        std::os::unix::fs::symlink("../other/x.so", dir.join("real/x")).unwrap();
+        let d = dir.to_str().unwrap();
+        let mut c = Contents::default();
+        c.host_path(&dir.join("lib/x"), "r.toml:4").unwrap();
+        // Again, as a second program needing it: nothing new.
+        c.host_path(&dir.join("lib/x"), "r.toml:8").unwrap();
+        let (modules, files, links) = c.finish().unwrap();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!((files, links), (1, 2));
+        assert_eq!(modules[0].name, format!("fs{d}/other/x.so"));
+        assert_eq!(modules[0].data, b"lib");
+        assert_eq!(
+            std::str::from_utf8(&modules[1].data).unwrap(),
+            format!("{d}/lib\treal\n{d}/real/x\t../other/x.so\n")
+        );
+    }
+
+    #[test]
+    fn a_static_program_has_no_libraries_to_bring() {
+        let err = libraries(Path::new("/bin/busybox")).unwrap_err();
+        assert!(err.contains("not a dynamically linked program"), "{err}");
     }
 
     #[test]

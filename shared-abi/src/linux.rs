@@ -24,6 +24,8 @@
 //! 0x1000_1000        the signal page (LINUX_SIGNALS), shared with the kernel
 //! 0x2000_0000        the personality's heap (k42_rt)
 //! 0x4000_0000_0000   anonymous mmap (LINUX_MMAP_BASE, growing up)
+//! 0x5000_0000_0000   a dynamically linked program's interpreter
+//!                    (LINUX_INTERP_BASE: ld.so, placed by LinuxExec)
 //! 0x6000_0000_0000   the personality (PERSONALITY_BASE): entry first
 //! 0x7000_0000_0000   the trace region's header page, read-only, when
 //!                    tracing is on (trace::USER_VIEW_BASE; INFO_TRACE_VIEW)
@@ -50,6 +52,11 @@ pub const INFO_TRACE_VIEW: usize = 2;
 pub const BARE_SYSCALL: u64 = 0x4b42;
 /// Where anonymous mappings without an address go (growing up).
 pub const LINUX_MMAP_BASE: u64 = 0x0000_4000_0000_0000;
+/// Where `LinuxExec` places a dynamically linked program's interpreter
+/// (the dynamic linker, an `ET_DYN`): its `AT_BASE`.
+pub const LINUX_INTERP_BASE: u64 = 0x0000_5000_0000_0000;
+/// `LinuxExec`'s interpreter handle for a program that names none.
+pub const NO_INTERPRETER: u64 = u64::MAX;
 /// Size of a Linux process's stack region (pages are made when touched).
 pub const LINUX_STACK_SIZE: u64 = 8 << 20;
 
@@ -99,6 +106,13 @@ pub const MAX_KEEP: u32 = 1024;
 /// `MemMap` flags: the address is required (replacing what is there).
 pub const MAP_FIXED: u64 = 1;
 
+/// `MemMapFile` protection-and-flags word: the address is required
+/// (replacing what is there), as [`MAP_FIXED`] for `MemMap`.
+pub const MAP_FILE_FIXED: u64 = 1 << 8;
+/// `MemMapFile` protection-and-flags word: the file's own pages (writes
+/// reach the file); without it the mapping is private (copy-on-write).
+pub const MAP_FILE_SHARED: u64 = 1 << 9;
+
 /// Where a Linux process's signal page is mapped (read-write): a
 /// [`SignalPage`], the one frame the kernel and the personality share.
 /// It belongs to the process, not to its memory: it survives exec
@@ -140,11 +154,33 @@ pub struct SignalPage {
     /// the first): `[code | pid << 32, status]`, `code` a Linux `CLD_*`,
     /// `status` the exit status or the signal.
     pub sigchld: [core::sync::atomic::AtomicU64; 2],
+    /// The personality's fault entry (0: none yet): a fault the kernel
+    /// cannot resolve, taken by the program (not the personality), whose
+    /// signal (SIGSEGV for a page or general protection fault, SIGILL for
+    /// an invalid opcode, SIGFPE for a divide error) the program catches and does not block,
+    /// resumes the program there with every register as it was but
+    /// `rip`, after the kernel wrote [`SignalPage::fault`]; the
+    /// personality delivers the signal to the handler with the fault's
+    /// `siginfo`. Otherwise the fault ends the process as before. The
+    /// personality writes it at start; a forked child's page copies it.
+    pub fault_entry: core::sync::atomic::AtomicU64,
+    /// The fault the personality is to deliver, as the kernel writes it:
+    /// `[signal, si_code, si_addr, rip]` (`rip` where it was taken).
+    pub fault: [core::sync::atomic::AtomicU64; 4],
 }
 
 /// [`SignalPage::flags`]: the SIGCHLD action has `SA_NOCLDSTOP` — no
 /// SIGCHLD when a child stops or continues.
 pub const SIGNAL_NOCLDSTOP: u64 = 1;
+
+/// [`SignalPage::fault`] word: the signal.
+pub const FAULT_SIGNAL: usize = 0;
+/// [`SignalPage::fault`] word: Linux's `si_code`.
+pub const FAULT_CODE: usize = 1;
+/// [`SignalPage::fault`] word: Linux's `si_addr`.
+pub const FAULT_ADDR: usize = 2;
+/// [`SignalPage::fault`] word: where the fault was taken.
+pub const FAULT_RIP: usize = 3;
 
 /// Linux signal numbers are 1..=[`MAX_SIGNAL`].
 pub const MAX_SIGNAL: u32 = 64;

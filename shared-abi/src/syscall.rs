@@ -240,11 +240,16 @@ macro_rules! for_each_syscall {
         ModuleRead = 31 => file::module_read(4);
         /// Replace this (single-threaded) process's program with the Linux
         /// ELF (or `#!` script resolved by the caller) behind file handle
-        /// `rdi` (read right), with the exec block at `rsi` of `rdx` bytes
-        /// ([`crate::linux::ExecHeader`] and its strings). Returns only on
-        /// failure: `BadProgram` for a file that is not a static x86_64
-        /// ELF executable, `TooLong` for too many argument bytes.
-        LinuxExec = 32 => linux::exec(3);
+        /// `rdi` (read right), with the exec block at `r10` of `r8` bytes
+        /// ([`crate::linux::ExecHeader`] and its strings). A dynamically
+        /// linked program's interpreter (its `PT_INTERP`, opened by the
+        /// caller) is handle `rsi`, loaded at
+        /// [`crate::linux::LINUX_INTERP_BASE`] and started instead of the
+        /// program; [`crate::linux::NO_INTERPRETER`] for a static one.
+        /// Returns only on failure: `BadProgram` for a file that is not an
+        /// x86_64 ELF executable (or interpreter), or names an interpreter
+        /// and none is given; `TooLong` for too many argument bytes.
+        LinuxExec = 32 => linux::exec(4);
         /// Set the calling thread's FS base (Linux `arch_prctl(ARCH_SET_FS)`).
         SetFsBase = 33 => linux::set_fs_base(1);
         /// Map `rsi` bytes of zero-filled memory with protection `rdx`
@@ -334,6 +339,18 @@ macro_rules! for_each_syscall {
         /// (write right) to `rsi` ns since 1970. Writes and truncation
         /// set it to the time they happen.
         FileSetTime = 52 => file::set_time(2);
+        /// Map `rsi` bytes of the file behind handle `r10` from offset `r8`
+        /// (page-aligned) at `rdi` (exactly there with
+        /// [`crate::linux::MAP_FILE_FIXED`] in `rdx`, replacing what was
+        /// there; else anywhere free) with protection `rdx & 7`: private
+        /// (copy-on-write over the file's pages; read right) or, with
+        /// [`crate::linux::MAP_FILE_SHARED`], the file's own pages (a
+        /// writable one needs the write right). Returns the address.
+        MemMapFile = 53 => linux::map_file(5);
+        /// Drop the pages of `[rdi, rdi + rsi)` (page-aligned; Linux
+        /// `MADV_DONTNEED`): private memory reads back as it started (zero,
+        /// or the file's bytes), a shared file mapping as the file is.
+        MemDiscard = 54 => linux::discard(2);
         }
     };
 }

@@ -172,8 +172,8 @@ pub trait Fcm: Send + Sync {
     /// Give up every page (the process ended).
     fn release_all(&self);
     /// Give up pages `[first, end)` (that part of the region was
-    /// unmapped).
-    fn release_range(&self, first: u64, end: u64);
+    /// unmapped); how many of them were the FCM's own (charged).
+    fn release_range(&self, first: u64, end: u64) -> u64;
 }
 
 /// The FCM's implementation: one rep shared by every CPU, its page list
@@ -353,6 +353,17 @@ impl Fcm for SharedFcm {
                 }
                 (e & !NOT_OWNED, access.writable && e & NOT_OWNED == 0)
             }
+            Some(e) if e & NOT_OWNED != 0 && access.write => {
+                // A page mapped in place while the region was read-only,
+                // now written (it was made writable): a private copy.
+                if !charge() {
+                    return Err(FaultError::OutOfMemory);
+                }
+                let new = pages::alloc_zeroed().ok_or(FaultError::OutOfMemory)?;
+                pages::copy_frame(e & !NOT_OWNED, new);
+                list.insert(k, new);
+                (new, true)
+            }
             Some(e) if e & NOT_OWNED != 0 => (e & !NOT_OWNED, false),
             Some(e) if share_count(e).load(Ordering::Acquire) == 0 => (e, access.writable),
             Some(e) if access.write => {
@@ -411,25 +422,30 @@ impl Fcm for SharedFcm {
         self.used.store(0, Ordering::Release);
     }
 
-    fn release_range(&self, first: u64, end: u64) {
+    fn release_range(&self, first: u64, end: u64) -> u64 {
+        let mut owned = 0;
         for (_, s) in self.used_stripes() {
             let mut list = s.lock();
             let mut cut = list.split_off(&first);
             let mut rest = cut.split_off(&end);
             list.append(&mut rest);
             drop(list);
-            release_pages(&cut);
+            owned += release_pages(&cut);
         }
+        owned
     }
 }
 
-/// Let go of every page in `pages` that is the FCM's own.
-fn release_pages(pages: &BTreeMap<u64, u64>) {
+/// Let go of every page in `pages` that is the FCM's own; how many.
+fn release_pages(pages: &BTreeMap<u64, u64>) -> u64 {
+    let mut owned = 0;
     for &e in pages.values() {
         if e & NOT_OWNED == 0 {
             release(e);
+            owned += 1;
         }
     }
+    owned
 }
 
 /// Map the image pages around page `k` that can be mapped in place too:

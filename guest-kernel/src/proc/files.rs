@@ -486,7 +486,7 @@ impl Handles {
 }
 
 /// The file object behind handle `h` of process `p`, with right `need`.
-pub(super) fn object(p: &Process, h: u64, need: u64) -> Result<Arc<FileObj>, SyscallError> {
+pub(crate) fn object(p: &Process, h: u64, need: u64) -> Result<Arc<FileObj>, SyscallError> {
     handle(p, h, need)
 }
 

@@ -7,7 +7,11 @@
 //! builds a new address space (`Memory::load_linux`): the personality
 //! from the image, the program's segments over its file's memory object
 //! (read-only pages are the file's own frames, shared by every process
-//! running it), and the stack Linux programs expect:
+//! running it), a dynamically linked program's interpreter (the dynamic
+//! linker named by its `PT_INTERP`, which the personality opened: it
+//! resolves the path in its own file name space, with Linux's errors)
+//! over that file's memory object likewise at [`LINUX_INTERP_BASE`],
+//! and the stack Linux programs expect:
 //!
 //! ```text
 //! USER_TOP  16 random bytes (AT_RANDOM), "x86_64", the exec path,
@@ -24,7 +28,10 @@ use alloc::vec::Vec;
 use core::sync::atomic::{AtomicU32, Ordering};
 
 use k42_abi::layout::PAGE_SIZE;
-use k42_abi::linux::{ExecHeader, MAX_CARRY, MAX_EXEC_STRINGS, MAX_KEEP, PERSONALITY_MODULE};
+use k42_abi::linux::{
+    ExecHeader, LINUX_INTERP_BASE, MAX_CARRY, MAX_EXEC_STRINGS, MAX_KEEP, NO_INTERPRETER,
+    PERSONALITY_MODULE,
+};
 use k42_abi::syscall::{SyscallError, USER_INFO, USER_TOP, file};
 use linux_raw_sys::auxvec as at;
 use zerocopy::FromBytes;
@@ -121,11 +128,13 @@ impl<'a> ExecBlock<'a> {
     }
 }
 
-/// The initial stack for `block` and `program`: its bytes (ending at
+/// The initial stack for `block` and `program` (with its interpreter
+/// loaded at `interp_base`, 0 if none): its bytes (ending at
 /// `USER_TOP`) and the stack pointer.
 fn initial_stack(
     block: &ExecBlock,
     program: &elf::Program,
+    interp_base: u64,
 ) -> Result<(Vec<u8>, u64), SyscallError> {
     const PLATFORM: &[u8] = b"x86_64";
     let strings: u64 = block
@@ -162,7 +171,7 @@ fn initial_stack(
     }
     aux.extend([
         (at::AT_PAGESZ, PAGE_SIZE),
-        (at::AT_BASE, 0),
+        (at::AT_BASE, interp_base),
         (at::AT_FLAGS, 0),
         (at::AT_ENTRY, program.entry),
         (at::AT_UID, 0),
@@ -219,12 +228,32 @@ fn initial_stack(
     Ok((bytes, sp))
 }
 
+/// The file behind handle `h` of process `p` (read right) and its
+/// checked headers as a `kind` program, a PIE placed at `pie_base`.
+fn open_program(
+    p: &super::Process,
+    h: u64,
+    kind: Kind,
+    pie_base: u64,
+) -> Result<(Arc<super::files::FileObj>, elf::Program), SyscallError> {
+    let file = super::files::object(p, h, file::RIGHT_READ)?;
+    let mut head = alloc::vec![0u8; PAGE_SIZE as usize];
+    let n = file.read_head(&mut head);
+    let program = elf::Program::parse_as(&head[..n], file.len(), kind, pie_base)
+        .map_err(|_| SyscallError::BadProgram)?;
+    Ok((file, program))
+}
+
 /// Replace thread `t`'s (single-threaded) process's program with the
-/// Linux program behind file handle `handle`, started with `block`; on
-/// success `frame` starts it (at the personality's entry).
+/// Linux program behind file handle `handle`, started with `block`; a
+/// program naming an interpreter needs it opened as `interp`
+/// ([`NO_INTERPRETER`] for a static program). On success `frame` starts
+/// it (at the personality's entry, which jumps to the interpreter's entry
+/// or the program's).
 pub fn exec(
     t: &Arc<Thread>,
     handle: u64,
+    interp: u64,
     block: &[u8],
     frame: &mut TrapFrame,
 ) -> Result<(), SyscallError> {
@@ -233,16 +262,20 @@ pub fn exec(
         return Err(SyscallError::MultiThreaded);
     }
     let block = ExecBlock::parse(block)?;
-    let file = super::files::object(p, handle, file::RIGHT_READ)?;
-    let mut head = alloc::vec![0u8; PAGE_SIZE as usize];
-    let n = file.read_head(&mut head);
-    let program = elf::Program::parse_as(&head[..n], file.len(), Kind::Linux)
-        .map_err(|_| SyscallError::BadProgram)?;
+    let (file, program) = open_program(p, handle, Kind::Linux, elf::PIE_BASE)?;
+    let interp = match (program.interp, interp) {
+        (None, NO_INTERPRETER) => None,
+        (Some(_), NO_INTERPRETER) => return Err(SyscallError::BadProgram),
+        (None, _) => return Err(SyscallError::InvalidArgument),
+        (Some(_), h) => Some(open_program(p, h, Kind::Interpreter, LINUX_INTERP_BASE)?),
+    };
     let personality = crate::user::module(PERSONALITY_MODULE).ok_or(SyscallError::NoSuchProgram)?;
-    let (stack, sp) = initial_stack(&block, &program)?;
+    let interp_base = interp.as_ref().map_or(0, |(_, i)| i.base);
+    let (stack, sp) = initial_stack(&block, &program, interp_base)?;
     let mut info = super::info();
-    // The personality's start: the program's entry and its stack.
-    info.args[0] = program.entry;
+    // The personality's start: the interpreter's entry (or the
+    // program's) and the stack.
+    info.args[0] = interp.as_ref().map_or(program.entry, |(_, i)| i.entry);
     info.args[1] = sp;
     let signal_page = super::signal::page_for_exec(p)?;
     let (mem, entry) = Memory::load_linux(
@@ -250,6 +283,7 @@ pub fn exec(
             personality,
             file,
             program: &program,
+            interp: interp.as_ref().map(|(f, i)| (f.clone(), i)),
             stack: &stack,
             carry: block.carry,
         },

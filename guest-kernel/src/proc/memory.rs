@@ -48,10 +48,17 @@ pub const PROT_WRITE: u32 = 2;
 pub const PROT_EXEC: u32 = 4;
 const PROT_BITS: u32 = 0xff;
 
-/// Most regions (and so FCMs) one process may have. Splitting a region
+/// Most regions (and so FCMs) one process may have over its life (a
+/// region's slot is not reused once it is unmapped). Splitting a region
 /// (`protect`, `unmap`) makes pieces that share its FCM, which count only
-/// in the region list.
-const MAX_REGIONS: usize = 64;
+/// in the region list. A dynamically linked program makes 4–5 regions
+/// per library (`ld.so` maps each whole, then each segment over it with
+/// `MAP_FIXED`).
+const MAX_REGIONS: usize = SLOT_CHUNK * SLOT_CHUNKS;
+/// Slots are made [`SLOT_CHUNK`] at a time, as regions are added: a
+/// process that maps little pays for few.
+const SLOT_CHUNK: usize = 64;
+const SLOT_CHUNKS: usize = 16;
 /// A process's stack region (touched pages only): the top of user space.
 const STACK_SIZE: u64 = 1 << 20;
 /// A process's heap region at `USER_HEAP` (touched pages only).
@@ -75,18 +82,62 @@ pub struct Memory {
     regions: ObjRef<dyn RegionList>,
     replicated: bool,
     /// Each region with its FCM, by slot.
-    slots: Box<[InitOnce<Slot>]>,
+    slots: SlotTable,
     /// Regions added (the next FCM slot); also serialises adding.
     nregions: SpinLock<usize>,
     /// The pieces of regions in the region list, as there (for fork,
     /// unmap and protect, which change the list; faults read the list).
     layout: SpinLock<Vec<Region>>,
-    /// Pages this process holds (private and shared), and its limit.
+    /// Pages this process holds (private and shared; those it lets go,
+    /// by unmapping or discarding them, no longer count), and its limit.
     pages: AtomicU64,
     limit: u64,
     next_anon: AtomicU64,
     /// The slot of a Linux process's signal page ([`NO_SLOT`]: none).
     signal_slot: AtomicUsize,
+}
+
+/// A memory's region slots, in chunks of [`SLOT_CHUNK`] made when the
+/// first slot of one is set (by the adder, who holds `nregions`).
+struct SlotTable {
+    chunks: [InitOnce<Box<[InitOnce<Slot>]>>; SLOT_CHUNKS],
+}
+
+impl SlotTable {
+    fn new() -> Self {
+        Self {
+            chunks: [const { InitOnce::new() }; SLOT_CHUNKS],
+        }
+    }
+
+    /// Slot `i`, once set.
+    #[inline(always)]
+    fn get(&self, i: usize) -> Option<&Slot> {
+        self.chunks
+            .get(i / SLOT_CHUNK)?
+            .get()?
+            .get(i % SLOT_CHUNK)?
+            .get()
+    }
+
+    /// Set slot `i` (below [`MAX_REGIONS`], not set before).
+    fn set(&self, i: usize, slot: Slot) {
+        self.chunks[i / SLOT_CHUNK]
+            .get_or_init(|| (0..SLOT_CHUNK).map(|_| InitOnce::new()).collect())[i % SLOT_CHUNK]
+            .set(slot);
+    }
+
+    /// Take the first `n` slots (those set: slots are set in order).
+    /// Only those are looked at: each look costs emulated instructions
+    /// on every process's exit.
+    fn take_all(&mut self, n: usize) -> impl Iterator<Item = Slot> + '_ {
+        self.chunks
+            .iter_mut()
+            .filter_map(|c| c.get_mut_opt())
+            .flat_map(|c| c.iter_mut())
+            .take(n)
+            .filter_map(|s| s.take())
+    }
 }
 
 /// `Memory::signal_slot` of a memory without a signal page.
@@ -104,8 +155,9 @@ enum Backing {
     /// where its new pages come from.
     Private(ObjRef<dyn Fcm>, Source),
     /// A file's memory object, shared with every other mapping and
-    /// handle of the file (and with a forked child).
-    File(Arc<FileObj>),
+    /// handle of the file (and with a forked child): the region's first
+    /// page is the file's page `first`.
+    File { file: Arc<FileObj>, first: u64 },
     /// One kernel frame, mapped read-only, owned by no process (the trace
     /// region's header page): never freed or copied, kept by a fork.
     Fixed(u64),
@@ -116,7 +168,7 @@ impl Backing {
     fn release(self) {
         match self {
             Self::Private(fcm, _) => fcm::retire(fcm),
-            Self::File(_) | Self::Fixed(_) => {}
+            Self::File { .. } | Self::Fixed(_) => {}
         }
     }
 }
@@ -156,7 +208,7 @@ impl Memory {
             space: SpinLock::new(space),
             regions,
             replicated,
-            slots: (0..MAX_REGIONS).map(|_| InitOnce::new()).collect(),
+            slots: SlotTable::new(),
             nregions: SpinLock::new(0),
             layout: SpinLock::new(Vec::new()),
             pages: AtomicU64::new(0),
@@ -208,7 +260,7 @@ impl Memory {
             backing.release();
             return Err(SyscallError::InvalidArgument);
         }
-        self.slots[slot].set(Slot { region, backing });
+        self.slots.set(slot, Slot { region, backing });
         self.layout.lock().push(region);
         *n += 1;
         Ok(())
@@ -260,19 +312,22 @@ impl Memory {
         let entry = personality.entry;
         let mem = Self::new(replicated, limit)?;
         mem.add_image_segments(image.personality, personality)?;
-        for seg in image.program.segments() {
-            let (start, end, prot) = segment_range(seg);
-            mem.add_region(
-                start,
-                end,
-                prot,
-                Source::File {
-                    file: image.file.clone(),
-                    offset: seg.file_offset,
-                    len: seg.file_size,
-                    at: seg.vaddr - start,
-                },
-            )?;
+        let interp = image.interp.as_ref().map(|(f, p)| (f, *p));
+        for (file, program) in [(&image.file, image.program)].into_iter().chain(interp) {
+            for seg in program.segments() {
+                let (start, end, prot) = segment_range(seg);
+                mem.add_region(
+                    start,
+                    end,
+                    prot,
+                    Source::File {
+                        file: file.clone(),
+                        offset: seg.file_offset,
+                        len: seg.file_size,
+                        at: seg.vaddr - start,
+                    },
+                )?;
+            }
         }
         let rw = PROT_READ | PROT_WRITE;
         let stack_slot = *mem.nregions.lock();
@@ -377,7 +432,7 @@ impl Memory {
     /// Map region `slot`'s fixed frame now (read-only), so that the first
     /// read takes no fault.
     fn map_fixed(&self, slot: usize) -> Result<(), SyscallError> {
-        let s = self.slots[slot].get().expect("region slot set");
+        let s = self.slots.get(slot).expect("region slot set");
         let Backing::Fixed(pa) = s.backing else {
             unreachable!("map_fixed is for fixed regions");
         };
@@ -397,7 +452,7 @@ impl Memory {
     /// Put frame `pa` (charged, owned) at page `k` of region `slot` and
     /// map it.
     fn install(&self, slot: usize, k: u64, pa: u64, writable: bool) -> Result<(), SyscallError> {
-        let s = self.slots[slot].get().expect("region slot set");
+        let s = self.slots.get(slot).expect("region slot set");
         let Backing::Private(obj, _) = s.backing else {
             unreachable!("install is for the process's own regions");
         };
@@ -475,7 +530,7 @@ impl Memory {
         if writable {
             file.mapped_writable();
         }
-        self.add_region_with(start, end, prot, Backing::File(file))?;
+        self.add_region_with(start, end, prot, Backing::File { file, first: 0 })?;
         Ok(start)
     }
 
@@ -502,8 +557,9 @@ impl Memory {
         if (write && prot & PROT_WRITE == 0) || (exec && prot & PROT_EXEC == 0) {
             return Err(FaultError::Segv);
         }
-        let slot = self.slots[(region.prot >> 8) as usize]
-            .get()
+        let slot = self
+            .slots
+            .get((region.prot >> 8) as usize)
             .ok_or(FaultError::Segv)?;
         // Pages are numbered from the start of the whole region (its FCM);
         // `region` may be a piece of it.
@@ -544,7 +600,9 @@ impl Memory {
             Backing::Private(obj, source) => {
                 fcm::call(*obj, |f| f.resolve(k, access, source, &charge, &mut map))
             }
-            Backing::File(file) => file.fault(k, &mut |pa| map(k, pa, access.writable)),
+            Backing::File { file, first } => {
+                file.fault(first + k, &mut |pa| map(k, pa, access.writable))
+            }
             // Read-only whatever the region's protection says (a program
             // may mprotect it).
             &Backing::Fixed(pa) if k == 0 && !write => {
@@ -560,6 +618,15 @@ impl Memory {
             arch::flush_tlb_page(va);
         }
         r
+    }
+
+    /// Whether a region covers `addr` (a fault there broke its
+    /// protection rather than missing memory).
+    pub fn has_region(&self, addr: u64) -> bool {
+        let cpu = cobj::cpu();
+        self.regions
+            .call(&cpu.request(), |r| r.find_region(addr))
+            .is_some()
     }
 
     /// The caller's memory `[ptr, ptr + len)`, every page of it mapped
@@ -613,7 +680,7 @@ impl Memory {
         let signal_slot = self.signal_slot.load(Ordering::Relaxed);
         child.signal_slot.store(signal_slot, Ordering::Relaxed);
         for slot in 0..n {
-            let s = self.slots[slot].get().expect("region slot set");
+            let s = self.slots.get(slot).expect("region slot set");
             let backing = match &s.backing {
                 // The child's own signal page goes in later
                 // (`map_signal_page`); the parent's stays writable.
@@ -629,14 +696,20 @@ impl Memory {
                     source.clone(),
                 ),
                 // A file mapping is shared: the child maps the same file.
-                Backing::File(f) => Backing::File(f.clone()),
+                Backing::File { file, first } => Backing::File {
+                    file: file.clone(),
+                    first: *first,
+                },
                 &Backing::Fixed(pa) => Backing::Fixed(pa),
             };
             // Same slot numbers, so the pieces' protection words hold.
-            child.slots[slot].set(Slot {
-                region: s.region,
-                backing,
-            });
+            child.slots.set(
+                slot,
+                Slot {
+                    region: s.region,
+                    backing,
+                },
+            );
             *child_n += 1;
         }
         drop(child_n);
@@ -650,7 +723,7 @@ impl Memory {
             if let Some(Slot {
                 backing: Backing::Fixed(_),
                 ..
-            }) = child.slots[slot].get()
+            }) = child.slots.get(slot)
             {
                 // Mapped now, as at exec: no fault on its first read.
                 child.map_fixed(slot)?;
@@ -686,6 +759,119 @@ impl Memory {
         };
         self.add_region(start, start + len, prot & 7, Source::Zero)?;
         Ok(start)
+    }
+
+    /// Map `len` bytes of `file` from byte `offset` (page-aligned) with
+    /// `prot` at `addr` (with `fixed`, exactly there, replacing what was
+    /// there; else anywhere); the address. `shared`: the file's own pages
+    /// (stores reach the file); else private, copy-on-write over them
+    /// (read-only pages are the file's frames, shared with every other
+    /// mapping; the file's bytes as they are when a page is first
+    /// touched, zero past the file's end at the time of the mapping).
+    #[allow(clippy::too_many_arguments)]
+    pub fn map_file_at(
+        &self,
+        addr: u64,
+        len: u64,
+        prot: u32,
+        fixed: bool,
+        shared: bool,
+        file: Arc<FileObj>,
+        offset: u64,
+    ) -> Result<u64, SyscallError> {
+        if len == 0 || len > USER_TOP || prot & !7 != 0 || !offset.is_multiple_of(PAGE_SIZE) {
+            return Err(SyscallError::InvalidArgument);
+        }
+        let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        offset
+            .checked_add(len)
+            .ok_or(SyscallError::InvalidArgument)?;
+        let start = if fixed {
+            check_range(addr, len)?;
+            self.unmap(addr, len)?;
+            addr
+        } else {
+            self.place(len)?
+        };
+        let backing = if shared {
+            if prot & PROT_WRITE != 0 {
+                file.mapped_writable();
+            }
+            Backing::File {
+                file,
+                first: offset / PAGE_SIZE,
+            }
+        } else {
+            let bytes = file.len().saturating_sub(offset).min(len);
+            Backing::Private(
+                fcm::create(fcm::Contents::default())?,
+                Source::File {
+                    file,
+                    offset,
+                    len: bytes,
+                    at: 0,
+                },
+            )
+        };
+        self.add_region_with(start, start + len, prot, backing)?;
+        Ok(start)
+    }
+
+    /// Drop the pages of `[addr, addr + len)` (Linux `MADV_DONTNEED`):
+    /// a private region's pages there are let go (they fault in again
+    /// from its source: zero, or the file), a file's shared pages are
+    /// only unmapped (they are the file's). Every page must be mapped
+    /// (else `NoMemory`, as Linux's ENOMEM).
+    pub fn discard(&self, addr: u64, len: u64) -> Result<(), SyscallError> {
+        let len = len.div_ceil(PAGE_SIZE) * PAGE_SIZE;
+        check_range(addr, len)?;
+        let end = addr + len;
+        let _adding = self.nregions.lock();
+        let layout = self.layout.lock();
+        let mut pieces: Vec<&Region> = layout
+            .iter()
+            .filter(|r| r.start < end && r.end > addr)
+            .collect();
+        pieces.sort_by_key(|r| r.start);
+        let mut at = addr;
+        for r in &pieces {
+            if r.start > at {
+                break;
+            }
+            at = at.max(r.end);
+        }
+        if at < end {
+            return Err(SyscallError::NoMemory);
+        }
+        // The signal page stays: the kernel writes it through its frame.
+        let signal_slot = self.signal_slot.load(Ordering::Relaxed);
+        let pieces: Vec<(u64, u64, &Slot)> = pieces
+            .into_iter()
+            .filter(|r| (r.prot >> 8) as usize != signal_slot)
+            .filter_map(|r| {
+                let s = self.slots.get((r.prot >> 8) as usize)?;
+                Some((r.start.max(addr), r.end.min(end), s))
+            })
+            .collect();
+        // Unmapped everywhere before the frames go.
+        let mut space = self.space.lock();
+        for &(a, b, _) in &pieces {
+            for va in (a..b).step_by(PAGE_SIZE as usize) {
+                space.clear_leaf(va);
+            }
+        }
+        drop(space);
+        arch::flush_tlb();
+        for (a, b, s) in pieces {
+            if let Backing::Private(obj, _) = &s.backing {
+                let base = s.region.start;
+                let owned = fcm::call(*obj, |f| {
+                    f.release_range((a - base) / PAGE_SIZE, (b - base) / PAGE_SIZE)
+                });
+                self.pages.fetch_sub(owned, Ordering::Relaxed);
+            }
+        }
+        Ok(())
     }
 
     /// Remove `[addr, addr + len)` from the address space: the pieces of
@@ -758,13 +944,14 @@ impl Memory {
                     end: b,
                     prot: (r.prot & !PROT_BITS) | p,
                 });
-            } else if let Some(s) = self.slots[(r.prot >> 8) as usize].get()
+            } else if let Some(s) = self.slots.get((r.prot >> 8) as usize)
                 && let Backing::Private(obj, _) = &s.backing
             {
                 let base = s.region.start;
-                fcm::call(*obj, |f| {
+                let owned = fcm::call(*obj, |f| {
                     f.release_range((a - base) / PAGE_SIZE, (b - base) / PAGE_SIZE)
                 });
+                self.pages.fetch_sub(owned, Ordering::Relaxed);
             }
             if b < r.end {
                 parts[2] = Some(Region { start: b, ..r });
@@ -796,6 +983,9 @@ pub struct LinuxImage<'a> {
     /// The program's file and its checked headers.
     pub file: Arc<FileObj>,
     pub program: &'a elf::Program,
+    /// Its interpreter's file and checked headers (placed), if it names
+    /// one.
+    pub interp: Option<(Arc<FileObj>, &'a elf::Program)>,
     /// The initial stack's bytes, ending at `USER_TOP`.
     pub stack: &'a [u8],
     /// The personality's carried state.
@@ -828,13 +1018,13 @@ impl Drop for Memory {
             paging::activate_kernel();
         }
         // Frames go back now; the emptied objects wait in their pools.
-        let n = *self.nregions.lock();
         let cpu = cobj::cpu();
         for r in core::mem::take(self.layout.get_mut()) {
             self.regions
                 .call(&cpu.request(), |l| l.remove_region(r.start));
         }
-        for s in self.slots[..n].iter_mut().filter_map(|s| s.take()) {
+        let n = *self.nregions.get_mut();
+        for s in self.slots.take_all(n) {
             s.backing.release();
         }
         LIST_POOL[self.replicated as usize]

@@ -478,6 +478,25 @@ pub fn on_user_exception(frame: &mut TrapFrame, address: u64) -> bool {
         frame.rip = fixup;
         return true;
     }
+    // The program's own handler, if it catches the fault's signal.
+    const INVALID_OPCODE: u8 = 6;
+    const DIVIDE_ERROR: u8 = 0;
+    use linux_raw_sys::general as lx;
+    let raised = match vector {
+        PAGE_FAULT if t.memory().has_region(address) => {
+            Some((lx::SIGSEGV, lx::SEGV_ACCERR, address))
+        }
+        PAGE_FAULT => Some((lx::SIGSEGV, lx::SEGV_MAPERR, address)),
+        GENERAL_PROTECTION => Some((lx::SIGSEGV, lx::SI_KERNEL, 0)),
+        INVALID_OPCODE => Some((lx::SIGILL, lx::ILL_ILLOPN, frame.rip)),
+        DIVIDE_ERROR => Some((lx::SIGFPE, lx::FPE_INTDIV, frame.rip)),
+        _ => None,
+    };
+    if let Some((sig, code, addr)) = raised
+        && signal::fault_to_handler(&t.process, frame, sig, code, addr)
+    {
+        return true;
+    }
     report_fault(&t.process, vector, frame.rip, address, frame.error_code);
     t.process.kill_with(status::FAULT | vector as u64);
     drop(t);

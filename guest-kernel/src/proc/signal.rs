@@ -22,6 +22,14 @@
 //!                     Wait returns Interrupted
 //! ```
 //!
+//! A fault the program takes that the kernel cannot resolve (a page fault
+//! outside its regions or against their protection, a general protection
+//! fault, an invalid opcode, a divide error) ends the process, unless the
+//! program catches its signal (SIGSEGV, SIGILL, SIGFPE) and does not block
+//! it: then the kernel writes the fault into the page and resumes the
+//! program at the personality's fault entry ([`fault_to_handler`]), which
+//! delivers it to the handler with the fault's `siginfo`.
+//!
 //! A blocking call checks for a deliverable signal under the lock that
 //! parks it, and a sender sets the bit before taking that lock, so no
 //! wake-up is lost.
@@ -30,9 +38,11 @@ use alloc::sync::Arc;
 use core::sync::atomic::{AtomicU64, Ordering};
 
 use k42_abi::linux::{
-    DefaultAction, MAX_SIGNAL, SIGNAL_NOCLDSTOP, SignalPage, default_action, signal_bit,
+    DefaultAction, FAULT_ADDR, FAULT_CODE, FAULT_RIP, FAULT_SIGNAL, MAX_SIGNAL, PERSONALITY_BASE,
+    SIGNAL_NOCLDSTOP, SignalPage, default_action, signal_bit,
 };
 use k42_abi::syscall::{SyscallError, status};
+use k42_abi::trace::USER_VIEW_BASE;
 use linux_raw_sys::general::{self as g, SIGKILL};
 
 use super::{Process, sched, wake_parked};
@@ -49,6 +59,9 @@ struct Words<'a> {
     uaccess: [&'a AtomicU64; 3],
     flags: &'a AtomicU64,
     sigchld: [&'a AtomicU64; 2],
+    /// The personality's fault entry, and the fault to deliver.
+    fault_entry: &'a AtomicU64,
+    fault: [&'a AtomicU64; 4],
 }
 
 /// Run `f` on signal frame `pa` (held by the caller).
@@ -63,6 +76,8 @@ fn on_frame<R>(pa: u64, f: impl FnOnce(&Words) -> R) -> R {
             uaccess: core::array::from_fn(|i| &w[offset_of!(SignalPage, uaccess) / 8 + i]),
             flags: &w[offset_of!(SignalPage, flags) / 8],
             sigchld: core::array::from_fn(|i| &w[offset_of!(SignalPage, sigchld) / 8 + i]),
+            fault_entry: &w[offset_of!(SignalPage, fault_entry) / 8],
+            fault: core::array::from_fn(|i| &w[offset_of!(SignalPage, fault) / 8 + i]),
         })
     })
 }
@@ -105,6 +120,7 @@ pub fn page_for_child(parent: &Process) -> Result<Option<u64>, SyscallError> {
             s.uaccess[1].load(Ordering::Acquire),
             s.uaccess[2].load(Ordering::Acquire),
             s.flags.load(Ordering::Acquire),
+            s.fault_entry.load(Ordering::Acquire),
         ]
     }) else {
         return Ok(None);
@@ -118,6 +134,7 @@ pub fn page_for_child(parent: &Process) -> Result<Option<u64>, SyscallError> {
             w.store(v, Ordering::Relaxed);
         }
         s.flags.store(words[6], Ordering::Relaxed);
+        s.fault_entry.store(words[7], Ordering::Relaxed);
     });
     Ok(Some(pa))
 }
@@ -133,6 +150,42 @@ pub fn uaccess_fixup(p: &Process, rip: u64) -> Option<u64> {
         (start <= rip && rip < end).then_some(fixup)
     })
     .flatten()
+}
+
+/// A fault the kernel cannot resolve, taken by `p`'s program at
+/// `frame.rip`, that raises Linux signal `sig` with `si_code` `code` and
+/// `si_addr` `addr`: when the program catches `sig` and does not block
+/// it, and the personality has a fault entry, record the fault in the
+/// signal page and resume the program there (every other register as it
+/// was); true if so. A fault inside the personality is never the
+/// program's to catch.
+pub fn fault_to_handler(
+    p: &Process,
+    frame: &mut TrapFrame,
+    sig: u32,
+    code: u32,
+    addr: u64,
+) -> bool {
+    if (PERSONALITY_BASE..USER_VIEW_BASE).contains(&frame.rip) {
+        return false;
+    }
+    with_page(p, |s| {
+        let bit = signal_bit(sig);
+        let entry = s.fault_entry.load(Ordering::Acquire);
+        if entry == 0
+            || s.caught.load(Ordering::Acquire) & bit == 0
+            || s.blocked.load(Ordering::Acquire) & bit != 0
+        {
+            return false;
+        }
+        s.fault[FAULT_SIGNAL].store(u64::from(sig), Ordering::Relaxed);
+        s.fault[FAULT_CODE].store(u64::from(code), Ordering::Relaxed);
+        s.fault[FAULT_ADDR].store(addr, Ordering::Relaxed);
+        s.fault[FAULT_RIP].store(frame.rip, Ordering::Release);
+        frame.rip = entry;
+        true
+    })
+    .unwrap_or(false)
 }
 
 /// `p` ended: let go of its signal page.

@@ -3,8 +3,11 @@
 //! personality does not implement (`proc::linux`, `proc::memory`), and
 //! logging the personality's `linux` trace events.
 
-use k42_abi::linux::{MAP_FIXED, MAX_CARRY, MAX_EXEC_STRINGS, MAX_KEEP};
+use k42_abi::linux::{
+    MAP_FILE_FIXED, MAP_FILE_SHARED, MAP_FIXED, MAX_CARRY, MAX_EXEC_STRINGS, MAX_KEEP,
+};
 use k42_abi::syscall::SyscallError;
+use k42_abi::syscall::file::{RIGHT_READ, RIGHT_WRITE};
 use k42_abi::trace::{class, ev};
 
 use super::{Context, Done, SysResult, value};
@@ -15,13 +18,13 @@ use crate::proc;
 const MAX_BLOCK: u64 = 24 + MAX_EXEC_STRINGS + MAX_CARRY + 8 * MAX_KEEP as u64;
 
 /// `LinuxExec`: replace the program; returns only on failure.
-pub fn exec(cx: &mut Context, [handle, block, len]: [u64; 3]) -> SysResult {
+pub fn exec(cx: &mut Context, [handle, interp, block, len]: [u64; 4]) -> SysResult {
     let t = cx.thread()?;
     if len > MAX_BLOCK {
         return Err(SyscallError::TooLong);
     }
     let block = user::copy_in(t.memory(), block, len, MAX_BLOCK)?;
-    proc::linux::exec(&t, handle, &block, cx.frame)?;
+    proc::linux::exec(&t, handle, interp, &block, cx.frame)?;
     Ok(Done::Switched)
 }
 
@@ -42,6 +45,37 @@ pub fn map(cx: &mut Context, [addr, len, prot, flags]: [u64; 4]) -> SysResult {
         t.memory()
             .map_at(addr, len, prot as u32, flags & MAP_FIXED != 0)?,
     )
+}
+
+/// `MemMapFile`: a file's pages, private or shared, at an offset.
+pub fn map_file(cx: &mut Context, [addr, len, prot_flags, handle, offset]: [u64; 5]) -> SysResult {
+    let t = cx.thread()?;
+    if prot_flags & !(7 | MAP_FILE_FIXED | MAP_FILE_SHARED) != 0 {
+        return Err(SyscallError::InvalidArgument);
+    }
+    let prot = (prot_flags & 7) as u32;
+    let shared = prot_flags & MAP_FILE_SHARED != 0;
+    let need = if shared && prot & proc::memory::PROT_WRITE != 0 {
+        RIGHT_READ | RIGHT_WRITE
+    } else {
+        RIGHT_READ
+    };
+    let file = proc::files::object(&t.process, handle, need)?;
+    value(t.memory().map_file_at(
+        addr,
+        len,
+        prot,
+        prot_flags & MAP_FILE_FIXED != 0,
+        shared,
+        file,
+        offset,
+    )?)
+}
+
+/// `MemDiscard`.
+pub fn discard(cx: &mut Context, [addr, len]: [u64; 2]) -> SysResult {
+    cx.thread()?.memory().discard(addr, len)?;
+    value(0)
 }
 
 /// `MemUnmap`.

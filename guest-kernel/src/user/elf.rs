@@ -1,8 +1,10 @@
-//! Reading a user program's ELF: just enough to load a static x86_64
-//! executable — position-dependent (`ET_EXEC`) or a static PIE (`ET_DYN`
-//! with only `R_X86_64_RELATIVE` relocations, loaded at [`PIE_BASE`]) —
-//! with every offset and size checked against the file, so a damaged
-//! module is an error, never a kernel fault.
+//! Reading a user program's ELF: just enough to load an x86_64
+//! executable — position-dependent (`ET_EXEC`) or a PIE (`ET_DYN`; a k42
+//! program's only `R_X86_64_RELATIVE` relocations, loaded at
+//! [`PIE_BASE`]) — and a Linux program's interpreter (the dynamic linker,
+//! `ET_DYN`, at a base the caller chooses), with every offset and size
+//! checked against the file, so a damaged module is an error, never a
+//! kernel fault.
 
 use alloc::vec::Vec;
 
@@ -25,8 +27,13 @@ pub struct Segment {
 
 /// A checked program.
 pub struct Program {
-    /// Entry point (a PIE's already moved to [`PIE_BASE`]).
+    /// Entry point (a PIE's already moved to its base).
     pub entry: u64,
+    /// Where a PIE's addresses start (0 for a position-dependent one).
+    pub base: u64,
+    /// A Linux program's `PT_INTERP`: the interpreter's path's file
+    /// offset and size (with its NUL), if it names one.
+    pub interp: Option<(u64, u64)>,
     segments: [Option<Segment>; MAX_SEGMENTS],
     /// Whether it is position-independent (loaded at [`PIE_BASE`]).
     pub pie: bool,
@@ -46,9 +53,12 @@ pub enum Kind {
     /// A k42 program: a PIE is relocated by the kernel.
     K42,
     /// A Linux program: a static PIE relocates itself (glibc's
-    /// `_dl_relocate_static_pie`); one that names an interpreter is
-    /// dynamically linked, which this loader does not do.
+    /// `_dl_relocate_static_pie`); one that names an interpreter
+    /// (`Program::interp`) is relocated by it.
     Linux,
+    /// A Linux program's interpreter (the dynamic linker): an `ET_DYN`
+    /// that relocates itself and names no interpreter of its own.
+    Interpreter,
 }
 
 const MAX_SEGMENTS: usize = 8;
@@ -66,7 +76,7 @@ pub enum ElfError {
     /// apply (only `R_X86_64_RELATIVE`), or one outside a writable
     /// segment.
     BadRelocations,
-    /// A Linux program names an interpreter (dynamically linked).
+    /// An interpreter that names an interpreter, or is not `ET_DYN`.
     Interpreter,
 }
 
@@ -83,12 +93,18 @@ fn u64_at(b: &[u8], off: usize) -> Option<u64> {
 impl Program {
     /// Check `file` (a k42 program) and find its loadable segments.
     pub fn parse(file: &[u8]) -> Result<Self, ElfError> {
-        Self::parse_as(file, file.len() as u64, Kind::K42)
+        Self::parse_as(file, file.len() as u64, Kind::K42, PIE_BASE)
     }
 
     /// Check a program of `kind` whose first bytes are `file` (all of its
-    /// headers must lie there) and whose length is `file_len`.
-    pub fn parse_as(file: &[u8], file_len: u64, kind: Kind) -> Result<Self, ElfError> {
+    /// headers must lie there) and whose length is `file_len`; a PIE is
+    /// placed at `pie_base` (page-aligned).
+    pub fn parse_as(
+        file: &[u8],
+        file_len: u64,
+        kind: Kind,
+        pie_base: u64,
+    ) -> Result<Self, ElfError> {
         if file.len() < 64 || &file[..4] != b"\x7fELF" {
             return Err(ElfError::NotElf);
         }
@@ -102,7 +118,10 @@ impl Program {
             return Err(ElfError::NotX86_64Executable);
         }
         let pie = e_type == Some(3);
-        let base = if pie { PIE_BASE } else { 0 };
+        if kind == Kind::Interpreter && !pie {
+            return Err(ElfError::Interpreter);
+        }
+        let base = if pie { pie_base } else { 0 };
         let bad = ElfError::BadHeaders;
         let entry = u64_at(file, 24).ok_or(bad)?.checked_add(base).ok_or(bad)?;
         let phoff = u64_at(file, 32).ok_or(bad)? as usize;
@@ -118,6 +137,7 @@ impl Program {
         let mut segments = [None; MAX_SEGMENTS];
         let mut n = 0;
         let mut dynamic = None;
+        let mut interp = None;
         for i in 0..phnum {
             let ph = &file[phoff + i * phentsize..];
             match u32_at(ph, 0) {
@@ -127,8 +147,13 @@ impl Program {
                     dynamic = Some((u64_at(ph, 8).ok_or(bad)?, u64_at(ph, 32).ok_or(bad)?));
                     continue;
                 }
-                Some(3) if kind == Kind::Linux => return Err(ElfError::Interpreter),
-                Some(3) => return Err(ElfError::BadRelocations), // PT_INTERP
+                // PT_INTERP: (file offset, size).
+                Some(3) if kind == Kind::Linux => {
+                    interp = Some((u64_at(ph, 8).ok_or(bad)?, u64_at(ph, 32).ok_or(bad)?));
+                    continue;
+                }
+                Some(3) if kind == Kind::Interpreter => return Err(ElfError::Interpreter),
+                Some(3) => return Err(ElfError::BadRelocations),
                 _ => continue,
             }
             let flags = u32_at(ph, 4).ok_or(bad)?;
@@ -171,6 +196,8 @@ impl Program {
             .map_or(0, |s| s.vaddr + (phoff as u64 - s.file_offset));
         let mut p = Self {
             entry,
+            base,
+            interp,
             segments,
             pie,
             relocs: Vec::new(),

@@ -10,7 +10,12 @@
 //! frame — as `sysret` would after a plain call, or in a signal handler,
 //! or back where `rt_sigreturn` says, when the call changed the frame.
 //! `rcx` and `r11` carry the return address and flags, as after a real
-//! `syscall`. The direction flag is cleared on the way in (the
+//! `syscall` (the frame's `rcx` and `r11`, which `rt_sigreturn` may set).
+//! The fault entry ([`linux_fault_entry`]) is where the kernel resumes a
+//! program that took a fault whose signal it catches: every register as
+//! at the fault but `rip`, which the kernel left in the signal page; it
+//! saves them into a frame the same way and delivers the signal
+//! (`signal::fault`). The direction flag is cleared on the way in (the
 //! program's own is restored on the way out), as Linux's `syscall`
 //! mask does: the personality's copies assume it clear. Call number
 //! [`BARE_SYSCALL`](k42_abi::linux::BARE_SYSCALL) returns 0 at once,
@@ -36,6 +41,9 @@ static mut LINUX_STACK: Stack = Stack([0; STACK_SIZE]);
 /// The program's stack pointer while the entry switches stacks.
 #[unsafe(no_mangle)]
 static mut LINUX_USER_RSP: u64 = 0;
+/// Where the program resumes, while the exit restores its registers.
+#[unsafe(no_mangle)]
+static mut LINUX_RESUME_RIP: u64 = 0;
 
 core::arch::global_asm!(
     r#"
@@ -50,6 +58,8 @@ linux_syscall_entry:
     push qword ptr [rip + {user_rsp}]
     push rcx
     push r11
+    push r11
+    push rcx
     push r15
     push r14
     push r13
@@ -65,6 +75,9 @@ linux_syscall_entry:
     push rax
     mov rdi, rsp
     call linux_syscall
+3:
+    mov rax, [rsp + {rip_at}]
+    mov [rip + {resume}], rax
     pop rax
     pop rdi
     pop rsi
@@ -78,11 +91,39 @@ linux_syscall_entry:
     pop r13
     pop r14
     pop r15
-    mov r11, [rsp]
-    popfq
     pop rcx
-    pop rsp
-    jmp rcx
+    pop r11
+    popfq
+    lea rsp, [rsp + 8]
+    mov rsp, [rsp]
+    jmp qword ptr [rip + {resume}]
+
+    .global linux_fault_entry
+linux_fault_entry:
+    mov [rip + {user_rsp}], rsp
+    lea rsp, [rip + {stack} + {size}]
+    push qword ptr [rip + {user_rsp}]
+    push qword ptr [{fault_rip}]
+    pushfq
+    push r11
+    push rcx
+    push r15
+    push r14
+    push r13
+    push r12
+    push rbp
+    push rbx
+    push r9
+    push r8
+    push r10
+    push rdx
+    push rsi
+    push rdi
+    push rax
+    cld
+    mov rdi, rsp
+    call linux_fault
+    jmp 3b
 2:
     mov [rip + {user_rsp}], rsp
     lea rsp, [rip + {stack} + {size}]
@@ -114,6 +155,10 @@ linux_enter_program:
     jmp rax
 "#,
     user_rsp = sym LINUX_USER_RSP,
+    resume = sym LINUX_RESUME_RIP,
+    rip_at = const core::mem::offset_of!(Frame, rip),
+    fault_rip = const k42_abi::linux::LINUX_SIGNALS
+        + (core::mem::offset_of!(k42_abi::linux::SignalPage, fault) + 8 * k42_abi::linux::FAULT_RIP) as u64,
     stack = sym LINUX_STACK,
     size = const STACK_SIZE,
     bare = const k42_abi::linux::BARE_SYSCALL,
@@ -123,6 +168,9 @@ unsafe extern "C" {
     /// Jump to a Linux program's `entry` with stack pointer `sp` (at
     /// `argc`), every other register zero (`rdx` 0: no exit function).
     fn linux_enter_program(entry: u64, sp: u64) -> !;
+    /// Where the kernel resumes the program after a fault whose signal
+    /// it catches (`SignalPage::fault_entry`); never called.
+    pub fn linux_fault_entry();
 }
 
 /// The program's registers at a Linux system call, as the entry saved
@@ -143,13 +191,17 @@ pub struct Frame {
     pub r13: u64,
     pub r14: u64,
     pub r15: u64,
+    /// The program's `rcx` and `r11` when it resumes (at a system call,
+    /// the return address and flags, as `syscall` leaves them).
+    pub rcx: u64,
+    pub r11: u64,
     pub rflags: u64,
     /// Where the program resumes (after its `syscall`).
     pub rip: u64,
     pub rsp: u64,
 }
 
-const _: () = assert!(core::mem::size_of::<Frame>() == 16 * 8);
+const _: () = assert!(core::mem::size_of::<Frame>() == 18 * 8);
 
 /// Where the kernel starts a Linux program: set the personality up from
 /// the information page (its carried state) and the program's initial

@@ -1,19 +1,24 @@
 //! Memory: the program break (kept here, over one lazily-filled region
-//! reserved up to `USER_INFO`), and anonymous and private file mappings,
-//! protection and unmapping through the kernel's `MemMap`, `MemProtect`
-//! and `MemUnmap`. The personality's own memory is not the program's to
-//! map over, unmap or protect (ENOMEM, EINVAL, ENOMEM; see `uaccess`).
+//! reserved past the program: up to `USER_INFO` for a program linked
+//! below it, else [`BRK_SPAN`] bytes), anonymous mappings (`MemMap`),
+//! file mappings over the file's memory object (`MemMapFile`: private
+//! copy-on-write, or shared), protection, unmapping and
+//! `MADV_DONTNEED` (`MemProtect`, `MemUnmap`, `MemDiscard`). The
+//! personality's own memory is not the program's to map over, unmap,
+//! protect or discard (ENOMEM, EINVAL, ENOMEM, EINVAL; see `uaccess`).
 //!
-//! Not yet: shared file mappings at an offset, `MADV_DONTNEED`; memory
-//! below a lowered break stays readable until the region is unmapped.
+//! Not yet: memory below a lowered break stays readable until the region
+//! is unmapped; a page of a file mapping wholly past the file's end reads
+//! zeros (Linux: SIGBUS).
 
 use core::sync::atomic::{AtomicU64, Ordering};
 
-use k42_abi::linux::MAP_FIXED;
+use k42_abi::linux::{MAP_FILE_FIXED, MAP_FILE_SHARED, MAP_FIXED};
 use k42_abi::syscall::{SyscallError, USER_INFO};
 use k42_rt::sys::raw;
 use k42_rt::sys::sys_result;
 use linux_raw_sys::auxvec as at;
+use linux_raw_sys::elf_uapi as elf;
 use linux_raw_sys::errno as e;
 use linux_raw_sys::general as g;
 
@@ -22,9 +27,14 @@ use crate::files::sys_errno;
 
 const PAGE: u64 = 4096;
 
-/// The break's start (past the program's last segment), where it is
-/// now, and whether its region is mapped yet.
+/// How far the break may grow past a program loaded above `USER_INFO`
+/// (a PIE): its region is filled only where touched.
+const BRK_SPAN: u64 = 1 << 36;
+
+/// The break's start (past the program's last segment), its limit,
+/// where it is now, and whether its region is mapped yet.
 static BRK_BASE: AtomicU64 = AtomicU64::new(0);
+static BRK_LIMIT: AtomicU64 = AtomicU64::new(0);
 static BRK: AtomicU64 = AtomicU64::new(0);
 static BRK_MAPPED: AtomicU64 = AtomicU64::new(0);
 
@@ -55,6 +65,17 @@ pub fn start(sp: u64) {
         }
         i += 1;
     }
+    // A PIE's headers hold addresses relative to where it was loaded:
+    // the load bias is where PT_PHDR is less its address there.
+    let mut bias: u64 = 0;
+    for k in 0..phnum {
+        let ph = phdr + k * 56;
+        // SAFETY: as below.
+        let (ty, vaddr) = unsafe { (*(ph as *const u32), *((ph + 16) as *const u64)) };
+        if ty == elf::PT_PHDR {
+            bias = phdr.wrapping_sub(vaddr);
+        }
+    }
     let mut end: u64 = 0;
     for k in 0..phnum {
         let ph = phdr + k * 56;
@@ -68,12 +89,18 @@ pub fn start(sp: u64) {
                 *((ph + 40) as *const u64),
             )
         };
-        if ty == 1 {
-            end = end.max(vaddr + memsz);
+        if ty == elf::PT_LOAD {
+            end = end.max(vaddr.wrapping_add(bias).wrapping_add(memsz));
         }
     }
     let base = end.div_ceil(PAGE) * PAGE;
+    let limit = if base < USER_INFO {
+        USER_INFO
+    } else {
+        base.saturating_add(BRK_SPAN)
+    };
     BRK_BASE.store(base, Ordering::Relaxed);
+    BRK_LIMIT.store(limit, Ordering::Relaxed);
     BRK.store(base, Ordering::Relaxed);
     if execfn != 0 {
         crate::process::set_exe(execfn);
@@ -82,15 +109,16 @@ pub fn start(sp: u64) {
 
 /// `brk`: the new break, or the old one if it cannot move there.
 pub fn brk(addr: u64) -> LinuxResult {
-    let (base, cur) = (
+    let (base, limit, cur) = (
         BRK_BASE.load(Ordering::Relaxed),
+        BRK_LIMIT.load(Ordering::Relaxed),
         BRK.load(Ordering::Relaxed),
     );
-    if addr < base || addr >= USER_INFO {
+    if addr < base || addr >= limit {
         return Ok(cur);
     }
     if BRK_MAPPED.load(Ordering::Relaxed) == 0 && addr > base {
-        let r = raw::MemMap::call([base, USER_INFO - base, 3, MAP_FIXED]);
+        let r = raw::MemMap::call([base, limit - base, 3, MAP_FIXED]);
         if r < 0 {
             return Ok(cur);
         }
@@ -107,7 +135,10 @@ fn mem_errno(r: i64) -> LinuxResult {
     })
 }
 
-/// `mmap`: anonymous memory, or a private copy of a file's bytes.
+/// `mmap`: anonymous memory, or a file's pages (private copy-on-write,
+/// or shared). `MAP_DENYWRITE`, `MAP_EXECUTABLE`, `MAP_NORESERVE`,
+/// `MAP_STACK`, `MAP_POPULATE`, `MAP_LOCKED` and `MAP_GROWSDOWN` change
+/// nothing here (pages are made when touched).
 pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> LinuxResult {
     let flags = flags as u32;
     if len == 0 || prot & !7 != 0 || !off.is_multiple_of(PAGE) {
@@ -128,29 +159,31 @@ pub fn mmap(addr: u64, len: u64, prot: u64, flags: u64, fd: u64, off: u64) -> Li
     if flags & g::MAP_ANONYMOUS != 0 {
         return mem_errno(raw::MemMap::call([addr, len, prot, fixed]));
     }
-    if flags & g::MAP_TYPE != g::MAP_PRIVATE {
-        return Err(e::ENODEV);
-    }
-    // A private file mapping: the file's bytes copied into fresh memory.
+    let shared = match flags & g::MAP_TYPE {
+        g::MAP_PRIVATE => false,
+        g::MAP_SHARED | g::MAP_SHARED_VALIDATE => true,
+        _ => return Err(e::EINVAL),
+    };
     let open = crate::fd::get(fd)?;
     let crate::fd::Kind::File { handle } = open.kind else {
         return Err(e::ENODEV);
     };
-    let at = mem_errno(raw::MemMap::call([addr, len, 3, fixed]))?;
-    let mut done = 0;
-    while done < len {
-        let n = (len - done).min(k42_abi::syscall::file::MAX_IO);
-        let r = raw::FileRead::call([handle, off + done, at + done, n]);
-        let got = sys_result(r).map_err(sys_errno)?;
-        if got == 0 {
-            break;
-        }
-        done += got;
+    // Linux: the file must be open for reading; a shared writable
+    // mapping needs it open for writing too.
+    let access = open.flags.load(Ordering::Relaxed) as u32 & g::O_ACCMODE;
+    if access == g::O_WRONLY
+        || (shared && prot & u64::from(g::PROT_WRITE) != 0 && access != g::O_RDWR)
+    {
+        return Err(e::EACCES);
     }
-    if prot != 3 {
-        mem_errno(raw::MemProtect::call([at, len.div_ceil(PAGE) * PAGE, prot]))?;
+    let mut word = prot;
+    if fixed != 0 {
+        word |= MAP_FILE_FIXED;
     }
-    Ok(at)
+    if shared {
+        word |= MAP_FILE_SHARED;
+    }
+    mem_errno(raw::MemMapFile::call([addr, len, word, handle, off]))
 }
 
 /// `munmap` (EINVAL over the personality's memory).
@@ -176,14 +209,18 @@ pub fn mprotect(addr: u64, len: u64, prot: u64) -> LinuxResult {
     mem_errno(raw::MemProtect::call([addr, len, prot]))
 }
 
-/// `madvise`: advice is accepted; `MADV_DONTNEED` (which must drop the
-/// pages) is not supported yet.
-pub fn madvise(addr: u64, _len: u64, advice: u64) -> LinuxResult {
+/// `madvise`: `MADV_DONTNEED` drops the pages (private memory reads
+/// back as it started: zeros, or the file's bytes); other advice is
+/// accepted and changes nothing.
+pub fn madvise(addr: u64, len: u64, advice: u64) -> LinuxResult {
     if !addr.is_multiple_of(PAGE) {
         return Err(e::EINVAL);
     }
-    if advice == u64::from(g::MADV_DONTNEED) {
-        return Err(e::EINVAL);
+    if advice == u64::from(g::MADV_DONTNEED) && len != 0 {
+        if crate::uaccess::personality(addr, len) {
+            return Err(e::EINVAL);
+        }
+        return mem_errno(raw::MemDiscard::call([addr, len]));
     }
     Ok(0)
 }

@@ -12,7 +12,7 @@
 use alloc::string::String;
 use alloc::vec::Vec;
 
-use k42_abi::linux::ExecHeader;
+use k42_abi::linux::{ExecHeader, NO_INTERPRETER};
 use k42_abi::syscall::{SyscallError, status};
 use k42_rt::sync::SpinLock;
 use k42_rt::sys::raw;
@@ -311,9 +311,9 @@ fn open_exec(path: &str) -> Result<u64, u32> {
 /// short to hold, and the
 /// interpreter's own error when `PT_INTERP` names one that cannot be
 /// opened (ENOENT). `head` is the file's first bytes, zero past its end.
-/// A program with an interpreter that exists still fails (the kernel
-/// runs static programs only: ENOEXEC).
-fn check_elf(handle: u64, head: &[u8; 256]) -> Result<(), u32> {
+/// Returns the interpreter, opened (the kernel loads it with the
+/// program), or [`NO_INTERPRETER`] for a static program.
+fn check_elf(handle: u64, head: &[u8; 256]) -> Result<u64, u32> {
     let u16_at = |o: usize| u16::from_le_bytes([head[o], head[o + 1]]);
     let e_type = u16_at(16);
     if head[4] != 2 || head[5] != 1 || !matches!(e_type, 2 | 3) || u16_at(18) != 62 {
@@ -348,11 +348,9 @@ fn check_elf(handle: u64, head: &[u8; 256]) -> Result<(), u32> {
             return Err(e::ENOEXEC);
         }
         let interp = files::join("/", &path)?;
-        let h = open_exec(&interp)?;
-        let _ = k42_rt::fs::file_close(h);
-        return Err(e::ENOEXEC);
+        return open_exec(&interp);
     }
-    Ok(())
+    Ok(NO_INTERPRETER)
 }
 
 /// `execve`: an ELF program, or a `#!` script run by its interpreter.
@@ -397,10 +395,28 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> LinuxResult {
     } else if n < 4 || &head[..4] != b"\x7fELF" {
         let _ = k42_rt::fs::file_close(handle);
         return Err(e::ENOEXEC);
-    } else if let Err(err) = check_elf(handle, &head) {
-        let _ = k42_rt::fs::file_close(handle);
-        return Err(err);
     }
+    let checked = if interp_args.is_empty() {
+        check_elf(handle, &head)
+    } else {
+        // The script's interpreter, read as a program is.
+        k42_rt::fs::file_read(handle, 0, &mut head)
+            .map_err(files::errno)
+            .and_then(|n| {
+                head[n..].fill(0);
+                if n < 4 || &head[..4] != b"\x7fELF" {
+                    return Err(e::ENOEXEC);
+                }
+                check_elf(handle, &head)
+            })
+    };
+    let interp = match checked {
+        Ok(h) => h,
+        Err(err) => {
+            let _ = k42_rt::fs::file_close(handle);
+            return Err(err);
+        }
+    };
     let (carry, keep) = fd::carry();
     let all_args: Vec<&[u8]> = interp_args
         .iter()
@@ -431,9 +447,12 @@ pub fn execve(path: u64, argv: u64, envp: u64) -> LinuxResult {
     for h in keep {
         block.extend_from_slice(&h.to_le_bytes());
     }
-    let r = raw::LinuxExec::call([handle, block.as_ptr() as u64, block.len() as u64]);
+    let r = raw::LinuxExec::call([handle, interp, block.as_ptr() as u64, block.len() as u64]);
     // Only a failed exec returns.
     let _ = k42_rt::fs::file_close(handle);
+    if interp != NO_INTERPRETER {
+        let _ = k42_rt::fs::file_close(interp);
+    }
     Err(match sys_result(r) {
         Err(SyscallError::BadProgram) => e::ENOEXEC,
         Err(SyscallError::TooLong) => e::E2BIG,

@@ -27,15 +27,23 @@
 //! the child's pid, `CLD_*` code and status, which the kernel leaves in
 //! the page.
 //!
+//! A fault the program takes whose signal it catches (SIGSEGV, SIGILL,
+//! SIGFPE; see `k42_abi::linux::SignalPage::fault_entry`) comes in
+//! through the fault entry: [`linux_fault`] delivers it as the kernel
+//! recorded it, with `si_code` and `si_addr`, and a handler that returns
+//! resumes the program at the faulting instruction with every register
+//! restored.
+//!
 //! Not yet: delivery to a program that makes no system call (a caught
 //! signal waits for its next call; one that terminates does not wait),
-//! `siginfo` beyond the signal number for signals other than SIGCHLD.
+//! `siginfo` of a sent signal beyond the signal number for signals other
+//! than SIGCHLD.
 
 use core::sync::atomic::Ordering;
 
 use k42_abi::linux::{
-    DefaultAction, LINUX_SIGNALS, MAX_SIGNAL, SIGNAL_NOCLDSTOP, SignalPage, default_action,
-    signal_bit,
+    DefaultAction, FAULT_ADDR, FAULT_CODE, FAULT_SIGNAL, LINUX_SIGNALS, MAX_SIGNAL,
+    SIGNAL_NOCLDSTOP, SignalPage, default_action, signal_bit,
 };
 use k42_abi::syscall::SyscallError;
 use k42_rt::sync::SpinLock;
@@ -105,6 +113,10 @@ pub fn start() {
     for (w, v) in p.uaccess.iter().zip(crate::uaccess::table()) {
         w.store(v, Ordering::Release);
     }
+    p.fault_entry.store(
+        crate::entry::linux_fault_entry as *const () as u64,
+        Ordering::Release,
+    );
     let ignored = page().ignored.load(Ordering::Acquire);
     let mut actions = ACTIONS.lock();
     for (sig, a) in actions.iter_mut().enumerate().skip(1) {
@@ -500,6 +512,39 @@ fn siginfo(sig: u32) -> [u32; 32] {
     info
 }
 
+/// The fault the kernel resumed the program at the fault entry for
+/// (see the module doc): deliver its signal to the handler with the
+/// fault's `si_code` and `si_addr`. Should the handler have gone or the
+/// signal been blocked meanwhile, the signal's default action ends the
+/// program, as Linux forces a fault's signal.
+#[unsafe(no_mangle)]
+extern "C" fn linux_fault(frame: &mut Frame) {
+    let p = page();
+    let sig = p.fault[FAULT_SIGNAL].load(Ordering::Acquire) as u32;
+    let code = p.fault[FAULT_CODE].load(Ordering::Acquire) as u32;
+    let addr = p.fault[FAULT_ADDR].load(Ordering::Acquire);
+    if !(1..=MAX_SIGNAL).contains(&sig) {
+        terminate(g::SIGSEGV);
+    }
+    let action = ACTIONS.lock()[sig as usize];
+    let caught = !matches!(action.handler, SIG_DFL | SIG_IGN);
+    if !caught || p.blocked.load(Ordering::Acquire) & signal_bit(sig) != 0 {
+        let reset = Action::default();
+        ACTIONS.lock()[sig as usize] = reset;
+        publish(sig, &reset);
+        set_blocked(p.blocked.load(Ordering::Acquire) & !signal_bit(sig));
+        terminate(sig);
+    }
+    // Linux's siginfo: si_signo, si_errno, si_code, then the union at
+    // byte 16 (si_addr).
+    let mut info = [0u32; 32];
+    info[0] = sig;
+    info[2] = code;
+    info[4] = addr as u32;
+    info[5] = (addr >> 32) as u32;
+    enter_handler(frame, sig, &action, info);
+}
+
 /// Build the signal frame for `sig` and resume in its handler.
 fn enter_handler(frame: &mut Frame, sig: u32, action: &Action, info: [u32; 32]) {
     crate::trace::signal(sig, action.handler);
@@ -553,8 +598,8 @@ fn enter_handler(frame: &mut Frame, sig: u32, action: &Action, info: [u32; 32]) 
                 rbx: frame.rbx,
                 rdx: frame.rdx,
                 rax: frame.rax,
-                rcx: frame.rip,
-                r11: frame.rflags,
+                rcx: frame.rcx,
+                r11: frame.r11,
                 rsp: frame.rsp,
                 rip: frame.rip,
                 eflags: frame.rflags,
@@ -592,10 +637,9 @@ fn enter_handler(frame: &mut Frame, sig: u32, action: &Action, info: [u32; 32]) 
 }
 
 /// `rt_sigreturn`: the registers, mask and FP state from the frame the
-/// handler returns from (its restorer popped the return address). The
-/// program's `rcx` and `r11` are not restored: the return to the program
-/// uses them, as `sysret` does (a signal is only delivered at a system
-/// call's end, where they hold nothing the program keeps).
+/// handler returns from (its restorer popped the return address), `rcx`
+/// and `r11` included (a fault's handler returns to code that keeps
+/// values there).
 pub fn rt_sigreturn(frame: &mut Frame) {
     let sp = frame.rsp.wrapping_sub(8);
     // The program's stack, where `enter_handler` put the frame (a
@@ -618,6 +662,8 @@ pub fn rt_sigreturn(frame: &mut Frame) {
     frame.rbx = m.rbx;
     frame.rdx = m.rdx;
     frame.rax = m.rax;
+    frame.rcx = m.rcx;
+    frame.r11 = m.r11;
     frame.rsp = m.rsp;
     frame.rip = m.rip;
     frame.rflags = (frame.rflags & !USER_FLAGS) | (m.eflags & USER_FLAGS) | FIXED_FLAGS;

@@ -14,7 +14,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
-use k42_abi::linux::ExecHeader;
+use k42_abi::linux::{ExecHeader, NO_INTERPRETER};
 use k42_abi::syscall::SyscallError;
 use k42_rt::fs as rtfs;
 use k42_rt::process::{self, ArgBlock, Ended, Regions};
@@ -93,6 +93,51 @@ fn command() -> Option<Vec<u8>> {
     None
 }
 
+/// The interpreter (dynamic linker) the ELF program behind `handle`
+/// names in its `PT_INTERP` (its program headers in the first page),
+/// opened; [`NO_INTERPRETER`] if it names none (or is not an ELF: the
+/// kernel says why).
+fn interpreter(handle: u64) -> Result<u64, &'static str> {
+    let u16_at = |b: &[u8], o: usize| b.get(o..o + 2).map(|w| u16::from_le_bytes([w[0], w[1]]));
+    let u64_at = |b: &[u8], o: usize| {
+        b.get(o..o + 8)
+            .map(|w| u64::from_le_bytes(w.try_into().expect("8 bytes")))
+    };
+    let mut head = alloc::vec![0u8; 4096];
+    let n = rtfs::file_read(handle, 0, &mut head).map_err(|e| e.describe())?;
+    let head = &head[..n];
+    if !head.starts_with(b"\x7fELF") {
+        return Ok(NO_INTERPRETER);
+    }
+    let (Some(phoff), Some(phent), Some(phnum)) =
+        (u64_at(head, 32), u16_at(head, 54), u16_at(head, 56))
+    else {
+        return Ok(NO_INTERPRETER);
+    };
+    for i in 0..u64::from(phnum) {
+        let at = phoff.saturating_add(i * u64::from(phent)) as usize;
+        let Some(ph) = head.get(at..at.saturating_add(56)) else {
+            break;
+        };
+        if ph[..4] != 3u32.to_le_bytes() {
+            continue;
+        }
+        let (off, size) = (u64_at(ph, 8).unwrap_or(0), u64_at(ph, 32).unwrap_or(0));
+        let mut path = alloc::vec![0u8; size.min(4096) as usize];
+        let got = rtfs::file_read(handle, off, &mut path).map_err(|e| e.describe())?;
+        let path = &path[..got];
+        let end = path
+            .iter()
+            .position(|&b| b == 0)
+            .ok_or("bad interpreter path")?;
+        let path = core::str::from_utf8(&path[..end]).map_err(|_| "bad interpreter path")?;
+        return rtfs::on_path(k42_abi::fs::OPEN, path, k42_abi::fs::open::READ)
+            .map(|(h, _, _)| h)
+            .map_err(|e| e.describe());
+    }
+    Ok(NO_INTERPRETER)
+}
+
 /// In the child: become the Linux program at `path`; exits 126 or 127
 /// (as a shell does) when it cannot.
 fn exec(path: &str, args: &[&[u8]]) -> ! {
@@ -112,6 +157,10 @@ fn exec(path: &str, args: &[&[u8]]) -> ! {
             k42_rt::exit(127);
         }
     };
+    let interp = interpreter(handle).unwrap_or_else(|why| {
+        println!("k42vmm: {path}: cannot run: {why}");
+        k42_rt::exit(126)
+    });
     let header = ExecHeader {
         argc: args.len() as u32,
         envc: ENV.len() as u32,
@@ -128,9 +177,14 @@ fn exec(path: &str, args: &[&[u8]]) -> ! {
     }
     block.extend_from_slice(path.as_bytes());
     block.push(0);
-    let r = k42_rt::sys::raw::LinuxExec::call([handle, block.as_ptr() as u64, block.len() as u64]);
+    let r = k42_rt::sys::raw::LinuxExec::call([
+        handle,
+        interp,
+        block.as_ptr() as u64,
+        block.len() as u64,
+    ]);
     let why = match k42_rt::sys::sys_result(r) {
-        Err(SyscallError::BadProgram) => "not a static x86_64 Linux executable",
+        Err(SyscallError::BadProgram) => "not an x86_64 Linux executable",
         Err(SyscallError::TooLong) => "argument list too long",
         Err(e) => e.describe(),
         Ok(_) => "exec returned",
