@@ -52,12 +52,13 @@ setup:
 		apt-get install -y -q gcc libc6-dev >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q gcc libc6-dev >/dev/null; }; }
 
 # Static C test programs (tests/linux-c) for the default image: bad
-# pointers and bad programs (badinput), the system-call fuzzer (fuzz).
-LINUX_PROGS := target/linux/badinput target/linux/fuzz
+# pointers and bad programs (badinput), the system-call fuzzer (fuzz),
+# pthreads (threads).
+LINUX_PROGS := target/linux/badinput target/linux/fuzz target/linux/threads
 
 target/linux/%: tests/linux-c/%.c | setup
 	@mkdir -p target/linux
-	gcc -static -O2 -Wall -o $@ $<
+	gcc -static -pthread -O2 -Wall -o $@ $<
 
 kernel: setup
 	$(CARGO) build $(addprefix -p ,$(GUEST_PACKAGES)) --target $(GUEST) --release

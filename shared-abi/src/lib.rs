@@ -41,7 +41,7 @@ pub use note::KernelAbiNote;
 pub use topology::Topology;
 
 /// Version of every layout and constant in this crate.
-pub const ABI_VERSION: u32 = 13;
+pub const ABI_VERSION: u32 = 14;
 
 /// The largest vCPU count the ABI supports (x2APIC ids 0..=254; 255 is the
 /// xAPIC broadcast id, kept free so both APIC modes stay valid).

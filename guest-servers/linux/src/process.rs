@@ -43,7 +43,7 @@ pub fn exe_path() -> String {
     EXE.lock().clone()
 }
 
-/// `exit`, `exit_group`.
+/// `exit_group`: the whole process.
 pub fn exit(code: u64) -> LinuxResult {
     k42_rt::exit(code as u8)
 }
@@ -68,12 +68,7 @@ pub fn arch_prctl(code: u64, addr: u64) -> LinuxResult {
     }
 }
 
-/// `set_tid_address`: the caller's thread id (the pid: one thread).
-pub fn set_tid_address(_ptr: u64) -> LinuxResult {
-    getpid()
-}
-
-/// `getpid`, `gettid`.
+/// `getpid`.
 pub fn getpid() -> LinuxResult {
     sys_result(raw::GetPid::call([])).map_err(sys_errno)
 }
@@ -181,6 +176,7 @@ pub fn fork() -> LinuxResult {
         s => sys_errno(s),
     })?;
     if r == 0 {
+        crate::thread::forked_child(getpid()?);
         STATE.lock().ppid = parent;
         *ROBUST_LIST.lock() = (0, 0);
     }
@@ -232,7 +228,7 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> LinuxResult {
     let r = if options & u64::from(g::WNOHANG) != 0 {
         raw::TryWait::call([which])
     } else {
-        raw::Wait::call([which])
+        crate::thread::unlocked(|| raw::Wait::call([which]))
     };
     let word = sys_result(r).map_err(|err| match err {
         SyscallError::NoChildren | SyscallError::NoSuchProcess => e::ECHILD,

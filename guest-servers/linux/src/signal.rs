@@ -198,9 +198,10 @@ pub fn rt_sigpending(set: u64, size: u64) -> LinuxResult {
 /// a handler runs).
 fn wait_for_signal() -> LinuxResult {
     loop {
-        match sys_result(raw::SignalWait::call([])) {
+        match sys_result(crate::thread::unlocked(|| raw::SignalWait::call([]))) {
             Ok(_) => return Err(ERESTARTNOHAND),
-            Err(SyscallError::WouldBlock) => k42_rt::sys::yield_now(0),
+            // Another thread waits there (one slot per process).
+            Err(SyscallError::WouldBlock) => crate::thread::unlocked(|| k42_rt::sys::yield_now(0)),
             Err(s) => return Err(crate::files::sys_errno(s)),
         }
     }
