@@ -342,10 +342,11 @@ macro_rules! for_each_syscall {
         /// returns how many were woken.
         FutexWake = 53 => linux::futex_wake(3);
         /// End the calling thread (the process, with status `rdi`, if it
-        /// was the last). First, when nonzero: a 32-bit 0 to `rsi` and a
-        /// futex wake of one waiter there (Linux `CLONE_CHILD_CLEARTID`),
-        /// and a 64-bit 0 to `rdx` (the personality's note that the
-        /// thread's own stack is free again). Bad addresses are skipped.
+        /// was the last). Then, when nonzero and other threads remain: a
+        /// 32-bit 0 to `rsi` and a futex wake of one waiter there (Linux
+        /// `CLONE_CHILD_CLEARTID`), and a 64-bit 0 to `rdx` (the
+        /// personality's note that the thread's own stack is free
+        /// again). Bad addresses are skipped.
         LinuxThreadExit = 54 => linux::thread_exit(3);
         /// Set the calling thread's GS base (the personality's
         /// per-thread block; saved per thread, loaded on switch).

@@ -252,6 +252,10 @@ static void exit_group_test(void)
 {
     fflush(stdout);
     pid_t child = fork();
+    if (child < 0) {
+        printf("exit_group from a thread: fork failed: %s\n", strerror(errno));
+        return;
+    }
     if (child == 0) {
         pthread_t a, b;
         pthread_create(&b, NULL, sleeps, NULL);

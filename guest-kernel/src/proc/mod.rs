@@ -64,6 +64,10 @@ pub struct Process {
     /// The status word the process ends with once killed (or exiting
     /// while other threads run); RUNNING otherwise.
     kill_status: AtomicU64,
+    /// The status of the latest thread that ended itself with
+    /// `LinuxThreadExit` (RUNNING: none): the process's, when that was
+    /// its last thread, even if two ended at once.
+    thread_exit_status: AtomicU64,
     /// A server's main thread, parked in `PpcServe` for good.
     parked: SpinLock<Option<Arc<Thread>>>,
     /// Its file handles.
@@ -98,6 +102,13 @@ impl Process {
     /// next kernel entry or when next scheduled).
     pub fn exit_with(&self, code: u64) {
         self.kill_with(code.min(status::EXITED_MAX));
+    }
+
+    /// A thread ends itself with exit status `code`: the process's
+    /// status if it is the last thread.
+    pub fn thread_exiting(&self, code: u64) {
+        self.thread_exit_status
+            .store(code.min(status::EXITED_MAX), Ordering::Release);
     }
 
     /// Threads it has now.
@@ -212,6 +223,7 @@ fn make_process(
             waiter: None,
         }),
         kill_status: AtomicU64::new(RUNNING),
+        thread_exit_status: AtomicU64::new(RUNNING),
         parked: SpinLock::new(None),
         files: SpinLock::new(handles),
         signals: SpinLock::new(signal_page),
@@ -309,7 +321,10 @@ fn count_out(p: &Arc<Process>) {
 /// orphan its children.
 fn process_ended(p: &Arc<Process>) {
     let word = match p.kill_status.load(Ordering::Acquire) {
-        RUNNING => status::KILLED,
+        RUNNING => match p.thread_exit_status.load(Ordering::Acquire) {
+            RUNNING => status::KILLED,
+            w => w,
+        },
         w => w,
     };
     // Its memory went with its last thread (a server's, with its

@@ -197,24 +197,29 @@ pub fn futex_wake(cx: &mut Context, [addr, n, bitset]: [u64; 3]) -> SysResult {
     value(proc::futex::wake(t.memory(), addr, n, bitset)?)
 }
 
-/// `LinuxThreadExit`: clear (and wake) the child-tid word and clear the
-/// personality's stack word, then end the calling thread.
+/// `LinuxThreadExit`: end the calling thread; then, unless it was the
+/// last, clear (and wake) the child-tid word and clear the personality's
+/// stack word. After the thread is counted out, so that whoever the wake
+/// lets go (pthread_join) finds the process without it (a fork then is
+/// not refused as multithreaded).
 pub fn thread_exit(cx: &mut Context, [code, clear_tid, stack_word]: [u64; 3]) -> SysResult {
     let t = cx.thread()?;
-    let mem = t.memory();
-    // Bad addresses are skipped, as Linux skips a bad clear_child_tid.
-    if clear_tid != 0 && user::copy_out(mem, clear_tid, &0u32.to_le_bytes()).is_ok() {
-        let _ = proc::futex::wake(mem, clear_tid, 1, u32::MAX);
-    }
-    if stack_word != 0 {
-        let _ = user::copy_out(mem, stack_word, &0u64.to_le_bytes());
-    }
-    if t.process.thread_count() == 1 {
-        t.process
-            .exit_with(code.min(k42_abi::syscall::status::EXITED_MAX));
-    }
+    let mem = t.memory_arc();
+    let last = t.process.thread_count() == 1;
+    t.process.thread_exiting(code);
     drop(t);
     proc::end_current(cx.frame);
+    // User memory is reached through its own page tables, whichever
+    // address space this CPU has loaded now. Bad addresses are skipped,
+    // as Linux skips a bad clear_child_tid.
+    if !last {
+        if clear_tid != 0 && user::copy_out(&*mem, clear_tid, &0u32.to_le_bytes()).is_ok() {
+            let _ = proc::futex::wake(&mem, clear_tid, 1, u32::MAX);
+        }
+        if stack_word != 0 {
+            let _ = user::copy_out(&*mem, stack_word, &0u64.to_le_bytes());
+        }
+    }
     Ok(Done::Switched)
 }
 
