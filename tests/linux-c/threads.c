@@ -10,7 +10,8 @@
  * variable, pthread_join results, distinct thread ids, futex timeouts
  * (relative, absolute on both clocks), EAGAIN, a thread that calls the
  * exit system call while others go on, exit_group from a thread (in a
- * forked child, whose status the parent prints), set_tid_address and
+ * forked child, whose status the parent prints), copy-on-write copies
+ * seen by another thread (TLB shootdown), set_tid_address and
  * clone flags glibc does not use (EINVAL).
  */
 #define _GNU_SOURCE
@@ -269,6 +270,72 @@ static void exit_group_test(void)
            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 }
 
+/* Copy-on-write under a reading thread: in a forked child (its pages
+ * shared with the parent), one thread keeps reading a page while the
+ * other writes it, which replaces the page by a copy. A CPU that kept
+ * the old translation (no TLB shootdown) would read the old page for
+ * ever: the writer gives up after 10 s. 64 pages, one after another. */
+#define COW_PAGES 64
+static volatile int cow[COW_PAGES][1024];
+static volatile int cow_want = -1, cow_loaded = -1, cow_seen = -1, cow_stop;
+
+static void *cow_reader(void *arg)
+{
+    (void)arg;
+    while (!cow_stop) {
+        int i = cow_want;
+        if (i < 0)
+            continue;
+        int v = cow[i][0];
+        if (cow_loaded != i)
+            cow_loaded = i;
+        if (v == 1000 + i && cow_seen != i)
+            cow_seen = i;
+    }
+    return NULL;
+}
+
+static int wait_for(volatile int *word, int value)
+{
+    double t0 = now(CLOCK_MONOTONIC);
+    while (*word != value) {
+        if (now(CLOCK_MONOTONIC) - t0 > 10.0)
+            return 0;
+        sched_yield();
+    }
+    return 1;
+}
+
+static void cow_test(void)
+{
+    for (int i = 0; i < COW_PAGES; i++)
+        cow[i][0] = i;
+    fflush(stdout);
+    pid_t child = fork();
+    if (child < 0) {
+        printf("copy-on-write under a reading thread: fork failed: %s\n", strerror(errno));
+        return;
+    }
+    if (child == 0) {
+        pthread_t r;
+        pthread_create(&r, NULL, cow_reader, NULL);
+        int ok = 1;
+        for (int i = 0; i < COW_PAGES && ok; i++) {
+            cow_want = i;
+            ok = wait_for(&cow_loaded, i);
+            cow[i][0] = 1000 + i;
+            ok = ok && wait_for(&cow_seen, i);
+        }
+        cow_stop = 1;
+        pthread_join(r, NULL);
+        _exit(ok ? 0 : 1);
+    }
+    int status;
+    waitpid(child, &status, 0);
+    printf("copy-on-write of %d pages under a reading thread: %s\n", COW_PAGES,
+           WIFEXITED(status) && WEXITSTATUS(status) == 0 ? "every copy seen" : "a STALE page was read");
+}
+
 static void misc(void)
 {
     int tid = (int)syscall(SYS_set_tid_address, NULL);
@@ -304,6 +371,7 @@ int main(void)
     futex_timeouts();
     thread_exit_test();
     exit_group_test();
+    cow_test();
     misc();
     printf("=END=\n");
     return 0;
