@@ -6,8 +6,8 @@
 //! this file keeps), exec is `LinuxExec` of the file the file server
 //! opens, wait is `Wait`/`TryWait`.
 //!
-//! Not yet: threads (`clone` with `CLONE_VM` and a new stack), process
-//! groups beyond their ids.
+//! Threads (`clone` for a thread, `exit` of one thread) are
+//! [`crate::thread`]'s. Not yet: process groups beyond their ids.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -118,7 +118,8 @@ pub fn setsid() -> LinuxResult {
 /// The robust-futex list the program registered (`set_robust_list`):
 /// its head and length. Kept for `get_robust_list`; a forked child starts
 /// without one (glibc registers again), as on Linux. Nothing walks it at
-/// exit yet: there are no futexes until threads are supported.
+/// a thread's exit (robust mutexes of a dead thread are not recovered),
+/// and one head is kept per process, not per thread.
 static ROBUST_LIST: SpinLock<(u64, u64)> = SpinLock::new((0, 0));
 
 /// `set_robust_list`: `len` must be Linux's `robust_list_head` size.
@@ -185,8 +186,8 @@ pub fn fork() -> LinuxResult {
 
 /// `clone` with the flag sets glibc's fork and vfork use: a copy of the
 /// process on the same stack (a vfork child is served by a copy too). A
-/// new stack or a shared address space without `CLONE_VFORK` (threads)
-/// is not supported yet: ENOSYS, counted.
+/// vfork with a new stack (posix_spawn) is not supported: ENOSYS,
+/// counted. Threads are [`crate::thread::clone`]'s.
 pub fn clone(flags: u64, stack: u64, ptid: u64, ctid: u64, _tls: u64) -> LinuxResult {
     let flags = flags as u32;
     if stack != 0 || flags & (g::CLONE_VM | g::CLONE_THREAD) != 0 && flags & g::CLONE_VFORK == 0 {
