@@ -10,7 +10,8 @@
  * variable, pthread_join results, distinct thread ids, futex timeouts
  * (relative, absolute on both clocks), EAGAIN, a thread that calls the
  * exit system call while others go on, exit_group from a thread (in a
- * forked child, whose status the parent prints), copy-on-write copies
+ * forked child, whose status the parent prints), a default-fatal signal
+ * raised by a thread ending them all, copy-on-write copies
  * seen by another thread (TLB shootdown), set_tid_address and
  * clone flags glibc does not use (EINVAL).
  */
@@ -270,6 +271,37 @@ static void exit_group_test(void)
            WIFEXITED(status) ? WEXITSTATUS(status) : WTERMSIG(status));
 }
 
+static void *raises_term(void *arg)
+{
+    (void)arg;
+    usleep(20000);
+    raise(SIGTERM);
+    return NULL;
+}
+
+/* A default-fatal signal raised by one thread (tgkill to itself) ends
+ * every thread of the process. */
+static void fatal_signal_test(void)
+{
+    fflush(stdout);
+    pid_t child = fork();
+    if (child < 0) {
+        printf("SIGTERM from a thread: fork failed: %s\n", strerror(errno));
+        return;
+    }
+    if (child == 0) {
+        pthread_t a, b;
+        pthread_create(&b, NULL, sleeps, NULL);
+        pthread_create(&a, NULL, raises_term, NULL);
+        pthread_join(b, NULL);
+        _exit(99);
+    }
+    int status;
+    waitpid(child, &status, 0);
+    printf("SIGTERM raised by a thread: child %s %d\n", WIFSIGNALED(status) ? "ended by signal" : "exited with",
+           WIFSIGNALED(status) ? WTERMSIG(status) : WEXITSTATUS(status));
+}
+
 /* Copy-on-write under a reading thread: in a forked child (its pages
  * shared with the parent), one thread keeps reading a page while the
  * other writes it, which replaces the page by a copy. A CPU that kept
@@ -371,6 +403,7 @@ int main(void)
     futex_timeouts();
     thread_exit_test();
     exit_group_test();
+    fatal_signal_test();
     cow_test();
     misc();
     printf("=END=\n");

@@ -47,6 +47,8 @@ pub struct ThreadBlock {
     /// Nonzero while a thread owns this block; the kernel zeroes it once
     /// the thread no longer runs on the block's stack.
     in_use: AtomicU64,
+    /// The thread's signal mask.
+    mask: AtomicU64,
 }
 
 /// Offsets the entry's assembly uses.
@@ -63,6 +65,7 @@ impl ThreadBlock {
             tid: AtomicU64::new(0),
             clear_child_tid: AtomicU64::new(0),
             in_use: AtomicU64::new(0),
+            mask: AtomicU64::new(0),
         }
     }
 
@@ -121,13 +124,46 @@ pub fn start_main(stack_top: u64) {
     b.this.store(b.address(), Ordering::Relaxed);
     b.tid.store(tid, Ordering::Relaxed);
     b.in_use.store(1, Ordering::Relaxed);
+    b.mask.store(crate::signal::page_mask(), Ordering::Relaxed);
     raw::SetGsBase::call([b.address()]);
 }
 
-/// A forked child: its one thread's id is its pid.
+/// A forked child: its one thread (the caller) has the pid as its id;
+/// no other thread's block is in use.
 pub fn forked_child(pid: u64) {
-    me().tid.store(pid, Ordering::Relaxed);
-    me().clear_child_tid.store(0, Ordering::Relaxed);
+    let b = me();
+    b.tid.store(pid, Ordering::Relaxed);
+    b.clear_child_tid.store(0, Ordering::Relaxed);
+    for other in blocks().filter(|o| !core::ptr::eq(*o, b)) {
+        other.in_use.store(0, Ordering::Relaxed);
+    }
+    crate::signal::publish_mask();
+}
+
+/// Every block: the main thread's and the slots'.
+fn blocks() -> impl Iterator<Item = &'static ThreadBlock> {
+    core::iter::once(&MAIN_BLOCK).chain(SLOTS.iter().map(|s| &s.block))
+}
+
+/// The calling thread's signal mask.
+pub fn mask() -> u64 {
+    me().mask.load(Ordering::Relaxed)
+}
+
+/// Set the calling thread's signal mask.
+pub fn set_mask(mask: u64) {
+    me().mask.store(mask, Ordering::Relaxed);
+}
+
+/// The signals every live thread blocks: what the kernel treats as the
+/// process's mask (a signal for the process is taken by a thread that
+/// does not block it, as on Linux; here, whichever thread returns from a
+/// call first). A thread that blocks everything before it exits (glibc
+/// does) leaves the others' masks in force.
+pub fn common_mask() -> u64 {
+    blocks()
+        .filter(|b| b.in_use.load(Ordering::Acquire) != 0)
+        .fold(u64::MAX, |m, b| m & b.mask.load(Ordering::Relaxed))
 }
 
 /// The personality lock: 0 free, 1 held, 2 held with waiters (a futex in
@@ -344,6 +380,8 @@ fn clone_with(frame: &UserRegs, args: &CloneArgs) -> LinuxResult {
         Ordering::Relaxed,
     );
     b.tid.store(0, Ordering::Relaxed);
+    // A new thread starts with its creator's mask.
+    b.mask.store(mask(), Ordering::Relaxed);
     let has = |f: u32| args.flags & u64::from(f) != 0;
     b.clear_child_tid.store(
         if has(g::CLONE_CHILD_CLEARTID) {
