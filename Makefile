@@ -70,12 +70,13 @@ setup:
 
 # Static C test programs (tests/linux-c) for the default image: bad
 # pointers and bad programs (badinput), the system-call fuzzer (fuzz), stop
-# and continue (jobctl), the alternate signal stack (altstack).
-LINUX_PROGS := target/linux/badinput target/linux/fuzz target/linux/jobctl target/linux/altstack
+# and continue (jobctl), the alternate signal stack (altstack), pthreads
+# (threads).
+LINUX_PROGS := target/linux/badinput target/linux/fuzz target/linux/jobctl target/linux/altstack target/linux/threads
 
 target/linux/%: tests/linux-c/%.c | setup
 	@mkdir -p target/linux
-	gcc -static -O2 -Wall -o $@ $<
+	gcc -static -pthread -O2 -Wall -o $@ $<
 
 # Dynamically linked C test programs (plain gcc: PIE, dynamic, the
 # Debian default); the image holds them with the host's ld.so, the

@@ -37,6 +37,7 @@ pub fn online() -> u32 {
 pub fn init(ncpus: u32) {
     NCPUS.store(ncpus, Ordering::Relaxed);
     arch::set_handler(VECTOR_WAKEUP, |_| {
+        crate::mm::tlb::service();
         percpu::current().wakeups.fetch_add(1, Ordering::Relaxed);
         trace::log(ev::ipi::wakeup());
     });

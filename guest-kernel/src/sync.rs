@@ -99,6 +99,9 @@ impl<T> SpinLock<T> {
                 }
                 arch::cpu_relax();
             }
+            // The holder may be waiting for this CPU to flush its TLB
+            // (interrupts are off here): serve it.
+            crate::mm::tlb::service();
             if !may_halt {
                 arch::backoff(round);
                 round = round.saturating_add(1);

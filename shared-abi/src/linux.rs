@@ -100,6 +100,74 @@ pub struct ExecHeader {
 
 const _: () = assert!(core::mem::size_of::<ExecHeader>() == 24);
 
+/// A Linux program's registers at a system call, as the personality's
+/// entry saves them (in push order, lowest address first) and resumes
+/// the program from them; also the first part of a [`ThreadStart`].
+/// `rax` holds the call number, then the result.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
+pub struct UserRegs {
+    pub rax: u64,
+    pub rdi: u64,
+    pub rsi: u64,
+    pub rdx: u64,
+    pub r10: u64,
+    pub r8: u64,
+    pub r9: u64,
+    pub rbx: u64,
+    pub rbp: u64,
+    pub r12: u64,
+    pub r13: u64,
+    pub r14: u64,
+    pub r15: u64,
+    /// The program's `rcx` and `r11` when it resumes (at a system call,
+    /// the return address and flags, as `syscall` leaves them).
+    pub rcx: u64,
+    pub r11: u64,
+    pub rflags: u64,
+    /// Where the program resumes (after its `syscall`).
+    pub rip: u64,
+    pub rsp: u64,
+}
+
+const _: () = assert!(core::mem::size_of::<UserRegs>() == 18 * 8);
+
+/// What `LinuxClone` starts a thread from: the registers it resumes
+/// with (`rax`, `rcx` and `r11` are set as after `syscall`), its FS base
+/// (the program's TLS; `u64::MAX`: the caller's) and GS base (the personality's per-thread
+/// block), and up to three addresses that get its thread id (32 bits;
+/// 0: none) before it runs.
+#[derive(
+    Clone,
+    Copy,
+    Debug,
+    Default,
+    PartialEq,
+    Eq,
+    zerocopy::FromBytes,
+    zerocopy::IntoBytes,
+    zerocopy::Immutable,
+    zerocopy::KnownLayout,
+)]
+#[repr(C)]
+pub struct ThreadStart {
+    pub regs: UserRegs,
+    pub fs_base: u64,
+    pub gs_base: u64,
+    pub set_tid: [u64; 3],
+}
+
 /// Most handles an exec may keep.
 pub const MAX_KEEP: u32 = 1024;
 

@@ -351,6 +351,37 @@ macro_rules! for_each_syscall {
         /// `MADV_DONTNEED`): private memory reads back as it started (zero,
         /// or the file's bytes), a shared file mapping as the file is.
         MemDiscard = 54 => linux::discard(2);
+        /// Start a thread of this Linux process from the
+        /// [`crate::linux::ThreadStart`] at `rdi`: the program's registers
+        /// as the personality saved them at `clone`, resumed as `sysret`
+        /// would (`rax` 0, `rcx` = `rip`, `r11` = flags), with its own FS
+        /// and GS bases. Its Linux thread id (a fresh number no process
+        /// has) is written as a 32-bit word to each nonzero address of
+        /// `set_tid` before it runs, and returned.
+        LinuxClone = 55 => linux::clone(1);
+        /// Linux `FUTEX_WAIT`: if the 32-bit word at `rdi` (4-aligned)
+        /// still holds `rsi`, block until a [`Syscall::FutexWake`] on it
+        /// whose bit set `r10` meets this one's `rdx` (0 is refused), or
+        /// until `r8` ns have passed (`u64::MAX`: no limit; `TimedOut`).
+        /// `WouldBlock` when the word differs (read under the wait
+        /// queue's lock: no wake-up is lost); `Interrupted` when a signal
+        /// the process does not block is pending. Keyed by the caller's
+        /// address space and the address.
+        FutexWait = 56 => linux::futex_wait(4);
+        /// Linux `FUTEX_WAKE`: wake at most `rsi` threads of this address
+        /// space waiting on the word at `rdi` whose bit set meets `rdx`;
+        /// returns how many were woken.
+        FutexWake = 57 => linux::futex_wake(3);
+        /// End the calling thread (the process, with status `rdi`, if it
+        /// was the last). Then, when nonzero and other threads remain: a
+        /// 32-bit 0 to `rsi` and a futex wake of one waiter there (Linux
+        /// `CLONE_CHILD_CLEARTID`), and a 64-bit 0 to `rdx` (the
+        /// personality's note that the thread's own stack is free
+        /// again). Bad addresses are skipped.
+        LinuxThreadExit = 58 => linux::thread_exit(3);
+        /// Set the calling thread's GS base (the personality's
+        /// per-thread block; saved per thread, loaded on switch).
+        SetGsBase = 59 => linux::set_gs_base(1);
         }
     };
 }
@@ -605,6 +636,8 @@ pub enum SyscallError {
     /// A terminal read from a process outside its foreground process
     /// group that ignores or blocks SIGTTIN (Linux EIO).
     Background = -24,
+    /// A wait with a time limit reached it.
+    TimedOut = -25,
 }
 
 impl SyscallError {
@@ -635,6 +668,7 @@ impl SyscallError {
             -22 => Self::WouldBlock,
             -23 => Self::Interrupted,
             -24 => Self::Background,
+            -25 => Self::TimedOut,
             _ => return None,
         })
     }
@@ -666,6 +700,7 @@ impl SyscallError {
             Self::WouldBlock => "would block",
             Self::Interrupted => "interrupted by a signal",
             Self::Background => "a background process read the terminal",
+            Self::TimedOut => "timed out",
         }
     }
 }

@@ -11,10 +11,13 @@
  * child that dies (exit, a fault, a signal) is replaced until the time
  * is up; one that has run for a second is killed (it may be blocked for
  * good) and replaced. At the end the parent kills and reaps every child
- * and exits 0. Build: gcc -static -O2. */
+ * and exits 0. Half the children fuzz from a second thread too
+ * (pthread_create) in the same address space. Build: gcc -static
+ * -pthread -O2. */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <fcntl.h>
+#include <pthread.h>
 #include <sched.h>
 #include <signal.h>
 #include <stdint.h>
@@ -30,7 +33,8 @@
 #define MAX_CHILDREN 64
 #define CHILD_LIFE_NS 1000000000LL
 
-static uint64_t state;
+/* Each thread's own stream. */
+static __thread uint64_t state;
 
 static uint64_t rnd(void) {
     state ^= state << 13;
@@ -83,6 +87,7 @@ static const long served[] = {
     SYS_renameat2, SYS_linkat, SYS_symlinkat, SYS_readlinkat, SYS_fchmodat, SYS_fchownat,
     SYS_faccessat, SYS_pselect6, SYS_ppoll, SYS_utimensat, SYS_dup3, SYS_pipe2,
     SYS_prlimit64, SYS_getrandom, SYS_sched_getaffinity, SYS_gettid, SYS_faccessat2,
+    SYS_futex, SYS_clone3, SYS_sched_setaffinity, SYS_set_robust_list,
 };
 
 static int excluded(long n) {
@@ -98,18 +103,8 @@ static uint64_t mix(uint64_t x) {
     return (x ^ (x >> 31)) | 1;
 }
 
-static void child(int slot, uint64_t seed, long long deadline) {
-    state = mix(seed);
-    int null = open("/dev/null", O_RDWR);
-    dup2(null, 0);
-    dup2(null, 1);
-    dup2(null, 2);
-    char dir[32];
-    snprintf(dir, sizeof dir, "/tmp/fuzz%d", slot);
-    mkdir(dir, 0755);
-    chdir(dir);
-    for (unsigned i = 0; i < sizeof heap; i++)
-        heap[i] = (unsigned char)rnd();
+/* Random calls until the deadline (a forked grandchild ends at once). */
+static void fuzz_calls(long long deadline) {
     for (unsigned long calls = 0;; calls++) {
         if ((calls & 15) == 0 && now_ns() >= deadline)
             _exit(0);
@@ -122,9 +117,45 @@ static void child(int slot, uint64_t seed, long long deadline) {
         for (int k = 0; k < 6; k++)
             a[k] = arg();
         long r = syscall(n, a[0], a[1], a[2], a[3], a[4], a[5]);
-        if (r == 0 && (n == SYS_fork || n == SYS_vfork || n == SYS_clone))
+        if (r == 0 && (n == SYS_fork || n == SYS_vfork || n == SYS_clone || n == SYS_clone3))
             _exit(0);
     }
+}
+
+struct second {
+    uint64_t seed;
+    long long deadline;
+};
+
+static void *second_thread(void *p) {
+    struct second *s = p;
+    state = mix(s->seed);
+    fuzz_calls(s->deadline);
+    return NULL;
+}
+
+static void child(int slot, uint64_t seed, long long deadline) {
+    state = mix(seed);
+    int null = open("/dev/null", O_RDWR);
+    dup2(null, 0);
+    dup2(null, 1);
+    dup2(null, 2);
+    char dir[32];
+    snprintf(dir, sizeof dir, "/tmp/fuzz%d", slot);
+    mkdir(dir, 0755);
+    chdir(dir);
+    for (unsigned i = 0; i < sizeof heap; i++)
+        heap[i] = (unsigned char)rnd();
+    /* Half the children fuzz from two threads (futexes, unmaps and
+     * exits racing each other in one address space). */
+    static struct second s;
+    pthread_t t;
+    if (rnd() % 2) {
+        s.seed = seed * 31 + 7;
+        s.deadline = deadline;
+        pthread_create(&t, NULL, second_thread, &s);
+    }
+    fuzz_calls(deadline);
 }
 
 int main(int argc, char **argv) {

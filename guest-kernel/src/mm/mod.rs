@@ -1,11 +1,12 @@
 //! Memory management: the physical frame allocator, the kernel heap, the
 //! page manager (a clustered object in front of the frame allocator), and
-//! address spaces for user programs.
+//! address spaces for user programs, and TLB shootdown.
 pub mod copy;
 pub mod frame;
 pub mod heap;
 pub mod pages;
 pub mod paging;
+pub mod tlb;
 pub mod user;
 
 use k42_abi::MemRegionKind;

@@ -50,6 +50,7 @@ pub fn init() {
 pub fn activate_kernel() {
     // SAFETY: the boot page tables map the whole kernel and direct map.
     unsafe { arch::load_page_table(KERNEL_ROOT.load(Ordering::Relaxed)) };
+    super::tlb::note_loaded(KERNEL_ROOT.load(Ordering::Relaxed));
 }
 
 /// The leaf entry for `va` in the address space whose root table is
@@ -87,6 +88,7 @@ pub fn activate_root(root: u64) {
     // kernel stays mapped; its lower half holds only that space's user
     // pages; the caller keeps the space alive while loaded.
     unsafe { arch::load_page_table(root) };
+    super::tlb::note_loaded(root);
 }
 
 /// Access rights of a user page.

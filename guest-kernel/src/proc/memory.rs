@@ -577,8 +577,16 @@ impl Memory {
         // (no allocation here: heap calls cost hundreds of emulated
         // instructions).
         let mut mapped = None;
+        // Whether a present translation was replaced by another frame (a
+        // copy-on-write copy): other CPUs running this space may cache
+        // the old one.
+        let mut replaced = false;
         let mut map = |j: u64, pa: u64, writable: bool| {
             let va = base + j * PAGE_SIZE;
+            let old = paging::translate_in(self.root, va, false);
+            if old.is_some_and(|o| o != pa) {
+                replaced = true;
+            }
             let ok = self
                 .space
                 .lock()
@@ -616,6 +624,9 @@ impl Memory {
         };
         if let Some(va) = mapped {
             arch::flush_tlb_page(va);
+        }
+        if replaced {
+            crate::mm::tlb::shootdown(self.root);
         }
         r
     }
@@ -917,13 +928,14 @@ impl Memory {
     /// outside stay as they were; the parts inside get `prot` (keeping
     /// their FCM and pages) or, with `None`, go (their pages let go).
     /// Pages mapped inside are unmapped (they fault in again as allowed).
-    /// Only the process's single thread changes its layout (Linux
-    /// processes here are single-threaded).
+    /// Other CPUs running this space drop the old translations
+    /// ([`crate::mm::tlb::shootdown`]) before the pages are let go.
     fn reshape(&self, lo: u64, hi: u64, prot: Option<u32>) -> Result<(), SyscallError> {
         let _adding = self.nregions.lock();
         let mut layout = self.layout.lock();
         let cpu = cobj::cpu();
         let mut kept = Vec::with_capacity(layout.len() + 2);
+        let mut released = Vec::new();
         let mut changed = false;
         for &r in layout.iter() {
             if r.end <= lo || r.start >= hi {
@@ -947,11 +959,9 @@ impl Memory {
             } else if let Some(s) = self.slots.get((r.prot >> 8) as usize)
                 && let Backing::Private(obj, _) = &s.backing
             {
+                // Let go once no CPU can reach the pages any more (below).
                 let base = s.region.start;
-                let owned = fcm::call(*obj, |f| {
-                    f.release_range((a - base) / PAGE_SIZE, (b - base) / PAGE_SIZE)
-                });
-                self.pages.fetch_sub(owned, Ordering::Relaxed);
+                released.push((*obj, (a - base) / PAGE_SIZE, (b - base) / PAGE_SIZE));
             }
             if b < r.end {
                 parts[2] = Some(Region { start: b, ..r });
@@ -971,6 +981,12 @@ impl Memory {
             }
             drop(space);
             arch::flush_tlb();
+            // The other CPUs running this space's threads too.
+            crate::mm::tlb::shootdown(self.root);
+        }
+        for (obj, from, to) in released {
+            let owned = fcm::call(obj, |f| f.release_range(from, to));
+            self.pages.fetch_sub(owned, Ordering::Relaxed);
         }
         Ok(())
     }

@@ -22,6 +22,7 @@
 pub mod fcm;
 pub mod files;
 pub mod job;
+pub mod futex;
 pub mod linux;
 pub mod memory;
 pub mod pipe;
@@ -36,6 +37,7 @@ use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 
+use k42_abi::linux::ThreadStart;
 use k42_abi::syscall::{
     MAX_ARGS_LEN, ProgramInfo, SPAWN_PIN, SPAWN_REPLICATED, SyscallError, USER_BASE, USER_TOP,
     status,
@@ -63,6 +65,10 @@ pub struct Process {
     /// The status word the process ends with once killed (or exiting
     /// while other threads run); RUNNING otherwise.
     kill_status: AtomicU64,
+    /// The status of the latest thread that ended itself with
+    /// `LinuxThreadExit` (RUNNING: none): the process's, when that was
+    /// its last thread, even if two ended at once.
+    thread_exit_status: AtomicU64,
     /// A server's main thread, parked in `PpcServe` for good.
     parked: SpinLock<Option<Arc<Thread>>>,
     /// Its file handles.
@@ -110,6 +116,13 @@ impl Process {
         self.stopped.load(Ordering::Acquire)
     }
 
+    /// A thread ends itself with exit status `code`: the process's
+    /// status if it is the last thread.
+    pub fn thread_exiting(&self, code: u64) {
+        self.thread_exit_status
+            .store(code.min(status::EXITED_MAX), Ordering::Release);
+    }
+
     /// Threads it has now.
     pub fn thread_count(&self) -> u32 {
         self.state.lock().threads
@@ -121,6 +134,7 @@ impl Process {
                 .compare_exchange(RUNNING, word, Ordering::AcqRel, Ordering::Acquire);
         wake_parked(self);
         job::killed(self);
+        futex::release_process(self);
     }
 }
 
@@ -223,6 +237,7 @@ fn make_process(
             wait_options: 0,
         }),
         kill_status: AtomicU64::new(RUNNING),
+        thread_exit_status: AtomicU64::new(RUNNING),
         parked: SpinLock::new(None),
         files: SpinLock::new(handles),
         signals: SpinLock::new(signal_page),
@@ -322,7 +337,10 @@ fn count_out(p: &Arc<Process>) {
 /// orphan its children.
 fn process_ended(p: &Arc<Process>) {
     let word = match p.kill_status.load(Ordering::Acquire) {
-        RUNNING => status::KILLED,
+        RUNNING => match p.thread_exit_status.load(Ordering::Acquire) {
+            RUNNING => status::KILLED,
+            w => w,
+        },
         w => w,
     };
     // Its memory went with its last thread (a server's, with its
@@ -783,7 +801,66 @@ pub fn thread_create(
     Ok(tid)
 }
 
-/// Run `program` as process 1 with argument block `args` on every CPU
+/// A new thread of thread `t`'s Linux process from `start` (Linux
+/// `clone` for a thread): registers as after `syscall` with `rax` 0,
+/// the parent's FPU state, its own FS and GS bases. Its thread id is a
+/// number from the pid sequence (no process gets it), written to each
+/// nonzero `set_tid` address before it runs; returns it.
+pub fn linux_clone(t: &Arc<Thread>, start: &ThreadStart) -> Result<u32, SyscallError> {
+    let r = &start.regs;
+    // iretq must not fault in the kernel: a canonical user rip and stack.
+    if !(USER_BASE..USER_TOP).contains(&r.rip)
+        || r.rsp > USER_TOP
+        || (start.fs_base >= USER_TOP && start.fs_base != u64::MAX)
+        || start.gs_base >= USER_TOP
+    {
+        return Err(SyscallError::BadAddress);
+    }
+    let p = &t.process;
+    let tid = {
+        let mut tab = TABLE.lock();
+        let id = tab.next_pid;
+        tab.next_pid += 1;
+        id
+    };
+    for &at in start.set_tid.iter().filter(|&&a| a != 0) {
+        crate::mm::user::copy_out(t.memory(), at, &tid.to_le_bytes())?;
+    }
+    {
+        let mut s = p.state.lock();
+        if s.ended || p.killed() {
+            return Err(SyscallError::NoSuchProcess);
+        }
+        s.threads += 1;
+    }
+    // Flags: the arithmetic ones and DF as the program had them, IF on.
+    const KEPT_FLAGS: u64 = 0xcd5;
+    let mut frame = sched::user_frame(r.rip, r.rsp, [r.rdi, r.rsi]);
+    frame.rax = 0;
+    frame.rdx = r.rdx;
+    frame.r10 = r.r10;
+    frame.r8 = r.r8;
+    frame.r9 = r.r9;
+    frame.rbx = r.rbx;
+    frame.rbp = r.rbp;
+    frame.r12 = r.r12;
+    frame.r13 = r.r13;
+    frame.r14 = r.r14;
+    frame.r15 = r.r15;
+    frame.rflags = (r.rflags & KEPT_FLAGS) | 0x202;
+    frame.rcx = r.rip;
+    frame.r11 = frame.rflags;
+    let child = Thread::from_frame(tid, p.clone(), t.memory_arc(), &frame);
+    let fs_base = match start.fs_base {
+        u64::MAX => t.fs_base(),
+        fs => fs,
+    };
+    child.init_bases(fs_base, start.gs_base);
+    sched::enqueue(child);
+    Ok(tid)
+}
+
+/// Run `program` as process 1/// Run `program` as process 1 with argument block `args` on every CPU
 /// until it and every other process have ended; returns its status word.
 pub fn run_init(program: &str, args: &[u8]) -> Result<u64, SyscallError> {
     assert!(percpu::cpu_id() == 0 && !ACTIVE.swap(true, Ordering::AcqRel));

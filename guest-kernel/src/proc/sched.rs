@@ -59,6 +59,9 @@ pub struct Thread {
     pin: AtomicU32,
     /// Its FS base (Linux TLS), set only by the thread itself.
     fs_base: AtomicU64,
+    /// Its user GS base (the Linux personality's per-thread block), set
+    /// at creation or by the thread itself.
+    gs_base: AtomicU64,
     /// Its registers while it is not running, touched only by the CPU
     /// that owns the thread at the time (see the module docs).
     saved: ExclusiveCell<Saved>,
@@ -90,6 +93,7 @@ impl Thread {
             memory,
             pin: AtomicU32::new(0),
             fs_base: AtomicU64::new(0),
+            gs_base: AtomicU64::new(0),
             saved: ExclusiveCell::new(Saved {
                 fpu: FpuState::initial(),
                 frame,
@@ -109,6 +113,7 @@ impl Thread {
         let t = Self::new(tid, process, memory, 0, 0, [0, 0]);
         if let Some(me) = current() {
             t.fs_base.store(me.fs_base(), Ordering::Relaxed);
+            t.gs_base.store(me.gs_base(), Ordering::Relaxed);
         }
         {
             let mut s = t.saved.borrow();
@@ -138,6 +143,25 @@ impl Thread {
         self.fs_base.store(base, Ordering::Relaxed);
         me().fs_base.store(base, Ordering::Relaxed);
         arch::set_fs_base(base);
+    }
+
+    /// Its user GS base.
+    pub fn gs_base(&self) -> u64 {
+        self.gs_base.load(Ordering::Relaxed)
+    }
+
+    /// Set the user GS base of a thread not yet running (a new one).
+    pub fn init_bases(&self, fs: u64, gs: u64) {
+        self.fs_base.store(fs, Ordering::Relaxed);
+        self.gs_base.store(gs, Ordering::Relaxed);
+    }
+
+    /// Set the user GS base of the calling thread (this thread, current
+    /// here).
+    pub fn set_gs_base(&self, base: u64) {
+        self.gs_base.store(base, Ordering::Relaxed);
+        me().gs_base.store(base, Ordering::Relaxed);
+        arch::set_user_gs_base(base);
     }
 
     /// Keep the thread on `cpu` (or anywhere with `None`).
@@ -217,6 +241,8 @@ struct CpuSched {
     slice_end: AtomicU64,
     /// The FS base loaded on this CPU (a wrmsr only when it changes).
     fs_base: AtomicU64,
+    /// The user GS base loaded on this CPU (likewise).
+    gs_base: AtomicU64,
     /// The thread this CPU ran left it inside a trap and no other was
     /// ready: the trap's end ([`finish_trap`]) waits for one (touched
     /// only by this CPU).
@@ -230,6 +256,7 @@ static CPUS: [CpuSched; MAX_VCPUS] = [const {
         idle: AtomicBool::new(false),
         slice_end: AtomicU64::new(0),
         fs_base: AtomicU64::new(0),
+        gs_base: AtomicU64::new(0),
         switch_pending: AtomicBool::new(false),
     }
 }; MAX_VCPUS];
@@ -357,6 +384,11 @@ fn install(t: Arc<Thread>, frame: &mut TrapFrame) {
         mine.fs_base.store(fs, Ordering::Relaxed);
         arch::set_fs_base(fs);
     }
+    let gs = t.gs_base();
+    if mine.gs_base.load(Ordering::Relaxed) != gs {
+        mine.gs_base.store(gs, Ordering::Relaxed);
+        arch::set_user_gs_base(gs);
+    }
     {
         let s = t.saved.borrow();
         s.fpu.restore();
@@ -366,8 +398,14 @@ fn install(t: Arc<Thread>, frame: &mut TrapFrame) {
         arch::read_tsc() + crate::time::ns_to_ticks(SLICE_NS),
         Ordering::Relaxed,
     );
-    if mine.queued.load(Ordering::Relaxed) > 0 {
-        arch::set_timer_deadline(mine.slice_end.load(Ordering::Relaxed));
+    let slice_end = if mine.queued.load(Ordering::Relaxed) > 0 {
+        mine.slice_end.load(Ordering::Relaxed)
+    } else {
+        u64::MAX
+    };
+    let deadline = slice_end.min(super::futex::next_deadline().unwrap_or(u64::MAX));
+    if deadline != u64::MAX {
+        arch::set_timer_deadline(deadline);
     }
     crate::trace::log(k42_abi::trace::ev::sched::switch(
         t.process.pid as u64,
@@ -408,6 +446,10 @@ fn next_thread() -> Option<Arc<Thread>> {
         mine.idle.store(true, Ordering::Release);
         arch::disable_interrupts();
         if mine.queued.load(Ordering::Acquire) == 0 && !DONE.load(Ordering::Acquire) {
+            // A futex wait's deadline wakes an idle CPU to expire it.
+            if let Some(d) = super::futex::next_deadline() {
+                arch::set_timer_deadline(d);
+            }
             crate::trace::log(k42_abi::trace::ev::idle::enter());
             arch::enable_and_halt();
             crate::trace::log(k42_abi::trace::ev::idle::exit());
@@ -415,6 +457,7 @@ fn next_thread() -> Option<Arc<Thread>> {
         arch::enable_interrupts();
         mine.idle.store(false, Ordering::Release);
         crate::cobj::quiescent();
+        super::futex::expire();
         arch::disable_interrupts();
     }
 }
@@ -469,6 +512,7 @@ pub fn finish_trap(frame: &mut TrapFrame) {
 /// up and others wait here.
 pub fn on_user_interrupt(frame: &mut TrapFrame) {
     crate::cobj::quiescent();
+    super::futex::expire();
     let Some(killed) = current().map(|t| t.process.killed()) else {
         return;
     };
@@ -479,12 +523,16 @@ pub fn on_user_interrupt(frame: &mut TrapFrame) {
         return;
     }
     let mine = me();
+    let futex_deadline = super::futex::next_deadline().unwrap_or(u64::MAX);
     if mine.queued.load(Ordering::Acquire) == 0 {
+        if futex_deadline != u64::MAX {
+            arch::set_timer_deadline(futex_deadline);
+        }
         return;
     }
     let end = mine.slice_end.load(Ordering::Relaxed);
     if arch::read_tsc() < end {
-        arch::set_timer_deadline(end);
+        arch::set_timer_deadline(end.min(futex_deadline));
         return;
     }
     yield_current(frame);

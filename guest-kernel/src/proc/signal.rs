@@ -348,6 +348,7 @@ pub fn send_group(pgid: u32, sig: u32) -> Result<(), SyscallError> {
 /// A deliverable signal is pending for `p`: end its blocking call.
 fn interrupt(p: &Process) {
     wake_parked(p);
+    super::futex::release_process(p);
     let waiter = p.state.lock().waiter.take();
     if let Some((t, _)) = waiter {
         t.set_result(SyscallError::Interrupted as i64 as u64);

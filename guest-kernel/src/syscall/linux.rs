@@ -206,3 +206,63 @@ pub fn signal_group(cx: &mut Context, [pgid, sig]: [u64; 2]) -> SysResult {
     }
     value(0)
 }
+
+/// `LinuxClone`: a thread of the caller's process from the
+/// [`k42_abi::linux::ThreadStart`] at `start`; its thread id.
+pub fn clone(cx: &mut Context, [start]: [u64; 1]) -> SysResult {
+    let t = cx.thread()?;
+    let start: k42_abi::linux::ThreadStart = user::read_val(t.memory(), start)?;
+    value(u64::from(proc::linux_clone(&t, &start)?))
+}
+
+/// `FutexWait`: block while the word at `addr` holds `val`.
+pub fn futex_wait(cx: &mut Context, [addr, val, bitset, timeout_ns]: [u64; 4]) -> SysResult {
+    let t = cx.thread()?;
+    let val = u32::try_from(val).map_err(|_| SyscallError::InvalidArgument)?;
+    let bitset = u32::try_from(bitset).map_err(|_| SyscallError::InvalidArgument)?;
+    proc::futex::wait(&t, addr, val, bitset, timeout_ns, cx.frame)?;
+    Ok(Done::Switched)
+}
+
+/// `FutexWake`: wake at most `n` waiters on `addr`.
+pub fn futex_wake(cx: &mut Context, [addr, n, bitset]: [u64; 3]) -> SysResult {
+    let t = cx.thread()?;
+    let bitset = u32::try_from(bitset).map_err(|_| SyscallError::InvalidArgument)?;
+    value(proc::futex::wake(t.memory(), addr, n, bitset)?)
+}
+
+/// `LinuxThreadExit`: end the calling thread; then, unless it was the
+/// last, clear (and wake) the child-tid word and clear the personality's
+/// stack word. After the thread is counted out, so that whoever the wake
+/// lets go (pthread_join) finds the process without it (a fork then is
+/// not refused as multithreaded).
+pub fn thread_exit(cx: &mut Context, [code, clear_tid, stack_word]: [u64; 3]) -> SysResult {
+    let t = cx.thread()?;
+    let mem = t.memory_arc();
+    let last = t.process.thread_count() == 1;
+    t.process.thread_exiting(code);
+    drop(t);
+    proc::end_current(cx.frame);
+    // User memory is reached through its own page tables, whichever
+    // address space this CPU has loaded now. Bad addresses are skipped,
+    // as Linux skips a bad clear_child_tid.
+    if !last {
+        if clear_tid != 0 && user::copy_out(&*mem, clear_tid, &0u32.to_le_bytes()).is_ok() {
+            let _ = proc::futex::wake(&mem, clear_tid, 1, u32::MAX);
+        }
+        if stack_word != 0 {
+            let _ = user::copy_out(&*mem, stack_word, &0u64.to_le_bytes());
+        }
+    }
+    Ok(Done::Switched)
+}
+
+/// `SetGsBase`: the calling thread's user GS base.
+pub fn set_gs_base(cx: &mut Context, [base]: [u64; 1]) -> SysResult {
+    let t = cx.thread()?;
+    if base >= k42_abi::syscall::USER_TOP {
+        return Err(SyscallError::InvalidArgument);
+    }
+    t.set_gs_base(base);
+    value(0)
+}

@@ -26,24 +26,19 @@
 
 use linux_raw_sys::general as nr;
 
-use crate::{LinuxResult, fd, files, memory, poll, process, signal, system, trace};
+use crate::{LinuxResult, fd, files, memory, poll, process, signal, system, thread, trace};
 
-/// Bytes of the personality's own stack.
+/// Bytes of the main thread's personality stack.
 const STACK_SIZE: usize = 256 * 1024;
 
-/// The personality's stack (one: a Linux process has one thread here).
+/// The main thread's personality stack (a clone'd thread has its own:
+/// [`thread`]).
 #[repr(C, align(16))]
 struct Stack([u8; STACK_SIZE]);
 
 /// Written only by the entry below, through its address.
 #[unsafe(no_mangle)]
 static mut LINUX_STACK: Stack = Stack([0; STACK_SIZE]);
-/// The program's stack pointer while the entry switches stacks.
-#[unsafe(no_mangle)]
-static mut LINUX_USER_RSP: u64 = 0;
-/// Where the program resumes, while the exit restores its registers.
-#[unsafe(no_mangle)]
-static mut LINUX_RESUME_RIP: u64 = 0;
 
 core::arch::global_asm!(
     r#"
@@ -53,9 +48,9 @@ linux_syscall_entry:
     cld
     cmp rax, {bare}
     je 2f
-    mov [rip + {user_rsp}], rsp
-    lea rsp, [rip + {stack} + {size}]
-    push qword ptr [rip + {user_rsp}]
+    mov gs:[{user_rsp}], rsp
+    mov rsp, gs:[{stack_top}]
+    push qword ptr gs:[{user_rsp}]
     push rcx
     push r11
     push r11
@@ -77,7 +72,7 @@ linux_syscall_entry:
     call linux_syscall
 3:
     mov rax, [rsp + {rip_at}]
-    mov [rip + {resume}], rax
+    mov gs:[{resume}], rax
     pop rax
     pop rdi
     pop rsi
@@ -96,13 +91,13 @@ linux_syscall_entry:
     popfq
     lea rsp, [rsp + 8]
     mov rsp, [rsp]
-    jmp qword ptr [rip + {resume}]
+    jmp qword ptr gs:[{resume}]
 
     .global linux_fault_entry
 linux_fault_entry:
-    mov [rip + {user_rsp}], rsp
-    lea rsp, [rip + {stack} + {size}]
-    push qword ptr [rip + {user_rsp}]
+    mov gs:[{user_rsp}], rsp
+    mov rsp, gs:[{stack_top}]
+    push qword ptr gs:[{user_rsp}]
     push qword ptr [{fault_rip}]
     pushfq
     push r11
@@ -125,12 +120,12 @@ linux_fault_entry:
     call linux_fault
     jmp 3b
 2:
-    mov [rip + {user_rsp}], rsp
-    lea rsp, [rip + {stack} + {size}]
+    mov gs:[{user_rsp}], rsp
+    mov rsp, gs:[{stack_top}]
     xor eax, eax
     push r11
     popfq
-    mov rsp, [rip + {user_rsp}]
+    mov rsp, gs:[{user_rsp}]
     jmp rcx
 
     .section .text
@@ -154,13 +149,8 @@ linux_enter_program:
     xor r15d, r15d
     jmp rax
 "#,
-    user_rsp = sym LINUX_USER_RSP,
-    resume = sym LINUX_RESUME_RIP,
-    rip_at = const core::mem::offset_of!(Frame, rip),
-    fault_rip = const k42_abi::linux::LINUX_SIGNALS
-        + (core::mem::offset_of!(k42_abi::linux::SignalPage, fault) + 8 * k42_abi::linux::FAULT_RIP) as u64,
-    stack = sym LINUX_STACK,
-    size = const STACK_SIZE,
+    user_rsp = const thread::BLOCK_USER_RSP,
+    stack_top = const thread::BLOCK_STACK_TOP,
     bare = const k42_abi::linux::BARE_SYSCALL,
 );
 
@@ -174,32 +164,8 @@ unsafe extern "C" {
 }
 
 /// The program's registers at a Linux system call, as the entry saved
-/// them (in push order, lowest address first); the program resumes from
-/// them. `rax` holds the call number, then the result.
-#[repr(C)]
-pub struct Frame {
-    pub rax: u64,
-    pub rdi: u64,
-    pub rsi: u64,
-    pub rdx: u64,
-    pub r10: u64,
-    pub r8: u64,
-    pub r9: u64,
-    pub rbx: u64,
-    pub rbp: u64,
-    pub r12: u64,
-    pub r13: u64,
-    pub r14: u64,
-    pub r15: u64,
-    /// The program's `rcx` and `r11` when it resumes (at a system call,
-    /// the return address and flags, as `syscall` leaves them).
-    pub rcx: u64,
-    pub r11: u64,
-    pub rflags: u64,
-    /// Where the program resumes (after its `syscall`).
-    pub rip: u64,
-    pub rsp: u64,
-}
+/// them (see [`k42_abi::linux::UserRegs`]).
+pub use k42_abi::linux::UserRegs as Frame;
 
 const _: () = assert!(core::mem::size_of::<Frame>() == 18 * 8);
 
@@ -214,6 +180,8 @@ extern "C" fn k42_user_main(info: u64, sp: u64) -> ! {
     fd::start(start.info);
     memory::start(sp);
     signal::start();
+    // The main thread's block: the static stack's top.
+    thread::start_main(core::ptr::addr_of!(LINUX_STACK) as u64 + STACK_SIZE as u64);
     // SAFETY: `entry` and `sp` are the program's entry point and the
     // initial stack the kernel built for it (ProgramInfo args 0 and 1).
     unsafe { linux_enter_program(entry, sp) }
@@ -228,6 +196,10 @@ extern "C" fn linux_syscall(frame: &mut Frame) {
         frame.rdi, frame.rsi, frame.rdx, frame.r10, frame.r8, frame.r9,
     ];
     trace::enter(n, &a);
+    let unlocked = thread::runs_unlocked(n);
+    if !unlocked {
+        thread::lock();
+    }
     if n == u64::from(nr::__NR_rt_sigreturn) {
         signal::rt_sigreturn(frame);
     } else if n == u64::from(nr::__NR_sigaltstack) {
@@ -237,13 +209,22 @@ extern "C" fn linux_syscall(frame: &mut Frame) {
             Err(errno) => -(errno as i64) as u64,
         };
     } else {
-        frame.rax = match dispatch(n, a) {
+        let r = match u32::try_from(n) {
+            Ok(nr::__NR_clone) => thread::clone(frame, a),
+            Ok(nr::__NR_clone3) => thread::clone3(frame, a[0], a[1]),
+            _ => dispatch(n, a),
+        };
+        frame.rax = match r {
             Ok(v) => v,
             Err(errno) => -(errno as i64) as u64,
         };
     }
     trace::exit(n, frame.rax);
+    if unlocked {
+        thread::lock();
+    }
     signal::at_exit(frame, n);
+    thread::unlock();
 }
 
 fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
@@ -310,17 +291,19 @@ fn dispatch(n: u64, a: [u64; 6]) -> LinuxResult {
         nr::__NR_mprotect => memory::mprotect(a[0], a[1], a[2]),
         nr::__NR_madvise => memory::madvise(a[0], a[1], a[2]),
         nr::__NR_arch_prctl => process::arch_prctl(a[0], a[1]),
-        nr::__NR_set_tid_address => process::set_tid_address(a[0]),
-        nr::__NR_exit | nr::__NR_exit_group => process::exit(a[0]),
+        nr::__NR_set_tid_address => thread::set_tid_address(a[0]),
+        nr::__NR_exit => thread::exit(a[0]),
+        nr::__NR_exit_group => process::exit(a[0]),
         nr::__NR_execve => process::execve(a[0], a[1], a[2]),
         nr::__NR_fork | nr::__NR_vfork => process::fork(),
-        nr::__NR_clone => process::clone(a[0], a[1], a[2], a[3], a[4]),
         nr::__NR_wait4 => process::wait4(int(a[0]) as i64, a[1], a[2], a[3]),
         nr::__NR_kill => signal::kill(int(a[0]) as i64, a[1]),
-        // One thread per process: a thread id is its process id.
-        nr::__NR_tgkill => signal::kill(int(a[0]) as i64, a[2]),
-        nr::__NR_tkill => signal::kill(int(a[0]) as i64, a[1]),
-        nr::__NR_getpid | nr::__NR_gettid => process::getpid(),
+        nr::__NR_tgkill => thread::tgkill(int(a[0]), int(a[1]), a[2]),
+        nr::__NR_tkill => thread::tkill(int(a[0]), a[1]),
+        nr::__NR_getpid => process::getpid(),
+        nr::__NR_gettid => thread::gettid(),
+        nr::__NR_futex => thread::futex(a[0], a[1], a[2], a[3], a[4], a[5]),
+        nr::__NR_sched_setaffinity => thread::sched_setaffinity(int(a[0]), a[1], a[2]),
         nr::__NR_getppid => process::getppid(),
         nr::__NR_getuid | nr::__NR_geteuid | nr::__NR_getgid | nr::__NR_getegid => Ok(0),
         nr::__NR_setuid | nr::__NR_setgid => process::set_ids(&a[..1]),

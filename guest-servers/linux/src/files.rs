@@ -226,7 +226,10 @@ fn read_into(open: &Open, pos: u64, buf: u64, len: u64, whose: Whose) -> LinuxRe
         }
         Kind::Pipe { handle } => {
             whose.check(buf, len)?;
-            let r = k42_rt::sys::raw::FileRead::call([handle, nonblock(open), buf, len]);
+            let nb = nonblock(open);
+            let r = crate::thread::unlocked(|| {
+                k42_rt::sys::raw::FileRead::call([handle, nb, buf, len])
+            });
             k42_rt::sys::sys_result(r).map_err(sys_errno)
         }
     }
@@ -237,7 +240,8 @@ fn read_into(open: &Open, pos: u64, buf: u64, len: u64, whose: Whose) -> LinuxRe
 fn console_read(open: &Open, buf: u64, len: u64, whose: Whose) -> LinuxResult {
     let nonblock = u64::from(open.flags() & g::O_NONBLOCK != 0);
     whose.check(buf, len)?;
-    match k42_rt::sys::sys_result(k42_rt::sys::raw::TtyRead::call([buf, len, nonblock])) {
+    let r = crate::thread::unlocked(|| k42_rt::sys::raw::TtyRead::call([buf, len, nonblock]));
+    match k42_rt::sys::sys_result(r) {
         Ok(n) => Ok(n),
         Err(SyscallError::NotPermitted) => Ok(0),
         Err(SyscallError::WouldBlock) => Err(e::EAGAIN),
@@ -293,7 +297,10 @@ fn write_from(open: &Open, pos: u64, buf: u64, len: u64, whose: Whose) -> Result
         }
         Kind::Pipe { handle } => {
             whose.check(buf, len)?;
-            let r = k42_rt::sys::raw::FileWrite::call([handle, nonblock(open), buf, len, 0]);
+            let nb = nonblock(open);
+            let r = crate::thread::unlocked(|| {
+                k42_rt::sys::raw::FileWrite::call([handle, nb, buf, len, 0])
+            });
             match k42_rt::sys::sys_result(r) {
                 Ok(n) => Ok((n, 0)),
                 Err(SyscallError::BrokenPipe) => Err(broken_pipe()),

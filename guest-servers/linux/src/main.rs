@@ -23,6 +23,7 @@
 //! | [`process`]| exit, exec, fork, wait, ids                             |
 //! | [`signal`]| actions, masks, kill, delivery, rt_sigreturn            |
 //! | [`system`]| uname, time, random, limits                             |
+//! | [`thread`]| per-thread blocks, the lock, clone, futex, thread exit   |
 //! | [`trace`] | the `linux` trace class: each call's entry and result   |
 //! | [`uaccess`]| the program's memory: copies that fail with EFAULT        |
 #![no_std]
@@ -39,6 +40,7 @@ mod poll;
 mod process;
 mod signal;
 mod system;
+mod thread;
 mod trace;
 mod uaccess;
 

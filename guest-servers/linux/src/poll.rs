@@ -76,7 +76,7 @@ fn wait(deadline_ns: Option<u64>, mut check: impl FnMut() -> u64) -> LinuxResult
         if crate::signal::interrupted() {
             return Err(crate::signal::ERESTARTNOHAND);
         }
-        k42_rt::sys::yield_now(round);
+        crate::thread::unlocked(|| k42_rt::sys::yield_now(round));
         round = (round + 1).min(64);
     }
 }

@@ -6,8 +6,8 @@
 //! this file keeps), exec is `LinuxExec` of the file the file server
 //! opens, wait is `Wait`/`TryWait`.
 //!
-//! Not yet: threads (`clone` with `CLONE_VM` and a new stack), process
-//! groups beyond their ids.
+//! Threads (`clone` for a thread, `exit` of one thread) are
+//! [`crate::thread`]'s. Not yet: process groups beyond their ids.
 
 use alloc::string::String;
 use alloc::vec::Vec;
@@ -43,7 +43,7 @@ pub fn exe_path() -> String {
     EXE.lock().clone()
 }
 
-/// `exit`, `exit_group`.
+/// `exit_group`: the whole process.
 pub fn exit(code: u64) -> LinuxResult {
     k42_rt::exit(code as u8)
 }
@@ -68,12 +68,7 @@ pub fn arch_prctl(code: u64, addr: u64) -> LinuxResult {
     }
 }
 
-/// `set_tid_address`: the caller's thread id (the pid: one thread).
-pub fn set_tid_address(_ptr: u64) -> LinuxResult {
-    getpid()
-}
-
-/// `getpid`, `gettid`.
+/// `getpid`.
 pub fn getpid() -> LinuxResult {
     sys_result(raw::GetPid::call([])).map_err(sys_errno)
 }
@@ -123,7 +118,8 @@ pub fn setsid() -> LinuxResult {
 /// The robust-futex list the program registered (`set_robust_list`):
 /// its head and length. Kept for `get_robust_list`; a forked child starts
 /// without one (glibc registers again), as on Linux. Nothing walks it at
-/// exit yet: there are no futexes until threads are supported.
+/// a thread's exit (robust mutexes of a dead thread are not recovered),
+/// and one head is kept per process, not per thread.
 static ROBUST_LIST: SpinLock<(u64, u64)> = SpinLock::new((0, 0));
 
 /// `set_robust_list`: `len` must be Linux's `robust_list_head` size.
@@ -181,6 +177,7 @@ pub fn fork() -> LinuxResult {
         s => sys_errno(s),
     })?;
     if r == 0 {
+        crate::thread::forked_child(getpid()?);
         STATE.lock().ppid = parent;
         *ROBUST_LIST.lock() = (0, 0);
     }
@@ -189,8 +186,8 @@ pub fn fork() -> LinuxResult {
 
 /// `clone` with the flag sets glibc's fork and vfork use: a copy of the
 /// process on the same stack (a vfork child is served by a copy too). A
-/// new stack or a shared address space without `CLONE_VFORK` (threads)
-/// is not supported yet: ENOSYS, counted.
+/// vfork with a new stack (posix_spawn) is not supported: ENOSYS,
+/// counted. Threads are [`crate::thread::clone`]'s.
 pub fn clone(flags: u64, stack: u64, ptid: u64, ctid: u64, _tls: u64) -> LinuxResult {
     let flags = flags as u32;
     if stack != 0 || flags & (g::CLONE_VM | g::CLONE_THREAD) != 0 && flags & g::CLONE_VFORK == 0 {
@@ -249,7 +246,7 @@ pub fn wait4(pid: i64, wstatus: u64, options: u64, rusage: u64) -> LinuxResult {
     let r = if options & u64::from(g::WNOHANG) != 0 {
         raw::TryWait::call([which, report])
     } else {
-        raw::Wait::call([which, report])
+        crate::thread::unlocked(|| raw::Wait::call([which, report]))
     };
     let word = sys_result(r).map_err(|err| match err {
         SyscallError::NoChildren | SyscallError::NoSuchProcess => e::ECHILD,

@@ -184,9 +184,29 @@ pub fn rt_sigaction(sig: u64, act: u64, oact: u64, size: u64) -> LinuxResult {
     Ok(0)
 }
 
-/// Set the mask to `mask` (SIGKILL and SIGSTOP never blocked).
+/// Set the calling thread's mask to `mask` (SIGKILL and SIGSTOP never
+/// blocked). The page's `blocked` word, which the kernel decides by, is
+/// what every thread blocks (see [`crate::thread::common_mask`]).
 fn set_blocked(mask: u64) {
-    page().blocked.store(mask & !UNBLOCKABLE, Ordering::Release);
+    crate::thread::set_mask(mask & !UNBLOCKABLE);
+    publish_mask();
+}
+
+/// Write the signals every thread blocks to the page.
+pub fn publish_mask() {
+    page()
+        .blocked
+        .store(crate::thread::common_mask(), Ordering::Release);
+}
+
+/// The signals the calling thread blocks.
+fn blocked() -> u64 {
+    crate::thread::mask()
+}
+
+/// The mask in the page (at start: carried over exec or fork).
+pub fn page_mask() -> u64 {
+    page().blocked.load(Ordering::Acquire)
 }
 
 /// `rt_sigprocmask`.
@@ -194,7 +214,7 @@ pub fn rt_sigprocmask(how: u64, set: u64, oset: u64, size: u64) -> LinuxResult {
     if size != 8 {
         return Err(e::EINVAL);
     }
-    let old = page().blocked.load(Ordering::Acquire);
+    let old = blocked();
     if set != 0 {
         let s: u64 = crate::uaccess::read(set)?;
         set_blocked(match how as u32 {
@@ -216,7 +236,7 @@ pub fn rt_sigpending(set: u64, size: u64) -> LinuxResult {
         return Err(e::EINVAL);
     }
     let p = page();
-    let pending = p.pending.load(Ordering::Acquire) & p.blocked.load(Ordering::Acquire);
+    let pending = p.pending.load(Ordering::Acquire) & blocked();
     crate::uaccess::write(set, &pending)?;
     Ok(0)
 }
@@ -226,9 +246,10 @@ pub fn rt_sigpending(set: u64, size: u64) -> LinuxResult {
 /// a handler runs).
 fn wait_for_signal() -> LinuxResult {
     loop {
-        match sys_result(raw::SignalWait::call([])) {
+        match sys_result(crate::thread::unlocked(|| raw::SignalWait::call([]))) {
             Ok(_) => return Err(ERESTARTNOHAND),
-            Err(SyscallError::WouldBlock) => k42_rt::sys::yield_now(0),
+            // Another thread waits there (one slot per process).
+            Err(SyscallError::WouldBlock) => crate::thread::unlocked(|| k42_rt::sys::yield_now(0)),
             Err(s) => return Err(crate::files::sys_errno(s)),
         }
     }
@@ -240,7 +261,7 @@ pub fn rt_sigsuspend(set: u64, size: u64) -> LinuxResult {
         return Err(e::EINVAL);
     }
     let mask: u64 = crate::uaccess::read(set)?;
-    let old = page().blocked.load(Ordering::Acquire);
+    let old = blocked();
     *SUSPEND_MASK.lock() = Some(old);
     set_blocked(mask);
     wait_for_signal()
@@ -258,7 +279,7 @@ pub fn with_mask(set: u64, size: u64, f: impl FnOnce() -> LinuxResult) -> LinuxR
         return Err(e::EINVAL);
     }
     let mask: u64 = crate::uaccess::read(set)?;
-    let old = page().blocked.load(Ordering::Acquire);
+    let old = blocked();
     set_blocked(mask);
     let r = f();
     if r == Err(ERESTARTNOHAND) {
@@ -278,7 +299,7 @@ pub fn pause() -> LinuxResult {
 /// loop in the personality stops waiting).
 pub fn interrupted() -> bool {
     let p = page();
-    p.pending.load(Ordering::Acquire) & !p.blocked.load(Ordering::Acquire) != 0
+    p.pending.load(Ordering::Acquire) & !blocked() != 0
 }
 
 /// Send `sig` to process `pid` through the kernel (0 checks that it
@@ -337,8 +358,7 @@ fn force_segv() -> ! {
     let reset = Action::default();
     ACTIONS.lock()[g::SIGSEGV as usize] = reset;
     publish(g::SIGSEGV, &reset);
-    let p = page();
-    set_blocked(p.blocked.load(Ordering::Acquire) & !signal_bit(g::SIGSEGV));
+    set_blocked(blocked() & !signal_bit(g::SIGSEGV));
     terminate(g::SIGSEGV)
 }
 
@@ -446,7 +466,7 @@ pub fn at_exit(frame: &mut Frame, nr: u64) {
         _ => None,
     };
     loop {
-        let ready = p.pending.load(Ordering::Acquire) & !p.blocked.load(Ordering::Acquire);
+        let ready = p.pending.load(Ordering::Acquire) & !blocked();
         if ready == 0 {
             break;
         }
@@ -548,8 +568,7 @@ extern "C" fn linux_fault(frame: &mut Frame) {
 /// Build the signal frame for `sig` and resume in its handler.
 fn enter_handler(frame: &mut Frame, sig: u32, action: &Action, info: [u32; 32]) {
     crate::trace::signal(sig, action.handler);
-    let p = page();
-    let blocked = p.blocked.load(Ordering::Acquire);
+    let blocked = blocked();
     let saved_mask = SUSPEND_MASK.lock().take().unwrap_or(blocked);
     // Below the red zone, or the alternate stack's top: the FP state
     // (64-byte aligned), then the frame, placed so that the handler

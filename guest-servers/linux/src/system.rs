@@ -238,7 +238,7 @@ fn sleep_until(deadline: u64, rem: u64) -> LinuxResult {
 }
 
 /// The program's timespec at `ptr`, in nanoseconds.
-fn timespec_ns(ptr: u64) -> Result<u64, u32> {
+pub fn timespec_ns(ptr: u64) -> Result<u64, u32> {
     let ts: g::__kernel_timespec = crate::uaccess::read(ptr)?;
     if ts.tv_sec < 0 || !(0..1_000_000_000).contains(&ts.tv_nsec) {
         return Err(e::EINVAL);

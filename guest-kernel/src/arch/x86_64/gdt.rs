@@ -118,6 +118,22 @@ pub fn init_cpu(cpu: usize) -> u64 {
     user_trap_top.as_u64()
 }
 
+/// `IA32_KERNEL_GS_BASE`: the GS base `swapgs` swaps in — in the
+/// kernel (after the entry's `swapgs`), the user's.
+const KERNEL_GS_BASE: u32 = 0xc000_0102;
+
+/// Set the user GS base of the thread about to run (the Linux
+/// personality's per-thread block). Called in the kernel, where the
+/// entry stubs have swapped the user's GS base into
+/// `IA32_KERNEL_GS_BASE`; their `swapgs` on the way out loads it.
+pub fn set_user_gs_base(base: u64) {
+    // SAFETY: IA32_KERNEL_GS_BASE holds the user's GS base while the
+    // kernel runs (every entry from user mode swaps); the kernel's own
+    // GS base (the per-CPU data) is untouched. A non-canonical base is
+    // refused by the caller.
+    unsafe { Msr::new(KERNEL_GS_BASE).write(base) };
+}
+
 /// `IA32_FS_BASE`.
 const FS_BASE: u32 = 0xc000_0100;
 

@@ -6,7 +6,7 @@ use core::arch::asm;
 
 use k42_abi::layout::{KERNEL_VIRT_BASE, PHYS_MAP_BASE};
 
-pub use super::gdt::{USER_CS, USER_DS, set_fs_base};
+pub use super::gdt::{USER_CS, USER_DS, set_fs_base, set_user_gs_base};
 pub use super::hypercall::{backoff, hypercall};
 pub use super::interrupts::{
     TrapFrame, UserTraps, VECTOR_INVALID_OPCODE, VECTOR_TIMER, VECTOR_WAKEUP, exception_name,
