@@ -21,8 +21,8 @@
 
 pub mod fcm;
 pub mod files;
-pub mod job;
 pub mod futex;
+pub mod job;
 pub mod linux;
 pub mod memory;
 pub mod pipe;

@@ -4,8 +4,8 @@
 //!
 //! The entry runs in user mode. It leaves the program's stack alone (its
 //! red zone, and the room a signal frame needs, stay the program's) and
-//! switches to the personality's own stack, a Linux process having one
-//! thread here; it saves every register the program has into a
+//! switches to the calling thread's own personality stack (its
+//! [`thread`] block, found through the GS base); it saves every register the program has into a
 //! [`Frame`], calls [`linux_syscall`], and resumes the program from the
 //! frame — as `sysret` would after a plain call, or in a signal handler,
 //! or back where `rt_sigreturn` says, when the call changed the frame.
@@ -15,7 +15,7 @@
 //! program that took a fault whose signal it catches: every register as
 //! at the fault but `rip`, which the kernel left in the signal page; it
 //! saves them into a frame the same way and delivers the signal
-//! (`signal::fault`). The direction flag is cleared on the way in (the
+//! (`signal::linux_fault`). The direction flag is cleared on the way in (the
 //! program's own is restored on the way out), as Linux's `syscall`
 //! mask does: the personality's copies assume it clear. Call number
 //! [`BARE_SYSCALL`](k42_abi::linux::BARE_SYSCALL) returns 0 at once,
@@ -151,6 +151,10 @@ linux_enter_program:
 "#,
     user_rsp = const thread::BLOCK_USER_RSP,
     stack_top = const thread::BLOCK_STACK_TOP,
+    resume = const thread::BLOCK_RESUME_RIP,
+    rip_at = const core::mem::offset_of!(Frame, rip),
+    fault_rip = const k42_abi::linux::LINUX_SIGNALS
+        + (core::mem::offset_of!(k42_abi::linux::SignalPage, fault) + 8 * k42_abi::linux::FAULT_RIP) as u64,
     bare = const k42_abi::linux::BARE_SYSCALL,
 );
 

@@ -539,6 +539,9 @@ fn siginfo(sig: u32) -> [u32; 32] {
 /// program, as Linux forces a fault's signal.
 #[unsafe(no_mangle)]
 extern "C" fn linux_fault(frame: &mut Frame) {
+    // As for a system call: the personality's state is one thread's at
+    // a time.
+    crate::thread::lock();
     let p = page();
     let sig = p.fault[FAULT_SIGNAL].load(Ordering::Acquire) as u32;
     let code = p.fault[FAULT_CODE].load(Ordering::Acquire) as u32;
@@ -548,11 +551,11 @@ extern "C" fn linux_fault(frame: &mut Frame) {
     }
     let action = ACTIONS.lock()[sig as usize];
     let caught = !matches!(action.handler, SIG_DFL | SIG_IGN);
-    if !caught || p.blocked.load(Ordering::Acquire) & signal_bit(sig) != 0 {
+    if !caught || blocked() & signal_bit(sig) != 0 {
         let reset = Action::default();
         ACTIONS.lock()[sig as usize] = reset;
         publish(sig, &reset);
-        set_blocked(p.blocked.load(Ordering::Acquire) & !signal_bit(sig));
+        set_blocked(blocked() & !signal_bit(sig));
         terminate(sig);
     }
     // Linux's siginfo: si_signo, si_errno, si_code, then the union at
@@ -563,6 +566,7 @@ extern "C" fn linux_fault(frame: &mut Frame) {
     info[4] = addr as u32;
     info[5] = (addr >> 32) as u32;
     enter_handler(frame, sig, &action, info);
+    crate::thread::unlock();
 }
 
 /// Build the signal frame for `sig` and resume in its handler.
