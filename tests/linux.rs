@@ -383,7 +383,7 @@ fn a_file_that_is_not_a_program_is_126() {
     let out = guest(1, &["/etc/passwd"]);
     assert_eq!(out.status.code(), Some(126), "{}", describe(&out));
     assert!(
-        stdout(&out).contains("/etc/passwd: cannot run: not a static x86_64 Linux executable"),
+        stdout(&out).contains("/etc/passwd: cannot run: not an x86_64 Linux executable"),
         "{}",
         describe(&out)
     );
