@@ -3,8 +3,9 @@
  * SA_ONSTACK running on the alternate stack (its locals there,
  * sigaltstack saying SS_ONSTACK, EPERM for a change while on it, the
  * frame's uc_stack), a nested handler further down the same stack, a
- * handler without SA_ONSTACK on the normal stack, SS_AUTODISARM, and
- * the state a forked child inherits. Prints only what does not depend
+ * handler without SA_ONSTACK on the normal stack, SS_AUTODISARM, the
+ * state a forked child inherits, and the classic: a stack overflow
+ * caught by a SIGSEGV handler on the alternate stack. Prints only what does not depend
  * on the machine, between =BEGIN= and =END=; tests/linux.rs compares
  * the guest's output with host Linux's. */
 #define _GNU_SOURCE
@@ -86,6 +87,34 @@ static void on_usr1_plain(int sig)
 	printf("  handler without SA_ONSTACK on the alternate stack: %s\n", yes(on_alt(&local)));
 }
 
+static volatile int overflow_depth;
+static volatile uintptr_t last_frame;
+
+static void on_overflow(int sig, siginfo_t *si, void *ucv)
+{
+	int local;
+	(void)ucv;
+	printf("  SIGSEGV %s, on the alternate stack %s, after deep recursion %s\n",
+	       sig == SIGSEGV ? "caught" : "not caught", yes(on_alt(&local)),
+	       yes(overflow_depth > 1000));
+	printf("  si_code SEGV_MAPERR %s, si_addr below the stack in use %s\n",
+	       yes(si->si_code == SEGV_MAPERR), yes((uintptr_t)si->si_addr < last_frame));
+	fflush(stdout);
+	_exit(0);
+}
+
+/* Recurse until the stack runs out (each level keeps a page-sized
+ * buffer live, so no call is a tail call). */
+#pragma GCC diagnostic ignored "-Winfinite-recursion"
+static int recurse(int n)
+{
+	volatile char pad[4096];
+	pad[0] = (char)n;
+	overflow_depth = n;
+	last_frame = (uintptr_t)pad;
+	return recurse(n + 1) + pad[0];
+}
+
 int main(void)
 {
 	stack_t s, old;
@@ -159,6 +188,25 @@ int main(void)
 	raise(SIGUSR1);
 	r = sigaltstack(NULL, &old);
 	show("after the handler", r, &old);
+
+	printf("a stack overflow:\n");
+	fflush(stdout);
+	c = fork();
+	if (c == 0) {
+		stack_t os = { .ss_sp = malloc(ALT_SIZE), .ss_size = ALT_SIZE, .ss_flags = 0 };
+		struct sigaction osa;
+		alt = os.ss_sp;
+		sigaltstack(&os, NULL);
+		memset(&osa, 0, sizeof osa);
+		osa.sa_sigaction = on_overflow;
+		osa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+		sigaction(SIGSEGV, &osa, NULL);
+		recurse(0);
+		exit(1);
+	}
+	int st;
+	waitpid(c, &st, 0);
+	printf("  the child exited %d\n", WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st));
 
 	printf("SS_DISABLE:\n");
 	s.ss_flags = SS_DISABLE;
