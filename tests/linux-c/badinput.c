@@ -13,6 +13,7 @@
 #include <sys/mman.h>
 #include <sys/resource.h>
 #include <time.h>
+#include <ucontext.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
@@ -105,6 +106,14 @@ static int null_calls(long n) {
         printf("%s: %lld ns per call (%ld calls)\n", names[k], ns / n, n);
     }
     return 0;
+}
+
+/* Set every MXCSR bit in the frame's FP state. */
+static void bad_mxcsr(int sig, siginfo_t *si, void *ucv) {
+    ucontext_t *uc = ucv;
+    (void)sig;
+    (void)si;
+    uc->uc_mcontext.fpregs->mxcsr = 0xffffffff;
 }
 
 int main(int argc, char **argv) {
@@ -232,6 +241,27 @@ int main(int argc, char **argv) {
     unlink(at("nointerp"));
     unlink(at("interpcut"));
     rmdir(dir);
+
+    /* A signal frame whose FP state sets reserved MXCSR bits: SIGSEGV
+     * at rt_sigreturn, as Linux refuses it. */
+    fflush(stdout);
+    pid_t c = fork();
+    if (c == 0) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_sigaction = bad_mxcsr;
+        sa.sa_flags = SA_SIGINFO;
+        sigaction(SIGUSR1, &sa, NULL);
+        raise(SIGUSR1);
+        printf("a bad MXCSR in a signal frame: survived\n");
+        exit(0);
+    }
+    int st;
+    waitpid(c, &st, 0);
+    if (WIFSIGNALED(st))
+        printf("a bad MXCSR in a signal frame: signal %d\n", WTERMSIG(st));
+    else
+        printf("a bad MXCSR in a signal frame: exit %d\n", WEXITSTATUS(st));
     printf("=END=\n");
     return 0;
 }

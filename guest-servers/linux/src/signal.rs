@@ -569,6 +569,23 @@ extern "C" fn linux_fault(frame: &mut Frame) {
     crate::thread::unlock();
 }
 
+/// Whether the MXCSR in FP state `fx` (bytes 24–27) sets only bits
+/// this CPU supports: its MXCSR_MASK from a save of the current state
+/// (bytes 28–31; 0 means the default 0xffbf).
+fn mxcsr_valid(fx: &FxArea) -> bool {
+    let mut now = FxArea([0; FP_STATE as usize]);
+    // SAFETY: `fxsave64` stores 512 bytes at a 16-byte-aligned address.
+    unsafe { core::arch::asm!("fxsave64 [{}]", in(reg) now.0.as_mut_ptr(), options(nostack)) };
+    let word = |a: &FxArea, at: usize| {
+        u32::from_le_bytes([a.0[at], a.0[at + 1], a.0[at + 2], a.0[at + 3]])
+    };
+    let mask = match word(&now, 28) {
+        0 => 0xffbf,
+        m => m,
+    };
+    word(fx, 24) & !mask == 0
+}
+
 /// Build the signal frame for `sig` and resume in its handler.
 fn enter_handler(frame: &mut Frame, sig: u32, action: &Action, info: [u32; 32]) {
     crate::trace::signal(sig, action.handler);
@@ -692,12 +709,13 @@ pub fn rt_sigreturn(frame: &mut Frame) {
     frame.rflags = (frame.rflags & !USER_FLAGS) | (m.eflags & USER_FLAGS) | FIXED_FLAGS;
     if m.fpstate != 0 {
         let mut fx = FxArea([0; FP_STATE as usize]);
-        if crate::uaccess::copy_in(&mut fx.0, m.fpstate).is_err() {
+        if crate::uaccess::copy_in(&mut fx.0, m.fpstate).is_err() || !mxcsr_valid(&fx) {
+            // Linux refuses such a frame with SIGSEGV.
             force_segv();
         }
         // SAFETY: 512 bytes of FP state, 16-byte aligned, as
-        // `enter_handler` saved them (fxrstor faults on reserved MXCSR
-        // bits, ending the program, as Linux refuses such a frame).
+        // `enter_handler` saved them, MXCSR checked (fxrstor faults on
+        // its reserved bits).
         unsafe { core::arch::asm!("fxrstor64 [{}]", in(reg) fx.0.as_ptr(), options(nostack)) };
     }
     set_blocked(sf.uc.sigmask);
