@@ -95,7 +95,19 @@ $(LBENCH): bench/linux/k42-lbench.c | setup
 	@mkdir -p $(dir $@)
 	gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
 
-image: kernel $(LBENCH) $(LINUX_PROGS) $(DYN_PROGS)
+# The same empty program static and dynamically linked (exec's cost of
+# dynamic linking, in the Linux benchmark).
+LTRUE := target/linux/k42-true-static target/linux/k42-true-dynamic
+
+target/linux/k42-true-static: bench/linux/k42-true.c | setup
+	@mkdir -p $(dir $@)
+	gcc -static -O2 -Wall -Wextra -Werror -o $@ $<
+
+target/linux/k42-true-dynamic: bench/linux/k42-true.c | setup
+	@mkdir -p $(dir $@)
+	gcc -O2 -Wall -Wextra -Werror -o $@ $<
+
+image: kernel $(LBENCH) $(LTRUE) $(LINUX_PROGS) $(DYN_PROGS)
 	$(CARGO) run -q --release -p k42-image --bin k42-mkimage -- images/default.toml -o $(IMAGE)
 
 vmm:

@@ -560,6 +560,8 @@ fn linux_suite_quick_writes_both_series_and_the_split() {
             "linux.bare",
             "linux.getppid",
             "linux.spawn",
+            "linux.exec-static",
+            "linux.exec-dynamic",
             "linux.pipe",
             "linux.sdet"
         ]
@@ -616,7 +618,7 @@ fn linux_suite_quick_writes_both_series_and_the_split() {
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let text = stdout(&out);
     assert!(text.contains("linux.getppid"), "{text}");
-    assert!(text.contains("5 with too few samples"), "{text}");
+    assert!(text.contains("7 with too few samples"), "{text}");
     let report = std::fs::read_to_string(cmp_dir.join("report.md")).unwrap();
     assert!(report.contains("## Against the baseline"), "{report}");
     // Only another linux-suite file is a baseline for it; a quick run is

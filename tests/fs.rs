@@ -37,7 +37,7 @@ fn every_operation_and_error_distributed_index() {
     expect_ok(&out, "fstest basic: 0 failures: ok");
     let text = stdout(&out);
     assert!(
-        text.contains("fileserver: ready (17 files from the image, distributed page index)"),
+        text.contains("fileserver: ready (19 files from the image, distributed page index)"),
         "{}",
         describe(&out)
     );
@@ -82,7 +82,7 @@ fn a_dead_server_fails_calls_cleanly() {
 
 #[test]
 fn the_file_limit_is_a_clean_error() {
-    // Above the image's 17 files, which the server opens at start.
+    // Above the image's 19 files, which the server opens at start.
     let out = with_server(2, "", "fstest+limit", "file.max=24");
     expect_ok(&out, "fstest limit: 0 failures: ok");
     let (out, _) = boot(1, &["--cmdline", "test=none init=init file.max=0"]);

@@ -16,7 +16,8 @@
  *   k42-lbench bare N               N `syscall`s of number 0x4b42: the
  *                                   k42 personality returns at once (the
  *                                   bare round trip); Linux says ENOSYS
- *   k42-lbench spawn N PATH         N fork + execve(PATH, {"true"}) + wait
+ *   k42-lbench spawn N PATH [NAME]  N fork + execve(PATH, {"true"}) + wait
+ *                                   (reported as NAME, default spawn)
  *   k42-lbench pipe MIB             MIB MiB from a child through a pipe
  *   k42-lbench sdet BUSYBOX SCRIPT  fork + exec BUSYBOX sh SCRIPT + wait
  *
@@ -100,7 +101,7 @@ static void bench_bare(uint64_t n)
 	report("bare", n, t0, now_ns());
 }
 
-static void bench_spawn(uint64_t n, const char *path)
+static void bench_spawn(uint64_t n, const char *path, const char *name)
 {
 	uint64_t t0 = now_ns();
 	for (uint64_t i = 0; i < n; i++) {
@@ -114,7 +115,7 @@ static void bench_spawn(uint64_t n, const char *path)
 		}
 		reap(pid, path);
 	}
-	report("spawn", n, t0, now_ns());
+	report(name, n, t0, now_ns());
 }
 
 static void bench_pipe(uint64_t mib)
@@ -181,7 +182,7 @@ static void bench_sdet(const char *busybox, const char *script)
 
 static int usage(void)
 {
-	fprintf(stderr, "usage: k42-lbench getppid N | bare N | spawn N PATH | pipe MIB | "
+	fprintf(stderr, "usage: k42-lbench getppid N | bare N | spawn N PATH [NAME] | pipe MIB | "
 			"sdet BUSYBOX SCRIPT\n");
 	return 1;
 }
@@ -193,7 +194,9 @@ int main(int argc, char **argv)
 	else if (argc == 3 && !strcmp(argv[1], "bare"))
 		bench_bare(count(argv[2]));
 	else if (argc == 4 && !strcmp(argv[1], "spawn"))
-		bench_spawn(count(argv[2]), argv[3]);
+		bench_spawn(count(argv[2]), argv[3], "spawn");
+	else if (argc == 5 && !strcmp(argv[1], "spawn"))
+		bench_spawn(count(argv[2]), argv[3], argv[4]);
 	else if (argc == 3 && !strcmp(argv[1], "pipe"))
 		bench_pipe(count(argv[2]));
 	else if (argc == 4 && !strcmp(argv[1], "sdet"))

@@ -40,7 +40,7 @@ use crate::trace::ctf;
 pub const SUITE: &str = "linux";
 
 /// One line for `k42vmm bench list`.
-pub const DESCRIPTION: &str = "Linux programs through the personality vs host Linux running the same static k42-lbench, pinned to the same host CPU: getppid, the bare syscall round trip, fork+exec+wait of busybox true, pipe throughput, an SDET-like busybox script with its guest time split";
+pub const DESCRIPTION: &str = "Linux programs through the personality vs host Linux running the same static k42-lbench, pinned to the same host CPU: getppid, the bare syscall round trip, fork+exec+wait of busybox true and of one empty program static and dynamically linked, pipe throughput, an SDET-like busybox script with its guest time split";
 
 /// The `kind` of a linux-suite results file.
 pub const LINUX_RESULTS_KIND: &str = "k42vmm-bench-linux-results";
@@ -56,6 +56,8 @@ pub const NULL_CALL_AIM: f64 = 1.3;
 const LBENCH_MODULE: &str = "fs/bin/k42-lbench";
 const BUSYBOX_MODULE: &str = "fs/bin/busybox";
 const SDET_MODULE: &str = "fs/etc/k42-sdet.sh";
+const TRUE_STATIC_MODULE: &str = "fs/bin/k42-true-static";
+const TRUE_DYNAMIC_MODULE: &str = "fs/bin/k42-true-dynamic";
 
 /// How much each measurement does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -91,7 +93,7 @@ struct Measure {
     op: &'static str,
 }
 
-const MEASURES: [Measure; 5] = [
+const MEASURES: [Measure; 7] = [
     Measure {
         name: "bare",
         description: "a bare `syscall` round trip: the guest's personality answers call 0x4b42 at once (the hypervisor's cost of syscall plus a jump back); host Linux answers it ENOSYS",
@@ -105,6 +107,16 @@ const MEASURES: [Measure; 5] = [
     Measure {
         name: "spawn",
         description: "fork + execve of busybox `true` (through a link) + wait",
+        op: "fork+exec+wait",
+    },
+    Measure {
+        name: "exec-static",
+        description: "fork + execve of an empty C program built with gcc -static (bench/linux/k42-true.c) + wait",
+        op: "fork+exec+wait",
+    },
+    Measure {
+        name: "exec-dynamic",
+        description: "fork + execve of the same empty program dynamically linked (plain gcc: ld.so, libc.so.6 and ld.so.cache, the host's own files, loaded and relocated) + wait",
         op: "fork+exec+wait",
     },
     Measure {
@@ -321,6 +333,8 @@ struct HostFiles {
     busybox: PathBuf,
     bin: PathBuf,
     script: PathBuf,
+    true_static: PathBuf,
+    true_dynamic: PathBuf,
     tmp: PathBuf,
 }
 
@@ -345,6 +359,8 @@ fn host_files(image: &k42_image::Image, path: &Path, dir: &Path) -> Result<HostF
         lbench: put("k42-lbench", LBENCH_MODULE, 0o755)?,
         busybox: put("busybox", BUSYBOX_MODULE, 0o755)?,
         script: put("sdet.sh", SDET_MODULE, 0o644)?,
+        true_static: put("k42-true-static", TRUE_STATIC_MODULE, 0o755)?,
+        true_dynamic: put("k42-true-dynamic", TRUE_DYNAMIC_MODULE, 0o755)?,
         bin,
         tmp,
     };
@@ -387,15 +403,27 @@ fn lines(text: &str, want: &[&str], what: &str) -> Result<Vec<LbenchLine>, Bench
 
 /// k42-lbench's argument lists for one sample, with the guest's or the
 /// host's paths.
-fn invocations(sizes: Sizes, true_path: &str, busybox: &str, script: &str) -> Vec<Vec<String>> {
+fn invocations(sizes: Sizes, paths: &Paths) -> Vec<Vec<String>> {
     let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+    let spawns = sizes.spawns.to_string();
     vec![
         s(&["bare", &sizes.syscalls.to_string()]),
         s(&["getppid", &sizes.syscalls.to_string()]),
-        s(&["spawn", &sizes.spawns.to_string(), true_path]),
+        s(&["spawn", &spawns, paths.busybox_true]),
+        s(&["spawn", &spawns, paths.true_static, "exec-static"]),
+        s(&["spawn", &spawns, paths.true_dynamic, "exec-dynamic"]),
         s(&["pipe", &sizes.pipe_mib.to_string()]),
-        s(&["sdet", busybox, script]),
+        s(&["sdet", paths.busybox, paths.script]),
     ]
+}
+
+/// Where the programs k42-lbench runs are, in the guest or on the host.
+struct Paths<'a> {
+    busybox_true: &'a str,
+    true_static: &'a str,
+    true_dynamic: &'a str,
+    busybox: &'a str,
+    script: &'a str,
 }
 
 /// Quote `s` for sh.
@@ -405,7 +433,16 @@ fn quote(s: &str) -> String {
 
 /// The guest's job for one sample: every measurement, in order.
 fn guest_script(sizes: Sizes, only_sdet: bool) -> String {
-    let mut runs = invocations(sizes, "/bin/true", "/bin/busybox", "/etc/k42-sdet.sh");
+    let mut runs = invocations(
+        sizes,
+        &Paths {
+            busybox_true: "/bin/true",
+            true_static: "/bin/k42-true-static",
+            true_dynamic: "/bin/k42-true-dynamic",
+            busybox: "/bin/busybox",
+            script: "/etc/k42-sdet.sh",
+        },
+    );
     if only_sdet {
         runs.retain(|r| r[0] == "sdet");
     }
@@ -674,7 +711,13 @@ pub fn run(opts: &SweepOptions) -> Result<u8, BenchError> {
         .transpose()?;
     let sizes = if opts.quick { QUICK } else { FULL };
     let image = k42_image::Image::open(&opts.image)?;
-    for m in [LBENCH_MODULE, BUSYBOX_MODULE, SDET_MODULE] {
+    for m in [
+        LBENCH_MODULE,
+        BUSYBOX_MODULE,
+        SDET_MODULE,
+        TRUE_STATIC_MODULE,
+        TRUE_DYNAMIC_MODULE,
+    ] {
         module(&image, &opts.image, m)?;
     }
     let guest = provenance::guest(&opts.image, &image)
@@ -702,11 +745,22 @@ pub fn run(opts: &SweepOptions) -> Result<u8, BenchError> {
         .map_err(|e| BenchError::Host(format!("cannot find the k42vmm executable: {e}")))?;
     let timeout_s = if opts.quick { 300 } else { 600 };
     let names: Vec<&str> = MEASURES.iter().map(|m| m.name).collect();
+    let (busybox_true, true_static, true_dynamic, busybox, script) = (
+        files.bin.join("true").display().to_string(),
+        files.true_static.display().to_string(),
+        files.true_dynamic.display().to_string(),
+        files.busybox.display().to_string(),
+        files.script.display().to_string(),
+    );
     let host_runs = invocations(
         sizes,
-        &files.bin.join("true").display().to_string(),
-        &files.busybox.display().to_string(),
-        &files.script.display().to_string(),
+        &Paths {
+            busybox_true: &busybox_true,
+            true_static: &true_static,
+            true_dynamic: &true_dynamic,
+            busybox: &busybox,
+            script: &script,
+        },
     );
 
     let started = now();
@@ -1079,6 +1133,10 @@ mod tests {
         assert_eq!(
             guest_script(QUICK, true),
             "cd /tmp && /bin/k42-lbench 'sdet' '/bin/busybox' '/etc/k42-sdet.sh'"
+        );
+        assert!(
+            s.contains("'spawn' '2' '/bin/k42-true-dynamic' 'exec-dynamic'"),
+            "{s}"
         );
         assert_eq!(quote("a'b"), r"'a'\''b'");
     }
