@@ -103,9 +103,24 @@ static void nap(long ms)
 		;
 }
 
-static pid_t child_pausing(void)
+/* Fork a child in a process group of its own: a group whose members'
+ * parent is in another group of the session is not orphaned, so the
+ * terminal stop signals (SIGTSTP) stop it. Linux discards them for an
+ * orphaned group, which this program's own group is when it runs as a
+ * session leader or under a backgrounded harness. */
+static pid_t fork_grouped(void)
 {
 	pid_t c = fork();
+	if (c == 0)
+		setpgid(0, 0);
+	else if (c > 0)
+		setpgid(c, c);
+	return c;
+}
+
+static pid_t child_pausing(void)
+{
+	pid_t c = fork_grouped();
 	if (c == 0) {
 		for (;;)
 			pause();
@@ -199,7 +214,7 @@ int main(void)
 	char b;
 	if (pipe(sync) < 0)
 		return 1;
-	c = fork();
+	c = fork_grouped();
 	if (c == 0) {
 		tstp_fd = sync[1];
 		signal(SIGTSTP, on_tstp);
@@ -231,7 +246,7 @@ int main(void)
 	int fds[2];
 	if (pipe2(fds, O_NONBLOCK) < 0)
 		return 1;
-	c = fork();
+	c = fork_grouped();
 	if (c == 0) {
 		close(fds[0]);
 		spin(fds[1]);
@@ -258,7 +273,7 @@ int main(void)
 		int go[2], back[2];
 		if (pipe(go) < 0 || pipe(back) < 0)
 			return 1;
-		c = fork();
+		c = fork_grouped();
 		if (c == 0) {
 			sigset_t tstp;
 			char b;
