@@ -52,36 +52,8 @@ cd / && $B rm -r /tmp/k42t
 echo =END=
 "#;
 
-/// The part of `text` between the markers.
-fn between_markers(text: &str) -> &str {
-    let start = text.find("=BEGIN=\n").expect("the script's begin marker") + 8;
-    let end = text[start..]
-        .find("=END=")
-        .expect("the script's end marker")
-        + start;
-    &text[start..end]
-}
-
 fn guest(vcpus: u32, command: &[&str]) -> std::process::Output {
     guest_within(vcpus, "600s", command)
-}
-
-/// Run `command` in the guest with `vcpus`, stopped after `timeout`.
-fn guest_within(vcpus: u32, timeout: &str, command: &[&str]) -> std::process::Output {
-    require_kvm();
-    let n = vcpus.to_string();
-    let image = default_image();
-    let mut args = vec![
-        "run",
-        "--vcpus",
-        &n,
-        "--timeout",
-        timeout,
-        image.to_str().unwrap(),
-        "--",
-    ];
-    args.extend_from_slice(command);
-    run(&args)
 }
 
 fn script_matches_linux(vcpus: u32) {

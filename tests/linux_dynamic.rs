@@ -28,31 +28,6 @@ use common::*;
 /// holds the same file at /bin/dyntest.
 const HOST_DYNTEST: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/linux/dyntest");
 
-/// Run `command` in the guest with `vcpus`, stopped after `timeout`.
-fn guest(vcpus: u32, timeout: &str, command: &[&str]) -> std::process::Output {
-    require_kvm();
-    let n = vcpus.to_string();
-    let image = default_image();
-    let mut args = vec![
-        "run",
-        "--vcpus",
-        &n,
-        "--timeout",
-        timeout,
-        image.to_str().unwrap(),
-        "--",
-    ];
-    args.extend_from_slice(command);
-    run(&args)
-}
-
-/// The part of `text` between the markers.
-fn between_markers(text: &str) -> &str {
-    let start = text.find("=BEGIN=\n").expect("the begin marker") + 8;
-    let end = text[start..].find("=END=").expect("the end marker") + start;
-    &text[start..end]
-}
-
 fn dyntest_matches_linux(vcpus: u32) {
     let dir = std::env::temp_dir().join(format!("k42dyn-{}-{vcpus}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -64,7 +39,7 @@ fn dyntest_matches_linux(vcpus: u32) {
     assert!(host.status.success(), "host: {}", describe(&host));
     let host_text = String::from_utf8(host.stdout).unwrap();
     assert!(host_text.contains("si_addr right: yes"), "{host_text}");
-    let out = guest(
+    let out = guest_within(
         vcpus,
         "300s",
         &[
@@ -138,7 +113,7 @@ fn postmark_reports_what_it_reports_on_linux() {
         "mkdir -p /tmp/pm && printf '{}' > /tmp/pm.cfg && /bin/postmark /tmp/pm.cfg",
         postmark_config("/tmp/pm").replace('\n', "\\n")
     );
-    let out = guest(1, "300s", &["/bin/busybox", "sh", "-c", &script]);
+    let out = guest_within(1, "300s", &["/bin/busybox", "sh", "-c", &script]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     assert_eq!(
         without_times(&stdout(&out)),
@@ -173,7 +148,7 @@ fn share_figures(text: &str, n: u64) -> (u64, u64) {
 #[test]
 fn processes_of_a_dynamic_program_share_libc_text() {
     const N: u64 = 6;
-    let out = guest(1, "300s", &["/bin/dyntest", "share", &N.to_string()]);
+    let out = guest_within(1, "300s", &["/bin/dyntest", "share", &N.to_string()]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let text = stdout(&out);
     let (all, libc_text) = share_figures(&text, N);
@@ -189,7 +164,7 @@ fn processes_of_a_dynamic_program_share_libc_text() {
 /// interpreter too; the program's exit status is k42vmm's.
 #[test]
 fn a_dynamic_program_is_a_command_of_its_own() {
-    let out = guest(1, "120s", &["/bin/dyntest", "child", "a", "b"]);
+    let out = guest_within(1, "120s", &["/bin/dyntest", "child", "a", "b"]);
     assert_eq!(out.status.code(), Some(7), "{}", describe(&out));
     assert!(
         stdout(&out).contains("child: argc 4: child a b\n"),

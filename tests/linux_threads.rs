@@ -19,13 +19,6 @@ use common::*;
 /// file at /bin/threads.
 const HOST_THREADS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/linux/threads");
 
-/// The part of `text` between the program's markers.
-fn between_markers(text: &str) -> &str {
-    let start = text.find("=BEGIN=\n").expect("the begin marker") + 8;
-    let end = text[start..].find("=END=").expect("the end marker") + start;
-    &text[start..end]
-}
-
 fn threads_match_linux(vcpus: u32) {
     let host = Command::new(HOST_THREADS)
         .current_dir("/")
@@ -37,19 +30,7 @@ fn threads_match_linux(vcpus: u32) {
         host_text.contains("counter right, joins right") && !host_text.contains("WRONG"),
         "{host_text}"
     );
-    require_kvm();
-    let image = default_image();
-    let n = vcpus.to_string();
-    let out = run(&[
-        "run",
-        "--vcpus",
-        &n,
-        "--timeout",
-        "300s",
-        image.to_str().unwrap(),
-        "--",
-        "/bin/threads",
-    ]);
+    let out = guest_within(vcpus, "300s", &["/bin/threads"]);
     assert_eq!(out.status.code(), Some(0), "{}", describe(&out));
     let text = stdout(&out);
     assert_eq!(

@@ -103,3 +103,30 @@ pub fn boot_command(vcpus: u32, extra: &[&str], command: &[&str]) -> (Output, Va
         serde_json::from_str(&text).expect("the report is JSON"),
     )
 }
+
+/// The part of a test program's or script's output between its
+/// `=BEGIN=` and `=END=` markers.
+pub fn between_markers(text: &str) -> &str {
+    let start = text.find("=BEGIN=\n").expect("the begin marker") + 8;
+    let end = text[start..].find("=END=").expect("the end marker") + start;
+    &text[start..end]
+}
+
+/// Run the Linux `command` in the default image's guest with `vcpus`,
+/// stopped after `timeout`.
+pub fn guest_within(vcpus: u32, timeout: &str, command: &[&str]) -> Output {
+    require_kvm();
+    let n = vcpus.to_string();
+    let image = default_image();
+    let mut args = vec![
+        "run",
+        "--vcpus",
+        &n,
+        "--timeout",
+        timeout,
+        image.to_str().unwrap(),
+        "--",
+    ];
+    args.extend_from_slice(command);
+    run(&args)
+}
